@@ -1,0 +1,1 @@
+"""Prompts for synthetic data generation and judging (filled in by issue 4)."""

@@ -1,0 +1,186 @@
+"""One dataclass per stage: defaults < JSON config file < environment < command-line flags.
+
+Every stage builds its config with `parse(StageConfig)`, prints it (secrets masked) and saves it
+beside its outputs with `save(cfg, path)`. Unknown keys in a config file are an error: a silently
+ignored typo is a classic source of wrong runs.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+ENV_PREFIX = "POLICYTUNE_"
+SECRET_WORDS = ("key", "token", "secret", "password")
+
+
+class UserError(Exception):
+    """A problem with the user's input or setup: reported as one line, exit code 2."""
+
+
+@dataclass
+class Base:
+    """Flags shared by every stage."""
+
+    data_dir: str = field(default="data", metadata={"help": "where the stages read and write their JSON files"})
+    checkpoint_dir: str = field(default="checkpoints", metadata={"help": "where the adapter and training state live"})
+    config: str = field(default="", metadata={"help": "optional JSON file with values for any of these flags"})
+
+    def data_path(self, name: str) -> Path:
+        """A file under --data-dir (absolute names pass through)."""
+        return Path(self.data_dir) / name
+
+    def checkpoint_path(self, name: str) -> Path:
+        return Path(self.checkpoint_dir) / name
+
+
+T = TypeVar("T", bound=Base)
+
+
+def _field_type(cls: type, f: dataclasses.Field) -> Any:
+    hints = typing.get_type_hints(cls)
+    return hints[f.name]
+
+
+def _convert(value: Any, typ: Any, name: str) -> Any:
+    """Turn a string (from env or CLI) or JSON value into the field's type."""
+    origin = typing.get_origin(typ)
+    if origin is typing.Union or str(origin) == "types.UnionType":
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        if value is None or value == "":
+            return None
+        return _convert(value, args[0], name)
+    if origin is list:
+        (item,) = typing.get_args(typ) or (str,)
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        return [_convert(v.strip() if isinstance(v, str) else v, item, name) for v in value]
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise UserError(f"{name}: expected true/false, got {value!r}")
+    try:
+        return typ(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{name}: expected {getattr(typ, '__name__', typ)}, got {value!r}") from None
+
+
+def env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+def parse(cls: type[T], argv: list[str] | None = None, description: str | None = None) -> T:
+    """Build a stage config from defaults, --config FILE, POLICYTUNE_* env vars and flags."""
+    parser = argparse.ArgumentParser(
+        description=description or (sys.modules[cls.__module__].__doc__ or "").strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    fields = [f for f in dataclasses.fields(cls) if f.init]
+    for f in fields:
+        typ = _field_type(cls, f)
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
+        help_text += f" (default: {default!r}; env {env_name(f.name)})"
+        if typ is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif typing.get_origin(typ) is list:
+            # Repeatable (`--pdf a.pdf --pdf b.pdf`) and comma-separated both work.
+            parser.add_argument(flag, dest=f.name, action="append", default=None, help=help_text,
+                                choices=f.metadata.get("choices"))
+        else:
+            parser.add_argument(flag, dest=f.name, default=None, help=help_text, choices=f.metadata.get("choices"))
+    args = parser.parse_args(argv)
+
+    values: dict[str, Any] = {}
+    config_file = getattr(args, "config", None) or os.environ.get(env_name("config"), "")
+    if config_file:
+        values.update(_read_config_file(cls, config_file))
+    for f in fields:
+        if env_name(f.name) in os.environ:
+            values[f.name] = os.environ[env_name(f.name)]
+    for f in fields:
+        given = getattr(args, f.name)
+        if given is not None:
+            if isinstance(given, list) and len(given) == 1 and isinstance(given[0], str) and "," in given[0]:
+                given = given[0]
+            values[f.name] = given
+    converted = {name: _convert(v, _field_type(cls, next(f for f in fields if f.name == name)), "--" + name.replace("_", "-"))
+                 for name, v in values.items()}
+    try:
+        for f in fields:
+            choices = f.metadata.get("choices")
+            if choices and f.name in converted and converted[f.name] not in choices:
+                raise UserError(f"--{f.name.replace('_', '-')}: {converted[f.name]!r} is not one of {list(choices)}")
+        return cls(**converted)
+    except (TypeError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+
+
+def _read_config_file(cls: type, path: str) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: config file not found") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a config file must hold a JSON object")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UserError(f"{path}: unknown config keys {unknown}")
+    return data
+
+
+def is_secret(name: str) -> bool:
+    return any(word in name.lower() for word in SECRET_WORDS)
+
+
+def as_dict(cfg: Base, mask_secrets: bool = True) -> dict[str, Any]:
+    """The config as plain JSON data, with secret-looking fields masked."""
+    out = dataclasses.asdict(cfg)
+    if mask_secrets:
+        for name, value in out.items():
+            if is_secret(name) and value:
+                out[name] = "***"
+    return out
+
+
+def show(cfg: Base) -> None:
+    """Print the resolved configuration so every run log says how it was made."""
+    print(f"[{type(cfg).__name__}]", flush=True)
+    for name, value in as_dict(cfg).items():
+        print(f"  {name} = {value!r}", flush=True)
+
+
+def save(cfg: Base, path: str | os.PathLike) -> None:
+    """Save the (masked) config as JSON beside the stage's outputs."""
+    from policytune import io
+
+    io.write_json_atomic(path, as_dict(cfg))
+
+
+def run(main: Callable[[T], Any], cls: type[T], argv: list[str] | None = None) -> None:
+    """Entry point for a stage script: parse, run, and turn failures into one line + exit code."""
+    try:
+        cfg = parse(cls, argv)
+        main(cfg)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print("interrupted: partial work is kept and a rerun resumes it", file=sys.stderr, flush=True)
+        raise SystemExit(130) from None

@@ -1,0 +1,152 @@
+"""Reading and writing the JSON files that connect the stages.
+
+Writes are atomic (temp file in the same folder, fsync, rename) so a kill never leaves a
+half-written file where a good one was. Append-only JSONL is the resume log of long stages:
+a line cut by a kill is ignored on read, everything before it is kept.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+from policytune.config import UserError
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write text so that readers see either the old file or the complete new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[dict]) -> None:
+    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def read_json(path: str | os.PathLike, what: str = "input") -> Any:
+    """Read a JSON file; a missing or corrupt file is a one-line UserError naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: {what} file not found (run the previous stage first?)")
+    text = path.read_text(encoding="utf-8")
+    if not text.strip():
+        raise UserError(f"{path}: {what} file is empty")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: {what} file is not valid JSON (truncated or corrupted? {exc.msg} at line {exc.lineno})") from None
+
+
+def read_records(path: str | os.PathLike, what: str = "input") -> list[dict]:
+    """Read a JSON list of objects (the stages' record files)."""
+    data = read_json(path, what)
+    if isinstance(data, dict) and isinstance(data.get("records"), list):
+        data = data["records"]
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise UserError(f"{path}: {what} file must hold a JSON list of objects")
+    return data
+
+
+def read_jsonl(path: str | os.PathLike, strict: bool = False) -> list[dict]:
+    """Read JSON lines. A cut last line (a kill mid-append) is skipped unless strict."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if strict or number < len(lines):
+                raise UserError(f"{path}: line {number} is not valid JSON") from None
+    return records
+
+
+class JsonlLog:
+    """Append-only JSONL resume log: each completed unit of work is one flushed line."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._repair_tail()
+        self._handle = open(self.path, "a", encoding="utf-8")
+
+    def _repair_tail(self) -> None:
+        # A kill mid-write leaves a partial last line; drop it so the next append starts clean.
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            cut = data.rfind(b"\n") + 1
+            with open(self.path, "r+b") as handle:
+                handle.truncate(cut)
+
+    def records(self) -> list[dict]:
+        return read_jsonl(self.path)
+
+    def append(self, record: dict) -> None:
+        self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> "JsonlLog":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def content_hash(*parts: Any, length: int = 16) -> str:
+    """Stable id from content: same inputs give the same id across runs and machines."""
+    digest = hashlib.sha256()
+    for part in parts:
+        text = part if isinstance(part, str) else json.dumps(part, sort_keys=True, ensure_ascii=False)
+        digest.update(text.encode("utf-8"))
+        digest.update(b"\x00")
+    return digest.hexdigest()[:length]
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,244 @@
+"""The OpenAI-compatible endpoint every LLM call goes through (generation and judging).
+
+Configured by OPENAI_BASE_URL / OPENAI_API_KEY / --model for OpenAI, vLLM, Ollama or any
+llama-server. With nothing configured, an embedded llama.cpp server (xllamacpp) is started on
+127.0.0.1 with a free port and the embedded SmolLM2 GGUF (or --teacher-gguf), and stopped on exit.
+
+Retries live here once: connection errors, timeouts, 429 (honouring Retry-After) and 5xx back off
+exponentially; invalid JSON, schema mismatches and answers cut by max_tokens are retried a bounded
+number of times and then reported as LLMError for the caller to log and skip.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, TypeVar
+
+from policytune import config
+from policytune.config import UserError
+
+DEFAULT_PARALLEL = 4
+
+
+@dataclass
+class LLMOptions(config.Base):
+    """Endpoint flags shared by the stages that call an LLM."""
+
+    base_url: str = field(default="", metadata={"help": "OpenAI-compatible base URL (else OPENAI_BASE_URL; empty: start the embedded llama-server)"})
+    model: str = field(default="", metadata={"help": "model name at the endpoint (else OPENAI_MODEL; the embedded server ignores it)"})
+    teacher_gguf: str = field(default="", metadata={"help": "a local GGUF for the embedded server instead of SmolLM2-135M (e.g. a larger instruct model)"})
+    concurrency: int = field(default=DEFAULT_PARALLEL, metadata={"help": "requests in flight at once (also the embedded server's slots)"})
+    server_threads: int = field(default=0, metadata={"help": "CPU threads of the embedded server (0: all cores)"})
+    server_ctx_per_slot: int = field(default=2048, metadata={"help": "context tokens per slot of the embedded server"})
+    request_timeout: float = field(default=120.0, metadata={"help": "seconds before one request is abandoned and retried"})
+    max_retries: int = field(default=4, metadata={"help": "retries per request for transport errors and bad output"})
+    seed: int = field(default=0, metadata={"help": "sampling seed sent to the endpoint"})
+
+
+class LLMError(Exception):
+    """One request gave no usable answer after its retries: log it and move on."""
+
+
+class EndpointDown(UserError):
+    """The endpoint cannot be reached at all: the stage stops (its finished work is kept)."""
+
+
+@dataclass
+class Endpoint:
+    client: Any          # openai.OpenAI
+    model: str           # the name recorded in provenance
+    base_url: str
+    options: LLMOptions
+    server: Any = None   # the embedded xllamacpp.Server, when we started one
+    local: bool = False
+
+
+def _server_threads(requested: int) -> int:
+    return requested if requested > 0 else max(1, os.cpu_count() or 1)
+
+
+def start_local_server(gguf: str, parallel: int, threads: int, ctx_per_slot: int, lora: str | None = None,
+                       lora_scale: float = 1.0):
+    """Start llama.cpp's server in this process on 127.0.0.1 (free port). Returns the server."""
+    import xllamacpp
+
+    if not os.path.isfile(gguf):
+        raise UserError(f"{gguf}: GGUF file not found")
+    params = xllamacpp.CommonParams()
+    params.model.path = gguf
+    params.hostnames = ["127.0.0.1"]
+    params.port = 0
+    params.n_parallel = max(1, parallel)
+    params.n_ctx = max(1, parallel) * ctx_per_slot
+    params.cpuparams.n_threads = threads
+    params.cpuparams_batch.n_threads = threads
+    params.verbosity = -1  # llama.cpp logs every slot event to stderr otherwise
+    if lora:
+        params.lora_adapters = [xllamacpp.CommonAdapterLoraInfo(lora, lora_scale)]
+    try:
+        return xllamacpp.Server(params)
+    except Exception as exc:  # llama.cpp reports load failures as a generic runtime error
+        raise UserError(f"{gguf}: llama.cpp could not load it ({exc})") from None
+
+
+@contextlib.contextmanager
+def connect(opts: LLMOptions) -> Iterator[Endpoint]:
+    """Yield a ready endpoint; an embedded server started here is stopped on exit, errors and Ctrl-C."""
+    from openai import OpenAI
+
+    base_url = opts.base_url or os.environ.get("OPENAI_BASE_URL", "")
+    model = opts.model or os.environ.get("OPENAI_MODEL", "")
+    if base_url:
+        api_key = os.environ.get("OPENAI_API_KEY") or "not-needed"
+        if not model:
+            raise UserError("--model (or OPENAI_MODEL) is required with a configured endpoint")
+        client = OpenAI(base_url=base_url, api_key=api_key, timeout=opts.request_timeout, max_retries=0)
+        yield Endpoint(client=client, model=model, base_url=base_url, options=opts)
+        return
+
+    from policytune import models
+
+    gguf = opts.teacher_gguf or os.environ.get("POLICYTUNE_TEACHER_GGUF", "") or str(models.embedded_gguf())
+    server = start_local_server(gguf, opts.concurrency, _server_threads(opts.server_threads), opts.server_ctx_per_slot)
+    url = server.listening_address + "/v1"
+    print(f"embedded llama-server on {server.listening_address} ({os.path.basename(gguf)}, "
+          f"{opts.concurrency} slots)", flush=True)
+    client = OpenAI(base_url=url, api_key="local", timeout=opts.request_timeout, max_retries=0)
+    endpoint = Endpoint(client=client, model=os.path.basename(gguf), base_url=url, options=opts, server=server, local=True)
+    try:
+        yield endpoint
+    finally:
+        client.close()
+        # xllamacpp stops its server when the last reference goes.
+        endpoint.server = None
+        del server
+
+
+def json_format(name: str, schema: dict) -> dict:
+    """response_format asking for JSON that matches `schema` (OpenAI structured outputs)."""
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
+
+
+def _retry_after(exc: Exception) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    value = headers.get("retry-after") if hasattr(headers, "get") else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _backoff(attempt: int, base: float = 0.5, cap: float = 20.0) -> float:
+    return min(cap, base * 2 ** attempt) * (0.5 + random.random() / 2)
+
+
+def complete(endpoint: Endpoint, messages: list[dict], **kwargs: Any) -> Any:
+    """One chat completion with transport retries. Raises EndpointDown or LLMError."""
+    import openai
+
+    opts = endpoint.options
+    last: Exception | None = None
+    for attempt in range(opts.max_retries + 1):
+        try:
+            return endpoint.client.chat.completions.create(model=endpoint.model, messages=messages, **kwargs)
+        except openai.APIConnectionError as exc:  # includes timeouts
+            last = exc
+            kind = "timeout" if isinstance(exc, openai.APITimeoutError) else "connection"
+            if attempt == opts.max_retries:
+                if kind == "connection":
+                    raise EndpointDown(f"cannot reach the LLM endpoint at {endpoint.base_url} "
+                                       f"after {attempt + 1} attempts") from None
+                raise LLMError(f"timeout after {opts.request_timeout:g}s ({attempt + 1} attempts)") from None
+            time.sleep(_backoff(attempt))
+        except openai.RateLimitError as exc:
+            last = exc
+            if attempt == opts.max_retries:
+                raise LLMError(f"rate limited (429) after {attempt + 1} attempts") from None
+            wait = _retry_after(exc)
+            time.sleep(min(60.0, wait) if wait is not None else _backoff(attempt))
+        except openai.InternalServerError as exc:
+            last = exc
+            if attempt == opts.max_retries:
+                raise LLMError(f"server error {exc.status_code} after {attempt + 1} attempts") from None
+            time.sleep(_backoff(attempt))
+        except openai.AuthenticationError:
+            raise EndpointDown(f"the endpoint at {endpoint.base_url} rejected the API key (401)") from None
+        except openai.NotFoundError:
+            raise EndpointDown(f"model {endpoint.model!r} or its route not found at {endpoint.base_url} (404)") from None
+        except openai.APIStatusError as exc:
+            raise LLMError(f"request rejected with HTTP {exc.status_code}") from None
+        except openai.APIResponseValidationError as exc:
+            last = exc
+            if attempt == opts.max_retries:
+                raise LLMError("response was not valid JSON") from None
+            time.sleep(_backoff(attempt))
+    raise LLMError(f"no answer: {last}")
+
+
+def validate(instance: Any, schema: dict) -> str | None:
+    """None when `instance` matches the JSON schema, else a short reason."""
+    import jsonschema
+
+    try:
+        jsonschema.validate(instance, schema)
+    except jsonschema.ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "root"
+        return f"schema: {where}: {exc.message[:160]}"
+    return None
+
+
+def chat_json(endpoint: Endpoint, messages: list[dict], schema: dict, name: str = "answer",
+              max_tokens: int = 512, temperature: float = 0.0, **kwargs: Any) -> tuple[dict, Any]:
+    """Ask for JSON matching `schema`; returns (parsed object, raw response). Raises LLMError."""
+    problems = []
+    for attempt in range(endpoint.options.max_retries + 1):
+        response = complete(endpoint, messages, response_format=json_format(name, schema), max_tokens=max_tokens,
+                            temperature=temperature, seed=endpoint.options.seed + attempt, **kwargs)
+        choice = response.choices[0] if response.choices else None
+        if choice is None or choice.message is None:
+            problems.append("empty response")
+            continue
+        if choice.finish_reason == "length":
+            problems.append(f"cut by max_tokens={max_tokens}")
+            continue
+        try:
+            parsed = json.loads(choice.message.content or "")
+        except json.JSONDecodeError:
+            problems.append("invalid JSON")
+            continue
+        reason = validate(parsed, schema)
+        if reason:
+            problems.append(reason)
+            continue
+        return parsed, response
+    raise LLMError("; ".join(dict.fromkeys(problems)))
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def run_concurrently(fn: Callable[[T], R], items: Iterable[T], concurrency: int,
+                     on_done: Callable[[T, R | None, Exception | None], None]) -> None:
+    """Call fn on every item with a thread pool; on_done(item, result, error) runs in this thread.
+
+    An EndpointDown stops the pool and is re-raised: nothing more can be done without the endpoint.
+    """
+    pool = ThreadPoolExecutor(max_workers=max(1, concurrency))
+    futures = {pool.submit(fn, item): item for item in items}
+    try:
+        for future in as_completed(futures):
+            item = futures[future]
+            error = future.exception()
+            if isinstance(error, EndpointDown):
+                raise error
+            on_done(item, None if error else future.result(), error)
+    finally:
+        # On Ctrl-C or a dead endpoint, queued work is dropped instead of waited for.
+        pool.shutdown(wait=True, cancel_futures=True)

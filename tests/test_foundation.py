@@ -1,0 +1,135 @@
+"""Foundation: config, atomic IO, the chat format, the embedded model and the embedded endpoint."""
+from __future__ import annotations
+
+import gc
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+
+import pytest
+
+from conftest import ROOT, SAMPLE_PDF, run_script
+from policytune import chat, config, io, llm
+
+
+@dataclass
+class DemoConfig(config.Base):
+    steps: int = field(default=3, metadata={"help": "demo"})
+    api_key: str = ""
+    names: list[str] = field(default_factory=list)
+
+
+def test_flags_override_env_override_defaults(monkeypatch):
+    assert config.parse(DemoConfig, []).steps == 3
+    monkeypatch.setenv("POLICYTUNE_STEPS", "5")
+    assert config.parse(DemoConfig, []).steps == 5
+    assert config.parse(DemoConfig, ["--steps", "7"]).steps == 7
+    assert config.parse(DemoConfig, ["--names", "a", "--names", "b"]).names == ["a", "b"]
+
+
+def test_config_file_with_unknown_key_is_an_error(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"stepz": 1}))
+    with pytest.raises(config.UserError, match="unknown config keys"):
+        config.parse(DemoConfig, ["--config", str(path)])
+
+
+def test_secrets_are_masked_when_saved(tmp_path):
+    cfg = config.parse(DemoConfig, ["--api-key", "sk-very-secret"])
+    config.save(cfg, tmp_path / "cfg.json")
+    assert "sk-very-secret" not in (tmp_path / "cfg.json").read_text()
+
+
+def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "out.json"
+    io.write_json_atomic(path, {"good": True})
+
+    class Unserialisable:
+        pass
+
+    with pytest.raises(TypeError):
+        io.write_json_atomic(path, {"bad": Unserialisable()})
+    assert json.loads(path.read_text()) == {"good": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_corrupt_json_is_a_one_line_error_naming_the_file(tmp_path):
+    path = tmp_path / "chunks.json"
+    path.write_text('[{"id": "a", "text": "cut')
+    with pytest.raises(config.UserError, match="chunks.json.*not valid JSON"):
+        io.read_json(path)
+
+
+def test_jsonl_log_drops_a_line_cut_by_a_kill(tmp_path):
+    path = tmp_path / "log.jsonl"
+    path.write_text('{"n": 1}\n{"n": 2}\n{"n": ')
+    with io.JsonlLog(path) as log:
+        log.append({"n": 3})
+    assert [r["n"] for r in io.read_jsonl(path, strict=True)] == [1, 2, 3]
+
+
+def test_chat_format_is_chatml_and_refusal_is_exact():
+    text = chat.format_example("How many days?", "25 days")
+    assert text == ("<|im_start|>system\n" + chat.SYSTEM_PROMPT + "<|im_end|>\n"
+                    "<|im_start|>user\nHow many days?<|im_end|>\n<|im_start|>assistant\n25 days<|im_end|>")
+    assert chat.REFUSAL == "Not specified in the provided excerpt."
+    assert chat.is_refusal(" Not specified in the provided excerpt.<|im_end|>")
+    assert not chat.is_refusal("Not specified.")
+
+
+def test_tokenizer_template_renders_the_chat_format(embedded_base):
+    from policytune import models
+
+    tokenizer = models.load_tokenizer(embedded_base)
+    rendered = tokenizer.apply_chat_template(chat.messages("Q?"), tokenize=False, add_generation_prompt=True)
+    assert rendered == chat.format_prompt("Q?")
+
+
+def test_embedded_server_returns_schema_json_and_stops():
+    schema = {"type": "object", "properties": {"days": {"type": "integer"}, "unit": {"type": "string"}},
+              "required": ["days", "unit"], "additionalProperties": False}
+    with llm.connect(llm.LLMOptions(concurrency=1, server_threads=1)) as endpoint:
+        assert endpoint.local and endpoint.base_url.startswith("http://127.0.0.1:")
+        address = endpoint.server.listening_address
+        parsed, response = llm.chat_json(
+            endpoint, [{"role": "user", "content": "Employees get 25 days of leave. Reply with days and unit."}],
+            schema, max_tokens=64)
+    assert llm.validate(parsed, schema) is None
+    assert isinstance(parsed["days"], int)
+    gc.collect()
+    host, port = address.split("//")[1].split(":")
+    with socket.socket() as probe:
+        assert probe.connect_ex((host, int(port))) != 0, "embedded server still listening after exit"
+
+
+def test_embedded_base_model_loads_from_cache_and_generates(embedded_base):
+    import torch
+
+    from policytune import models
+
+    assert os.path.isfile(os.path.join(embedded_base.hf_path, "model.safetensors"))
+    tokenizer = models.load_tokenizer(embedded_base)
+    model = models.load_model(embedded_base)
+    inputs = tokenizer(chat.format_prompt("What is annual leave?"), return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=5, do_sample=False)
+    assert out.shape[1] > inputs["input_ids"].shape[1]
+
+
+def test_missing_base_model_path_exits_2_naming_it(tmp_path):
+    missing = tmp_path / "no-such-model"
+    result = run_script("-m", "policytune.models", "--base-model", str(missing))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(missing) in lines[0]
+
+
+def test_sample_policy_pdf_has_text_and_at_least_15_pages():
+    import pypdfium2
+
+    assert (ROOT / "sample" / "make_sample_policy.py").is_file()
+    document = pypdfium2.PdfDocument(str(SAMPLE_PDF))
+    assert len(document) >= 15
+    text = document[2].get_textpage().get_text_range()
+    assert len(text.split()) > 100
