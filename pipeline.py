@@ -1,34 +1,166 @@
-"""The whole pipeline in one command: parse, generate, preprocess, quality gate, train, evaluate, deploy.
+"""The whole pipeline in one command: parse, generate, preprocess, quality, train, evaluate, deploy.
 
-    uv run python pipeline.py                      # the bundled sample, embedded defaults
-    uv run python pipeline.py --pdf my_policy.pdf
+    uv run python pipeline.py                                  # the bundled sample, embedded defaults
+    uv run python pipeline.py --pdf handbook.pdf --pdf leave.pdf
+    uv run python pipeline.py --from train --train.epochs 6    # rerun from training, with a stage flag
+    uv run python pipeline.py --force                          # rerun everything
 
-Each stage is its own script, run here in order as a subprocess so that a stage behaves exactly
-as when a user runs it by hand; the first failing stage stops the pipeline with its exit code.
+Each stage is its own script, run here as a subprocess exactly as a user would run it. A stage is
+skipped when its outputs exist, are newer than its inputs, and its command line is unchanged since
+it last succeeded (recorded in <data-dir>/pipeline_state.json). Stage flags pass through as
+`--<stage>.<flag> value` (e.g. `--generate.pairs-per-chunk 4`); POLICYTUNE_* environment variables
+reach every stage.
 """
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
-STAGES = [
-    ("generate", ["syntheticdatageneration.py"]),
-    ("preprocess", ["preprocessing.py"]),
-    ("quality", ["dataquality.py"]),
-    ("train", ["train.py"]),
-    ("evaluate", ["evaluate.py"]),
-]
+from policytune import config, io
+
+STAGE_NAMES = ["parse", "generate", "preprocess", "quality", "train", "evaluate", "deploy"]
 
 
-def main(argv: list[str]) -> int:
-    for name, script in STAGES:
-        print(f"== {name}: {' '.join(script)}", flush=True)
-        code = subprocess.call([sys.executable, *script, *argv])
+@dataclass
+class PipelineConfig(config.Base):
+    pdf: list[str] = field(default_factory=lambda: ["data/sample_policy.pdf"], metadata={"help": "policy document(s); repeat for several"})
+    reports_dir: str = field(default="reports", metadata={"help": "where evaluation reports go"})
+    force: bool = field(default=False, metadata={"help": "rerun every selected stage even if up to date"})
+    from_stage: str = field(default="parse", metadata={"help": "first stage to run", "choices": STAGE_NAMES})
+    to_stage: str = field(default="deploy", metadata={"help": "last stage to run", "choices": STAGE_NAMES})
+
+
+@dataclass
+class Stage:
+    name: str
+    command: list[str]
+    inputs: list[Path]
+    outputs: list[Path]
+
+
+def plan(cfg: PipelineConfig, extra: dict[str, list[str]]) -> list[Stage]:
+    """The stages in order, with their command lines and the files that decide whether to rerun."""
+    data, ckpt, reports = Path(cfg.data_dir), Path(cfg.checkpoint_dir), Path(cfg.reports_dir)
+    common = ["--data-dir", cfg.data_dir, "--checkpoint-dir", cfg.checkpoint_dir]
+    pdfs = [arg for p in cfg.pdf for arg in ("--pdf", p)]
+    stages = [
+        Stage("parse", ["syntheticdatageneration.py", *common, *pdfs, "--parse-only"], [Path(p) for p in cfg.pdf],
+              [data / "chunks.json"]),
+        Stage("generate", ["syntheticdatageneration.py", *common, *pdfs, "--reuse-chunks"], [data / "chunks.json"],
+              [data / "syntheticdata.json"]),
+        Stage("preprocess", ["preprocessing.py", *common], [data / "syntheticdata.json", data / "chunks.json"],
+              [data / "instructions.json"]),
+        Stage("quality", ["dataquality.py", *common], [data / "instructions.json"],
+              [data / "instructionquality.json", data / "quality_report.json"]),
+        Stage("train", ["train.py", *common], [data / "instructionquality.json"],
+              [ckpt / "adapter_model.safetensors", ckpt / "metrics.json", data / "eval_split.json"]),
+        Stage("evaluate", ["evaluate.py", *common, "--reports-dir", cfg.reports_dir],
+              [ckpt / "adapter_model.safetensors", data / "eval_split.json"], [reports / "eval.json"]),
+        Stage("deploy", ["-m", "policytune.deploy", *common, "--verify"], [ckpt / "adapter_model.safetensors"],
+              [ckpt / "adapter.gguf", Path("Modelfile")]),
+    ]
+    for stage in stages:
+        stage.command += extra.get(stage.name, [])
+    return stages
+
+
+def fingerprint(stage: Stage) -> str:
+    """What decides a stage's config: its command line and the environment its config reads.
+    The API key is left out on purpose: it must not be stored, and it does not change results."""
+    env = {k: v for k, v in os.environ.items()
+           if k.startswith(config.ENV_PREFIX) or k in ("OPENAI_BASE_URL", "OPENAI_MODEL")}
+    return io.content_hash(stage.command, sorted(env.items()))
+
+
+def up_to_date(stage: Stage, state: dict) -> bool:
+    if state.get(stage.name) != fingerprint(stage):
+        return False
+    if not all(p.exists() for p in stage.outputs):
+        return False
+    newest_input = max((p.stat().st_mtime for p in stage.inputs if p.exists()), default=0.0)
+    return min(p.stat().st_mtime for p in stage.outputs) >= newest_input
+
+
+def split_stage_flags(argv: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """Separate `--<stage>.<flag> [value]` pass-through flags from the pipeline's own flags."""
+    own: list[str] = []
+    extra: dict[str, list[str]] = {}
+    i = 0
+    while i < len(argv):
+        arg = {"--from": "--from-stage", "--to": "--to-stage"}.get(argv[i], argv[i])
+        name = arg[2:].split(".", 1)[0] if arg.startswith("--") else ""
+        if name in STAGE_NAMES and "." in arg:
+            flag = "--" + arg.split(".", 1)[1]
+            flag, eq, value = flag.partition("=")
+            extra.setdefault(name, []).append(flag)
+            if eq:
+                extra[name].append(value)
+            elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                extra[name].append(argv[i + 1])
+                i += 1
+        else:
+            own.append(arg)
+        i += 1
+    return own, extra
+
+
+def headline(reports_dir: Path) -> None:
+    path = reports_dir / "eval.json"
+    if not path.exists():
+        return
+    metrics = json.loads(path.read_text()).get("metrics", {})
+    keys = ["answerable_accuracy", "refusal_recall", "false_refusal_rate", "hallucination_rate"]
+    print("\nheadline (held-out questions, closed-book):")
+    print(f"  {'metric':<22}{'base':>8}{'tuned':>8}")
+    for key in keys:
+        base, tuned = metrics.get("base", {}).get(key), metrics.get("tuned", {}).get(key)
+        if base is not None and tuned is not None:
+            print(f"  {key:<22}{base:>8.2f}{tuned:>8.2f}")
+
+
+def main(cfg: PipelineConfig, extra: dict[str, list[str]]) -> None:
+    config.show(cfg)
+    stages = plan(cfg, extra)
+    first, last = STAGE_NAMES.index(cfg.from_stage), STAGE_NAMES.index(cfg.to_stage)
+    if first > last:
+        raise config.UserError(f"--from-stage {cfg.from_stage} comes after --to-stage {cfg.to_stage}")
+    state_path = Path(cfg.data_dir) / "pipeline_state.json"
+    state = io.read_json(state_path, "pipeline state") if state_path.exists() else {}
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    for index, stage in enumerate(stages):
+        if not first <= index <= last:
+            continue
+        if not cfg.force and up_to_date(stage, state):
+            print(f"== {stage.name}: up to date, skipped", flush=True)
+            continue
+        print(f"== {stage.name}: {' '.join(['python', *stage.command])}", flush=True)
+        t0 = time.perf_counter()
+        code = subprocess.call([sys.executable, *stage.command])
+        timings[stage.name] = round(time.perf_counter() - t0, 1)
         if code != 0:
-            print(f"pipeline stopped at stage '{name}' (exit {code})", file=sys.stderr)
-            return code
-    return 0
+            print(f"pipeline stopped at stage '{stage.name}' (exit {code}); finished stages are kept and "
+                  "skipped on the next run", file=sys.stderr, flush=True)
+            raise SystemExit(code)
+        state[stage.name] = fingerprint(stage)
+        io.write_json_atomic(state_path, state)
+        # A rerun stage makes every later stage stale, even if its output did not change.
+        for later in stages[index + 1:]:
+            state.pop(later.name, None)
+    total = time.perf_counter() - started
+    print(f"\npipeline finished in {total:.0f}s; stage times: {timings or 'all skipped'}")
+    print(f"  adapter:   {Path(cfg.checkpoint_dir) / 'adapter_model.safetensors'}")
+    print(f"  gguf:      {Path(cfg.checkpoint_dir) / 'adapter.gguf'}")
+    print(f"  Modelfile: {Path('Modelfile').resolve()}")
+    print(f"  report:    {Path(cfg.reports_dir) / 'eval.html'}")
+    headline(Path(cfg.reports_dir))
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    own_argv, stage_flags = split_stage_flags(sys.argv[1:])
+    config.run(lambda cfg: main(cfg, stage_flags), PipelineConfig, own_argv)
