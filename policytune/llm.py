@@ -63,8 +63,8 @@ def _server_threads(requested: int) -> int:
 
 
 def start_local_server(gguf: str, parallel: int, threads: int, ctx_per_slot: int, lora: str | None = None,
-                       lora_scale: float = 1.0):
-    """Start llama.cpp's server in this process on 127.0.0.1 (free port). Returns the server."""
+                       lora_scale: float = 1.0, port: int = 0):
+    """Start llama.cpp's server in this process on 127.0.0.1 (port 0: a free one). Returns the server."""
     import xllamacpp
 
     if not os.path.isfile(gguf):
@@ -72,7 +72,7 @@ def start_local_server(gguf: str, parallel: int, threads: int, ctx_per_slot: int
     params = xllamacpp.CommonParams()
     params.model.path = gguf
     params.hostnames = ["127.0.0.1"]
-    params.port = 0
+    params.port = port
     params.n_parallel = max(1, parallel)
     params.n_ctx = max(1, parallel) * ctx_per_slot
     params.cpuparams.n_threads = threads
