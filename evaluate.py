@@ -1,4 +1,296 @@
-"""Stage 5, base vs tuned evaluation. Not implemented yet (issue 7)."""
-import sys
+"""Stage 5: compare the base model and base + adapter on held-out questions, closed-book.
 
-sys.exit("evaluate.py: not implemented yet (issue 7)")
+Both models see exactly the training chat format (no policy text in the prompt) and decode
+greedily. One model sits in memory: "base" answers come with the LoRA adapter disabled, "tuned"
+answers with it enabled. Besides answer scores it measures how far the adapter moved next-token
+distributions (KL(tuned || base), top-1 agreement) and how much probability each model puts on
+starting the refusal.
+
+    uv run python evaluate.py                               # data/eval_split.json vs checkpoints/
+    uv run python evaluate.py --gold gold.jsonl             # your own questions (JSON lines)
+    uv run python evaluate.py --gold gold.jsonl --eval-file data/eval_split.json   # both
+    uv run python evaluate.py --adapter runs/a --limit 20 --batch-size 4 --threads 1
+
+Gold lines: {"id": "...", "question": "...", "answer": "...", "answerable": true,
+"keywords": ["25|twenty-five", "days"]}; only id and question are required.
+Writes reports/eval.json, reports/eval.md and a self-contained reports/eval.html.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from policytune import chat, config, io, metrics, models, report
+
+
+@dataclass
+class EvalConfig(config.Base):
+    adapter: str = field(default="", metadata={"help": "PEFT adapter folder (default: --checkpoint-dir)"})
+    base_model: str = field(default="", metadata={
+        "help": "base model ('embedded', folder, .gguf, hub id); default: the adapter's base_model_name_or_path"})
+    eval_file: str = field(default="", metadata={
+        "help": "held-out split from train.py (default: <data-dir>/eval_split.json when --gold is not given)"})
+    gold: str = field(default="", metadata={
+        "help": "JSON lines with id, question and optional answer, answerable, keywords, type"})
+    reports_dir: str = field(default="reports", metadata={"help": "where eval.json, eval.md and eval.html go"})
+    batch_size: int = field(default=8, metadata={"help": "prompts per generation / scoring batch"})
+    max_new_tokens: int = field(default=48, metadata={"help": "answer length cap; policy answers are one or two sentences"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
+    limit: int = field(default=0, metadata={"help": "evaluate only the first N questions (0: all)"})
+    f1_threshold: float = field(default=metrics.DEFAULT_F1_THRESHOLD, metadata={
+        "help": "token F1 at which an answer without keywords counts as correct"})
+    dtype: str = field(default="auto", metadata={"help": "model dtype: auto, float32, bfloat16, float16"})
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.max_new_tokens < 1 or self.limit < 0 or self.threads < 0:
+            raise config.UserError("--batch-size and --max-new-tokens must be >= 1; --limit and --threads >= 0")
+        if not 0.0 <= self.f1_threshold <= 1.0:
+            raise config.UserError("--f1-threshold must be between 0 and 1")
+
+
+# ---------------------------------------------------------------- inputs
+
+def load_eval_split(path: Path) -> list[dict[str, Any]]:
+    """Held-out instruction records from train.py as evaluation items."""
+    items = []
+    for index, record in enumerate(io.read_records(path, "eval split")):
+        missing = [k for k in ("id", "instruction", "output", "answerable") if k not in record]
+        if missing:
+            raise config.UserError(f"{path}: record {index} lacks {', '.join(missing)}")
+        items.append({
+            "id": str(record["id"]), "question": record["instruction"], "answer": record["output"],
+            "answerable": bool(record["answerable"]), "keywords": record.get("keywords") or None,
+            "type": record.get("type") or ("answerable" if record["answerable"] else "unanswerable"),
+            "source": {"file": str(path), **{k: record[k] for k in ("doc", "pages", "chunk_id") if k in record}},
+        })
+    return items
+
+
+def load_gold(path: Path) -> list[dict[str, Any]]:
+    """Gold questions (JSON lines); a malformed line is an error naming its line number."""
+    if not path.is_file():
+        raise config.UserError(f"{path}: gold file not found")
+    items = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}: line {number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise config.UserError(f"{where}: not valid JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise config.UserError(f"{where}: expected a JSON object")
+        for key in ("id", "question"):
+            if not isinstance(record.get(key), (str, int)) or not str(record[key]).strip():
+                raise config.UserError(f"{where}: '{key}' is missing or empty")
+        answer, answerable, keywords = record.get("answer"), record.get("answerable"), record.get("keywords")
+        if answer is not None and not isinstance(answer, str):
+            raise config.UserError(f"{where}: 'answer' must be a string")
+        if answerable is not None and not isinstance(answerable, bool):
+            raise config.UserError(f"{where}: 'answerable' must be true or false")
+        if keywords is not None and (not isinstance(keywords, list) or not all(isinstance(k, str) and k.strip() for k in keywords)):
+            raise config.UserError(f"{where}: 'keywords' must be a list of non-empty strings")
+        if answerable is None and (answer or keywords):
+            # The refusal as the expected answer means "the policy is silent on this".
+            answerable = not (answer and metrics.is_exact_refusal(answer))
+        kind = record.get("type") or {True: "answerable", False: "unanswerable", None: "unlabelled"}[answerable]
+        items.append({"id": str(record["id"]), "question": str(record["question"]), "answer": answer,
+                      "answerable": answerable, "keywords": keywords or None, "type": str(kind),
+                      "source": {"file": str(path), "line": number}})
+    return items
+
+
+def load_items(cfg: EvalConfig) -> list[dict[str, Any]]:
+    """The eval split and/or the gold file, checked for duplicate ids, cut to --limit."""
+    items: list[dict[str, Any]] = []
+    eval_file = cfg.eval_file or ("" if cfg.gold else str(cfg.data_path("eval_split.json")))
+    if eval_file:
+        items += load_eval_split(Path(eval_file))
+    if cfg.gold:
+        items += load_gold(Path(cfg.gold))
+    seen: set[str] = set()
+    for item in items:
+        if item["id"] in seen:
+            raise config.UserError(f"duplicate question id {item['id']!r} ({item['source']['file']})")
+        seen.add(item["id"])
+    if cfg.limit:
+        items = items[:cfg.limit]
+    if not items:
+        raise config.UserError(f"no questions to evaluate in {' and '.join(filter(None, [eval_file, cfg.gold]))}")
+    return items
+
+
+def find_adapter(cfg: EvalConfig) -> tuple[Path, models.BaseModel]:
+    """The adapter folder and the base model it belongs to (checked before anything loads)."""
+    adapter = Path(cfg.adapter or cfg.checkpoint_dir)
+    adapter_config = adapter / "adapter_config.json"
+    if not adapter_config.is_file():
+        raise config.UserError(f"{adapter}: no adapter_config.json (train an adapter with train.py, or pass --adapter)")
+    if not any((adapter / name).is_file() for name in ("adapter_model.safetensors", "adapter_model.bin")):
+        raise config.UserError(f"{adapter}: adapter_config.json but no adapter_model.safetensors")
+    base_spec = cfg.base_model or io.read_json(adapter_config, "adapter config").get("base_model_name_or_path") or ""
+    if not base_spec:
+        raise config.UserError(f"{adapter_config}: no base_model_name_or_path; pass --base-model")
+    return adapter, models.resolve(base_spec)
+
+
+# ---------------------------------------------------------------- models
+
+def load_tuned(base: models.BaseModel, adapter: Path, dtype: str):
+    """The base model with the adapter attached (disable it to get the base model back)."""
+    import torch
+    from peft import PeftModel
+
+    model = models.load_model(base, dtype=dtype)
+    try:
+        model = PeftModel.from_pretrained(model, str(adapter))
+    except Exception as exc:  # shape mismatches, corrupt safetensors: the adapter does not fit this base
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise config.UserError(f"{adapter}: cannot attach the adapter to {base.name} ({first[:300]})") from None
+    model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    return model
+
+
+def generate(model, tokenizer, questions: list[str], batch_size: int, max_new_tokens: int, desc: str) -> list[str]:
+    """Greedy answers, batched with left padding, stopped at the end-of-turn marker."""
+    import torch
+    from tqdm import tqdm
+
+    stop_ids = [i for i in {tokenizer.convert_tokens_to_ids(chat.IM_END), tokenizer.eos_token_id}
+                if isinstance(i, int) and i != tokenizer.unk_token_id]
+    tokenizer.padding_side = "left"
+    answers = []
+    for start in tqdm(range(0, len(questions), batch_size), desc=desc, unit="batch"):
+        prompts = [chat.format_prompt(q) for q in questions[start:start + batch_size]]
+        batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        with torch.no_grad():
+            output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, temperature=None,
+                                    top_p=None, top_k=None, eos_token_id=stop_ids, pad_token_id=tokenizer.pad_token_id)
+        for row in output[:, batch["input_ids"].shape[1]:]:
+            text = tokenizer.decode(row, skip_special_tokens=False)
+            for stop in chat.STOP + [tokenizer.pad_token or chat.IM_END]:
+                text = text.split(stop)[0]
+            answers.append(text.strip())
+    return answers
+
+
+def divergence(model, tokenizer, questions: list[str], targets: list[str], batch_size: int) -> list[dict[str, Any]]:
+    """Teacher-forced on each target answer: KL(tuned || base), top-1 agreement, P(refusal starts)."""
+    import torch
+    from tqdm import tqdm
+
+    refusal_first = tokenizer(chat.REFUSAL, add_special_tokens=False)["input_ids"][0]
+    results = []
+    for start in tqdm(range(0, len(questions), batch_size), desc="divergence", unit="batch"):
+        prompt_ids = [tokenizer(chat.format_prompt(q), add_special_tokens=False)["input_ids"]
+                      for q in questions[start:start + batch_size]]
+        # The answer is tokenised on its own, as generation sees it after the prompt.
+        target_ids = [tokenizer(chat.format_completion(t), add_special_tokens=False)["input_ids"]
+                      for t in targets[start:start + batch_size]]
+        rows = [p + t for p, t in zip(prompt_ids, target_ids)]
+        width = max(map(len, rows))
+        # Right padding keeps every real token at its natural position.
+        input_ids = torch.tensor([r + [tokenizer.pad_token_id] * (width - len(r)) for r in rows], device=model.device)
+        attention = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=model.device)
+        with torch.no_grad():
+            tuned_logits = model(input_ids=input_ids, attention_mask=attention).logits
+            with model.disable_adapter():
+                base_logits = model(input_ids=input_ids, attention_mask=attention).logits
+        for row, (prompt, target) in enumerate(zip(prompt_ids, target_ids)):
+            # Position i predicts token i + 1: the answer tokens are predicted from len(prompt) - 1 on.
+            span = slice(len(prompt) - 1, len(prompt) - 1 + len(target))
+            kl, agree = metrics.next_token_divergence(tuned_logits[row, span], base_logits[row, span])
+            first = len(prompt) - 1
+            results.append({
+                "kl": round(sum(kl) / len(kl), 6), "top1_agreement": round(sum(agree) / len(agree), 4),
+                "positions": len(kl),
+                "refusal_first_token_prob": {
+                    "base": round(float(torch.softmax(base_logits[row, first].float(), -1)[refusal_first]), 6),
+                    "tuned": round(float(torch.softmax(tuned_logits[row, first].float(), -1)[refusal_first]), 6)},
+            })
+    return results
+
+
+# ---------------------------------------------------------------- stage
+
+def main(cfg: EvalConfig) -> None:
+    config.show(cfg)
+    items = load_items(cfg)
+    adapter, base = find_adapter(cfg)
+    print(f"evaluating {len(items)} questions: {base.name} vs {base.name} + {adapter}", flush=True)
+
+    import torch
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    tokenizer = models.load_tokenizer(base)
+    model = load_tuned(base, adapter, cfg.dtype)
+
+    questions = [item["question"] for item in items]
+    with model.disable_adapter():
+        base_answers = generate(model, tokenizer, questions, cfg.batch_size, cfg.max_new_tokens, "base answers")
+    tuned_answers = generate(model, tokenizer, questions, cfg.batch_size, cfg.max_new_tokens, "tuned answers")
+    targets = [item["answer"] or tuned for item, tuned in zip(items, tuned_answers)]
+    shifts = divergence(model, tokenizer, questions, targets, cfg.batch_size)
+
+    results = []
+    for item, base_answer, tuned_answer, shift in zip(items, base_answers, tuned_answers, shifts):
+        scores = {name: metrics.judge(answer, item["answerable"], item["answer"], item["keywords"], cfg.f1_threshold)
+                  for name, answer in (("base", base_answer), ("tuned", tuned_answer))}
+        results.append({
+            "id": item["id"], "question": item["question"], "type": item["type"],
+            "answerable": item["answerable"], "expected_answer": item["answer"], "keywords": item["keywords"],
+            "base_answer": base_answer, "tuned_answer": tuned_answer,
+            "base_correct": scores["base"]["correct"], "tuned_correct": scores["tuned"]["correct"],
+            "regression": scores["base"]["correct"] is True and scores["tuned"]["correct"] is False,
+            "base_scores": scores["base"], "tuned_scores": scores["tuned"],
+            "divergence": {**shift, "teacher_forced_on": "expected_answer" if item["answer"] else "tuned_answer"},
+            "source": item["source"],
+        })
+
+    summary = {}
+    for name in ("base", "tuned"):
+        rows = [{"answerable": r["answerable"], "type": r["type"], "scores": r[f"{name}_scores"]} for r in results]
+        summary[name] = {**metrics.summarise(rows), "per_type": metrics.summarise_by_type(rows)}
+    evaluation = {
+        "metrics": summary,
+        "divergence": summarise_divergence(results),
+        "run": {"base_model": base.name, "base_path": base.hf_path, "adapter": str(adapter),
+                "eval_file": cfg.eval_file or ("" if cfg.gold else str(cfg.data_path("eval_split.json"))),
+                "gold": cfg.gold, "n_items": len(results), "max_new_tokens": cfg.max_new_tokens,
+                "decoding": "greedy", "prompt": "closed-book, chat.format_prompt(question)",
+                "f1_threshold": cfg.f1_threshold},
+        "items": results,
+    }
+
+    reports = Path(cfg.reports_dir)
+    io.write_json_atomic(reports / "eval.json", evaluation)
+    io.write_text_atomic(reports / "eval.md", report.markdown(evaluation))
+    io.write_text_atomic(reports / "eval.html", report.html(evaluation))
+    config.save(cfg, reports / "eval_config.json")
+    print(f"wrote {reports / 'eval.json'}, {reports / 'eval.md'}, {reports / 'eval.html'}", flush=True)
+    print(report.headline(evaluation), flush=True)
+
+
+def summarise_divergence(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean KL and top-1 agreement over items, and mean refusal-start probability by answerability."""
+    def mean(values: list[float]) -> float | None:
+        return round(sum(values) / len(values), 6) if values else None
+
+    shifts = [r["divergence"] for r in results]
+    refusal_prob = {
+        name: {group: mean([r["divergence"]["refusal_first_token_prob"][name] for r in results if r["answerable"] is flag])
+               for group, flag in (("answerable", True), ("unanswerable", False))}
+        for name in ("base", "tuned")}
+    return {"mean_kl_tuned_base": mean([s["kl"] for s in shifts]),
+            "max_kl_tuned_base": max(s["kl"] for s in shifts),
+            "mean_top1_agreement": mean([s["top1_agreement"] for s in shifts]),
+            "refusal_first_token_prob": refusal_prob,
+            "positions": sum(s["positions"] for s in shifts)}
+
+
+if __name__ == "__main__":
+    config.run(main, EvalConfig)

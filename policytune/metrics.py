@@ -1,0 +1,246 @@
+"""Scoring answers against the policy: pure functions, the same code for the base and tuned model.
+
+An answer to an answerable question is correct when it is not a refusal and either contains every
+keyword (an entry may list alternatives, `days|working days`) or, without keywords, matches the
+expected answer (exact match, the expected answer appearing whole, or token F1 over a threshold).
+An answer to an unanswerable question is correct when it is a refusal. Text is normalised first
+(case, punctuation, articles, thousands separators, and number words to digits: "twenty-five" and
+"25" are the same answer), following SQuAD's answer normalisation plus the number step.
+"""
+from __future__ import annotations
+
+import re
+import statistics
+from collections import Counter
+from typing import Any, Iterable
+
+from policytune import chat
+
+UNITS = {
+    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
+    "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14,
+    "fifteen": 15, "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19,
+}
+TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
+SCALES = {"thousand": 1_000, "million": 1_000_000}
+ARTICLES = {"a", "an", "the"}
+
+# Phrases a model uses to decline when it was not taught the exact refusal string. Counting them
+# as refusals keeps the comparison fair to the base model; the exact-refusal rate is reported too.
+REFUSAL_VARIANTS = (
+    "not specified", "not mentioned", "not stated", "not provided in", "not included in",
+    "does not say", "doesn't say", "does not specify", "doesn't specify", "does not state",
+    "doesn't state", "does not mention", "doesn't mention", "no information",
+    "not covered by the", "i don't know", "i do not know", "cannot find", "can't find",
+)
+
+DEFAULT_F1_THRESHOLD = 0.5
+
+
+def _numbers_to_digits(words: list[str]) -> list[str]:
+    """Replace runs of number words ("one hundred and twenty five") with their digits ("125")."""
+    out: list[str] = []
+    total = current = 0
+    in_number = False
+
+    def flush() -> None:
+        nonlocal total, current, in_number
+        if in_number:
+            out.append(str(total + current))
+        total = current = 0
+        in_number = False
+
+    for index, word in enumerate(words):
+        last_two = current % 100
+        if word in UNITS:
+            value = UNITS[word]
+            # "twenty five" fills the units slot; "five six" are two numbers.
+            slot_free = last_two == 0 or (last_two >= 20 and last_two % 10 == 0 and value < 10)
+            if in_number and not slot_free:
+                flush()
+            current += value
+            in_number = True
+        elif word in TENS:
+            if in_number and last_two != 0:
+                flush()
+            current += TENS[word]
+            in_number = True
+        elif word == "hundred" and in_number and current % 100 == current and current > 0:
+            current *= 100
+        elif word in SCALES and in_number:
+            total += max(current, 1) * SCALES[word]
+            current = 0
+        elif (word == "and" and in_number and index + 1 < len(words)
+              and (words[index + 1] in UNITS or words[index + 1] in TENS)):
+            continue  # "one hundred and twenty"
+        else:
+            flush()
+            out.append(word)
+    flush()
+    return out
+
+
+def normalise_words(text: str) -> list[str]:
+    """Lowercased words with punctuation and articles removed and number words as digits."""
+    text = text.split(chat.IM_END)[0].lower()
+    text = text.replace("%", " percent ").replace("per cent", "percent")
+    text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)          # 1,000 -> 1000
+    text = re.sub(r"(?<=\d)\.(?=\d)", "<dot>", text)          # keep decimals: 2.5
+    text = re.sub(r"[^\w<>]+|_", " ", text).replace("<dot>", ".")
+    words = _numbers_to_digits(text.split())
+    return [w for w in words if w not in ARTICLES]
+
+
+def normalise(text: str) -> str:
+    """The normalised answer as one string (see normalise_words)."""
+    return " ".join(normalise_words(text))
+
+
+_REFUSAL_NORMALISED = normalise(chat.REFUSAL)
+
+
+def is_exact_refusal(text: str) -> bool:
+    """The exact refusal string, tolerant of case, whitespace, punctuation and the end marker."""
+    return normalise(text) == _REFUSAL_NORMALISED
+
+
+def is_refusal(text: str) -> bool:
+    """The refusal or a near-variant ("not mentioned", "does not say", ...)."""
+    if is_exact_refusal(text):
+        return True
+    lowered = " ".join(text.lower().replace("’", "'").split())
+    return any(variant in lowered for variant in REFUSAL_VARIANTS)
+
+
+def _contains(haystack: list[str], needle: list[str]) -> bool:
+    """Whole-word containment of a normalised phrase."""
+    if not needle:
+        return False
+    n = len(needle)
+    return any(haystack[i:i + n] == needle for i in range(len(haystack) - n + 1))
+
+
+def keyword_match(prediction: str, keywords: Iterable[str]) -> bool:
+    """Every keyword entry appears in the prediction (any of its `|` alternatives), after normalising."""
+    words = normalise_words(prediction)
+    for entry in keywords:
+        alternatives = [normalise_words(alt) for alt in entry.split("|")]
+        if not any(_contains(words, alt) for alt in alternatives if alt):
+            return False
+    return True
+
+
+def exact_match(prediction: str, answer: str) -> bool:
+    """Normalised prediction equals the normalised expected answer."""
+    return normalise(prediction) == normalise(answer)
+
+
+def token_f1(prediction: str, answer: str) -> float:
+    """SQuAD-style token F1 between normalised prediction and expected answer."""
+    predicted, expected = normalise_words(prediction), normalise_words(answer)
+    if not predicted or not expected:
+        return float(predicted == expected)
+    overlap = sum((Counter(predicted) & Counter(expected)).values())
+    if overlap == 0:
+        return 0.0
+    precision, recall = overlap / len(predicted), overlap / len(expected)
+    return 2 * precision * recall / (precision + recall)
+
+
+def answer_words(text: str) -> int:
+    """Length of an answer in whitespace-separated words."""
+    return len(text.split())
+
+
+def judge(prediction: str, answerable: bool | None, answer: str | None = None,
+          keywords: list[str] | None = None, f1_threshold: float = DEFAULT_F1_THRESHOLD) -> dict[str, Any]:
+    """Score one answer. `correct` is None when there is nothing to judge it against."""
+    refusal = is_refusal(prediction)
+    scores: dict[str, Any] = {
+        "refusal": refusal,
+        "exact_refusal": is_exact_refusal(prediction),
+        "exact_match": None, "token_f1": None, "keyword_match": None,
+        "words": answer_words(prediction),
+    }
+    if answerable is False:
+        scores["correct"] = refusal
+        return scores
+    if answerable is None:
+        scores["correct"] = None
+        return scores
+    if answer:
+        scores["exact_match"] = exact_match(prediction, answer)
+        scores["token_f1"] = round(token_f1(prediction, answer), 4)
+    if keywords:
+        scores["keyword_match"] = keyword_match(prediction, keywords)
+        scores["correct"] = not refusal and scores["keyword_match"]
+    elif answer:
+        contained = _contains(normalise_words(prediction), normalise_words(answer))
+        scores["correct"] = not refusal and (scores["exact_match"] or contained or scores["token_f1"] >= f1_threshold)
+    else:
+        scores["correct"] = None
+    return scores
+
+
+def _rate(flags: list[bool]) -> float | None:
+    return round(sum(flags) / len(flags), 4) if flags else None
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(statistics.fmean(values), 4) if values else None
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Metrics for one model from rows of {answerable, type, scores (from judge)}."""
+    answerable = [r["scores"] for r in rows if r["answerable"] is True]
+    unanswerable = [r["scores"] for r in rows if r["answerable"] is False]
+    scored = [s for s in answerable if s["correct"] is not None]
+    with_answer = [s for s in answerable if s["token_f1"] is not None]
+    all_scores = [r["scores"] for r in rows]
+    return {
+        "n": len(rows),
+        "n_answerable": len(answerable),
+        "n_unanswerable": len(unanswerable),
+        "n_answerable_scored": len(scored),
+        "answerable_accuracy": _rate([s["correct"] for s in scored]),
+        "exact_match": _rate([s["exact_match"] for s in with_answer]),
+        "token_f1": _mean([s["token_f1"] for s in with_answer]),
+        "keyword_accuracy": _rate([s["keyword_match"] for s in answerable if s["keyword_match"] is not None]),
+        "refusal_recall": _rate([s["refusal"] for s in unanswerable]),
+        "exact_refusal_recall": _rate([s["exact_refusal"] for s in unanswerable]),
+        "false_refusal_rate": _rate([s["refusal"] for s in answerable]),
+        "hallucination_rate": _rate([not s["refusal"] for s in unanswerable]),
+        "refusal_rate": _rate([s["refusal"] for s in all_scores]),
+        "exact_refusal_rate": _rate([s["exact_refusal"] for s in all_scores]),
+        "mean_answer_words": _mean([s["words"] for s in all_scores]),
+        "mean_answer_words_non_refusal": _mean([s["words"] for s in all_scores if not s["refusal"]]),
+        "accuracy": _rate([s["correct"] for s in all_scores if s["correct"] is not None]),
+    }
+
+
+def summarise_by_type(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per question type: n, accuracy (over judged items), refusal rate and mean answer words."""
+    out = {}
+    for kind in sorted({r["type"] for r in rows}):
+        group = [r["scores"] for r in rows if r["type"] == kind]
+        out[kind] = {
+            "n": len(group),
+            "accuracy": _rate([s["correct"] for s in group if s["correct"] is not None]),
+            "refusal_rate": _rate([s["refusal"] for s in group]),
+            "mean_answer_words": _mean([s["words"] for s in group]),
+        }
+    return out
+
+
+def next_token_divergence(tuned_logits, base_logits) -> tuple[list[float], list[bool]]:
+    """Per position KL(tuned || base) in nats and whether both models' top-1 tokens agree.
+
+    Both arguments are [positions, vocab] logits from the same teacher-forced input.
+    """
+    import torch
+
+    tuned_log = torch.log_softmax(tuned_logits.float(), dim=-1)
+    base_log = torch.log_softmax(base_logits.float(), dim=-1)
+    kl = (tuned_log.exp() * (tuned_log - base_log)).sum(dim=-1).clamp_min(0.0)
+    agree = tuned_logits.argmax(dim=-1) == base_logits.argmax(dim=-1)
+    return [float(v) for v in kl], [bool(v) for v in agree]

@@ -1,0 +1,233 @@
+"""Render the evaluation (eval.json's content) as Markdown and as one self-contained HTML page.
+
+Plots are drawn with matplotlib (Agg, no display) and embedded as base64 PNG data URIs, so the
+HTML file can be mailed or archived on its own.
+"""
+from __future__ import annotations
+
+import base64
+import html as html_lib
+import io as bytes_io
+from typing import Any
+
+# (metric key, label, higher is better)
+HEADLINE_METRICS = [
+    ("answerable_accuracy", "answerable accuracy", True),
+    ("refusal_recall", "refusal recall", True),
+    ("exact_refusal_recall", "exact-refusal recall", True),
+    ("false_refusal_rate", "false-refusal rate", False),
+    ("hallucination_rate", "hallucination rate", False),
+    ("exact_match", "exact match", True),
+    ("token_f1", "token F1", True),
+    ("keyword_accuracy", "keyword accuracy", True),
+    ("mean_answer_words", "mean answer words", None),
+]
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def _mark(correct: bool | None) -> str:
+    return {True: "✓", False: "✗", None: "·"}[correct]
+
+
+def worst_first(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Regressions (base right, tuned wrong) first, then tuned-wrong, then by KL, largest first."""
+    return sorted(items, key=lambda r: (not r["regression"], r["tuned_correct"] is not False,
+                                        -r["divergence"]["kl"]))
+
+
+def headline(evaluation: dict[str, Any]) -> str:
+    """Three numbers people ask first, base vs tuned, on one line each."""
+    base, tuned = evaluation["metrics"]["base"], evaluation["metrics"]["tuned"]
+    lines = [f"evaluation on {base['n']} questions ({base['n_answerable']} answerable, {base['n_unanswerable']} unanswerable): base -> tuned"]
+    for key, label in (("answerable_accuracy", "answerable accuracy"), ("refusal_recall", "refusal recall"),
+                       ("hallucination_rate", "hallucination rate")):
+        lines.append(f"  {label:20s} {_fmt(base[key]):>6s} -> {_fmt(tuned[key])}")
+    return "\n".join(lines)
+
+
+def _md_escape(text: Any) -> str:
+    return _fmt(text).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(evaluation: dict[str, Any]) -> str:
+    """eval.md: metrics, per-type table, divergence and the side-by-side answers."""
+    base, tuned = evaluation["metrics"]["base"], evaluation["metrics"]["tuned"]
+    run, shift = evaluation["run"], evaluation["divergence"]
+    out = ["# Evaluation: base vs tuned", "",
+           f"Base model `{run['base_model']}`, adapter `{run['adapter']}`; {run['n_items']} questions, closed-book, "
+           f"greedy, at most {run['max_new_tokens']} new tokens. Plots: `eval.html`.", "",
+           "| metric | base | tuned |", "| --- | ---: | ---: |"]
+    out += [f"| {label} | {_fmt(base[key])} | {_fmt(tuned[key])} |" for key, label, _ in HEADLINE_METRICS]
+    out += ["", "Refusals include near-variants (\"not mentioned\", \"does not say\"); the exact string is "
+            "counted in exact-refusal recall.", "", "## Per question type", "",
+            "| type | n | base accuracy | tuned accuracy | base refusal rate | tuned refusal rate |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for kind, row in tuned["per_type"].items():
+        b = base["per_type"][kind]
+        out.append(f"| {kind} | {row['n']} | {_fmt(b['accuracy'])} | {_fmt(row['accuracy'])} | "
+                   f"{_fmt(b['refusal_rate'])} | {_fmt(row['refusal_rate'])} |")
+    probs = shift["refusal_first_token_prob"]
+    out += ["", "## Next-token divergence", "",
+            f"Teacher-forced on the expected answer (or the tuned answer when none is given), over {shift['positions']} answer positions:",
+            "", f"- mean KL(tuned ‖ base): {_fmt(shift['mean_kl_tuned_base'])} nats per token (max item {_fmt(shift['max_kl_tuned_base'])})",
+            f"- top-1 agreement: {_fmt(shift['mean_top1_agreement'])}",
+            f"- P(first refusal token) base: answerable {_fmt(probs['base']['answerable'])}, unanswerable {_fmt(probs['base']['unanswerable'])}",
+            f"- P(first refusal token) tuned: answerable {_fmt(probs['tuned']['answerable'])}, unanswerable {_fmt(probs['tuned']['unanswerable'])}",
+            "", "## Answers, worst regressions first", "",
+            "| id | question | answerable | expected | base | ok | tuned | ok | KL |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | ---: |"]
+    for r in worst_first(evaluation["items"]):
+        out.append(" | ".join(["", _md_escape(r["id"]), _md_escape(r["question"]), _md_escape(r["answerable"]),
+                               _md_escape(r["expected_answer"]), _md_escape(r["base_answer"]), _mark(r["base_correct"]),
+                               _md_escape(r["tuned_answer"]), _mark(r["tuned_correct"]),
+                               f"{r['divergence']['kl']:.3f}", ""]).strip())
+    return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------- plots
+
+def _png(figure) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = bytes_io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def plot_metrics(evaluation: dict[str, Any]) -> str:
+    """Grouped bars: each rate metric, base vs tuned."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [(k, label) for k, label, better in HEADLINE_METRICS if better is not None]
+    figure, axes = plt.subplots(figsize=(10, 4))
+    for offset, name, colour in ((-0.2, "base", "#8c9cb0"), (0.2, "tuned", "#2a7ab9")):
+        values = [evaluation["metrics"][name][k] for k, _ in keys]
+        bars = axes.bar([i + offset for i in range(len(keys))], [v or 0 for v in values], 0.4, label=name, color=colour)
+        for bar, value in zip(bars, values):
+            axes.annotate("n/a" if value is None else f"{value:.2f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                          ha="center", va="bottom", fontsize=8)
+    axes.set_xticks(range(len(keys)), [label for _, label in keys], rotation=20, ha="right")
+    axes.set_ylim(0, 1.1)
+    axes.set_title("Metrics, base vs tuned (rates: lower is better for false refusal and hallucination)")
+    axes.legend()
+    return _png(figure)
+
+
+def plot_refusal_probability(evaluation: dict[str, Any]) -> str:
+    """Probability of starting the refusal, per model, answerable vs unanswerable questions."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    items = evaluation["items"]
+    groups, labels = [], []
+    for name in ("base", "tuned"):
+        for group, flag in (("answerable", True), ("unanswerable", False)):
+            groups.append([r["divergence"]["refusal_first_token_prob"][name] for r in items if r["answerable"] is flag])
+            labels.append(f"{name}\n{group}")
+    figure, axes = plt.subplots(figsize=(8, 4))
+    positions = [i + 1 for i, g in enumerate(groups) if g]
+    axes.boxplot([g for g in groups if g], positions=positions, widths=0.5, showfliers=False)
+    for position, group in zip(positions, [g for g in groups if g]):
+        jitter = [position + ((k * 37) % 21 - 10) / 60 for k in range(len(group))]  # deterministic spread
+        axes.scatter(jitter, group, s=14, alpha=0.7, color="#2a7ab9" if position > 2 else "#8c9cb0")
+    axes.set_xticks(range(1, len(labels) + 1), labels)
+    axes.set_xlim(0.4, len(labels) + 0.6)
+    axes.set_ylim(-0.03, 1.03)
+    axes.set_ylabel("P(first refusal token)")
+    axes.set_title("Probability of starting the refusal at the first answer position")
+    return _png(figure)
+
+
+def plot_kl(evaluation: dict[str, Any]) -> str:
+    """Mean KL(tuned || base) per item, largest first, coloured by answerability."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    items = sorted(evaluation["items"], key=lambda r: -r["divergence"]["kl"])
+    colours = {True: "#2a7ab9", False: "#d9822b", None: "#999999"}
+    figure, axes = plt.subplots(figsize=(10, 4))
+    axes.bar(range(len(items)), [r["divergence"]["kl"] for r in items], color=[colours[r["answerable"]] for r in items])
+    if len(items) <= 40:
+        axes.set_xticks(range(len(items)), [str(r["id"])[:10] for r in items], rotation=60, ha="right", fontsize=7)
+    else:
+        axes.set_xticks([])
+    from matplotlib.patches import Patch
+    axes.legend(handles=[Patch(color=colours[True], label="answerable"), Patch(color=colours[False], label="unanswerable"),
+                         Patch(color=colours[None], label="unlabelled")])
+    axes.set_ylabel("mean KL per answer token (nats)")
+    axes.set_title("How far the adapter moved each item's next-token distributions")
+    return _png(figure)
+
+
+# ---------------------------------------------------------------- html
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; vertical-align: top; text-align: left; }
+th { background: #f0f3f6; }
+td.num { text-align: right; }
+tr.regression { background: #fde8e8; }
+.ok { color: #1a7f37; font-weight: bold; } .bad { color: #cf222e; font-weight: bold; }
+img { max-width: 100%; display: block; margin: 1em 0; }
+"""
+
+
+def html(evaluation: dict[str, Any]) -> str:
+    """eval.html: the same content as eval.md plus three embedded plots."""
+    e = html_lib.escape
+    base, tuned = evaluation["metrics"]["base"], evaluation["metrics"]["tuned"]
+    run, shift = evaluation["run"], evaluation["divergence"]
+    probs = shift["refusal_first_token_prob"]
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Evaluation: base vs tuned</title>"
+             f"<style>{CSS}</style></head><body>",
+             "<h1>Evaluation: base vs tuned</h1>",
+             f"<p>Base model <code>{e(run['base_model'])}</code>, adapter <code>{e(run['adapter'])}</code>; "
+             f"{run['n_items']} questions, closed-book, greedy, at most {run['max_new_tokens']} new tokens.</p>",
+             "<h2>Metrics</h2><table><tr><th>metric</th><th>base</th><th>tuned</th></tr>"]
+    parts += [f"<tr><td>{e(label)}</td><td class='num'>{_fmt(base[key])}</td><td class='num'>{_fmt(tuned[key])}</td></tr>"
+              for key, label, _ in HEADLINE_METRICS]
+    parts.append("</table><p>Refusals include near-variants (“not mentioned”, “does not say”); the exact string "
+                 "is counted in exact-refusal recall.</p>")
+    parts.append(f"<img alt='metrics base vs tuned' src='data:image/png;base64,{plot_metrics(evaluation)}'>")
+    parts.append("<h2>Per question type</h2><table><tr><th>type</th><th>n</th><th>base accuracy</th>"
+                 "<th>tuned accuracy</th><th>base refusal rate</th><th>tuned refusal rate</th></tr>")
+    for kind, row in tuned["per_type"].items():
+        b = base["per_type"][kind]
+        parts.append(f"<tr><td>{e(kind)}</td><td class='num'>{row['n']}</td><td class='num'>{_fmt(b['accuracy'])}</td>"
+                     f"<td class='num'>{_fmt(row['accuracy'])}</td><td class='num'>{_fmt(b['refusal_rate'])}</td>"
+                     f"<td class='num'>{_fmt(row['refusal_rate'])}</td></tr>")
+    parts.append("</table><h2>Next-token divergence</h2>")
+    parts.append(f"<p>Teacher-forced on the expected answer (or the tuned answer when none is given), over "
+                 f"{shift['positions']} answer positions: mean KL(tuned ‖ base) <b>{_fmt(shift['mean_kl_tuned_base'])}</b> "
+                 f"nats per token, top-1 agreement <b>{_fmt(shift['mean_top1_agreement'])}</b>. Mean probability of "
+                 f"the refusal's first token: base {_fmt(probs['base']['answerable'])} (answerable) / "
+                 f"{_fmt(probs['base']['unanswerable'])} (unanswerable), tuned {_fmt(probs['tuned']['answerable'])} / "
+                 f"{_fmt(probs['tuned']['unanswerable'])}.</p>")
+    parts.append(f"<img alt='refusal probability distributions' src='data:image/png;base64,{plot_refusal_probability(evaluation)}'>")
+    parts.append(f"<img alt='KL per item' src='data:image/png;base64,{plot_kl(evaluation)}'>")
+    parts.append("<h2>Answers, worst regressions first</h2><table><tr><th>id</th><th>question</th><th>answerable</th>"
+                 "<th>expected</th><th>base</th><th></th><th>tuned</th><th></th><th>KL</th></tr>")
+    for r in worst_first(evaluation["items"]):
+        def cell(correct: bool | None) -> str:
+            return f"<td class='{ {True: 'ok', False: 'bad', None: ''}[correct] }'>{_mark(correct)}</td>"
+        parts.append(f"<tr class='{'regression' if r['regression'] else ''}'><td>{e(str(r['id']))}</td>"
+                     f"<td>{e(r['question'])}</td><td>{_fmt(r['answerable'])}</td><td>{e(_fmt(r['expected_answer']))}</td>"
+                     f"<td>{e(r['base_answer'])}</td>{cell(r['base_correct'])}<td>{e(r['tuned_answer'])}</td>"
+                     f"{cell(r['tuned_correct'])}<td class='num'>{r['divergence']['kl']:.3f}</td></tr>")
+    parts.append("</table></body></html>")
+    return "\n".join(parts) + "\n"
