@@ -1,0 +1,152 @@
+"""Text normalisation for instruction pairs: Unicode, quotes, artefacts, refusals, near-duplicates.
+
+A weak teacher writes "Answer: ...", wraps answers in quotes, adds "I hope this helps!" and says
+"the text does not mention it" in a dozen ways. Training wants one clean form of each, and exactly
+one refusal string (`chat.REFUSAL`), so these rules run once here, before the quality gate.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Iterable
+
+from policytune import chat
+
+# Curly quotes, primes and dashes that NFKC leaves alone.
+_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",
+                         "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"',
+                         "\u00ab": '"', "\u00bb": '"', "\u2013": "-", "\u2014": "-", "\u2212": "-",
+                         "\u00a0": " ", "\u200b": ""})
+
+_QUESTION_LABEL = re.compile(r"^\s*(?:(?:\d+|[a-z])[.)]\s+|[-*]\s+)?(?:\**\s*(?:q|question|user|query)\s*\d*\s*\**\s*[:.)-]\s*)+",
+                             re.IGNORECASE)
+_ANSWER_LABEL = re.compile(r"^\s*(?:\**\s*(?:a|answer|response|assistant|reply|output)\s*\d*\s*\**\s*[:.)-]\s*)+",
+                           re.IGNORECASE)
+# Chatter a chat model appends after the fact it was asked for.
+_TRAILING_CHATTER = re.compile(
+    r"(?:\s+|^)(?:I hope (?:this|that) helps|Hope (?:this|that) helps|Let me know if|Feel free to|Please let me know|"
+    r"If you have any (?:other|more|further) questions|Is there anything else|Thank you for|"
+    r"Note: (?:this|the) (?:answer|question)|\(Source:|Source:)[^\n]*$",
+    re.IGNORECASE | re.DOTALL)
+_CHAT_MARKERS = re.compile(r"<\|im_(?:start|end)\|>(?:assistant|user|system)?|</?s>|<\|endoftext\|>")
+
+# Every way the teacher says "the excerpt is silent" that we have seen or expect. Matching is on
+# the whole (short) answer, so "not specified" inside a real answer ("unless specified") is safe.
+_REFUSAL_PATTERNS = [
+    r"not specified",
+    r"(?:is|are|was|were) not (?:mentioned|stated|specified|provided|given|included|covered|described|defined|addressed|indicated|listed|detailed|discussed)",
+    r"(?:does|do|did) not (?:specify|mention|state|say|provide|include|cover|describe|define|address|indicate|list|contain|give|detail|discuss)",
+    r"(?:doesn't|don't|didn't) (?:specify|mention|state|say|provide|include|cover|describe|define|address|indicate|list|contain|give|detail|discuss)",
+    r"no (?:information|mention|details?|data|specifics?|answer)(?: is| are)? (?:given|provided|available|about|on|regarding|in|of|to)",
+    r"(?:no|not any) (?:such )?information",
+    r"cannot be (?:determined|answered|found|inferred)",
+    r"(?:can't|cannot|can not|unable to) (?:be )?(?:determine|answer|find|tell|say)",
+    r"not (?:enough|sufficient) information",
+    r"(?:isn't|aren't|not) (?:mentioned|stated|specified|provided|addressed|covered)",
+    r"^(?:unknown|n/?a|none given|not available|unanswerable)\.?$",
+]
+_REFUSAL = re.compile("|".join(f"(?:{p})" for p in _REFUSAL_PATTERNS), re.IGNORECASE)
+# A refusal longer than this is probably an answer that happens to contain "not specified".
+MAX_REFUSAL_WORDS = 30
+
+_WORD = re.compile(r"[a-z0-9]+(?:['.,:/-][a-z0-9]+)*")
+
+
+def normalize_text(text: str) -> str:
+    """NFKC, straight quotes and dashes, no chat markers, single spaces, trimmed."""
+    text = unicodedata.normalize("NFKC", text).translate(_QUOTES)
+    text = _CHAT_MARKERS.sub(" ", text)
+    text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch)[0] != "C")
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _strip_wrapping_quotes(text: str) -> str:
+    while len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'`*":
+        text = text[1:-1].strip()
+    return text
+
+
+def clean_question(text: str) -> str:
+    """The question without labels ("Q:", "1."), wrapping quotes or markdown emphasis."""
+    text = normalize_text(text)
+    text = _QUESTION_LABEL.sub("", text).strip()
+    text = _strip_wrapping_quotes(text)
+    # A teacher sometimes writes the answer on the same line: "...? Answer: 10 days".
+    text = re.split(r"\s+(?:A|Answer)\s*:\s", text, maxsplit=1)[0].strip()
+    return _strip_wrapping_quotes(text)
+
+
+def clean_answer(text: str) -> str:
+    """The answer without labels ("Answer:"), wrapping quotes or trailing chatter."""
+    text = normalize_text(text)
+    text = _ANSWER_LABEL.sub("", text).strip()
+    text = _strip_wrapping_quotes(text)
+    previous = None
+    while previous != text:
+        previous = text
+        text = _TRAILING_CHATTER.sub("", text).strip()
+        text = _strip_wrapping_quotes(text)
+    return text
+
+
+def is_refusal_variant(answer: str) -> bool:
+    """True when the answer says, in any wording, that the excerpt does not give the answer."""
+    text = normalize_text(answer)
+    if chat.is_refusal(text):
+        return True
+    return len(text.split()) <= MAX_REFUSAL_WORDS and bool(_REFUSAL.search(text))
+
+
+def canonical_answer(answer: str) -> str:
+    """Cleaned answer; every refusal variant becomes exactly chat.REFUSAL."""
+    text = clean_answer(answer)
+    return chat.REFUSAL if is_refusal_variant(text) else text
+
+
+def words(text: str) -> list[str]:
+    """Lower-case word tokens (numbers like 1.67, 09:45 and codes like LV-2 stay whole)."""
+    return _WORD.findall(normalize_text(text).lower())
+
+
+def question_key(question: str) -> str:
+    """The form two questions share when they are exact duplicates (case, spacing, punctuation)."""
+    return " ".join(words(question))
+
+
+def jaccard(a: set[str], b: set[str]) -> float:
+    return len(a & b) / len(a | b) if a or b else 1.0
+
+
+def near_duplicates(texts: Iterable[str], threshold: float = 0.8) -> dict[int, int]:
+    """Map index -> index of the earlier text it duplicates (same key, or token Jaccard >= threshold).
+
+    Exact all-pairs similarity with prefix filtering (Bayardo et al., "Scaling up all pairs
+    similarity search", 2007): two sets with Jaccard >= t must share a token among the first
+    |s| - ceil(t*|s|) + 1 tokens of each under one global order, so only those are indexed.
+    """
+    import math
+
+    token_sets = [set(words(t)) for t in texts]
+    frequency: dict[str, int] = {}
+    for tokens in token_sets:
+        for token in tokens:
+            frequency[token] = frequency.get(token, 0) + 1
+    index: dict[str, list[int]] = {}
+    seen_keys: dict[str, int] = {}
+    duplicate_of: dict[int, int] = {}
+    for i, tokens in enumerate(token_sets):
+        key = " ".join(sorted(tokens))
+        if key in seen_keys:
+            duplicate_of[i] = seen_keys[key]
+            continue
+        ordered = sorted(tokens, key=lambda tok: (frequency[tok], tok))  # rare tokens first
+        prefix = ordered[:len(ordered) - math.ceil(threshold * len(ordered)) + 1] if ordered else []
+        candidates = sorted({j for token in prefix for j in index.get(token, ())})
+        match = next((j for j in candidates if jaccard(tokens, token_sets[j]) >= threshold), None)
+        if match is not None:
+            duplicate_of[i] = match
+            continue
+        seen_keys[key] = i
+        for token in prefix:
+            index.setdefault(token, []).append(i)
+    return duplicate_of
