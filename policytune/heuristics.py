@@ -11,13 +11,7 @@ from dataclasses import dataclass
 
 from policytune import chat, normalize
 
-STOPWORDS = frozenset("""
-a an the of to in on at by for and or nor but is are be been being was were am with as that this these those it
-its their they them there then than from into onto over under about after before during per via within without
-what which who whom whose when where why how do does did done doing can could should would will shall may might
-must have has had having not no yes any all each every some such so if else also only other more most much many
-i you he she we me my your our his her us one ones up out off i.e e.g etc
-""".split())
+STOPWORDS = normalize.STOPWORDS
 
 # Words that say what kind of thing is asked, not which thing: they do not need to be in the
 # answer sentence for the excerpt to answer the question.
@@ -134,7 +128,7 @@ def answering_sentence(question: str, context: str) -> str | None:
     terms = key_terms(question)
     if len(terms) < 2:
         return None
-    wants_number = bool(re.search(r"\bhow (?:many|much|long|soon|often)\b|\bwhat (?:percentage|amount|rate)\b|\bwhen\b",
+    wants_number = bool(re.search(r"\bhow (?:many|much|long|soon|often)\b|\bwhat (?:percentage|amount|rate|time)\b|\bwhen\b",
                                   question, re.IGNORECASE))
     for sentence in _SENTENCE.split(normalize.normalize_text(context)):
         stems = {stem(w) for w in content_words(sentence)}

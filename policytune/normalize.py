@@ -49,6 +49,15 @@ _REFUSAL = re.compile("|".join(f"(?:{p})" for p in _REFUSAL_PATTERNS), re.IGNORE
 # A refusal longer than this is probably an answer that happens to contain "not specified".
 MAX_REFUSAL_WORDS = 30
 
+# Function words: ignored when comparing questions and when looking for an answer's facts.
+STOPWORDS = frozenset("""
+a an the of to in on at by for and or nor but is are be been being was were am with as that this these those it
+its their they them there then than from into onto over under about after before during per via within without
+what which who whom whose when where why how do does did done doing can could should would will shall may might
+must have has had having not no yes any all each every some such so if else also only other more most much many
+i you he she we me my your our his her us one ones up out off i.e e.g etc
+""".split())
+
 _WORD = re.compile(r"[a-z0-9]+(?:['.,:/-][a-z0-9]+)*")
 
 
@@ -126,7 +135,8 @@ def near_duplicates(texts: Iterable[str], threshold: float = 0.8) -> dict[int, i
     """
     import math
 
-    token_sets = [set(words(t)) for t in texts]
+    # Content words only: "sick leave" vs "study leave" must differ by more than one word in ten.
+    token_sets = [set(w for w in words(t) if w not in STOPWORDS) or set(words(t)) for t in texts]
     frequency: dict[str, int] = {}
     for tokens in token_sets:
         for token in tokens:
