@@ -132,19 +132,20 @@ def plot_refusal_probability(evaluation: dict[str, Any]) -> str:
     import matplotlib.pyplot as plt
 
     items = evaluation["items"]
-    groups, labels = [], []
-    for name in ("base", "tuned"):
-        for group, flag in (("answerable", True), ("unanswerable", False)):
-            groups.append([r["divergence"]["refusal_first_token_prob"][name] for r in items if r["answerable"] is flag])
-            labels.append(f"{name}\n{group}")
+    groups = []  # (label, probabilities, colour); empty groups are left out
+    for name, colour in (("base", "#8c9cb0"), ("tuned", "#2a7ab9")):
+        for group, flag in (("answerable", True), ("unanswerable", False), ("unlabelled", None)):
+            values = [r["divergence"]["refusal_first_token_prob"][name] for r in items if r["answerable"] is flag]
+            if values:
+                groups.append((f"{name}\n{group}", values, colour))
     figure, axes = plt.subplots(figsize=(8, 4))
-    positions = [i + 1 for i, g in enumerate(groups) if g]
-    axes.boxplot([g for g in groups if g], positions=positions, widths=0.5, showfliers=False)
-    for position, group in zip(positions, [g for g in groups if g]):
-        jitter = [position + ((k * 37) % 21 - 10) / 60 for k in range(len(group))]  # deterministic spread
-        axes.scatter(jitter, group, s=14, alpha=0.7, color="#2a7ab9" if position > 2 else "#8c9cb0")
-    axes.set_xticks(range(1, len(labels) + 1), labels)
-    axes.set_xlim(0.4, len(labels) + 0.6)
+    positions = list(range(1, len(groups) + 1))
+    axes.boxplot([values for _, values, _ in groups], positions=positions, widths=0.5, showfliers=False)
+    for position, (_, values, colour) in zip(positions, groups):
+        jitter = [position + ((k * 37) % 21 - 10) / 60 for k in range(len(values))]  # deterministic spread
+        axes.scatter(jitter, values, s=14, alpha=0.7, color=colour)
+    axes.set_xticks(positions, [label for label, _, _ in groups])
+    axes.set_xlim(0.4, len(groups) + 0.6)
     axes.set_ylim(-0.03, 1.03)
     axes.set_ylabel("P(first refusal token)")
     axes.set_title("Probability of starting the refusal at the first answer position")
@@ -187,6 +188,10 @@ img { max-width: 100%; display: block; margin: 1em 0; }
 """
 
 
+def _img(png_base64: str, alt: str) -> str:
+    return f'<img src="data:image/png;base64,{png_base64}" alt="{html_lib.escape(alt)}">'
+
+
 def html(evaluation: dict[str, Any]) -> str:
     """eval.html: the same content as eval.md plus three embedded plots."""
     e = html_lib.escape
@@ -203,7 +208,7 @@ def html(evaluation: dict[str, Any]) -> str:
               for key, label, _ in HEADLINE_METRICS]
     parts.append("</table><p>Refusals include near-variants (“not mentioned”, “does not say”); the exact string "
                  "is counted in exact-refusal recall.</p>")
-    parts.append(f"<img alt='metrics base vs tuned' src='data:image/png;base64,{plot_metrics(evaluation)}'>")
+    parts.append(_img(plot_metrics(evaluation), "metrics, base vs tuned"))
     parts.append("<h2>Per question type</h2><table><tr><th>type</th><th>n</th><th>base accuracy</th>"
                  "<th>tuned accuracy</th><th>base refusal rate</th><th>tuned refusal rate</th></tr>")
     for kind, row in tuned["per_type"].items():
@@ -218,8 +223,8 @@ def html(evaluation: dict[str, Any]) -> str:
                  f"the refusal's first token: base {_fmt(probs['base']['answerable'])} (answerable) / "
                  f"{_fmt(probs['base']['unanswerable'])} (unanswerable), tuned {_fmt(probs['tuned']['answerable'])} / "
                  f"{_fmt(probs['tuned']['unanswerable'])}.</p>")
-    parts.append(f"<img alt='refusal probability distributions' src='data:image/png;base64,{plot_refusal_probability(evaluation)}'>")
-    parts.append(f"<img alt='KL per item' src='data:image/png;base64,{plot_kl(evaluation)}'>")
+    parts.append(_img(plot_refusal_probability(evaluation), "refusal probability distributions"))
+    parts.append(_img(plot_kl(evaluation), "KL per item"))
     parts.append("<h2>Answers, worst regressions first</h2><table><tr><th>id</th><th>question</th><th>answerable</th>"
                  "<th>expected</th><th>base</th><th></th><th>tuned</th><th></th><th>KL</th></tr>")
     for r in worst_first(evaluation["items"]):

@@ -1,0 +1,299 @@
+"""Stage 5: scoring rules on hand-made answers, bad inputs, and a real base-vs-tuned run rendered in Chromium."""
+from __future__ import annotations
+
+import base64
+import io as bytes_io
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, run_script
+from policytune import chat, metrics, report
+
+EVALUATE = str(ROOT / "evaluate.py")
+
+# ---------------------------------------------------------------- metrics on hand-made predictions
+
+
+def test_refusal_is_right_on_unanswerable_and_wrong_on_answerable():
+    assert metrics.judge(chat.REFUSAL, answerable=False)["correct"] is True
+    assert metrics.judge(chat.REFUSAL, answerable=True, answer="25 days")["correct"] is False
+    assert metrics.judge(chat.REFUSAL, answerable=True, keywords=["25"])["correct"] is False
+    assert metrics.judge("You get 25 days.", answerable=False)["correct"] is False
+
+
+def test_refusal_tolerates_case_and_punctuation_and_near_variants_are_not_exact():
+    assert metrics.is_exact_refusal("  not specified in the provided excerpt<|im_end|>")
+    assert metrics.is_exact_refusal("NOT SPECIFIED IN THE PROVIDED EXCERPT!")
+    near = "The policy does not say how much the relocation allowance is."
+    assert metrics.is_refusal(near) and not metrics.is_exact_refusal(near)
+    scores = metrics.judge(near, answerable=False)
+    assert scores["refusal"] and not scores["exact_refusal"] and scores["correct"]
+    assert not metrics.is_refusal("Employees get 25 days of annual leave.")
+
+
+def test_keyword_entries_must_all_match_and_any_alternative_counts():
+    keywords = ["25|twenty-five", "day|days|working days"]
+    assert metrics.keyword_match("You get 25 working days", keywords)
+    assert metrics.keyword_match("Twenty five days per year", keywords)
+    assert not metrics.keyword_match("You get 25 weeks", keywords)          # second entry missing
+    assert not metrics.keyword_match("You get 250 days", keywords)          # whole words only
+    assert metrics.judge("PeopleHub, within 5 days", True, keywords=["peoplehub", "five"])["correct"] is True
+
+
+def test_number_words_and_digits_score_the_same():
+    assert metrics.normalise("Twenty-five days") == metrics.normalise("25 days") == "25 days"
+    assert metrics.normalise("one hundred and twenty working days") == "120 working days"
+    assert metrics.normalise("£1,500 per year") == metrics.normalise("£1500 per year")
+    assert metrics.exact_match("fifteen days", "15 days")
+    assert metrics.token_f1("Fifteen days of leave", "15 days of leave") == 1.0
+    assert metrics.keyword_match("fifteen days", ["15"]) and metrics.keyword_match("15 days", ["fifteen"])
+    assert metrics.normalise("five six") == "5 6"                            # two numbers, not 11
+
+
+def test_exact_match_token_f1_and_containment():
+    assert metrics.token_f1("25 days", "25 days of annual leave") == pytest.approx(2 * 1.0 * 0.4 / 1.4)  # P = 2/2, R = 2/5
+    assert metrics.token_f1("no overlap", "25 days") == 0.0
+    assert metrics.judge("Employees receive 25 days of paid annual leave each year.", True, "25 days")["correct"] is True
+    assert metrics.judge("Employees receive 20 days.", True, "25 days")["correct"] is False
+    # Nothing to judge against: answers are kept, correctness is unknown.
+    assert metrics.judge("Something", answerable=None)["correct"] is None
+    assert metrics.judge("Something", answerable=True)["correct"] is None
+
+
+def test_summary_rates_on_hand_made_rows():
+    def row(answer, answerable, kind, expected=None):
+        return {"answerable": answerable, "type": kind, "scores": metrics.judge(answer, answerable, expected)}
+
+    rows = [row("25 days", True, "numeric", "25 days"),
+            row(chat.REFUSAL, True, "numeric", "3 months"),                 # false refusal
+            row(chat.REFUSAL, False, "unanswerable"),                       # right refusal
+            row("It is not mentioned.", False, "unanswerable"),             # near-variant refusal
+            row("You get a company car.", False, "unanswerable")]           # hallucination
+    summary = metrics.summarise(rows)
+    assert summary["answerable_accuracy"] == 0.5
+    assert summary["false_refusal_rate"] == 0.5
+    assert summary["refusal_recall"] == pytest.approx(2 / 3, abs=1e-4)
+    assert summary["exact_refusal_recall"] == pytest.approx(1 / 3, abs=1e-4)
+    assert summary["hallucination_rate"] == pytest.approx(1 / 3, abs=1e-4)
+    assert summary["exact_match"] == 0.5
+    by_type = metrics.summarise_by_type(rows)
+    assert by_type["numeric"]["n"] == 2 and by_type["unanswerable"]["accuracy"] == pytest.approx(2 / 3, abs=1e-4)
+    assert metrics.summarise([])["answerable_accuracy"] is None
+
+
+def test_next_token_divergence_is_zero_for_identical_models_and_positive_otherwise():
+    import torch
+
+    logits = torch.randn(5, 11)
+    kl, agree = metrics.next_token_divergence(logits, logits.clone())
+    assert max(kl) < 1e-5 and all(agree)
+    shifted = logits.clone()
+    shifted[:, 0] += 20.0
+    kl, agree = metrics.next_token_divergence(shifted, logits)
+    assert min(kl) > 1.0 and not any(agree[i] for i in range(5) if logits[i].argmax() != 0)
+
+
+def test_worst_regressions_come_first():
+    def item(name, base_ok, tuned_ok, kl):
+        return {"id": name, "base_correct": base_ok, "tuned_correct": tuned_ok,
+                "regression": base_ok is True and tuned_ok is False, "divergence": {"kl": kl}}
+
+    items = [item("fine", True, True, 9.0), item("small-regression", True, False, 0.1),
+             item("both-wrong", False, False, 5.0), item("big-regression", True, False, 2.0)]
+    assert [i["id"] for i in report.worst_first(items)] == ["big-regression", "small-regression", "both-wrong", "fine"]
+
+
+def test_report_renders_unlabelled_questions_and_missing_metrics():
+    rows = [{"answerable": None, "type": "unlabelled", "scores": metrics.judge("Maybe.", None)}]
+    summary = {**metrics.summarise(rows), "per_type": metrics.summarise_by_type(rows)}
+    evaluation = {
+        "metrics": {"base": summary, "tuned": summary},
+        "divergence": {"mean_kl_tuned_base": 0.2, "max_kl_tuned_base": 0.2, "mean_top1_agreement": 0.9, "positions": 3,
+                       "refusal_first_token_prob": {m: {"answerable": None, "unanswerable": None} for m in ("base", "tuned")}},
+        "run": {"base_model": "embedded", "adapter": "checkpoints", "n_items": 1, "max_new_tokens": 8},
+        "items": [{"id": "g<1>", "question": "Dogs <b>allowed</b>?", "answerable": None, "expected_answer": None,
+                   "base_answer": "Maybe.", "tuned_answer": "Maybe | not", "base_correct": None, "tuned_correct": None,
+                   "regression": False, "divergence": {"kl": 0.2, "refusal_first_token_prob": {"base": 0.1, "tuned": 0.3}}}],
+    }
+    page = report.html(evaluation)
+    assert page.count('<img src="data:image/png;base64,') == 3
+    assert "Dogs &lt;b&gt;allowed&lt;/b&gt;?" in page and "<b>allowed</b>" not in page
+    assert "Maybe \\| not" in report.markdown(evaluation) and "| answerable accuracy | n/a | n/a |" in report.markdown(evaluation)
+
+
+# ---------------------------------------------------------------- bad input: one line, exit 2, nothing written
+
+
+def _assert_one_line_error(result, pattern: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+def test_missing_adapter_is_a_one_line_error(tmp_path):
+    (tmp_path / "eval_split.json").write_text(json.dumps(
+        [{"id": "a", "instruction": "q?", "output": "x", "answerable": True, "type": "numeric"}]))
+    result = run_script(EVALUATE, "--adapter", str(tmp_path / "nope"), "--eval-file", str(tmp_path / "eval_split.json"),
+                        "--reports-dir", str(tmp_path / "reports"), cwd=tmp_path)
+    _assert_one_line_error(result, r"nope: no adapter_config\.json")
+    assert not (tmp_path / "reports").exists()
+
+
+def test_malformed_gold_line_names_its_line_number(tmp_path):
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text('{"id": "a", "question": "How many days?"}\n\n{"id": "b", "question": "cut\n')
+    result = run_script(EVALUATE, "--gold", str(gold), cwd=tmp_path)
+    _assert_one_line_error(result, r"gold\.jsonl: line 3: not valid JSON")
+    gold.write_text('{"id": "a", "question": "How many days?", "keywords": "25"}\n')
+    _assert_one_line_error(run_script(EVALUATE, "--gold", str(gold), cwd=tmp_path), r"line 1: 'keywords' must be a list")
+    gold.write_text('{"id": "a"}\n')
+    _assert_one_line_error(run_script(EVALUATE, "--gold", str(gold), cwd=tmp_path), r"line 1: 'question' is missing")
+    assert not (tmp_path / "reports").exists()
+
+
+def test_empty_eval_set_is_a_one_line_error(tmp_path):
+    (tmp_path / "gold.jsonl").write_text("\n")
+    _assert_one_line_error(run_script(EVALUATE, "--gold", str(tmp_path / "gold.jsonl"), cwd=tmp_path), r"no questions to evaluate")
+    (tmp_path / "eval_split.json").write_text("[]")
+    _assert_one_line_error(run_script(EVALUATE, "--eval-file", str(tmp_path / "eval_split.json"), cwd=tmp_path),
+                           r"no questions to evaluate")
+
+
+# ---------------------------------------------------------------- a real adapter, a real run
+
+PAIRS = [
+    ("How many days of annual leave do full-time employees get?", "Twenty-five days of annual leave per year.", "numeric"),
+    ("Does the policy provide a company car?", chat.REFUSAL, "unanswerable"),
+    ("How long is the probationary period?", "3 months from the start date.", "numeric"),
+    ("How much is the relocation allowance?", chat.REFUSAL, "unanswerable"),
+]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, embedded_base) -> Path:
+    """A project folder after a (tiny) training run: checkpoints/ holds a LoRA adapter trained for a
+    few real steps on the embedded model, data/eval_split.json the held-out questions."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from policytune import models
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("project")
+    tokenizer = models.load_tokenizer(embedded_base)
+    model = get_peft_model(models.load_model(embedded_base, dtype="float32"),
+                           LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(2):  # enough to move the refusal probability; more steps only cost test time
+        for question, answer, _ in PAIRS:
+            prompt = tokenizer(chat.format_prompt(question), add_special_tokens=False)["input_ids"]
+            completion = tokenizer(chat.format_completion(answer), add_special_tokens=False)["input_ids"]
+            loss = model(input_ids=torch.tensor([prompt + completion]),
+                         labels=torch.tensor([[-100] * len(prompt) + completion])).loss
+            loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.save_pretrained(root / "checkpoints")
+    adapter_config = root / "checkpoints" / "adapter_config.json"
+    saved = json.loads(adapter_config.read_text())
+    saved["base_model_name_or_path"] = "embedded"
+    adapter_config.write_text(json.dumps(saved))
+    (root / "data").mkdir()
+    (root / "data" / "eval_split.json").write_text(json.dumps(
+        [{"id": f"q{i}", "instruction": q, "output": a, "answerable": a != chat.REFUSAL, "type": kind,
+          "doc": "sample_policy.pdf", "pages": [1], "chunk_id": f"c{i}"} for i, (q, a, kind) in enumerate(PAIRS)]))
+    return root
+
+
+def _chromium() -> str:
+    """The Chromium binary, installed from Debian if missing; skip only when it cannot be installed."""
+    for name in ("chromium", "chromium-browser"):
+        if shutil.which(name):
+            return shutil.which(name)
+    if shutil.which("apt-get"):
+        subprocess.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium",
+                       shell=True, capture_output=True, timeout=900)
+        if shutil.which("chromium"):
+            return shutil.which("chromium")
+    pytest.skip("chromium is not installed and could not be installed")
+
+
+def screenshot(html_file: Path, png: Path) -> None:
+    """Render a local HTML file in headless Chromium, offline and without a profile."""
+    with tempfile.TemporaryDirectory() as profile:
+        subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                        f"--user-data-dir={profile}", f"--screenshot={png}", "--window-size=1200,2000",
+                        html_file.resolve().as_uri()], capture_output=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_evaluate_writes_three_reports_and_the_html_renders_its_plots(project):
+    result = run_script(EVALUATE, "--threads", "1", "--batch-size", "4", "--max-new-tokens", "24", cwd=project)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "answerable accuracy" in result.stdout and "hallucination rate" in result.stdout
+    reports = project / "reports"
+    evaluation = json.loads((reports / "eval.json").read_text())
+
+    for name in ("base", "tuned"):
+        for key in ("answerable_accuracy", "exact_match", "token_f1", "refusal_recall", "false_refusal_rate",
+                    "hallucination_rate", "mean_answer_words", "per_type"):
+            assert key in evaluation["metrics"][name]
+        assert set(evaluation["metrics"][name]["per_type"]) == {"numeric", "unanswerable"}
+    items = {item["id"]: item for item in evaluation["items"]}
+    assert set(items) == {"q0", "q1", "q2", "q3"}
+    for item in items.values():
+        assert {"question", "answerable", "expected_answer", "base_answer", "tuned_answer",
+                "base_correct", "tuned_correct"} <= set(item)
+        assert item["base_answer"] != item["tuned_answer"] or item["divergence"]["kl"] > 0
+    # The adapter was trained to refuse these two: it should put far more weight on the refusal.
+    shift = evaluation["divergence"]
+    assert shift["mean_kl_tuned_base"] > 0.01 and 0.0 <= shift["mean_top1_agreement"] <= 1.0
+    probs = shift["refusal_first_token_prob"]
+    assert probs["tuned"]["unanswerable"] > probs["base"]["unanswerable"]
+
+    markdown = (reports / "eval.md").read_text()
+    assert "| answerable accuracy |" in markdown and "worst regressions first" in markdown
+    page = (reports / "eval.html").read_text()
+    images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(images) == 3 and all(base64.b64decode(i).startswith(b"\x89PNG") for i in images)
+    assert "src=\"http" not in page and "<script" not in page  # self-contained
+
+    from PIL import Image
+
+    png = reports / "eval.png"
+    screenshot(reports / "eval.html", png)
+    assert png.is_file() and png.stat().st_size > 10_000
+    shot = Image.open(png).convert("RGB")
+    colours = shot.getcolors(maxcolors=1 << 24)
+    assert len(colours) > 200, "screenshot is blank"
+    # The tuned bars' colour only exists inside the rendered plots, not in the page's text.
+    plot_blue = sum(n for n, (r, g, b) in colours if abs(r - 0x2a) < 12 and abs(g - 0x7a) < 12 and abs(b - 0xb9) < 12)
+    assert plot_blue > 2000, f"plots did not render ({plot_blue} plot-coloured pixels)"
+
+
+@pytest.mark.slow
+def test_gold_without_answers_still_records_every_answer(project, tmp_path):
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text("\n".join(json.dumps(r) for r in [
+        {"id": "g-1", "question": "How many days of annual leave do full-time employees get?"},
+        {"id": 7, "question": "Can I bring my dog to the office?"}]) + "\n")
+    result = run_script(EVALUATE, "--gold", str(gold), "--reports-dir", str(tmp_path / "reports"),
+                        "--threads", "1", "--max-new-tokens", "12", cwd=project)
+    assert result.returncode == 0, result.stderr[-3000:]
+    evaluation = json.loads((tmp_path / "reports" / "eval.json").read_text())
+    assert [item["id"] for item in evaluation["items"]] == ["g-1", "7"]  # only the gold file, not the split
+    for item in evaluation["items"]:
+        assert item["base_answer"] and item["tuned_answer"]
+        assert item["base_correct"] is None and item["tuned_correct"] is None
+        assert item["divergence"]["teacher_forced_on"] == "tuned_answer"
+    assert evaluation["metrics"]["tuned"]["answerable_accuracy"] is None
+    assert (tmp_path / "reports" / "eval.html").is_file() and (tmp_path / "reports" / "eval.md").is_file()
