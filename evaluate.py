@@ -17,6 +17,7 @@ Writes reports/eval.json, reports/eval.md and a self-contained reports/eval.html
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,9 @@ class EvalConfig(config.Base):
     f1_threshold: float = field(default=metrics.DEFAULT_F1_THRESHOLD, metadata={
         "help": "token F1 at which an answer without keywords counts as correct"})
     dtype: str = field(default="auto", metadata={"help": "model dtype: auto, float32, bfloat16, float16"})
+    resume: bool = field(default=True, metadata={
+        "help": "reuse answers logged in <reports-dir>/eval.answers.jsonl by an interrupted or earlier run "
+                "with the same base model, adapter weights and --max-new-tokens"})
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.max_new_tokens < 1 or self.limit < 0 or self.threads < 0:
@@ -154,27 +158,42 @@ def load_tuned(base: models.BaseModel, adapter: Path, dtype: str):
     return model
 
 
-def generate(model, tokenizer, questions: list[str], batch_size: int, max_new_tokens: int, desc: str) -> list[str]:
-    """Greedy answers, batched with left padding, stopped at the end-of-turn marker."""
+def generate(model, tokenizer, questions: list[str], batch_size: int, max_new_tokens: int, desc: str,
+             done: dict[str, str] | None = None, on_batch=None) -> list[str]:
+    """Greedy answers, batched with left padding, stopped at the end-of-turn marker.
+
+    `done` maps questions already answered (from the resume log) to their answers; `on_batch` is
+    called with each new batch's (questions, answers) so the caller can log them.
+    """
     import torch
     from tqdm import tqdm
 
+    done = dict(done or {})
+    unique = list(dict.fromkeys(questions))
+    todo = [q for q in unique if q not in done]
     stop_ids = [i for i in {tokenizer.convert_tokens_to_ids(chat.IM_END), tokenizer.eos_token_id}
                 if isinstance(i, int) and i != tokenizer.unk_token_id]
     tokenizer.padding_side = "left"
-    answers = []
-    for start in tqdm(range(0, len(questions), batch_size), desc=desc, unit="batch"):
-        prompts = [chat.format_prompt(q) for q in questions[start:start + batch_size]]
-        batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    bar = tqdm(total=len(unique), initial=len(unique) - len(todo), desc=desc, unit="question")
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start:start + batch_size]
+        batch = tokenizer([chat.format_prompt(q) for q in chunk], return_tensors="pt", padding=True,
+                          add_special_tokens=False).to(model.device)
         with torch.no_grad():
             output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, temperature=None,
                                     top_p=None, top_k=None, eos_token_id=stop_ids, pad_token_id=tokenizer.pad_token_id)
+        answers = []
         for row in output[:, batch["input_ids"].shape[1]:]:
             text = tokenizer.decode(row, skip_special_tokens=False)
             for stop in chat.STOP + [tokenizer.pad_token or chat.IM_END]:
                 text = text.split(stop)[0]
             answers.append(text.strip())
-    return answers
+        done.update(zip(chunk, answers))
+        if on_batch:
+            on_batch(chunk, answers)
+        bar.update(len(chunk))
+    bar.close()
+    return [done[q] for q in questions]
 
 
 def divergence(model, tokenizer, questions: list[str], targets: list[str], batch_size: int) -> list[dict[str, Any]]:
@@ -216,6 +235,59 @@ def divergence(model, tokenizer, questions: list[str], targets: list[str], batch
 
 # ---------------------------------------------------------------- stage
 
+def answer_questions(model, tokenizer, questions: list[str], cfg: EvalConfig, base: models.BaseModel,
+                     adapter: Path, log_path: Path) -> dict[str, list[str]]:
+    """Base answers (adapter disabled) and tuned answers, logged per batch so a rerun resumes."""
+    weights = next(p for p in (adapter / "adapter_model.safetensors", adapter / "adapter_model.bin") if p.is_file())
+    # A logged answer is reused only when everything that determines it is unchanged.
+    setting = (base.hf_path, cfg.dtype, cfg.max_new_tokens, chat.SYSTEM_PROMPT)
+    run_keys = {"base": io.content_hash(*setting), "tuned": io.content_hash(*setting, io.file_sha256(weights))}
+    if not cfg.resume:
+        log_path.unlink(missing_ok=True)
+    answers = {}
+    with io.JsonlLog(log_path) as log:
+        logged = log.records()
+        for name in ("base", "tuned"):
+            done = {r["question"]: r["answer"] for r in logged if r.get("run") == run_keys[name]}
+            if done:
+                print(f"resuming: {len(done)} {name} answers from {log_path}", flush=True)
+
+            def record(chunk: list[str], new: list[str], name: str = name) -> None:
+                for question, answer in zip(chunk, new):
+                    log.append({"run": run_keys[name], "model": name, "question": question, "answer": answer})
+
+            with model.disable_adapter() if name == "base" else contextlib.nullcontext():
+                answers[name] = generate(model, tokenizer, questions, cfg.batch_size, cfg.max_new_tokens,
+                                         f"{name} answers", done, record)
+    return answers
+
+
+def score(items: list[dict[str, Any]], answers: dict[str, list[str]], shifts: list[dict[str, Any]],
+          f1_threshold: float) -> list[dict[str, Any]]:
+    """One eval.json item per question: both answers, both judgements, the divergence, provenance."""
+    results = []
+    for index, item in enumerate(items):
+        scores = {name: metrics.judge(answers[name][index], item["answerable"], item["answer"], item["keywords"], f1_threshold)
+                  for name in ("base", "tuned")}
+        results.append({
+            "id": item["id"], "question": item["question"], "type": item["type"],
+            "answerable": item["answerable"], "expected_answer": item["answer"], "keywords": item["keywords"],
+            "base_answer": answers["base"][index], "tuned_answer": answers["tuned"][index],
+            "base_correct": scores["base"]["correct"], "tuned_correct": scores["tuned"]["correct"],
+            "regression": scores["base"]["correct"] is True and scores["tuned"]["correct"] is False,
+            "base_scores": scores["base"], "tuned_scores": scores["tuned"],
+            "divergence": {**shifts[index], "teacher_forced_on": "expected_answer" if item["answer"] else "tuned_answer"},
+            "source": item["source"],
+        })
+    return results
+
+
+def summarise(results: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    """One model's metrics, overall and per question type (the same code for base and tuned)."""
+    rows = [{"answerable": r["answerable"], "type": r["type"], "scores": r[f"{name}_scores"]} for r in results]
+    return {**metrics.summarise(rows), "per_type": metrics.summarise_by_type(rows)}
+
+
 def main(cfg: EvalConfig) -> None:
     config.show(cfg)
     items = load_items(cfg)
@@ -230,33 +302,15 @@ def main(cfg: EvalConfig) -> None:
     model = load_tuned(base, adapter, cfg.dtype)
 
     questions = [item["question"] for item in items]
-    with model.disable_adapter():
-        base_answers = generate(model, tokenizer, questions, cfg.batch_size, cfg.max_new_tokens, "base answers")
-    tuned_answers = generate(model, tokenizer, questions, cfg.batch_size, cfg.max_new_tokens, "tuned answers")
-    targets = [item["answer"] or tuned for item, tuned in zip(items, tuned_answers)]
+    reports = Path(cfg.reports_dir)
+    answers = answer_questions(model, tokenizer, questions, cfg, base, adapter, reports / "eval.answers.jsonl")
+    # Teacher forcing needs a reference: the expected answer, else what the tuned model said.
+    targets = [item["answer"] or tuned for item, tuned in zip(items, answers["tuned"])]
     shifts = divergence(model, tokenizer, questions, targets, cfg.batch_size)
 
-    results = []
-    for item, base_answer, tuned_answer, shift in zip(items, base_answers, tuned_answers, shifts):
-        scores = {name: metrics.judge(answer, item["answerable"], item["answer"], item["keywords"], cfg.f1_threshold)
-                  for name, answer in (("base", base_answer), ("tuned", tuned_answer))}
-        results.append({
-            "id": item["id"], "question": item["question"], "type": item["type"],
-            "answerable": item["answerable"], "expected_answer": item["answer"], "keywords": item["keywords"],
-            "base_answer": base_answer, "tuned_answer": tuned_answer,
-            "base_correct": scores["base"]["correct"], "tuned_correct": scores["tuned"]["correct"],
-            "regression": scores["base"]["correct"] is True and scores["tuned"]["correct"] is False,
-            "base_scores": scores["base"], "tuned_scores": scores["tuned"],
-            "divergence": {**shift, "teacher_forced_on": "expected_answer" if item["answer"] else "tuned_answer"},
-            "source": item["source"],
-        })
-
-    summary = {}
-    for name in ("base", "tuned"):
-        rows = [{"answerable": r["answerable"], "type": r["type"], "scores": r[f"{name}_scores"]} for r in results]
-        summary[name] = {**metrics.summarise(rows), "per_type": metrics.summarise_by_type(rows)}
+    results = score(items, answers, shifts, cfg.f1_threshold)
     evaluation = {
-        "metrics": summary,
+        "metrics": {name: summarise(results, name) for name in ("base", "tuned")},
         "divergence": summarise_divergence(results),
         "run": {"base_model": base.name, "base_path": base.hf_path, "adapter": str(adapter),
                 "eval_file": cfg.eval_file or ("" if cfg.gold else str(cfg.data_path("eval_split.json"))),
@@ -266,7 +320,6 @@ def main(cfg: EvalConfig) -> None:
         "items": results,
     }
 
-    reports = Path(cfg.reports_dir)
     io.write_json_atomic(reports / "eval.json", evaluation)
     io.write_text_atomic(reports / "eval.md", report.markdown(evaluation))
     io.write_text_atomic(reports / "eval.html", report.html(evaluation))

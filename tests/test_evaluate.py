@@ -281,7 +281,7 @@ def test_evaluate_writes_three_reports_and_the_html_renders_its_plots(project):
 
 
 @pytest.mark.slow
-def test_gold_without_answers_still_records_every_answer(project, tmp_path):
+def test_gold_without_answers_still_records_every_answer_and_a_rerun_resumes(project, tmp_path):
     gold = tmp_path / "gold.jsonl"
     gold.write_text("\n".join(json.dumps(r) for r in [
         {"id": "g-1", "question": "How many days of annual leave do full-time employees get?"},
@@ -297,3 +297,10 @@ def test_gold_without_answers_still_records_every_answer(project, tmp_path):
         assert item["divergence"]["teacher_forced_on"] == "tuned_answer"
     assert evaluation["metrics"]["tuned"]["answerable_accuracy"] is None
     assert (tmp_path / "reports" / "eval.html").is_file() and (tmp_path / "reports" / "eval.md").is_file()
+
+    # A rerun resumes from the answer log instead of generating again, and agrees with the first run.
+    rerun = run_script(EVALUATE, "--gold", str(gold), "--reports-dir", str(tmp_path / "reports"),
+                       "--threads", "1", "--max-new-tokens", "12", cwd=project)
+    assert rerun.returncode == 0 and "resuming: 2 base answers" in rerun.stdout and "resuming: 2 tuned answers" in rerun.stdout
+    again = json.loads((tmp_path / "reports" / "eval.json").read_text())
+    assert [i["tuned_answer"] for i in again["items"]] == [i["tuned_answer"] for i in evaluation["items"]]
