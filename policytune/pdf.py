@@ -1,0 +1,232 @@
+"""Parse policy documents with Docling and cut them into heading-aware chunks sized in base-model tokens.
+
+PDFs go through Docling's standard PDF pipeline with the rule-based layout and table models of
+`policytune.layout` (offline), or with Docling's own models when the user has them
+(`--artifacts-path` / DOCLING_ARTIFACTS_PATH). DOCX, HTML and Markdown use Docling's own backends.
+Chunks come from Docling's HybridChunker with the base model's tokenizer.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from policytune import models  # noqa: F401  (sets HF_HUB_OFFLINE before Docling is imported)
+from policytune import io, layout
+from policytune.config import UserError
+
+SUFFIX_FORMATS = {".pdf": "PDF", ".docx": "DOCX", ".html": "HTML", ".htm": "HTML", ".md": "MD", ".markdown": "MD"}
+MIN_WORDS = 25          # fewer words than this is not a policy worth generating questions from
+RUNNING_TEXT_SHARE = 0.5  # margin text repeated on at least this share of pages is a running header/footer
+
+
+def parse_documents(paths: list[str], tokenizer, max_chunk_tokens: int, ocr: bool = False,
+                    artifacts_path: str | None = None) -> tuple[list[dict], dict]:
+    """Parse each document and chunk it: (chunk records, stats with "pages", "seconds", "documents")."""
+    if max_chunk_tokens < 32:
+        raise UserError(f"--max-chunk-tokens must be at least 32, got {max_chunk_tokens}")
+    for path in paths:
+        check_input(path)
+    artifacts_path = artifacts_path or os.environ.get("DOCLING_ARTIFACTS_PATH") or None
+    converter = make_converter(ocr=ocr, artifacts_path=artifacts_path)
+    chunker = make_chunker(tokenizer, max_chunk_tokens)
+
+    chunks: list[dict] = []
+    seen: set[str] = set()
+    stats: dict = {"pages": 0, "seconds": 0.0, "documents": []}
+    for path in paths:
+        started = time.perf_counter()
+        document = convert(converter, path, ocr=ocr)
+        pages = max(len(document.pages), 1)
+        doc_chunks = chunk_document(document, chunker, Path(path).name)
+        if not doc_chunks:
+            raise UserError(f"{path}: no chunks: the document has no body text after headers and footers")
+        words = sum(len(c["text"].split()) for c in doc_chunks)
+        if words < MIN_WORDS:
+            raise UserError(f"{path}: only {words} words of text: too little to be a policy document")
+        duplicates = 0
+        for chunk in doc_chunks:
+            if chunk["id"] in seen:
+                duplicates += 1  # identical text repeated in one document: one record is enough
+                continue
+            seen.add(chunk["id"])
+            chunks.append(chunk)
+        seconds = time.perf_counter() - started
+        stats["pages"] += pages
+        stats["seconds"] += seconds
+        stats["documents"].append({"doc": Path(path).name, "pages": pages, "chunks": len(doc_chunks) - duplicates,
+                                   "duplicates_dropped": duplicates, "seconds": round(seconds, 2)})
+        print(f"{path}: {pages} pages -> {len(doc_chunks) - duplicates} chunks in {seconds:.1f}s"
+              f" ({seconds / pages:.2f} s/page)", flush=True)
+    return chunks, stats
+
+
+def check_input(path: str) -> None:
+    """Reject what Docling would fail on obscurely: missing, empty, mislabelled or locked files."""
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"{path}: file not found")
+    if file.stat().st_size == 0:
+        raise UserError(f"{path}: file is empty")
+    suffix = file.suffix.lower()
+    if suffix not in SUFFIX_FORMATS:
+        raise UserError(f"{path}: unsupported file type {suffix or '(none)'}; use PDF, DOCX, HTML or Markdown")
+    if suffix != ".pdf":
+        return
+    with open(file, "rb") as handle:
+        head = handle.read(1024)
+    if b"%PDF-" not in head:
+        raise UserError(f"{path}: not a PDF file (no %PDF header; is it another format renamed to .pdf?)")
+    import pypdfium2
+
+    try:
+        pdf = pypdfium2.PdfDocument(str(file))
+    except pypdfium2.PdfiumError as exc:
+        if "password" in str(exc).lower():
+            raise UserError(f"{path}: the PDF is password-protected; remove the password and try again") from None
+        raise UserError(f"{path}: corrupt PDF that cannot be opened ({exc})") from None
+    try:
+        if len(pdf) == 0:
+            raise UserError(f"{path}: the PDF has no pages")
+    finally:
+        pdf.close()
+
+
+def make_converter(ocr: bool = False, artifacts_path: str | None = None):
+    """One Docling converter for all documents of a run (pipelines are built once, then reused)."""
+    from docling.datamodel.base_models import InputFormat
+    from docling.datamodel.pipeline_options import HeadingHierarchyOptions, PdfPipelineOptions, RapidOcrOptions
+    from docling.document_converter import DocumentConverter, PdfFormatOption
+
+    if ocr and not (importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("rapidocr")):
+        raise UserError("--ocr needs the 'ocr' extra (onnxruntime and rapidocr): uv sync --extra ocr")
+    options = PdfPipelineOptions(
+        do_ocr=ocr,
+        # Levels from numbering (5. > 5.2 > (a)), then font size and weight for unnumbered headings.
+        heading_hierarchy_options=HeadingHierarchyOptions(enabled=True),
+        generate_parsed_pages=True,  # the heading-level style fallback reads the parsed cells
+    )
+    if ocr:
+        options.ocr_options = RapidOcrOptions(backend="onnxruntime")
+    if artifacts_path:
+        if not Path(artifacts_path).is_dir():
+            raise UserError(f"{artifacts_path}: Docling artifacts folder not found")
+        options.artifacts_path = artifacts_path
+    else:
+        layout.register()
+        options.layout_options = layout.RuleLayoutOptions()
+        options.table_structure_options = layout.RuleTableOptions()
+    return DocumentConverter(
+        allowed_formats=[InputFormat.PDF, InputFormat.DOCX, InputFormat.HTML, InputFormat.MD],
+        format_options={InputFormat.PDF: PdfFormatOption(pipeline_options=options)},
+    )
+
+
+def convert(converter, path: str, ocr: bool = False):
+    """Convert one file; failures become one-line UserErrors, failed pages of a partial PDF a warning."""
+    from docling.datamodel.base_models import ConversionStatus
+    from docling.exceptions import ConversionError
+
+    try:
+        result = converter.convert(path, raises_on_error=False)
+    except ConversionError as exc:
+        raise UserError(f"{path}: Docling cannot convert it ({_first_line(exc)})") from None
+    except Exception as exc:  # backends raise assorted errors on malformed files
+        raise UserError(f"{path}: unreadable document ({type(exc).__name__}: {_first_line(exc)})") from None
+    if result.status in (ConversionStatus.FAILURE, ConversionStatus.SKIPPED):
+        reason = "; ".join(sorted({_first_line(e.error_message) for e in result.errors})) or "no reason given"
+        raise UserError(f"{path}: conversion failed ({reason})")
+    document = result.document
+    if result.status == ConversionStatus.PARTIAL_SUCCESS:
+        failed = sorted({e.page_no for e in result.errors if e.page_no is not None})
+        print(f"warning: {path}: pages {failed or '?'} could not be parsed and are skipped", file=sys.stderr, flush=True)
+    if not any(item.text.strip() for item in document.texts) and not document.tables:
+        if Path(path).suffix.lower() != ".pdf":
+            raise UserError(f"{path}: no text found in the document")
+        if ocr:
+            raise UserError(f"{path}: no text found, even with OCR")
+        raise UserError(f"{path}: no text layer (scanned/image-only?); install the 'ocr' extra and pass --ocr")
+    drop_running_text(document)
+    return document
+
+
+def _first_line(exc: object) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else type(exc).__name__
+
+
+def _normalise(text: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"\d+", "#", text.lower())).strip()
+
+
+def drop_running_text(document) -> None:
+    """Move text repeated in the page margins (running headers/footers) out of the body."""
+    from docling_core.types.doc import ContentLayer, CoordOrigin
+
+    if len(document.pages) < 2:
+        return
+    pages_by_text: dict[str, set[int]] = defaultdict(set)
+    margin_items = []
+    for item in document.texts:
+        if item.content_layer != ContentLayer.BODY or not item.prov:
+            continue
+        prov = item.prov[0]
+        page = document.pages.get(prov.page_no)
+        if page is None:
+            continue
+        height = page.size.height
+        box = prov.bbox if prov.bbox.coord_origin == CoordOrigin.TOPLEFT else prov.bbox.to_top_left_origin(height)
+        if box.b < layout.MARGIN * height or box.t > (1 - layout.MARGIN) * height:
+            key = _normalise(item.text)
+            pages_by_text[key].add(prov.page_no)
+            margin_items.append((key, item))
+    needed = max(2, RUNNING_TEXT_SHARE * len(document.pages))
+    for key, item in margin_items:
+        if len(pages_by_text[key]) >= needed or layout.PAGE_NUMBER.match(item.text.strip()):
+            item.content_layer = ContentLayer.FURNITURE
+
+
+def make_chunker(tokenizer, max_chunk_tokens: int):
+    """Docling's HybridChunker measuring chunks in the base model's own tokens."""
+    from docling_core.transforms.chunker.hierarchical_chunker import ChunkingDocSerializer, ChunkingSerializerProvider
+    from docling_core.transforms.chunker.hybrid_chunker import HybridChunker
+    from docling_core.transforms.chunker.tokenizer.huggingface import HuggingFaceTokenizer
+    from docling_core.transforms.serializer.markdown import MarkdownTableSerializer
+
+    class MarkdownTables(ChunkingSerializerProvider):
+        # Markdown tables (not Docling's default "row, column = value" triplets) keep the header
+        # line that HybridChunker repeats when it has to split a long table by rows.
+        def get_serializer(self, doc):
+            return ChunkingDocSerializer(doc=doc, table_serializer=MarkdownTableSerializer())
+
+    return HybridChunker(tokenizer=HuggingFaceTokenizer(tokenizer=tokenizer, max_tokens=max_chunk_tokens),
+                         merge_peers=True, repeat_table_header=True, serializer_provider=MarkdownTables())
+
+
+def chunk_document(document, chunker, doc_name: str) -> list[dict]:
+    """The document's chunks as chunks.json records (see the data contract in the README)."""
+    from docling_core.types.doc import TableItem
+
+    records = []
+    for chunk in chunker.chunk(dl_doc=document):
+        text = chunk.text.strip()
+        if not text:
+            continue
+        context_text = chunker.contextualize(chunk=chunk)
+        pages = sorted({prov.page_no for item in chunk.meta.doc_items for prov in item.prov})
+        is_table = any(isinstance(item, TableItem) for item in chunk.meta.doc_items)
+        records.append({
+            "id": io.content_hash(doc_name, text),
+            "doc": doc_name,
+            "pages": pages,
+            "headings": list(chunk.meta.headings or []),
+            "text": text,
+            "context_text": context_text,
+            "n_tokens": chunker.tokenizer.count_tokens(context_text),
+            "kind": "table" if is_table else "text",
+        })
+    return records
