@@ -42,16 +42,19 @@ class Rules:
 
 
 def content_words(text: str) -> list[str]:
-    """Words that carry meaning: not stopwords, not one letter."""
-    return [w for w in normalize.words(text) if w not in STOPWORDS and len(w) > 1]
+    """Words that carry meaning: not stopwords, not one letter (one digit counts: '5 days')."""
+    return [w for w in normalize.words(text) if w not in STOPWORDS and (len(w) > 1 or w.isdigit())]
 
 
 def stem(word: str) -> str:
-    """A crude stem so 'approves' meets 'approved' and 'days' meets 'day'."""
+    """A crude stem so 'approves' meets 'approved', 'days' meets 'day', 'employees' meets 'employee'."""
     for suffix in ("ations", "ation", "ments", "ment", "ingly", "ings", "ing", "ies", "ied", "ers", "er", "ed", "es", "s"):
-        if len(word) > len(suffix) + 3 and word.endswith(suffix):
-            return word[: -len(suffix)]
-    return word
+        if len(word) - len(suffix) >= 3 and word.endswith(suffix):
+            word = word[: -len(suffix)]
+            break
+    if len(word) > 4 and word.endswith("e"):
+        word = word[:-1]
+    return word[:6]
 
 
 def numbers(text: str) -> set[str]:

@@ -22,16 +22,25 @@ import dataclasses
 import math
 import re
 import statistics
+import sys
 from pathlib import Path
 from typing import Any
 
-import generated_prompt as prompts
 from policytune import heuristics, io, llm
+
+try:
+    import generated_prompt as prompts
+except ModuleNotFoundError:
+    # generated_prompt.py sits at the project root beside the stage scripts, where users edit it;
+    # code that is not started from there (tests, notebooks) finds it through the package's location.
+    sys.path.append(str(Path(__file__).resolve().parent.parent))
+    import generated_prompt as prompts
 
 MODES = ("auto", "likelihood", "verdict", "rubric")
 TOP_LOGPROBS = 2000         # llama-server lists this many alternatives in ~0.04 s; a rare name needs them
 REMOTE_TOP_LOGPROBS = 20    # the OpenAI API's maximum
 MAX_KEY_WORDS = 4           # words scored per answer: numbers and names first (each costs 1-3 calls)
+PIECE_MARGIN = 2.0          # nats: how much less likely a longer matching piece may be and still win
 MAX_WORD_TOKENS = 4         # a word longer than this in tokens is judged on its first ones
 WEAKEST_WORDS = 2           # the score follows the least supported words: one wrong number must count
 
@@ -63,30 +72,41 @@ def _top_logprobs(response: Any) -> list[tuple[str, float]]:
 
 # --- likelihood ---------------------------------------------------------------------------------
 
-def word_logprob(endpoint: llm.Endpoint, messages: list[dict], text: str, start: int, end: int) -> float:
+def word_logprob(endpoint: llm.Endpoint, messages: list[dict], text: str, start: int, end: int,
+                 pieces: list[str] | None = None) -> tuple[float, list[str]]:
     """log P(text[start:end] | messages, text[:start]) by teacher forcing, one token per call.
 
     The assistant turn is prefilled with text up to the word (its leading space belongs to the
-    word's first token). Tokens are found by matching the endpoint's top alternatives against the
-    rest of the word; a piece outside them gets the lowest logprob listed (an upper bound).
+    word's first token). Without `pieces`, tokens are found by matching the endpoint's top
+    alternatives against the rest of the word; with `pieces` (the split found
+    in the other condition) the same split is scored, so both conditions compare like with like.
+    A piece outside the alternatives gets the lowest logprob listed (an upper bound) and ends the word.
+    Returns the log-probability and the pieces.
     """
-    position, total = len(text[:start].rstrip()), 0.0
-    for _ in range(MAX_WORD_TOKENS):
-        if position >= end:
+    position, total, found = len(text[:start].rstrip()), 0.0, []
+    for step in range(MAX_WORD_TOKENS):
+        if position >= end or (pieces is not None and step >= len(pieces)):
             break
         response = llm.complete(endpoint, messages + [{"role": "assistant", "content": text[:position]}],
                                 max_tokens=1, temperature=0.0, logprobs=True,
                                 top_logprobs=TOP_LOGPROBS if endpoint.local else REMOTE_TOP_LOGPROBS)
         top = _top_logprobs(response)
         rest = text[position:]
-        matches = [(tok, lp) for tok, lp in top if tok.strip() and rest.startswith(tok)] or \
-                  [(tok, lp) for tok, lp in top if tok and rest.startswith(tok)]
+        if pieces is not None:
+            matches = [(tok, lp) for tok, lp in top if tok == pieces[step]]
+        else:
+            matches = [(tok, lp) for tok, lp in top if tok.strip() and rest.startswith(tok)] or \
+                      [(tok, lp) for tok, lp in top if tok and rest.startswith(tok)]
         if not matches:
-            return total + min(lp for _, lp in top)
-        token, logprob = max(matches, key=lambda m: len(m[0]))
+            return total + min(lp for _, lp in top), found
+        # The longest piece among the likely ones: longest alone can pick a rare token that matches
+        # by accident ("Wise" where "W" is near-certain); likeliest alone can pick " P" over " People".
+        best = max(lp for _, lp in matches)
+        token, logprob = max((m for m in matches if m[1] >= best - PIECE_MARGIN), key=lambda m: len(m[0]))
         total += logprob
+        found.append(token)
         position += len(token)
-    return total
+    return total, found
 
 
 def key_words(question: str, answer: str) -> list[tuple[int, int]]:
@@ -113,7 +133,9 @@ def score_likelihood(endpoint: llm.Endpoint, record: dict, vote: int) -> dict:
     offset = len(lead) + 1
     spans = [(start + offset, end + offset) for start, end in key_words(record["instruction"], record["output"])]
     inside = [word_logprob(endpoint, with_excerpt, text, start, end) for start, end in spans]
-    outside = [word_logprob(endpoint, without_excerpt, text, start, end) for start, end in spans]
+    outside = [word_logprob(endpoint, without_excerpt, text, start, end, pieces)[0]
+               for (start, end), (_, pieces) in zip(spans, inside)]
+    inside = [logprob for logprob, _ in inside]
     return {"words": [[text[s:e], round(i, 3), round(o, 3)] for (s, e), i, o in zip(spans, inside, outside)]}
 
 
