@@ -232,6 +232,8 @@ def table_grid(lines: list[Line]) -> list[list[list[Segment]]]:
     """Rows x columns of segments: a line with fewer segments than columns, close below the row
     before it, continues that row's cells (a wrapped cell); otherwise it starts a new row."""
     columns = sorted(_column_starts(lines))
+    for line in lines:
+        _split_at_columns(line, columns)
     rows: list[list[list[Segment]]] = []
     previous = None
     for line in lines:
@@ -244,6 +246,23 @@ def table_grid(lines: list[Line]) -> list[list[list[Segment]]]:
             rows[-1][column].append(segment)
         previous = line
     return rows
+
+
+def _split_at_columns(line: Line, columns: list[float]) -> None:
+    """Split a segment where a word starts exactly at a known column start: tight tables leave
+    less than the usual column gap between one cell's text and the next cell's."""
+    segments = []
+    for segment in line.segments:
+        current = Segment(words=[segment.words[0]])
+        for word in segment.words[1:]:
+            gap = word.box.l - current.words[-1].box.r
+            if gap > 0.25 * line.height and any(abs(word.box.l - c) < 3 for c in columns):
+                segments.append(current)
+                current = Segment(words=[word])
+            else:
+                current.words.append(word)
+        segments.append(current)
+    line.segments = segments
 
 
 def _column_starts(lines: list[Line]) -> list[float]:

@@ -209,7 +209,7 @@ def make_chunker(tokenizer, max_chunk_tokens: int):
 
 def chunk_document(document, chunker, doc_name: str) -> list[dict]:
     """The document's chunks as chunks.json records (see the data contract in the README)."""
-    from docling_core.types.doc import TableItem
+    from docling_core.types.doc import DocItemLabel
 
     records = []
     for chunk in chunker.chunk(dl_doc=document):
@@ -218,7 +218,7 @@ def chunk_document(document, chunker, doc_name: str) -> list[dict]:
             continue
         context_text = chunker.contextualize(chunk=chunk)
         pages = sorted({prov.page_no for item in chunk.meta.doc_items for prov in item.prov})
-        is_table = any(isinstance(item, TableItem) for item in chunk.meta.doc_items)
+        is_table = any(item.label == DocItemLabel.TABLE for item in chunk.meta.doc_items)
         records.append({
             "id": io.content_hash(doc_name, text),
             "doc": doc_name,
