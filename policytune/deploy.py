@@ -1,0 +1,438 @@
+"""Stage 6: deploy the adapter for Ollama and llama.cpp, and prove it is applied.
+
+    uv run python -m policytune.deploy               # adapter.gguf + base.gguf + Modelfile, then verify
+    uv run python -m policytune.deploy --merge       # also a merged 16-bit safetensors model
+    uv run python -m policytune.deploy --serve --port 8080   # OpenAI-compatible server, base + adapter
+    ollama create policytune -f Modelfile && ollama run policytune
+
+Writes checkpoints/adapter.gguf (the PEFT adapter converted with the `gguf` package),
+checkpoints/base.gguf (the base model's GGUF, linked so the Modelfile can use a relative path),
+the top-level Modelfile, and checkpoints/deploy_report.json with the verification figures.
+
+Verification does not trust the conversion: llama.cpp (base GGUF + adapter.gguf) and transformers
+(HF base + PEFT adapter) are teacher-forced over the answers of a few questions and their
+next-token log-probabilities compared. With an unquantised (f32) base written from the HF weights
+the two must agree almost exactly; with the deployed quantised base, quantisation already moves
+logits (about 1.3 for Q4_1), so there the adapter's effect (tuned minus base, in each engine) must
+correlate instead. The adapter must also change llama.cpp's output versus the base alone, and the
+Modelfile's Go template must render exactly the training chat format.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from policytune import chat, config, gguf_adapter, io, llm, modelfile, models
+from policytune.config import UserError
+
+# Questions with the sample policy's answers, used when no eval split exists yet: short answers
+# and one refusal, so the adapter's effect is measured on the kind of text it was trained on.
+DEFAULT_EXAMPLES = [
+    ("How many days of annual leave per year does an employee with less than 2 years of service get?",
+     "20 days per year."),
+    ("How many paid public holidays does Northwind recognise each year?", "10 paid public holidays."),
+    ("By when must carried-over annual leave days be used?", "By 31 March of the new leave year."),
+    ("What is the amount of the relocation allowance?", chat.REFUSAL),
+]
+
+
+@dataclass
+class DeployConfig(config.Base):
+    """Stage 6 flags (see the module docstring for commands)."""
+
+    adapter_dir: str = field(default="", metadata={"help": "PEFT adapter folder (default: --checkpoint-dir)"})
+    base_model: str = field(default="", metadata={"help": "base model the adapter was trained on (default: adapter_config.json's base_model_name_or_path)"})
+    base_gguf: str = field(default="", metadata={"help": "GGUF of that exact base (default: the embedded model's packaged GGUF; required for hub models)"})
+    modelfile: str = field(default="Modelfile", metadata={"help": "where to write the Ollama Modelfile"})
+    modelfile_from: str = field(default="", metadata={"help": "FROM line instead of the base GGUF, e.g. an Ollama tag with the SAME weights as the trained base"})
+    verify: bool = field(default=True, metadata={"help": "compare llama.cpp with transformers and check the template (--no-verify skips)"})
+    strict_f32: bool = field(default=True, metadata={"help": "also verify against an f32 GGUF of the base written from the HF weights (cached)"})
+    verify_questions: str = field(default="", metadata={"help": "JSON records with instruction/output to verify on (default: data/eval_split.json if present, else built-in sample questions)"})
+    verify_n: int = field(default=4, metadata={"help": "questions to verify on (each answer token is one compared position)"})
+    top_k: int = field(default=20, metadata={"help": "llama.cpp log-probabilities returned per position"})
+    min_top1_f32: float = field(default=0.95, metadata={"help": "top-1 agreement required with the f32 base (measured: 1.0)"})
+    max_logprob_diff_f32: float = field(default=0.1, metadata={"help": "largest |log p| difference allowed with the f32 base (measured: about 0.01)"})
+    min_top1_quantized: float = field(default=0.7, metadata={"help": "top-1 agreement required with a quantised base (design notes: 0.92 for Q4_1)"})
+    min_effect_correlation: float = field(default=0.8, metadata={"help": "correlation required between the adapter's effect in llama.cpp and in transformers"})
+    min_adapter_effect: float = field(default=0.05, metadata={"help": "smallest max |log p| change the adapter must cause in llama.cpp"})
+    threads: int = field(default=0, metadata={"help": "CPU threads for llama.cpp and torch (0: all cores)"})
+    merge: bool = field(default=False, metadata={"help": "also save the adapter merged into a 16-bit base (checkpoints/merged) + checkpoints/Modelfile.merged"})
+    merge_dtype: str = field(default="float16", metadata={"help": "dtype of the merged model", "choices": ("float16", "bfloat16")})
+    serve: bool = field(default=False, metadata={"help": "serve base + adapter as an OpenAI-compatible endpoint until Ctrl-C"})
+    port: int = field(default=8080, metadata={"help": "port for --serve (127.0.0.1 only)"})
+    serve_parallel: int = field(default=2, metadata={"help": "requests --serve handles at once"})
+
+    def __post_init__(self) -> None:
+        if self.verify_n < 1:
+            raise UserError("--verify-n must be at least 1")
+        if self.top_k < 1:
+            raise UserError("--top-k must be at least 1")
+
+    def adapter_path(self) -> Path:
+        return Path(self.adapter_dir or self.checkpoint_dir)
+
+
+@dataclass
+class Deployment:
+    """Where the deployable files are, once convert() has run."""
+
+    base: models.BaseModel
+    adapter_dir: Path
+    adapter_gguf: Path
+    base_gguf: Path | None      # a llama.cpp-loadable base file (None: only an Ollama tag is known)
+    modelfile: Path
+
+
+def _threads(requested: int) -> int:
+    return requested if requested > 0 else max(1, os.cpu_count() or 1)
+
+
+def resolve_base(cfg: DeployConfig) -> models.BaseModel:
+    """The base the adapter was trained on: --base-model, else what adapter_config.json names."""
+    spec = cfg.base_model
+    if not spec:
+        adapter_config = io.read_json(cfg.adapter_path() / "adapter_config.json", "adapter config")
+        spec = adapter_config.get("base_model_name_or_path") or models.EMBEDDED
+    return models.resolve(spec)
+
+
+def link_or_copy(source: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Put `source` at `target` (hard link when possible: the embedded GGUF is 98 MB)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() and os.path.samefile(source, target):
+        return target
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+    return target
+
+
+def modelfile_comment(base_name: str) -> str:
+    return (f"Generated by `uv run python -m policytune.deploy` for base model {base_name}.\n"
+            "The adapter only works on the exact base it was trained on.\n"
+            "ollama create policytune -f Modelfile && ollama run policytune")
+
+
+def convert(cfg: DeployConfig) -> Deployment:
+    """Write adapter.gguf, base.gguf and the Modelfile."""
+    base = resolve_base(cfg)
+    adapter_dir = cfg.adapter_path()
+    hf_config = gguf_adapter.read_hf_config(base.hf_path)
+    adapter_gguf = gguf_adapter.convert_adapter(adapter_dir, cfg.checkpoint_path("adapter.gguf"), hf_config)
+    print(f"wrote {adapter_gguf} ({adapter_gguf.stat().st_size / 1e6:.1f} MB)", flush=True)
+
+    source_gguf = cfg.base_gguf or base.gguf_path
+    base_gguf = None
+    if source_gguf:
+        if not os.path.isfile(source_gguf):
+            raise UserError(f"--base-gguf {source_gguf}: no such file")
+        base_gguf = link_or_copy(source_gguf, cfg.checkpoint_path("base.gguf"))
+    elif not cfg.modelfile_from:
+        raise UserError(
+            f"base model {base.name} has no GGUF: convert that exact base to GGUF (llama.cpp's "
+            "convert_hf_to_gguf.py) and pass --base-gguf FILE, or pass --modelfile-from with an Ollama "
+            "model of the same weights; or use --merge and FROM the merged folder")
+    from_line = cfg.modelfile_from or str(base_gguf)
+    path = modelfile.write_modelfile(cfg.modelfile, from_line, str(adapter_gguf), comment=modelfile_comment(base.name))
+    print(f"wrote {path} (FROM {modelfile.read_modelfile(path)['FROM']})", flush=True)
+    return Deployment(base=base, adapter_dir=adapter_dir, adapter_gguf=adapter_gguf, base_gguf=base_gguf, modelfile=path)
+
+
+def f32_base_gguf(base: models.BaseModel) -> Path | None:
+    """An f32 GGUF of the HF base weights (cached), or None when there is no GGUF to copy the
+    tokenizer metadata from."""
+    if not base.gguf_path:
+        return None
+    target = models.cache_dir() / "gguf" / f"{Path(base.hf_path).name}-f32.gguf"
+    if not target.is_file():
+        print(f"writing an f32 GGUF of the base for strict verification (once): {target}", flush=True)
+        gguf_adapter.write_base_gguf(base.hf_path, base.gguf_path, target, dtype="f32")
+    return target
+
+
+def verification_examples(cfg: DeployConfig) -> list[tuple[str, str]]:
+    """(question, answer) pairs to teacher-force: --verify-questions, the eval split, or built-ins."""
+    source = cfg.verify_questions or str(cfg.data_path("eval_split.json"))
+    if cfg.verify_questions or os.path.isfile(source):
+        records = io.read_records(source, "verification questions")
+        pairs = [(r["instruction"], r["output"]) for r in records if r.get("instruction") and r.get("output")]
+        if not pairs:
+            raise UserError(f"{source}: no records with instruction and output to verify on")
+        # Keep refusals in the mix: they are half of what the adapter learned.
+        answerable = [p for p in pairs if not chat.is_refusal(p[1])]
+        refusals = [p for p in pairs if chat.is_refusal(p[1])]
+        mixed = [p for pair in zip(answerable, refusals) for p in pair] + answerable[len(refusals):] + refusals[len(answerable):]
+        return mixed[:cfg.verify_n]
+    return DEFAULT_EXAMPLES[:cfg.verify_n]
+
+
+def _tokenize(tokenizer, question: str, answer: str) -> tuple[list[int], int]:
+    """Token ids of prompt + completion (tokenised separately, as the trainer does) and the
+    prompt length."""
+    prompt = tokenizer(chat.format_prompt(question))["input_ids"]
+    completion = tokenizer(chat.format_completion(answer), add_special_tokens=False)["input_ids"]
+    return list(prompt) + list(completion), len(prompt)
+
+
+def _hf_logprobs(cfg: DeployConfig, deployment: Deployment, sequences: list[tuple[list[int], int]]) -> tuple[list, list]:
+    """Log-probabilities of transformers at each answer position: (with adapter, base alone)."""
+    import torch
+    from peft import PeftModel
+
+    torch.set_num_threads(_threads(cfg.threads))
+    model = models.load_model(deployment.base, dtype="float32")
+    model = PeftModel.from_pretrained(model, str(deployment.adapter_dir))
+    model.eval()
+    tuned, plain = [], []
+    with torch.no_grad():
+        for ids, prompt_len in sequences:
+            inputs = torch.tensor([ids])
+            positions = slice(prompt_len - 1, len(ids) - 1)
+            tuned.append(torch.log_softmax(model(inputs).logits[0, positions].float(), -1))
+            with model.disable_adapter():
+                plain.append(torch.log_softmax(model(inputs).logits[0, positions].float(), -1))
+    return tuned, plain
+
+
+def _llama_logprobs(cfg: DeployConfig, gguf: Path, lora: Path | None, sequences, label: str) -> list[list[dict[int, float]]]:
+    """Top-k log-probabilities of llama.cpp at each answer position, teacher-forced token by token."""
+    from tqdm import tqdm
+
+    ctx = max(len(ids) for ids, _ in sequences) + 16
+    server = llm.start_local_server(str(gguf), 1, _threads(cfg.threads), ctx, lora=str(lora) if lora else None)
+    out = []
+    total = sum(len(ids) - prompt_len for ids, prompt_len in sequences)
+    with tqdm(total=total, desc=f"llama.cpp {label}", unit="pos", leave=False, mininterval=2) as bar:
+        for ids, prompt_len in sequences:
+            per_position = []
+            for end in range(prompt_len, len(ids)):
+                response = server.handle_completions({
+                    "prompt": ids[:end], "n_predict": 1, "n_probs": cfg.top_k, "temperature": 0.0,
+                    "cache_prompt": True, "samplers": ["top_k"], "top_k": 1})
+                if "error" in response:
+                    raise UserError(f"llama.cpp failed on {gguf.name}: {response['error']}")
+                top = response["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+                per_position.append({entry["id"]: entry["logprob"] for entry in top})
+                bar.update(1)
+            out.append(per_position)
+    del server
+    return out
+
+
+def _pearson(xs: list[float], ys: list[float]) -> float | None:
+    if len(xs) < 3:
+        return None
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    syy = sum((y - my) ** 2 for y in ys)
+    if sxx == 0 or syy == 0:
+        return None
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / (sxx * syy) ** 0.5
+
+
+def compare(sequences, hf_tuned, hf_plain, llama_tuned, llama_plain) -> dict:
+    """Agreement figures between llama.cpp and transformers, and the adapter's effect in each."""
+    positions = agree = 0
+    max_diff = 0.0
+    llama_effect = hf_effect = 0.0
+    top1_changed_llama = 0
+    d_hf, d_llama = [], []
+    for (ids, prompt_len), tuned, plain, l_tuned, l_plain in zip(sequences, hf_tuned, hf_plain, llama_tuned, llama_plain):
+        for i, (lt, lp) in enumerate(zip(l_tuned, l_plain)):
+            positions += 1
+            target = ids[prompt_len + i]
+            hf_top = int(tuned[i].argmax())
+            agree += max(lt, key=lt.get) == hf_top
+            top1_changed_llama += max(lt, key=lt.get) != max(lp, key=lp.get)
+            max_diff = max(max_diff, max(abs(v - float(tuned[i][t])) for t, v in lt.items()))
+            # Both effects over the same tokens: those llama.cpp reports with and without the adapter.
+            shared = set(lt) & set(lp)
+            if shared:
+                llama_effect = max(llama_effect, max(abs(lt[t] - lp[t]) for t in shared))
+                hf_effect = max(hf_effect, max(abs(float(tuned[i][t] - plain[i][t])) for t in shared))
+            if target in shared:
+                d_llama.append(lt[target] - lp[target])
+                d_hf.append(float(tuned[i][target] - plain[i][target]))
+    correlation = _pearson(d_hf, d_llama)
+    return {
+        "positions": positions,
+        "top1_agreement": round(agree / positions, 4) if positions else 0.0,
+        "max_logprob_diff": round(max_diff, 4),
+        "adapter_effect_llama": round(llama_effect, 4),
+        "adapter_effect_hf": round(hf_effect, 4),
+        "top1_changed_by_adapter_llama": top1_changed_llama,
+        "effect_correlation": round(correlation, 4) if correlation is not None else None,
+        "effect_points": len(d_hf),
+    }
+
+
+def verify(cfg: DeployConfig, deployment: Deployment) -> dict:
+    """Prove the deployed files reproduce the trained model; returns figures with "passed"."""
+    started = time.time()
+    failures: list[str] = []
+    examples = verification_examples(cfg)
+
+    # 1. The Modelfile on disk renders exactly the training chat format.
+    written = modelfile.read_modelfile(deployment.modelfile)
+    template_problems = [p for q, a in examples for p in modelfile.template_mismatches(written.get("TEMPLATE", ""), q, a)]
+    if written.get("SYSTEM") != chat.SYSTEM_PROMPT:
+        template_problems.append("SYSTEM differs from chat.SYSTEM_PROMPT")
+    stops = [value for name, value in written["PARAMETER"] if name == "stop"]
+    if chat.IM_END not in stops:
+        template_problems.append(f"no PARAMETER stop {chat.IM_END!r}: generation would not end")
+    failures += [f"Modelfile: {p}" for p in template_problems]
+
+    # 2. llama.cpp and transformers agree on every answer position.
+    tokenizer = models.load_tokenizer(deployment.base)
+    sequences = [_tokenize(tokenizer, q, a) for q, a in examples]
+    hf_tuned, hf_plain = _hf_logprobs(cfg, deployment, sequences)
+    bases: dict[str, Path] = {}
+    if cfg.strict_f32:
+        f32 = f32_base_gguf(deployment.base)
+        if f32 is not None:
+            bases["f32"] = f32
+    if deployment.base_gguf is not None:
+        bases["deployed"] = deployment.base_gguf
+    if not bases:
+        raise UserError("no base GGUF to verify with: pass --base-gguf (the same weights as the Modelfile's FROM)")
+    figures: dict[str, dict] = {}
+    for label, gguf in bases.items():
+        llama_tuned = _llama_logprobs(cfg, gguf, deployment.adapter_gguf, sequences, f"{label}+adapter")
+        llama_plain = _llama_logprobs(cfg, gguf, None, sequences, f"{label} alone")
+        result = compare(sequences, hf_tuned, hf_plain, llama_tuned, llama_plain)
+        result["gguf"] = gguf.name
+        quantized = label != "f32" and not _is_unquantized(gguf)
+        result["quantized"] = quantized
+        figures[label] = result
+        prefix = f"{label} base ({gguf.name})"
+        if result["adapter_effect_llama"] < cfg.min_adapter_effect:
+            failures.append(f"{prefix}: the adapter does not change llama.cpp's output "
+                            f"(max log-prob change {result['adapter_effect_llama']:.4f} < {cfg.min_adapter_effect})")
+        if quantized:
+            if result["top1_agreement"] < cfg.min_top1_quantized:
+                failures.append(f"{prefix}: top-1 agreement {result['top1_agreement']:.3f} < {cfg.min_top1_quantized}")
+        else:
+            if result["top1_agreement"] < cfg.min_top1_f32:
+                failures.append(f"{prefix}: top-1 agreement {result['top1_agreement']:.3f} < {cfg.min_top1_f32}")
+            if result["max_logprob_diff"] > cfg.max_logprob_diff_f32:
+                failures.append(f"{prefix}: max log-prob difference {result['max_logprob_diff']:.4f} > {cfg.max_logprob_diff_f32}")
+        correlation = result["effect_correlation"]
+        if result["adapter_effect_hf"] >= cfg.min_adapter_effect and (correlation is None or correlation < cfg.min_effect_correlation):
+            failures.append(f"{prefix}: the adapter's effect in llama.cpp does not follow transformers "
+                            f"(correlation {correlation} < {cfg.min_effect_correlation})")
+    return {
+        "passed": not failures,
+        "failures": failures,
+        "template_identical": not template_problems,
+        "questions": len(examples),
+        "bases": figures,
+        "seconds": round(time.time() - started, 1),
+    }
+
+
+def _is_unquantized(gguf: Path) -> bool:
+    import gguf as gguf_lib
+
+    reader = gguf_lib.GGUFReader(str(gguf))
+    kinds = {t.tensor_type for t in reader.tensors}
+    return kinds <= {gguf_lib.GGMLQuantizationType.F32, gguf_lib.GGMLQuantizationType.F16,
+                     gguf_lib.GGMLQuantizationType.BF16}
+
+
+def print_figures(result: dict) -> None:
+    """One line per base, the figures the issue asks for."""
+    print(f"template: {'identical to the training chat format' if result['template_identical'] else 'MISMATCH'}", flush=True)
+    for label, f in result["bases"].items():
+        print(f"{label} base {f['gguf']}: top-1 agreement {f['top1_agreement']:.1%} over {f['positions']} positions, "
+              f"max |log p| diff {f['max_logprob_diff']:.4f}, adapter effect llama.cpp {f['adapter_effect_llama']:.3f} "
+              f"vs transformers {f['adapter_effect_hf']:.3f} (correlation {f['effect_correlation']})", flush=True)
+    for failure in result["failures"]:
+        print(f"FAILED: {failure}", flush=True)
+    print("verification " + ("passed" if result["passed"] else "FAILED"), flush=True)
+
+
+def merge(cfg: DeployConfig, deployment: Deployment) -> Path:
+    """Merge the adapter into a 16-bit copy of the base, saved as safetensors + a Modelfile for it."""
+    import torch
+    from peft import PeftModel
+
+    torch.set_num_threads(_threads(cfg.threads))
+    target = cfg.checkpoint_path("merged")
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    model = models.load_model(deployment.base, dtype="float32")
+    model = PeftModel.from_pretrained(model, str(deployment.adapter_dir)).merge_and_unload()
+    model = model.to(getattr(torch, cfg.merge_dtype))
+    model.save_pretrained(tmp, safe_serialization=True)
+    models.load_tokenizer(deployment.base).save_pretrained(tmp)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    merged_modelfile = cfg.checkpoint_path("Modelfile.merged")
+    modelfile.write_modelfile(merged_modelfile, str(target), None,
+                              comment="The adapter merged into the base: no ADAPTER line needed.\n"
+                                      f"ollama create policytune-merged -f {merged_modelfile}")
+    print(f"wrote {target} ({cfg.merge_dtype}) and {merged_modelfile}", flush=True)
+    return target
+
+
+def start_server(cfg: DeployConfig, deployment: Deployment):
+    """llama.cpp's OpenAI-compatible server with base + adapter on 127.0.0.1:--port (0: a free port)."""
+    if deployment.base_gguf is None:
+        raise UserError("--serve needs a base GGUF file (--base-gguf)")
+    return llm.start_local_server(str(deployment.base_gguf), cfg.serve_parallel, _threads(cfg.threads), 2048,
+                                  lora=str(deployment.adapter_gguf), port=cfg.port)
+
+
+def serve(cfg: DeployConfig, deployment: Deployment, stop: threading.Event | None = None) -> None:
+    """Serve base + adapter until Ctrl-C (or `stop` is set)."""
+    server = start_server(cfg, deployment)
+    print(f"serving the tuned model at {server.listening_address}/v1 (OpenAI-compatible; Ctrl-C stops)", flush=True)
+    print(f"  curl {server.listening_address}/v1/chat/completions -H 'Content-Type: application/json' "
+          "-d '{\"messages\": [{\"role\": \"user\", \"content\": \"How many days of annual leave do I get?\"}]}'",
+          flush=True)
+    print("  (send the system prompt from policytune.chat.SYSTEM_PROMPT, as chat.messages() does)", flush=True)
+    stop = stop or threading.Event()
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        del server
+
+
+def run(cfg: DeployConfig) -> dict:
+    """Convert, write the Modelfile, optionally merge, verify; returns the verification figures.
+    Raises UserError when verification fails (its report is still written)."""
+    deployment = convert(cfg)
+    if cfg.merge:
+        merge(cfg, deployment)
+    result: dict = {"passed": None, "verified": False}
+    if cfg.verify:
+        result = verify(cfg, deployment) | {"verified": True}
+        print_figures(result)
+    report = {"adapter_gguf": str(deployment.adapter_gguf), "base_gguf": str(deployment.base_gguf),
+              "modelfile": str(deployment.modelfile), "base_model": deployment.base.name,
+              "config": config.as_dict(cfg)} | result
+    io.write_json_atomic(cfg.checkpoint_path("deploy_report.json"), report)
+    if cfg.verify and not result["passed"]:
+        raise UserError("deploy verification failed: " + "; ".join(result["failures"]))
+    if cfg.serve:
+        serve(cfg, deployment)
+    return result
+
+
+def main(cfg: DeployConfig) -> None:
+    config.show(cfg)
+    run(cfg)
+
+
+if __name__ == "__main__":
+    config.run(main, DeployConfig)
