@@ -1,4 +1,232 @@
-"""Stage 4, LoRA fine-tuning. Not implemented yet (issue 6)."""
-import sys
+"""Stage 4: LoRA (or QLoRA) supervised fine-tuning on the kept instruction pairs.
 
-sys.exit("train.py: not implemented yet (issue 6)")
+    uv run python train.py                                     # embedded SmolLM2-135M, CPU, defaults
+    uv run python train.py --epochs 6 --learning-rate 5e-4     # longer / different schedule
+    uv run python train.py --resume                            # continue after a kill
+    uv run python train.py --base-model meta-llama/Llama-3.2-1B --quantization 4bit   # QLoRA on a GPU
+    uv run torchrun --nproc_per_node 2 train.py                # several processes (CPU: gloo)
+    uv run accelerate launch --num_processes 2 train.py        # several GPUs
+
+Reads data/instructionquality.json; writes data/train_split.json and data/eval_split.json (the
+held-out split evaluate.py scores), and checkpoints/: adapter_model.safetensors,
+adapter_config.json, tokenizer files, training_config.json and, last, metrics.json (a run that
+has metrics.json finished). Trainer checkpoints for --resume live in checkpoints/trainer/.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from policytune import chat, config, io, models, training
+
+QUANTIZATIONS = ["auto", "4bit", "8bit", "none"]
+
+
+@dataclass
+class TrainConfig(config.Base):
+    base_model: str = field(default=models.EMBEDDED, metadata={
+        "help": "'embedded' (SmolLM2-135M-Instruct shipped in a package), a local HF folder, a .gguf or a hub id "
+                "such as meta-llama/Llama-3.2-1B"})
+    input: str = field(default="", metadata={"help": "kept instruction records (default: <data-dir>/instructionquality.json)"})
+    eval_fraction: float = field(default=0.15, metadata={
+        "help": "share of records held out for evaluation, per answerable/unanswerable stratum"})
+    # LoRA: r=64/alpha=128 from the seed text (QLoRA-style adapters on every linear projection).
+    lora_r: int = field(default=64, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=128, metadata={"help": "LoRA alpha (scale = alpha / r)"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input"})
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"], metadata={
+        "help": "modules that get adapters; 'all-linear' = every linear projection except the output head"})
+    quantization: str = field(default="auto", metadata={
+        "help": "auto = 4-bit NF4 (QLoRA) on CUDA, none on CPU (4-bit is slower there)", "choices": QUANTIZATIONS})
+    # Schedule: facts are learned closed-book, so several passes over the data are needed.
+    epochs: float = field(default=3.0, metadata={"help": "passes over the training split"})
+    max_steps: int = field(default=0, metadata={"help": "stop after this many optimizer steps (0: use --epochs)"})
+    learning_rate: float = field(default=5e-4, metadata={"help": "peak learning rate (LoRA tolerates 10x full fine-tuning)"})
+    warmup_ratio: float = field(default=0.05, metadata={"help": "share of steps with a linear warm-up"})
+    batch_size: int = field(default=8, metadata={"help": "examples per device per step"})
+    grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
+    max_length: int = field(default=384, metadata={
+        "help": "longest tokenised example (prompt ~70 tokens + answer); longer ones are dropped, not truncated"})
+    padding_free: bool = field(default=True, metadata={
+        "help": "concatenate a batch into one sequence instead of padding (same loss, fewer tokens computed)"})
+    gradient_checkpointing: bool = field(default=False, metadata={
+        "help": "recompute activations in backward: less memory, about 30% slower; for big models on small GPUs"})
+    eval_steps: int = field(default=0, metadata={"help": "evaluate and save a checkpoint every N steps (0: twice per epoch)"})
+    early_stopping_patience: int = field(default=3, metadata={
+        "help": "stop after N evaluations without a better eval loss (0: never stop early)"})
+    logging_steps: int = field(default=2, metadata={"help": "record the training loss every N steps"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default, one per core)"})
+    seed: int = field(default=42, metadata={"help": "random seed (data order, LoRA init, dropout)"})
+    resume: bool = field(default=False, metadata={"help": "continue from the last complete checkpoint in <checkpoint-dir>/trainer"})
+
+    def __post_init__(self) -> None:
+        if self.lora_r <= 0 or self.lora_alpha <= 0:
+            raise ValueError("--lora-r and --lora-alpha must be positive")
+        if self.batch_size <= 0 or self.grad_accum <= 0 or self.max_length <= 0:
+            raise ValueError("--batch-size, --grad-accum and --max-length must be positive")
+        if self.epochs <= 0 and self.max_steps <= 0:
+            raise ValueError("set --epochs or --max-steps to a positive number")
+
+
+def main(cfg: TrainConfig) -> None:
+    started = time.monotonic()
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    is_main = rank == 0
+    if is_main:
+        config.show(cfg)
+
+    # 1. Records -> split -> prompt/completion examples. Everything is checked before anything is written.
+    input_path = Path(cfg.input) if cfg.input else cfg.data_path("instructionquality.json")
+    records = io.read_records(input_path, "training data")
+    if not records:
+        raise config.UserError(f"{input_path}: no training records (did every pair fail the quality stage?)")
+    training.build_examples(records)  # raises on records without a question or an answer
+    train_records, eval_records = training.split_records(records, cfg.eval_fraction)
+    base = models.resolve(cfg.base_model)
+
+    import torch
+    from peft import LoraConfig, prepare_model_for_kbit_training
+    from transformers import EarlyStoppingCallback
+    from trl import SFTConfig, SFTTrainer
+    from datasets import Dataset
+
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    on_cuda = torch.cuda.is_available()
+    quantization = ("4bit" if on_cuda else "none") if cfg.quantization == "auto" else cfg.quantization
+    tokenizer = models.load_tokenizer(base)
+    train_tok = training.tokenize_examples(training.build_examples(train_records), tokenizer, cfg.max_length)
+    eval_tok = training.tokenize_examples(training.build_examples(eval_records), tokenizer, cfg.max_length)
+    if not train_tok.rows:
+        raise config.UserError(f"no training example fits --max-length {cfg.max_length} tokens")
+    if is_main:
+        io.write_json_atomic(cfg.data_path("train_split.json"), train_records)
+        io.write_json_atomic(cfg.data_path("eval_split.json"), eval_records)
+        print(f"split: {len(train_records)} train / {len(eval_records)} eval records "
+              f"(eval stratified by answerable) -> {cfg.data_path('train_split.json')}, {cfg.data_path('eval_split.json')}"
+              + (f"; {train_tok.dropped_too_long + eval_tok.dropped_too_long} longer than {cfg.max_length} tokens dropped"
+                 if train_tok.dropped_too_long + eval_tok.dropped_too_long else ""), flush=True)
+
+    # 2. Base model and LoRA adapter.
+    model = models.load_model(base, quantization=quantization)
+    if quantization != "none":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, task_type="CAUSAL_LM",
+                      target_modules=cfg.target_modules[0] if cfg.target_modules == ["all-linear"] else cfg.target_modules)
+
+    # 3. Schedule: evaluate and checkpoint at the same steps so the best checkpoint can be kept.
+    steps_per_epoch = math.ceil(len(train_tok.rows) / (cfg.batch_size * cfg.grad_accum * world))
+    total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(steps_per_epoch * cfg.epochs)
+    eval_steps = cfg.eval_steps or max(1, steps_per_epoch // 2)
+    has_eval = bool(eval_tok.rows)
+    trainer_dir = cfg.checkpoint_path("trainer")
+    resume_from = None
+    if is_main:
+        training.remove_incomplete_checkpoints(trainer_dir)
+    if cfg.resume:
+        resume_from = training.latest_complete_checkpoint(trainer_dir)
+        if is_main:
+            print(f"resuming from {resume_from}" if resume_from else f"--resume: no checkpoint in {trainer_dir}, starting fresh",
+                  flush=True)
+    elif is_main and trainer_dir.exists():
+        shutil.rmtree(trainer_dir)  # a fresh run must not resume or rotate a previous run's checkpoints
+
+    args = SFTConfig(
+        output_dir=str(trainer_dir),
+        num_train_epochs=cfg.epochs, max_steps=cfg.max_steps if cfg.max_steps > 0 else -1,
+        per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=math.ceil(cfg.warmup_ratio * total_steps),
+        max_length=None if cfg.padding_free else cfg.max_length,  # examples are already filtered to max_length
+        padding_free=cfg.padding_free, packing=False, completion_only_loss=True,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        bf16=on_cuda and torch.cuda.is_bf16_supported(), fp16=False,
+        logging_steps=cfg.logging_steps, logging_first_step=True,
+        eval_strategy="steps" if has_eval else "no", eval_steps=eval_steps,
+        save_strategy="steps", save_steps=eval_steps, save_total_limit=2,
+        load_best_model_at_end=has_eval, metric_for_best_model="eval_loss", greater_is_better=False,
+        # Padding-free batches have no padding to leave out; padded ones count the attention mask.
+        include_num_input_tokens_seen="all" if cfg.padding_free else "non_padding",
+        seed=cfg.seed, data_seed=cfg.seed, report_to="none", dataloader_pin_memory=on_cuda,
+        ddp_find_unused_parameters=False, disable_tqdm=not is_main,
+    )
+    metrics_cb = training.metrics_callback()
+    callbacks = [metrics_cb]
+    if has_eval and cfg.early_stopping_patience > 0:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    trainer = SFTTrainer(
+        model=model, args=args, processing_class=tokenizer, peft_config=lora,
+        train_dataset=Dataset.from_list(train_tok.rows),
+        eval_dataset=Dataset.from_list(eval_tok.rows) if has_eval else None,
+        callbacks=callbacks,
+    )
+    print(f"rank {trainer.args.process_index}/{trainer.args.world_size} joined", flush=True)
+
+    # 4. Prove the loss sees the answers only, with the trainer's own data and collator.
+    try:
+        mask_check = training.check_loss_mask(trainer.data_collator, trainer.train_dataset, train_tok.answers, tokenizer)
+    except RuntimeError as exc:
+        raise config.UserError(str(exc)) from None
+    if is_main:
+        print(f"loss mask check: {mask_check['label_tokens']} label tokens = {mask_check['answer_tokens']} answer tokens "
+              f"in the first {mask_check['checked_examples']} examples", flush=True)
+        trainable, total = trainer.model.get_nb_trainable_parameters()
+        print(f"training {trainable:,} LoRA parameters ({100 * trainable / total:.2f}% of {total:,}) for {total_steps} steps, "
+              f"{steps_per_epoch} steps/epoch, world size {trainer.args.world_size}, quantization {quantization}, "
+              f"{torch.get_num_threads()} threads", flush=True)
+
+    # 5. Train (resumable), keep the best checkpoint by eval loss.
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if not trainer.is_world_process_zero():
+        return
+
+    # 6. Publish: stage everything, move it into checkpoints/, metrics.json last.
+    out_dir = Path(cfg.checkpoint_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".publish-", dir=out_dir))
+    try:
+        trainer.model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        adapter_config = json.loads((staging / "adapter_config.json").read_text())
+        adapter_config["base_model_name_or_path"] = base.name  # resolvable again, not the cache folder
+        io.write_json_atomic(staging / "adapter_config.json", adapter_config)
+        io.write_json_atomic(staging / "training_config.json", {
+            **config.as_dict(cfg), "base_model_name": base.name, "quantization_used": quantization,
+            "train_records": len(train_records), "eval_records": len(eval_records),
+            "world_size": trainer.args.world_size, "chat_format": "chatml", "system_prompt": chat.SYSTEM_PROMPT,
+            "refusal": chat.REFUSAL})
+        history = trainer.state.log_history
+        train_log = [h for h in history if "loss" in h]
+        eval_log = [h for h in history if "eval_loss" in h]
+        metrics = {
+            "train_loss": [round(h["loss"], 5) for h in train_log],
+            "train_loss_steps": [h["step"] for h in train_log],
+            "eval_loss": [round(h["eval_loss"], 5) for h in eval_log],
+            "eval_loss_steps": [h["step"] for h in eval_log],
+            "best_eval_loss": trainer.state.best_metric,
+            "best_checkpoint": Path(trainer.state.best_model_checkpoint).name if trainer.state.best_model_checkpoint else None,
+            "global_step": trainer.state.global_step, "epochs": round(trainer.state.epoch or 0, 3),
+            "final_train_loss": round(result.training_loss, 5),
+            "resumed_from": resume_from.name if resume_from else None,
+            **metrics_cb.summary(trainer.state), **training.peak_memory(),
+            "seconds": round(time.monotonic() - started, 2),
+            "threads": torch.get_num_threads(), "world_size": trainer.args.world_size,
+            "dropped_too_long": train_tok.dropped_too_long + eval_tok.dropped_too_long,
+            "loss_mask_check": mask_check,
+        }
+        io.write_json_atomic(staging / "metrics.json", metrics)
+        training.publish(staging, out_dir, last="metrics.json")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(f"adapter saved: {out_dir}/adapter_model.safetensors (best eval loss {metrics['best_eval_loss']}, "
+          f"{metrics['tokens_per_second']} tokens/s, peak RSS {metrics['peak_rss_mb']} MB, {metrics['seconds']} s)", flush=True)
+
+
+if __name__ == "__main__":
+    config.run(main, TrainConfig)
