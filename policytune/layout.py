@@ -81,7 +81,7 @@ class Line:
 
     @property
     def height(self) -> float:
-        return statistics.median(w.box.b - w.box.t for w in self.words)
+        return statistics.median(w.size for w in self.words)
 
     @property
     def text(self) -> str:
@@ -102,6 +102,16 @@ class Word:
     @property
     def font(self) -> str:
         return getattr(self.cell, "font_name", "") or ""
+
+    @property
+    def size(self) -> float:
+        """Font-size proxy: the box height, or 1.5 average character widths when that is more.
+        Some PDFs' font metrics give words boxes a third of their real height."""
+        height = self.box.b - self.box.t
+        text = self.text.strip()
+        if len(text) < 3:
+            return height
+        return max(height, 1.5 * (self.box.r - self.box.l) / len(text))
 
 
 def _words(cells: list, page_height: float) -> list[Word]:
@@ -169,7 +179,7 @@ class Typography:
         for line in lines:
             for word in line.words:
                 fonts[word.font] = fonts.get(word.font, 0) + len(word.text)
-                heights.extend([word.box.b - word.box.t] * len(word.text))
+                heights.extend([word.size] * len(word.text))
         font = max(fonts, key=fonts.get) if fonts else ""
         return cls(font=font, size=statistics.median(heights) if heights else 10.0)
 
@@ -188,8 +198,9 @@ def _is_heading(line: Line, body: Typography) -> bool:
         return False  # "1. Submit the form" in body type is a list item; "1. Purpose" in bold is a heading
     if larger:
         return not text.rstrip().endswith(".") or bool(SECTION_NUMBER.match(text))
-    # Same size, different (bold) font: a heading only when short and not a sentence.
-    return emphasised and len(text.split()) <= 12 and not text.rstrip().endswith(".")
+    # Same size, different (bold) font: a heading only when it is not a sentence or a lead-in
+    # ("Overview:" in bold opens a paragraph or list; it names no section).
+    return emphasised and not text.rstrip().endswith((".", ":"))
 
 
 def find_tables(lines: list[Line]) -> list[tuple[int, int]]:
@@ -289,8 +300,8 @@ def _cluster(cluster_id: int, label: DocItemLabel, lines: list[Line]) -> Cluster
 
 
 def _same_block(previous: Line, line: Line, label: DocItemLabel) -> bool:
-    gap = line.top - previous.bottom
-    if gap > 0.9 * max(previous.height, line.height):
+    # Line pitch (top to top), not the gap between boxes: some fonts' boxes are far too short.
+    if line.top - previous.top > 1.7 * max(previous.height, line.height):
         return False
     if label == DocItemLabel.LIST_ITEM:
         return line.left > previous.words[0].box.l + 2 and not _starts_list_item(line)
