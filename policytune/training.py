@@ -125,32 +125,26 @@ def peak_memory() -> dict:
 
 
 def metrics_callback():
-    """A TrainerCallback that records the loss curves and memory for metrics.json."""
+    """A TrainerCallback that times this run and counts its tokens (resume-aware) for metrics.json."""
     from transformers import TrainerCallback
 
     class MetricsCallback(TrainerCallback):
         def __init__(self) -> None:
-            self.train_loss: list[dict] = []
-            self.eval_loss: list[dict] = []
             self.started = time.monotonic()
             self.tokens_at_start = 0
+            self.step_at_start = 0
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.started = time.monotonic()
             # On resume the counter continues from the checkpoint; tokens/s counts this run only.
             self.tokens_at_start = state.num_input_tokens_seen or 0
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            logs = logs or {}
-            if "loss" in logs:
-                self.train_loss.append({"step": state.global_step, "loss": round(float(logs["loss"]), 5)})
-            if "eval_loss" in logs:
-                self.eval_loss.append({"step": state.global_step, "loss": round(float(logs["eval_loss"]), 5)})
+            self.step_at_start = state.global_step
 
         def summary(self, state) -> dict[str, Any]:
             seconds = time.monotonic() - self.started
             tokens = (state.num_input_tokens_seen or 0) - self.tokens_at_start
-            return {"train_seconds": round(seconds, 2), "tokens": int(tokens),
+            return {"train_seconds": round(seconds, 2), "steps_this_run": state.global_step - self.step_at_start,
+                    "tokens": int(tokens),
                     "tokens_per_second": round(tokens / seconds, 1) if seconds > 0 else 0.0}
 
     return MetricsCallback()

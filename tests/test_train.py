@@ -1,0 +1,254 @@
+"""Stage 4 (train.py): LoRA SFT on a tiny random Llama (fast) and, once, on the embedded SmolLM2."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, run_script
+from policytune import chat, training
+
+FACTS = [
+    ("How long is the probationary period?", "3 months from the start date."),
+    ("How many annual leave days with less than 2 years of service?", "20 days."),
+    ("How many annual leave days with 10 years or more of service?", "28 days."),
+    ("Which form is used to request annual leave?", "Form LV-2 Leave Request, through PeopleHub."),
+    ("How many paid public holidays are recognised?", "10 paid public holidays per calendar year."),
+    ("How many floating holidays does each employee receive?", "2 floating holidays per calendar year."),
+    ("How many days of paid sick leave per year?", "10 days per calendar year at 100% of normal pay."),
+    ("Which form is the medical certificate?", "Form MED-1 Medical Certificate."),
+    ("How many weeks of paid maternity leave are there?", "16 weeks at 100% of base salary."),
+    ("How many weeks of paternity leave?", "4 weeks at 100% of base salary."),
+    ("How long is bereavement leave for immediate family?", "Up to 5 business days."),
+    ("How long is paid jury service leave?", "Up to 20 business days per calendar year."),
+    ("What is the policy reference number?", "HR-POL-007."),
+    ("Who owns the policy?", "The Director of People Operations."),
+    ("How much paid time off is given to vote?", "Up to 2 hours on election day."),
+    ("How many paid days for reserve forces training?", "Up to 15 business days per calendar year."),
+]
+GAPS = ["What is the relocation allowance amount?", "Who qualifies for a pet bereavement day?",
+        "How many days of volunteer leave are available?", "Which offices are in the childcare support pilot?"]
+
+# Fast settings for the tiny model: one thread (shared CI machine), small LoRA, a high learning rate.
+TINY_FLAGS = ["--threads", "1", "--lora-r", "8", "--lora-alpha", "16", "--batch-size", "4",
+              "--learning-rate", "3e-3", "--logging-steps", "1"]
+
+
+def make_records() -> list[dict]:
+    records = [{"instruction": q, "input": "", "output": a, "answerable": True, "type": "numeric"} for q, a in FACTS]
+    records += [{"instruction": q, "input": "", "output": chat.REFUSAL, "answerable": False, "type": "unanswerable"}
+                for q in GAPS]
+    for r in records:
+        r["id"] = hashlib.sha256((r["instruction"] + r["output"]).encode()).hexdigest()[:16]
+        r.update({"chunk_id": "c1", "doc": "sample_policy.pdf", "pages": [1], "headings": [], "context": ""})
+    return records
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, embedded_base) -> Path:
+    """A random-initialised 2-layer Llama with the SmolLM2 tokenizer: same code path, seconds per run."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = AutoTokenizer.from_pretrained(embedded_base.hf_path)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def workdir(tmp_path) -> Path:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "instructionquality.json").write_text(json.dumps(make_records()))
+    return tmp_path
+
+
+def train(workdir: Path, *flags: str, **kwargs) -> subprocess.CompletedProcess:
+    return run_script(str(ROOT / "train.py"), "--data-dir", str(workdir / "data"),
+                      "--checkpoint-dir", str(workdir / "ckpt"), *flags, cwd=workdir, **kwargs)
+
+
+def logits(model, tokenizer):
+    import torch
+
+    ids = tokenizer(chat.format_prompt(FACTS[0][0]), return_tensors="pt")
+    with torch.no_grad():
+        return model(**ids).logits
+
+
+def test_split_is_stratified_deterministic_and_disjoint():
+    records = make_records()
+    train_a, eval_a = training.split_records(records, 0.25)
+    train_b, eval_b = training.split_records(list(reversed(records)), 0.25)
+    assert {r["id"] for r in eval_a} == {r["id"] for r in eval_b}
+    assert sum(r["answerable"] for r in eval_a) == 4 and sum(not r["answerable"] for r in eval_a) == 1
+    assert not {r["id"] for r in train_a} & {r["id"] for r in eval_a}
+    assert len(train_a) + len(eval_a) == len(records)
+
+
+def test_examples_tokenise_exactly_like_the_chat_format(embedded_base):
+    from policytune import models
+
+    tokenizer = models.load_tokenizer(embedded_base)
+    q, a = FACTS[3]
+    example = training.build_examples([{"instruction": q, "output": a}])[0]
+    assert example == {"prompt": chat.format_prompt(q), "completion": chat.format_completion(a)}
+    tokenized = training.tokenize_examples([example], tokenizer, max_length=384)
+    assert tokenized.rows[0]["input_ids"] == tokenizer(chat.format_example(q, a))["input_ids"]
+    assert tokenizer.decode(tokenized.answers[0]) == chat.format_completion(a)
+
+
+def test_loss_mask_check_passes_on_real_records_and_fails_when_the_prompt_is_trained(tiny_model, tmp_path):
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+    from transformers import DataCollatorForLanguageModeling as PlainCollator
+    from trl import SFTConfig, SFTTrainer
+
+    from policytune import models
+
+    torch.set_num_threads(1)
+    base = models.resolve(str(tiny_model))
+    tokenizer = models.load_tokenizer(base)
+    tokenized = training.tokenize_examples(training.build_examples(make_records()), tokenizer, 384)
+
+    def trainer(completion_only: bool, collator=None, padding_free: bool = True):
+        args = SFTConfig(output_dir=str(tmp_path / "trainer"), report_to="none", max_length=None,
+                         padding_free=padding_free and collator is None, completion_only_loss=completion_only,
+                         bf16=False, gradient_checkpointing=False)
+        return SFTTrainer(model=AutoModelForCausalLM.from_pretrained(base.hf_path), args=args,
+                          processing_class=tokenizer, train_dataset=Dataset.from_list(tokenized.rows),
+                          data_collator=collator, peft_config=LoraConfig(r=4, target_modules="all-linear"))
+
+    good = trainer(completion_only=True)
+    result = training.check_loss_mask(good.data_collator, good.train_dataset, tokenized.answers, tokenizer)
+    assert result["label_tokens"] == result["answer_tokens"] == sum(len(a) for a in tokenized.answers[:8])
+    padded = trainer(completion_only=True, padding_free=False)
+    training.check_loss_mask(padded.data_collator, padded.train_dataset, tokenized.answers, tokenizer)
+
+    # A broken collator: one that re-derives labels with the plain language-modelling collator, which
+    # labels every token, prompt included.
+    plain = PlainCollator(tokenizer, mlm=False)
+    broken = trainer(completion_only=True, collator=lambda rows: plain([{"input_ids": r["input_ids"]} for r in rows]))
+    with pytest.raises(RuntimeError, match="prompt is being trained on"):
+        training.check_loss_mask(broken.data_collator, broken.train_dataset, tokenized.answers, tokenizer)
+    # A broken format: the loss over the whole sequence.
+    whole = trainer(completion_only=False)
+    with pytest.raises(RuntimeError, match="loss mask check failed"):
+        training.check_loss_mask(whole.data_collator, whole.train_dataset, tokenized.answers, tokenizer)
+
+
+def test_tiny_model_trains_and_writes_a_reloadable_adapter(workdir, tiny_model):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    result = train(workdir, "--base-model", str(tiny_model), "--max-steps", "12", "--eval-steps", "6", *TINY_FLAGS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "loss mask check: " in result.stdout and "rank 0/1 joined" in result.stdout
+    ckpt = workdir / "ckpt"
+    for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "training_config.json",
+                 "metrics.json"):
+        assert (ckpt / name).is_file(), name
+    metrics = json.loads((ckpt / "metrics.json").read_text())
+    assert metrics["train_loss"][-1] < metrics["train_loss"][0]
+    assert len(metrics["eval_loss"]) == 2 and metrics["tokens_per_second"] > 0 and metrics["peak_rss_mb"] > 0
+    assert metrics["seconds"] > 0 and metrics["global_step"] == 12
+    adapter_config = json.loads((ckpt / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == str(tiny_model.resolve())
+    train_split = json.loads((workdir / "data" / "train_split.json").read_text())
+    eval_split = json.loads((workdir / "data" / "eval_split.json").read_text())
+    assert len(train_split) + len(eval_split) == len(make_records())
+    assert {False, True} == {r["answerable"] for r in eval_split}
+
+    tokenizer = AutoTokenizer.from_pretrained(ckpt)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    before = logits(base, tokenizer)
+    tuned = PeftModel.from_pretrained(base, ckpt)
+    assert (logits(tuned, tokenizer) - before).abs().max() > 1e-3
+
+
+def test_killed_run_resumes_from_its_checkpoint_not_from_zero(workdir, tiny_model):
+    command = [sys.executable, str(ROOT / "train.py"), "--data-dir", str(workdir / "data"),
+               "--checkpoint-dir", str(workdir / "ckpt"), "--base-model", str(tiny_model), "--max-steps", "400",
+               "--eval-steps", "3", "--early-stopping-patience", "0", *TINY_FLAGS]
+    process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    trainer_dir = workdir / "ckpt" / "trainer"
+    deadline = time.monotonic() + 120
+    while training.latest_complete_checkpoint(trainer_dir) is None and process.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (workdir / "ckpt" / "metrics.json").exists()  # a killed run never looks finished
+    step = int(training.latest_complete_checkpoint(trainer_dir).name.split("-")[1])
+    assert step < 400
+
+    resumed = train(workdir, "--base-model", str(tiny_model), "--max-steps", str(step + 3), "--eval-steps", "3",
+                    "--early-stopping-patience", "0", "--resume", *TINY_FLAGS)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming from {trainer_dir / f'checkpoint-{step}'}" in resumed.stdout
+    metrics = json.loads((workdir / "ckpt" / "metrics.json").read_text())
+    assert metrics["resumed_from"] == f"checkpoint-{step}"
+    assert metrics["global_step"] == step + 3 and metrics["steps_this_run"] == 3
+    # The loss history before the kill is kept, once per step.
+    assert metrics["train_loss_steps"] == sorted(set(metrics["train_loss_steps"]))
+    assert metrics["train_loss_steps"][-1] == step + 3
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_join_and_write_one_adapter(workdir, tiny_model):
+    result = run_script("-m", "torch.distributed.run", "--nproc_per_node", "2", str(ROOT / "train.py"),
+                        "--data-dir", str(workdir / "data"), "--checkpoint-dir", str(workdir / "ckpt"),
+                        "--base-model", str(tiny_model), "--max-steps", "3", *TINY_FLAGS, cwd=workdir,
+                        env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "rank 0/2 joined" in output and "rank 1/2 joined" in output
+    assert output.count("adapter saved:") == 1
+    metrics = json.loads((workdir / "ckpt" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["global_step"] == 3
+    assert sorted(p.name for p in (workdir / "ckpt").glob("adapter_model*")) == ["adapter_model.safetensors"]
+
+
+def bad_input_run(workdir: Path, *flags: str) -> subprocess.CompletedProcess:
+    result = train(workdir, *flags)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error: ")
+    assert not (workdir / "ckpt" / "metrics.json").exists()
+    assert not (workdir / "ckpt" / "adapter_model.safetensors").exists()
+    return result
+
+
+def test_missing_dataset_exits_2(workdir):
+    (workdir / "data" / "instructionquality.json").unlink()
+    assert "not found" in bad_input_run(workdir).stderr
+
+
+def test_empty_dataset_exits_2(workdir):
+    (workdir / "data" / "instructionquality.json").write_text("[]")
+    assert "no training records" in bad_input_run(workdir).stderr
+
+
+def test_records_without_answers_exit_2(workdir):
+    records = make_records()
+    records[3]["output"] = ""
+    (workdir / "data" / "instructionquality.json").write_text(json.dumps(records))
+    assert "has no output" in bad_input_run(workdir).stderr
+
+
+def test_unknown_base_model_exits_2(workdir):
+    assert "no such file or folder" in bad_input_run(workdir, "--base-model", "./no-such-model").stderr
