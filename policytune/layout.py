@@ -66,6 +66,7 @@ class Line:
 
     words: list
     segments: list[Segment] = field(default_factory=list)
+    numbered: bool = False  # starts with a bare list number ("2   Record the absence")
 
     @property
     def top(self) -> float:
@@ -151,6 +152,10 @@ def build_lines(words: list) -> list[Line]:
                 segments.append(Segment(words=[word]))
             else:
                 previous.words.append(word)
+        if len(segments) == 2 and re.fullmatch(r"\d{1,2}", segments[0].text):
+            # A bare number far left of one text run is a list marker, not a two-column table row.
+            segments = [Segment(words=segments[0].words + segments[1].words)]
+            line.numbered = True
         line.segments = segments
     lines.sort(key=lambda ln: ln.top)
     return lines
@@ -162,6 +167,8 @@ def _is_marker(text: str) -> bool:
 
 def _starts_list_item(line: Line) -> bool:
     first = line.words[0].text.strip()
+    if line.numbered:
+        return True
     return _is_marker(first) and len(line.words) > 1 or bool(first[:1] in "\u2022\u25aa\u25cf\u25e6" and len(first) > 1)
 
 

@@ -199,9 +199,11 @@ def make_chunker(tokenizer, max_chunk_tokens: int):
 
     class MarkdownTables(ChunkingSerializerProvider):
         # Markdown tables (not Docling's default "row, column = value" triplets) keep the header
-        # line that HybridChunker repeats when it has to split a long table by rows.
+        # line that HybridChunker repeats when it has to split a long table by rows; compact (no
+        # column padding) so the padding spends no tokens and rows fit beside the header.
         def get_serializer(self, doc):
-            return ChunkingDocSerializer(doc=doc, table_serializer=MarkdownTableSerializer())
+            params = ChunkingDocSerializer.model_fields["params"].default.model_copy(update={"compact_tables": True})
+            return ChunkingDocSerializer(doc=doc, table_serializer=MarkdownTableSerializer(), params=params)
 
     return HybridChunker(tokenizer=HuggingFaceTokenizer(tokenizer=tokenizer, max_tokens=max_chunk_tokens),
                          merge_peers=True, repeat_table_header=True, serializer_provider=MarkdownTables())
