@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,8 @@ class EvalConfig(config.Base):
     limit: int = field(default=0, metadata={"help": "evaluate only the first N questions (0: all)"})
     f1_threshold: float = field(default=metrics.DEFAULT_F1_THRESHOLD, metadata={
         "help": "token F1 at which an answer without keywords counts as correct"})
-    dtype: str = field(default="auto", metadata={"help": "model dtype: auto, float32, bfloat16, float16"})
+    dtype: str = field(default="auto", metadata={"help": "model dtype (auto: bfloat16 on a GPU that has it, else float32)",
+                                                 "choices": ["auto", "float32", "bfloat16", "float16"]})
     resume: bool = field(default=True, metadata={
         "help": "reuse answers logged in <reports-dir>/eval.answers.jsonl by an interrupted or earlier run "
                 "with the same base model, adapter weights and --max-new-tokens"})
@@ -63,9 +65,11 @@ def load_eval_split(path: Path) -> list[dict[str, Any]]:
         missing = [k for k in ("id", "instruction", "output", "answerable") if k not in record]
         if missing:
             raise config.UserError(f"{path}: record {index} lacks {', '.join(missing)}")
+        if not isinstance(record["answerable"], bool) or not str(record["instruction"]).strip():
+            raise config.UserError(f"{path}: record {index}: 'answerable' must be true/false and 'instruction' non-empty")
         items.append({
             "id": str(record["id"]), "question": record["instruction"], "answer": record["output"],
-            "answerable": bool(record["answerable"]), "keywords": record.get("keywords") or None,
+            "answerable": record["answerable"], "keywords": record.get("keywords") or None,
             "type": record.get("type") or ("answerable" if record["answerable"] else "unanswerable"),
             "source": {"file": str(path), **{k: record[k] for k in ("doc", "pages", "chunk_id") if k in record}},
         })
@@ -135,7 +139,8 @@ def find_adapter(cfg: EvalConfig) -> tuple[Path, models.BaseModel]:
         raise config.UserError(f"{adapter}: no adapter_config.json (train an adapter with train.py, or pass --adapter)")
     if not any((adapter / name).is_file() for name in ("adapter_model.safetensors", "adapter_model.bin")):
         raise config.UserError(f"{adapter}: adapter_config.json but no adapter_model.safetensors")
-    base_spec = cfg.base_model or io.read_json(adapter_config, "adapter config").get("base_model_name_or_path") or ""
+    saved = io.read_json(adapter_config, "adapter config")
+    base_spec = cfg.base_model or (saved.get("base_model_name_or_path") if isinstance(saved, dict) else "") or ""
     if not base_spec:
         raise config.UserError(f"{adapter_config}: no base_model_name_or_path; pass --base-model")
     return adapter, models.resolve(base_spec)
@@ -148,14 +153,38 @@ def load_tuned(base: models.BaseModel, adapter: Path, dtype: str):
     import torch
     from peft import PeftModel
 
+    from peft.utils import get_peft_model_state_dict
+
     model = models.load_model(base, dtype=dtype)
     try:
-        model = PeftModel.from_pretrained(model, str(adapter))
+        with warnings.catch_warnings():
+            # PEFT looks up base_model_name_or_path ("embedded") as a hub id to check the vocabulary.
+            warnings.filterwarnings("ignore", message="Could not find a config file")
+            model = PeftModel.from_pretrained(model, str(adapter))
     except Exception as exc:  # shape mismatches, corrupt safetensors: the adapter does not fit this base
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise config.UserError(f"{adapter}: cannot attach the adapter to {base.name} ({first[:300]})") from None
+    # PEFT silently skips adapter tensors whose layer the base lacks (e.g. fewer layers): an adapter
+    # that is only partly applied would make "tuned" a different model than the one trained.
+    not_applied = sorted(set(adapter_tensor_names(adapter)) - set(get_peft_model_state_dict(model)))
+    if not_applied:
+        raise config.UserError(f"{adapter}: {len(not_applied)} adapter tensors match no layer of {base.name} "
+                               f"(trained on another base model?), e.g. {not_applied[0]}")
     model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
     return model
+
+
+def adapter_tensor_names(adapter: Path) -> list[str]:
+    """Names of the tensors saved in a PEFT adapter folder."""
+    safetensors_file = adapter / "adapter_model.safetensors"
+    if safetensors_file.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(safetensors_file), "pt") as handle:
+            return list(handle.keys())
+    import torch
+
+    return list(torch.load(adapter / "adapter_model.bin", map_location="cpu", weights_only=True))
 
 
 def generate(model, tokenizer, questions: list[str], batch_size: int, max_new_tokens: int, desc: str,

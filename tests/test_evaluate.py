@@ -13,9 +13,23 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, run_script
-from policytune import chat, metrics, report
+from policytune import chat, config, metrics, report
 
 EVALUATE = str(ROOT / "evaluate.py")
+
+
+def _stage_module():
+    """evaluate.py imported as a module, for in-process checks that skip a second interpreter start."""
+    import importlib.util
+
+    import sys
+
+    if "evaluate_stage" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("evaluate_stage", EVALUATE)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["evaluate_stage"] = module  # dataclasses look their module up here
+        spec.loader.exec_module(module)
+    return sys.modules["evaluate_stage"]
 
 # ---------------------------------------------------------------- metrics on hand-made predictions
 
@@ -132,9 +146,11 @@ def test_report_renders_unlabelled_questions_and_missing_metrics():
 
 def _assert_one_line_error(result, pattern: str) -> None:
     assert result.returncode == 2, result.stderr
+    # Libraries may log warnings while loading (bitsandbytes, progress bars); ours is the one error line, last.
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert re.search(pattern, lines[0]), lines[0]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.stderr
+    assert re.search(pattern, errors[0]), errors[0]
 
 
 def test_missing_adapter_is_a_one_line_error(tmp_path):
@@ -281,7 +297,7 @@ def test_evaluate_writes_three_reports_and_the_html_renders_its_plots(project):
 
 
 @pytest.mark.slow
-def test_gold_without_answers_still_records_every_answer_and_a_rerun_resumes(project, tmp_path):
+def test_gold_without_answers_still_records_every_answer_and_a_rerun_resumes(project, tmp_path, monkeypatch, capsys):
     gold = tmp_path / "gold.jsonl"
     gold.write_text("\n".join(json.dumps(r) for r in [
         {"id": "g-1", "question": "How many days of annual leave do full-time employees get?"},
@@ -298,9 +314,32 @@ def test_gold_without_answers_still_records_every_answer_and_a_rerun_resumes(pro
     assert evaluation["metrics"]["tuned"]["answerable_accuracy"] is None
     assert (tmp_path / "reports" / "eval.html").is_file() and (tmp_path / "reports" / "eval.md").is_file()
 
-    # A rerun resumes from the answer log instead of generating again, and agrees with the first run.
-    rerun = run_script(EVALUATE, "--gold", str(gold), "--reports-dir", str(tmp_path / "reports"),
-                       "--threads", "1", "--max-new-tokens", "12", cwd=project)
-    assert rerun.returncode == 0 and "resuming: 2 base answers" in rerun.stdout and "resuming: 2 tuned answers" in rerun.stdout
+    # A rerun resumes from the answer log instead of generating again (in-process: no second startup).
+    stage = _stage_module()
+    monkeypatch.chdir(project)
+    stage.main(config.parse(stage.EvalConfig, ["--gold", str(gold), "--reports-dir", str(tmp_path / "reports"),
+                                               "--threads", "1", "--max-new-tokens", "12"]))
+    out = capsys.readouterr().out
+    assert "resuming: 2 base answers" in out and "resuming: 2 tuned answers" in out
     again = json.loads((tmp_path / "reports" / "eval.json").read_text())
     assert [i["tuned_answer"] for i in again["items"]] == [i["tuned_answer"] for i in evaluation["items"]]
+
+
+@pytest.mark.slow
+def test_adapter_for_another_base_is_refused(project, tmp_path):
+    """PEFT itself only skips tensors for layers the base lacks; evaluate.py must refuse instead."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from policytune import models
+
+    tokenizer = models.load_tokenizer(models.resolve())
+    torch.manual_seed(0)
+    # Same widths as SmolLM2-135M but 2 layers instead of 30: every shape fits, most layers are missing.
+    shallow = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=576, intermediate_size=64,
+                                           num_hidden_layers=2, num_attention_heads=9, num_key_value_heads=3,
+                                           tie_word_embeddings=True))
+    shallow.save_pretrained(tmp_path / "shallow")
+    tokenizer.save_pretrained(tmp_path / "shallow")
+    with pytest.raises(config.UserError, match=r"112 adapter tensors match no layer of .*shallow"):
+        _stage_module().load_tuned(models.resolve(str(tmp_path / "shallow")), project / "checkpoints", "float32")
