@@ -1,0 +1,213 @@
+"""Stage 6: the GGUF adapter, the Modelfile and the proof that llama.cpp applies the adapter."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, run_script
+from policytune import chat, deploy, gguf_adapter, llm, modelfile
+from policytune.config import UserError
+
+# Two questions the test adapter is trained on (real optimizer steps), so it answers them
+# differently from the base model.
+TRAINED = deploy.DEFAULT_EXAMPLES[:1] + deploy.DEFAULT_EXAMPLES[3:4]
+PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@pytest.fixture(scope="module")
+def trained_adapter(tmp_path_factory, embedded_base) -> Path:
+    """A PEFT adapter on the embedded model after a few real optimizer steps, as train.py saves it."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from policytune import models
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    tokenizer = models.load_tokenizer(embedded_base)
+    model = get_peft_model(models.load_model(embedded_base, dtype="float32"),
+                           LoraConfig(r=8, lora_alpha=16, target_modules=PROJECTIONS, task_type="CAUSAL_LM"))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-3)
+    batch = []
+    for question, answer in TRAINED:
+        ids, prompt_len = deploy._tokenize(tokenizer, question, answer)
+        batch.append((torch.tensor([ids]), torch.tensor([[-100] * prompt_len + ids[prompt_len:]])))
+    for _ in range(4):
+        loss = sum(model(input_ids=i, labels=l).loss for i, l in batch) / len(batch)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    out = tmp_path_factory.mktemp("checkpoints")
+    model.save_pretrained(out)
+    adapter_config = json.loads((out / "adapter_config.json").read_text())
+    adapter_config["base_model_name_or_path"] = "embedded"
+    (out / "adapter_config.json").write_text(json.dumps(adapter_config))
+    return out
+
+
+def deploy_config(checkpoints: Path, **overrides) -> deploy.DeployConfig:
+    values = dict(checkpoint_dir=str(checkpoints), data_dir=str(checkpoints / "no-data"),
+                  modelfile=str(checkpoints / "Modelfile"), verify_n=2, threads=1)
+    return deploy.DeployConfig(**(values | overrides))
+
+
+def copy_adapter(source: Path, target: Path) -> Path:
+    target.mkdir()
+    for name in ("adapter_model.safetensors", "adapter_config.json"):
+        shutil.copy(source / name, target / name)
+    return target
+
+
+# --- the Modelfile's Go template ------------------------------------------------------------
+
+def test_go_template_renders_exactly_the_training_chat_format():
+    question = "How many days of annual leave do I get?"
+    assert modelfile.ollama_prompt(chat.OLLAMA_TEMPLATE, question) == chat.format_prompt(question)
+    # A finished exchange (history) renders as the training example.
+    full = modelfile.render_go_template(chat.OLLAMA_TEMPLATE, {"System": chat.SYSTEM_PROMPT, "Prompt": question,
+                                                               "Response": "20 days."})
+    assert full == chat.format_example(question, "20 days.") + "\n"
+    assert modelfile.template_mismatches(chat.OLLAMA_TEMPLATE, question, chat.REFUSAL) == []
+
+
+def test_go_template_check_catches_a_drifted_template():
+    drifted = chat.OLLAMA_TEMPLATE.replace("<|im_start|>assistant\n", "<|im_start|>assistant ")
+    problems = modelfile.template_mismatches(drifted, "Q?", "A.")
+    assert problems and "prompt differs" in problems[0]
+    no_system = "{{ if .Prompt }}<|im_start|>user\n{{ .Prompt }}<|im_end|>\n{{ end }}<|im_start|>assistant\n{{ .Response }}"
+    assert modelfile.template_mismatches(no_system, "Q?", "A.")
+
+
+def test_go_template_subset_trims_branches_and_rejects_what_it_cannot_render():
+    template = "{{- if .System }}S={{ .System }}{{ else }}none{{ end -}}  \n|{{ .Prompt }}"
+    assert modelfile.render_go_template(template, {"System": "", "Prompt": "p"}) == "none|p"
+    assert modelfile.render_go_template(template, {"System": "x", "Prompt": "p"}) == "S=x|p"
+    with pytest.raises(modelfile.TemplateError):
+        modelfile.render_go_template("{{ range .Messages }}{{ .Content }}{{ end }}", {})
+    with pytest.raises(modelfile.TemplateError):
+        modelfile.render_go_template("{{ if .System }}x", {"System": "s"})
+
+
+def test_committed_modelfile_is_what_deploy_writes_for_the_embedded_model():
+    parsed = modelfile.read_modelfile(ROOT / "Modelfile")
+    assert parsed["FROM"] == "./checkpoints/base.gguf"
+    assert parsed["ADAPTER"] == "./checkpoints/adapter.gguf"
+    assert parsed["TEMPLATE"] == chat.OLLAMA_TEMPLATE
+    assert parsed["SYSTEM"] == chat.SYSTEM_PROMPT
+    assert [v for k, v in parsed["PARAMETER"] if k == "stop"] == chat.STOP
+    assert ("temperature", "0") in parsed["PARAMETER"]
+    expected = modelfile.render_modelfile("./checkpoints/base.gguf", "./checkpoints/adapter.gguf",
+                                          comment=deploy.modelfile_comment("embedded"))
+    assert (ROOT / "Modelfile").read_text() == expected
+
+
+# --- the converter ---------------------------------------------------------------------------
+
+def test_rotary_reordering_interleaves_the_two_halves_of_each_head():
+    rows = np.arange(8)[:, None].repeat(3, axis=1)  # 2 heads of 4 rows
+    assert gguf_adapter.rotary_rows_to_gguf(rows, n_heads=2)[:, 0].tolist() == [0, 2, 1, 3, 4, 6, 5, 7]
+
+
+def test_unsupported_architecture_is_a_clear_error(trained_adapter, tmp_path):
+    with pytest.raises(UserError, match="architecture 'gpt2' is not supported by the GGUF adapter converter .*use --merge"):
+        gguf_adapter.convert_adapter(trained_adapter, tmp_path / "a.gguf", {"model_type": "gpt2"})
+    assert not list(tmp_path.iterdir())
+
+
+def test_missing_adapter_exits_2_with_one_line(tmp_path):
+    result = run_script("-m", "policytune.deploy", "--checkpoint-dir", str(tmp_path), "--modelfile",
+                        str(tmp_path / "Modelfile"), timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "adapter_config.json" in result.stderr
+    assert not (tmp_path / "Modelfile").exists()
+
+
+# --- verification ----------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_deploy_writes_gguf_and_modelfile_and_verification_passes(trained_adapter):
+    cfg = deploy_config(trained_adapter)
+    figures = deploy.run(cfg)
+    assert figures["passed"], figures["failures"]
+    assert (trained_adapter / "adapter.gguf").is_file() and (trained_adapter / "base.gguf").is_file()
+    parsed = modelfile.read_modelfile(cfg.modelfile)
+    assert parsed["FROM"] == "./base.gguf" and parsed["ADAPTER"] == "./adapter.gguf"
+    f32, deployed = figures["bases"]["f32"], figures["bases"]["deployed"]
+    assert f32["top1_agreement"] >= 0.95 and f32["max_logprob_diff"] <= 0.1
+    assert f32["effect_correlation"] > 0.95
+    assert deployed["quantized"] and deployed["adapter_effect_llama"] > 1.0
+    assert deployed["max_effect_diff"] <= cfg.max_effect_diff_quantized
+    report = json.loads((trained_adapter / "deploy_report.json").read_text())
+    assert report["passed"] and report["bases"]["f32"]["positions"] == f32["positions"]
+
+
+@pytest.mark.slow
+def test_zeroed_adapter_fails_verification(trained_adapter, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    zeroed = copy_adapter(trained_adapter, tmp_path / "zeroed")
+    tensors = load_file(str(zeroed / "adapter_model.safetensors"))
+    save_file({k: np.zeros_like(v) if ".lora_B." in k else v for k, v in tensors.items()},
+              str(zeroed / "adapter_model.safetensors"))
+    cfg = deploy_config(zeroed)
+    deployment = dataclasses.replace(deploy.convert(cfg), base_gguf=None)  # the strict f32 check alone
+    result = deploy.verify(cfg, deployment)
+    assert not result["passed"]
+    assert any("does not change llama.cpp's output" in f for f in result["failures"])
+
+
+@pytest.mark.slow
+def test_adapter_without_rotary_reordering_fails_verification_even_on_the_q4_base(trained_adapter, tmp_path, monkeypatch):
+    """A q/k LoRA B left in HF row order still moves the right tokens (top-1 often agrees), so the
+    check on the quantised base must compare the adapter's effect itself."""
+    broken = copy_adapter(trained_adapter, tmp_path / "broken")
+    cfg = deploy_config(broken, strict_f32=False)
+    monkeypatch.setattr(gguf_adapter, "rotary_rows_to_gguf", lambda rows, n_heads: rows)
+    deployment = deploy.convert(cfg)
+    monkeypatch.undo()
+    result = deploy.verify(cfg, deployment)
+    assert not result["passed"]
+    assert list(result["bases"]) == ["deployed"] and result["bases"]["deployed"]["quantized"]
+    assert any("changes llama.cpp's log-probs differently" in f for f in result["failures"]), result
+
+
+def test_truncated_adapter_gguf_is_a_clear_error(trained_adapter, tmp_path):
+    cfg = deploy_config(copy_adapter(trained_adapter, tmp_path / "cut"))
+    deployment = deploy.convert(cfg)
+    data = deployment.adapter_gguf.read_bytes()
+    deployment.adapter_gguf.write_bytes(data[: len(data) // 3])
+    with pytest.raises(UserError, match="could not load .* with the adapter"):
+        deploy.start_server(dataclasses.replace(cfg, port=0, serve_parallel=1), deployment)
+
+
+# --- serving ---------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_served_endpoint_answers_with_the_adapter_applied(trained_adapter, tmp_path):
+    from openai import OpenAI
+
+    cfg = deploy_config(copy_adapter(trained_adapter, tmp_path / "serve"), port=0, serve_parallel=1)
+    deployment = deploy.convert(cfg)
+    tuned_server = deploy.start_server(cfg, deployment)
+    base_server = llm.start_local_server(str(deployment.base_gguf), 1, 1, 2048)
+
+    def answers(server) -> list[str]:
+        client = OpenAI(base_url=server.listening_address + "/v1", api_key="local", max_retries=0, timeout=120)
+        out = []
+        for question, _ in TRAINED:
+            response = client.chat.completions.create(model="policytune", messages=chat.messages(question),
+                                                      max_tokens=24, temperature=0, stop=chat.STOP)
+            out.append(response.choices[0].message.content.strip())
+        return out
+
+    tuned, base = answers(tuned_server), answers(base_server)
+    assert tuned_server.listening_address.startswith("http://127.0.0.1:")
+    assert any(t != b for t, b in zip(tuned, base)), (tuned, base)
+    # The trained refusal comes back exactly through the served endpoint.
+    assert chat.is_refusal(tuned[1]), tuned
