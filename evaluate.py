@@ -156,17 +156,17 @@ def load_tuned(base: models.BaseModel, adapter: Path, dtype: str):
     from peft.utils import get_peft_model_state_dict
 
     model = models.load_model(base, dtype=dtype)
-    try:
-        with warnings.catch_warnings():
-            # PEFT looks up base_model_name_or_path ("embedded") as a hub id to check the vocabulary.
-            warnings.filterwarnings("ignore", message="Could not find a config file")
+    with warnings.catch_warnings():
+        # PEFT looks up base_model_name_or_path ("embedded") as a hub id to check the vocabulary.
+        warnings.filterwarnings("ignore", message="Could not find a config file")
+        try:
             model = PeftModel.from_pretrained(model, str(adapter))
-    except Exception as exc:  # shape mismatches, corrupt safetensors: the adapter does not fit this base
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise config.UserError(f"{adapter}: cannot attach the adapter to {base.name} ({first[:300]})") from None
-    # PEFT silently skips adapter tensors whose layer the base lacks (e.g. fewer layers): an adapter
-    # that is only partly applied would make "tuned" a different model than the one trained.
-    not_applied = sorted(set(adapter_tensor_names(adapter)) - set(get_peft_model_state_dict(model)))
+        except Exception as exc:  # shape mismatches, corrupt safetensors: the adapter does not fit this base
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise config.UserError(f"{adapter}: cannot attach the adapter to {base.name} ({first[:300]})") from None
+        # PEFT silently skips adapter tensors whose layer the base lacks (e.g. fewer layers): an adapter
+        # that is only partly applied would make "tuned" a different model than the one trained.
+        not_applied = sorted(set(adapter_tensor_names(adapter)) - set(get_peft_model_state_dict(model)))
     if not_applied:
         raise config.UserError(f"{adapter}: {len(not_applied)} adapter tensors match no layer of {base.name} "
                                f"(trained on another base model?), e.g. {not_applied[0]}")
