@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from policytune import config, io, llm, models, pdf
+from policytune import config, generate, io, llm, models, pdf
 
 
 @dataclass
@@ -24,6 +24,17 @@ class GenerationConfig(llm.LLMOptions):
     base_model: str = field(default=models.EMBEDDED, metadata={"help": "base model whose tokenizer sizes the chunks"})
     ocr: bool = field(default=False, metadata={"help": "OCR pages without a text layer (needs the 'ocr' extra: onnxruntime + rapidocr)"})
     artifacts_path: str = field(default="", metadata={"help": "Docling's real model folder (else DOCLING_ARTIFACTS_PATH); empty: rule-based layout"})
+    pairs_per_chunk: int = field(default=3, metadata={"help": "questions asked per chunk (one request each); 3 keeps the sample near 3 minutes on 2 cores"})
+    unanswerable_ratio: float = field(default=0.3, metadata={"help": "share of questions the chunk does not answer (answer: the exact refusal)"})
+    temperature: float = field(default=0.7, metadata={"help": "teacher sampling temperature (>0 so the slots of one chunk differ)"})
+    max_tokens: int = field(default=200, metadata={"help": "max tokens per teacher reply; a reply cut here is retried, then skipped"})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.unanswerable_ratio <= 1.0:
+            raise config.UserError(f"--unanswerable-ratio must be between 0 and 1, got {self.unanswerable_ratio}")
+        if self.pairs_per_chunk < 1:
+            raise config.UserError(f"--pairs-per-chunk must be at least 1, got {self.pairs_per_chunk}")
 
 
 def main(cfg: GenerationConfig) -> None:
@@ -31,6 +42,8 @@ def main(cfg: GenerationConfig) -> None:
     chunks_path = cfg.data_path("chunks.json")
 
     started = time.perf_counter()
+    for path in cfg.pdf:
+        pdf.check_input(path)  # fail fast on a missing, empty or mislabelled file, before loading anything
     tokenizer = models.load_tokenizer(models.resolve(cfg.base_model))
     chunks, stats = pdf.parse_documents(cfg.pdf, tokenizer=tokenizer, max_chunk_tokens=cfg.max_chunk_tokens,
                                         ocr=cfg.ocr, artifacts_path=cfg.artifacts_path or None)
@@ -39,11 +52,25 @@ def main(cfg: GenerationConfig) -> None:
     seconds = time.perf_counter() - started
     pages = stats["pages"]
     print(f"parsed {len(cfg.pdf)} document(s), {pages} pages into {len(chunks)} chunks in {seconds:.1f}s "
-          f"({pages / max(seconds, 1e-9):.2f} pages/s) -> {chunks_path}", flush=True)
+          f"(Docling {stats['seconds']:.1f}s: {pages / max(stats['seconds'], 1e-9):.2f} pages/s, "
+          f"{stats['seconds'] / max(pages, 1):.2f} s/page) -> {chunks_path}", flush=True)
     if cfg.parse_only:
         return
 
-    raise config.UserError("generation is not implemented yet (issue 4); use --parse-only")
+    # Generation: one request per (chunk, slot); finished chunks land in a resume cache first.
+    output_path = cfg.data_path("syntheticdata.json")
+    with llm.connect(cfg) as endpoint:
+        records, summary = generate.generate_pairs(
+            endpoint, chunks, cfg.data_path("syntheticdata.cache.jsonl"), pairs_per_chunk=cfg.pairs_per_chunk,
+            unanswerable_ratio=cfg.unanswerable_ratio, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
+            concurrency=cfg.concurrency, progress=cfg.progress)
+    io.write_json_atomic(output_path, records)
+    io.write_json_atomic(cfg.data_path("syntheticdata_summary.json"), summary)
+    print(generate.format_summary(summary), flush=True)
+    print(f"{len(records)} pairs -> {output_path}", flush=True)
+    if not records:
+        raise config.UserError(f"the teacher produced no usable pairs ({summary['failures']} failures); "
+                               f"see {cfg.data_path('syntheticdata_summary.json')}")
 
 
 if __name__ == "__main__":

@@ -223,8 +223,10 @@ def find_tables(lines: list[Line]) -> list[tuple[int, int]]:
         multi_rows = 1
         while j < len(lines):
             line, previous = lines[j], lines[j - 1]
-            if line.top - previous.bottom > 2.5 * max(line.height, previous.height):
+            if line.top - previous.bottom > 3 * max(line.height, previous.height):
                 break
+            if len(line.segments) < len(starts):
+                _split_at_columns(line, starts)
             aligned = all(any(abs(s.l - c) < 6 or (c < s.l and s.r < _next(starts, c)) for c in starts)
                           for s in line.segments)
             if len(line.segments) >= 2 and aligned:
@@ -252,11 +254,15 @@ def table_grid(lines: list[Line]) -> list[list[list[Segment]]]:
     columns = sorted(_column_starts(lines))
     for line in lines:
         _split_at_columns(line, columns)
+    pitches = sorted(b.top - a.top for a, b in zip(lines, lines[1:]))
+    row_pitch = pitches[(3 * len(pitches)) // 4] if pitches else 0.0  # most rows are one line
     rows: list[list[list[Segment]]] = []
     previous = None
     for line in lines:
-        wrapped = (previous is not None and rows and len(line.segments) < len(columns)
-                   and line.top - previous.bottom < 0.6 * line.height)
+        pitch = line.top - previous.top if previous is not None else 0.0
+        wrapped = previous is not None and rows and (
+            pitch < 0.75 * row_pitch  # tighter than the row spacing: the cells above wrapped
+            or len(line.segments) < len(columns) and line.top - previous.bottom < 0.6 * line.height)
         if not wrapped:
             rows.append([[] for _ in columns])
         for segment in line.segments:
@@ -344,10 +350,10 @@ def layout_page(page: Page) -> list[Cluster]:
             i = table_at[i]
             continue
         in_margin = line.bottom < MARGIN * height or line.top > (1 - MARGIN) * height
+        # Small print or a page number in the margin is furniture; anything else there is kept
+        # as its own block and dropped later only if it repeats across pages (pdf.py).
         if in_margin and (PAGE_NUMBER.match(line.text.strip()) or line.height < body.size):
             label = DocItemLabel.PAGE_HEADER if line.top < height / 2 else DocItemLabel.PAGE_FOOTER
-        elif in_margin:
-            label = DocItemLabel.TEXT  # margin text in body size: kept apart, judged across pages later
         elif _is_heading(line, body):
             label = DocItemLabel.SECTION_HEADER
         elif CAPTION.match(line.text):
