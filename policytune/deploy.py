@@ -19,9 +19,9 @@ Modelfile's Go template must render exactly the training chat format.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -54,6 +54,7 @@ class DeployConfig(config.Base):
     strict_f32: bool = field(default=True, metadata={"help": "also verify against an f32 GGUF of the base written from the HF weights (cached)"})
     verify_questions: str = field(default="", metadata={"help": "JSON records with instruction/output to verify on (default: data/eval_split.json if present, else built-in sample questions)"})
     verify_n: int = field(default=4, metadata={"help": "questions to verify on (each answer token is one compared position)"})
+    verify_answer_tokens: int = field(default=24, metadata={"help": "answer tokens compared per question (llama.cpp is asked once per token)"})
     top_k: int = field(default=20, metadata={"help": "llama.cpp log-probabilities returned per position"})
     min_top1_f32: float = field(default=0.95, metadata={"help": "top-1 agreement required with the f32 base (measured: 1.0)"})
     max_logprob_diff_f32: float = field(default=0.1, metadata={"help": "largest |log p| difference allowed with the f32 base (measured: about 0.01)"})
@@ -71,6 +72,8 @@ class DeployConfig(config.Base):
     def __post_init__(self) -> None:
         if self.verify_n < 1:
             raise UserError("--verify-n must be at least 1")
+        if self.verify_answer_tokens < 1:
+            raise UserError("--verify-answer-tokens must be at least 1")
         if self.top_k < 1:
             raise UserError("--top-k must be at least 1")
 
@@ -148,15 +151,17 @@ def convert(cfg: DeployConfig) -> Deployment:
     return Deployment(base=base, adapter_dir=adapter_dir, adapter_gguf=adapter_gguf, base_gguf=base_gguf, modelfile=path)
 
 
-def f32_base_gguf(base: models.BaseModel) -> Path | None:
-    """An f32 GGUF of the HF base weights (cached), or None when there is no GGUF to copy the
-    tokenizer metadata from."""
-    if not base.gguf_path:
+def f32_base_gguf(base: models.BaseModel, reference_gguf: Path | None) -> Path | None:
+    """An f32 GGUF of the HF base weights (cached), with model and tokenizer metadata copied from
+    reference_gguf; None when there is no reference."""
+    if reference_gguf is None:
         return None
-    target = models.cache_dir() / "gguf" / f"{Path(base.hf_path).name}-f32.gguf"
+    # Keyed by content: checkpoints/base.gguf is a link whose path says nothing about its weights.
+    key = io.content_hash(str(Path(base.hf_path).resolve()), io.file_sha256(reference_gguf))
+    target = models.cache_dir() / "gguf" / f"{Path(base.hf_path).name}-{key}-f32.gguf"
     if not target.is_file():
         print(f"writing an f32 GGUF of the base for strict verification (once): {target}", flush=True)
-        gguf_adapter.write_base_gguf(base.hf_path, base.gguf_path, target, dtype="f32")
+        gguf_adapter.write_base_gguf(base.hf_path, str(reference_gguf), target, dtype="f32")
     return target
 
 
@@ -309,11 +314,13 @@ def verify(cfg: DeployConfig, deployment: Deployment) -> dict:
 
     # 2. llama.cpp and transformers agree on every answer position.
     tokenizer = models.load_tokenizer(deployment.base)
-    sequences = [_tokenize(tokenizer, q, a) for q, a in examples]
+    sequences = [(ids[:prompt_len + cfg.verify_answer_tokens], prompt_len)
+                 for ids, prompt_len in (_tokenize(tokenizer, q, a) for q, a in examples)]
     hf_tuned, hf_plain = _hf_logprobs(cfg, deployment, sequences)
     bases: dict[str, Path] = {}
     if cfg.strict_f32:
-        f32 = f32_base_gguf(deployment.base)
+        reference = deployment.base_gguf or deployment.base.gguf_path
+        f32 = f32_base_gguf(deployment.base, Path(reference) if reference else None)
         if f32 is not None:
             bases["f32"] = f32
     if deployment.base_gguf is not None:
@@ -380,19 +387,34 @@ def print_figures(result: dict) -> None:
     print("verification " + ("passed" if result["passed"] else "FAILED"), flush=True)
 
 
-def merge(cfg: DeployConfig, deployment: Deployment) -> Path:
-    """Merge the adapter into a 16-bit copy of the base, saved as safetensors + a Modelfile for it."""
+def merge(cfg: DeployConfig, deployment: Deployment) -> dict:
+    """Merge the adapter into a 16-bit copy of the base, saved as safetensors + a Modelfile for it.
+    Returns how closely the merged 16-bit weights reproduce base + adapter on the check questions."""
     import torch
     from peft import PeftModel
 
     torch.set_num_threads(_threads(cfg.threads))
     target = cfg.checkpoint_path("merged")
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    model = models.load_model(deployment.base, dtype="float32")
-    model = PeftModel.from_pretrained(model, str(deployment.adapter_dir)).merge_and_unload()
-    model = model.to(getattr(torch, cfg.merge_dtype))
+    tokenizer = models.load_tokenizer(deployment.base)
+    sequences = [_tokenize(tokenizer, q, a) for q, a in verification_examples(cfg)]
+    model = PeftModel.from_pretrained(models.load_model(deployment.base, dtype="float32"), str(deployment.adapter_dir))
+    with torch.no_grad():
+        before = [torch.log_softmax(model(torch.tensor([ids])).logits[0, p - 1:-1], -1) for ids, p in sequences]
+        model = model.merge_and_unload().to(getattr(torch, cfg.merge_dtype))
+        # Run the rounded 16-bit weights in fp32: CPUs lack fast 16-bit matmuls, and rounding is
+        # what we want to measure.
+        check = copy_to_float32(model)
+        after = [torch.log_softmax(check(torch.tensor([ids])).logits[0, p - 1:-1], -1) for ids, p in sequences]
+    del check
+    figures = {
+        "positions": sum(len(b) for b in before),
+        "top1_agreement": round(sum(int((b.argmax(-1) == a.argmax(-1)).sum()) for b, a in zip(before, after))
+                                / max(1, sum(len(b) for b in before)), 4),
+        "max_logprob_diff": round(max(float((b - a).abs().max()) for b, a in zip(before, after)), 4),
+    }
     model.save_pretrained(tmp, safe_serialization=True)
-    models.load_tokenizer(deployment.base).save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
     if target.exists():
         shutil.rmtree(target)
     os.replace(tmp, target)
@@ -400,8 +422,19 @@ def merge(cfg: DeployConfig, deployment: Deployment) -> Path:
     modelfile.write_modelfile(merged_modelfile, str(target), None,
                               comment="The adapter merged into the base: no ADAPTER line needed.\n"
                                       f"ollama create policytune-merged -f {merged_modelfile}")
-    print(f"wrote {target} ({cfg.merge_dtype}) and {merged_modelfile}", flush=True)
-    return target
+    print(f"wrote {target} ({cfg.merge_dtype}) and {merged_modelfile}; merged vs base + adapter: top-1 agreement "
+          f"{figures['top1_agreement']:.1%} over {figures['positions']} positions, max |log p| diff "
+          f"{figures['max_logprob_diff']:.4f}", flush=True)
+    return figures
+
+
+def copy_to_float32(model):
+    """An fp32 copy of a (16-bit) model, for checking it on CPU."""
+    import copy
+
+    import torch
+
+    return copy.deepcopy(model).to(torch.float32)
 
 
 def start_server(cfg: DeployConfig, deployment: Deployment):
@@ -420,23 +453,28 @@ def serve(cfg: DeployConfig, deployment: Deployment, stop: threading.Event | Non
           flush=True)
     print("  (send the system prompt from policytune.chat.SYSTEM_PROMPT, as chat.messages() does)", flush=True)
     stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        # A service manager stops with SIGTERM (and background jobs ignore SIGINT): stop cleanly.
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         while not stop.wait(0.5):
             pass
     finally:
         del server
+    print("server stopped", flush=True)
 
 
 def run(cfg: DeployConfig) -> dict:
     """Convert, write the Modelfile, optionally merge, verify; returns the verification figures.
     Raises UserError when verification fails (its report is still written)."""
     deployment = convert(cfg)
-    if cfg.merge:
-        merge(cfg, deployment)
+    merged = merge(cfg, deployment) if cfg.merge else None
     result: dict = {"passed": None, "verified": False}
     if cfg.verify:
         result = verify(cfg, deployment) | {"verified": True}
         print_figures(result)
+    if merged is not None:
+        result["merged"] = merged
     report = {"adapter_gguf": str(deployment.adapter_gguf), "base_gguf": str(deployment.base_gguf),
               "modelfile": str(deployment.modelfile), "base_model": deployment.base.name,
               "config": config.as_dict(cfg)} | result

@@ -211,3 +211,17 @@ def test_served_endpoint_answers_with_the_adapter_applied(trained_adapter, tmp_p
     assert any(t != b for t, b in zip(tuned, base)), (tuned, base)
     # The trained refusal comes back exactly through the served endpoint.
     assert chat.is_refusal(tuned[1]), tuned
+
+
+@pytest.mark.slow
+def test_merge_writes_a_16bit_model_that_reproduces_base_plus_adapter(trained_adapter, tmp_path):
+    cfg = deploy_config(copy_adapter(trained_adapter, tmp_path / "merge"), verify_n=1)
+    deployment = deploy.convert(cfg)
+    figures = deploy.merge(cfg, deployment)
+    assert figures["top1_agreement"] == 1.0 and figures["max_logprob_diff"] < 0.1, figures
+    merged = Path(cfg.checkpoint_dir) / "merged"
+    assert json.loads((merged / "config.json").read_text())["dtype"] == "float16"
+    assert (merged / "model.safetensors").is_file() and (merged / "tokenizer.json").is_file()
+    parsed = modelfile.read_modelfile(Path(cfg.checkpoint_dir) / "Modelfile.merged")
+    assert parsed["FROM"] == "./merged" and "ADAPTER" not in parsed
+    assert parsed["TEMPLATE"] == chat.OLLAMA_TEMPLATE
