@@ -14,6 +14,7 @@ Outputs: data/instructionquality.json (kept records + `quality`), data/instructi
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -184,7 +185,9 @@ def main(cfg: QualityConfig) -> None:
     verdicts: dict[str, dict] = {}
     judge_mode = "off"
     if cfg.judge_mode != "off" and candidates:
-        with llm.connect(cfg) as endpoint:
+        # Two server slots per request in flight: each request alternates a prompt with the excerpt and
+        # one without, and llama-server keeps a slot's prompt cache only until another prompt lands there.
+        with llm.connect(dataclasses.replace(cfg, concurrency=2 * cfg.concurrency)) as endpoint:
             judge_mode = judge.resolve_mode(endpoint, cfg.judge_mode)
             verdicts = judge.judge(endpoint, candidates, cfg.data_path(cfg.judge_cache), judge_mode, cfg.judge_votes,
                                    cfg.judge_threshold, cfg.concurrency, progress=cfg.progress)
