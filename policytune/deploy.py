@@ -13,9 +13,11 @@ Verification does not trust the conversion: llama.cpp (base GGUF + adapter.gguf)
 (HF base + PEFT adapter) are teacher-forced over the answers of a few questions and their
 next-token log-probabilities compared. With an unquantised (f32) base written from the HF weights
 the two must agree almost exactly; with the deployed quantised base, quantisation already moves
-logits (about 1.3 for Q4_1), so there the adapter's effect (tuned minus base, in each engine) must
-correlate instead. The adapter must also change llama.cpp's output versus the base alone, and the
-Modelfile's Go template must render exactly the training chat format.
+log-probabilities (0.4-0.7 here, about 1.3 in the design notes), so there the adapter's effect
+(tuned minus base, in each engine) is compared instead. The adapter must also change llama.cpp's
+output versus the base alone, and the Modelfile's Go template must render exactly the training
+chat format. A deployed base that is not the trained base (e.g. an instruct GGUF for an adapter
+trained on the base model) shows up as low agreement on the deployed base.
 """
 from __future__ import annotations
 
@@ -57,7 +59,7 @@ class DeployConfig(config.Base):
     verify_answer_tokens: int = field(default=24, metadata={"help": "answer tokens compared per question (llama.cpp is asked once per token)"})
     top_k: int = field(default=20, metadata={"help": "llama.cpp log-probabilities returned per position"})
     min_top1_f32: float = field(default=0.95, metadata={"help": "top-1 agreement required with the f32 base (measured: 1.0)"})
-    max_logprob_diff_f32: float = field(default=0.1, metadata={"help": "largest |log p| difference allowed with the f32 base (measured: about 0.01)"})
+    max_logprob_diff_f32: float = field(default=0.1, metadata={"help": "largest |log p| difference allowed with the f32 base (measured: 0.014-0.024)"})
     min_top1_quantized: float = field(default=0.7, metadata={"help": "top-1 agreement required with a quantised base (design notes: 0.92 for Q4_1)"})
     max_effect_diff_quantized: float = field(default=2.5, metadata={"help": "largest difference allowed between the adapter's log-prob change in llama.cpp and in transformers, quantised base (measured: 0.63 right, 6.9 with q/k rows not reordered)"})
     min_effect_correlation: float = field(default=0.8, metadata={"help": "correlation required between the adapter's effect in llama.cpp and in transformers"})

@@ -247,6 +247,13 @@ def write_base_gguf(hf_path: str, reference_gguf: str, out_path: str | os.PathLi
                     tensor = tensor if tensor.ndim == 1 else tensor.astype(np_dtype)
                     writer.add_tensor(gguf_name, np.ascontiguousarray(tensor))
                     written.add(gguf_name)
+        # Tensors llama.cpp computes at conversion time and HF does not store (e.g. Llama 3's
+        # rope_freqs) come from the reference unchanged when they are plain f32.
+        for tensor in reader.tensors:
+            if tensor.name not in written and tensor.tensor_type == gguf.GGMLQuantizationType.F32:
+                writer.add_tensor(tensor.name, np.array(tensor.data, dtype=np.float32).reshape(tuple(reversed(
+                    [int(n) for n in tensor.shape]))))
+                written.add(tensor.name)
         missing = reference_tensors - written
         if missing:
             raise UserError(f"{hf_path}: tensors of {Path(reference_gguf).name} not found in the HF weights: "
