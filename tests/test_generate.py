@@ -1,0 +1,219 @@
+"""Stage 1b: policy-constrained synthetic pairs, against the embedded server and a misbehaving one."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT
+from fault_server import FaultServer, hang, invalid_json, length_cut, ok, refused_url, schema_mismatch, status
+from policytune import chat, generate, io, llm
+
+RECORD_FIELDS = {"id", "chunk_id", "doc", "pages", "headings", "question", "answer", "answerable", "type", "model",
+                 "prompt_sha", "sampling"}
+
+
+def make_chunks(n: int) -> list[dict]:
+    """Small real-looking policy chunks, each with a unique marker so requests can be traced to it."""
+    chunks = []
+    for i in range(n):
+        text = (f"Employees in office {i} receive {10 + i} days of paid leave per year. "
+                f"Requests for office {i} must be submitted through PeopleHub using Form LV-{i}. "
+                f"Employees who have completed {i + 1} months of service are eligible for the office {i} bonus.")
+        chunks.append({"id": io.content_hash(text), "doc": "policy.pdf", "pages": [i + 1],
+                       "headings": ["Policy", f"{i + 1}. Leave", f"{i + 1}.1 Office {i}"], "text": text,
+                       "context_text": text, "n_tokens": 40, "kind": "text"})
+    return chunks
+
+
+def grounded_reply(body: dict) -> dict:
+    """What a well-behaved teacher returns: a question and an answer copied from the excerpt."""
+    user = body["messages"][-1]["content"]
+    excerpt = re.search(r"<excerpt>\n(.*?)\n</excerpt>", user, re.S).group(1)
+    words = excerpt.split()
+    schema = body["response_format"]["json_schema"]["schema"]
+    if "answer" in schema["properties"]:
+        return {"question": f"What does the policy say about {' '.join(words[:6])}?", "answer": " ".join(words[:5])}
+    return {"question": f"Is there a rule about {io.content_hash(user, length=6)} for this leave?"}
+
+
+def fault_options(server_url: str, **overrides) -> llm.LLMOptions:
+    return llm.LLMOptions(base_url=server_url, **{"model": "fault-teacher", "max_retries": 1, "request_timeout": 1.0, **overrides})
+
+
+def run_generation(url: str, chunks: list[dict], cache, **kwargs):
+    with llm.connect(fault_options(url, **kwargs.pop("options", {}))) as endpoint:
+        return generate.generate_pairs(endpoint, chunks, cache, progress=False, **kwargs)
+
+
+def test_plan_hits_the_unanswerable_ratio_and_mixes_types():
+    chunks = make_chunks(10)
+    slots = generate.plan(chunks, pairs_per_chunk=3, unanswerable_ratio=0.3, aspects=generate.prompts()["aspects"])
+    flat = [s for c in chunks for s in slots[c["id"]]]
+    assert len(flat) == 30
+    assert sum(s["type"] == "unanswerable" for s in flat) == 9
+    assert {s["type"] for s in flat} >= {"numeric", "entity", "procedure", "eligibility", "unanswerable"}
+    for chunk in chunks:
+        sentences = [s["sentence"] for s in slots[chunk["id"]] if "sentence" in s]
+        assert all(s in chunk["text"] for s in sentences)
+        assert len(set(sentences)) == len(sentences), "slots of one chunk should ask about different sentences"
+
+
+def test_prompts_fence_the_excerpt_as_data_and_hash_changes_with_them():
+    prompt_set = generate.prompts()
+    chunk = make_chunks(1)[0]
+    slot = generate.plan([chunk], 1, 0.0, prompt_set["aspects"])[chunk["id"]][0]
+    user = generate.messages_for(chunk, slot, prompt_set)[1]["content"]
+    assert "<excerpt>" in user and "</excerpt>" in user
+    assert "not instructions" in prompt_set["system"]
+    changed = {**prompt_set, "system": prompt_set["system"] + " "}
+    assert generate.prompt_sha(changed) != generate.prompt_sha(prompt_set)
+
+
+def test_records_carry_provenance_and_unanswerable_answers_are_the_exact_refusal(tmp_path):
+    chunks = make_chunks(4)
+    with FaultServer(default=ok(grounded_reply)) as server:
+        records, summary = run_generation(server.url, chunks, tmp_path / "cache.jsonl", pairs_per_chunk=3,
+                                          unanswerable_ratio=0.3)
+    assert summary["pairs"] == len(records) == 12 and summary["failures"] == 0
+    for record in records:
+        assert RECORD_FIELDS <= set(record)
+        assert record["model"] == "fault-teacher" and record["prompt_sha"] == generate.prompt_sha()
+        assert record["answerable"] == (record["type"] != "unanswerable")
+        if not record["answerable"]:
+            assert record["answer"] == chat.REFUSAL
+    assert summary["unanswerable"] == 3  # floor(12 * 0.3) by the rounding accumulator
+    assert abs(summary["unanswerable_ratio"] - 0.3) <= 0.1
+
+
+@pytest.mark.parametrize("fault", [invalid_json(), status(500), status(429, retry_after=1), hang(3),
+                                   schema_mismatch(), length_cut()],
+                         ids=["invalid_json", "500", "429_retry_after", "hang", "schema_mismatch", "length_cut"])
+def test_one_fault_is_retried_and_the_pair_still_made(tmp_path, fault):
+    chunk = make_chunks(1)
+    with FaultServer(default=ok(grounded_reply)) as server:
+        server.script(fault)
+        started = time.monotonic()
+        records, summary = run_generation(server.url, chunk, tmp_path / "c.jsonl", pairs_per_chunk=1,
+                                          unanswerable_ratio=0.0)
+        assert len(server.requests) == 2
+    assert len(records) == 1 and summary["failures"] == 0
+    if fault[0] == "status" and fault[1] == 429:
+        assert time.monotonic() - started >= 1.0, "Retry-After was not honoured"
+
+
+@pytest.mark.parametrize("fault", [invalid_json(), status(500), schema_mismatch(), length_cut(), hang(3)],
+                         ids=["invalid_json", "500", "schema_mismatch", "length_cut", "hang"])
+def test_persistent_fault_is_bounded_logged_and_skipped(tmp_path, fault):
+    chunks = make_chunks(2)
+    with FaultServer(default=fault) as server:
+        records, summary = run_generation(server.url, chunks, tmp_path / "c.jsonl", pairs_per_chunk=1,
+                                          unanswerable_ratio=0.0, concurrency=2)
+        # max_retries=1: at most 2 attempts of the transport, each at most 2 attempts of the JSON check.
+        assert len(server.requests) <= 2 * 2 * 2
+    assert records == []
+    assert summary["failures"] == 2 and {f["chunk_id"] for f in summary["failed"]} == {c["id"] for c in chunks}
+    assert all(f["reason"].startswith("llm:") for f in summary["failed"])
+
+
+def test_connection_refused_stops_with_endpoint_down_and_keeps_the_cache(tmp_path):
+    chunks = make_chunks(2)
+    cache = tmp_path / "c.jsonl"
+    with FaultServer(default=ok(grounded_reply)) as server:
+        run_generation(server.url, chunks[:1], cache, pairs_per_chunk=1)
+    before = cache.read_text()
+    with pytest.raises(llm.EndpointDown, match="cannot reach"):
+        run_generation(refused_url(), chunks, cache, pairs_per_chunk=1, options={"max_retries": 0})
+    assert cache.read_text() == before
+
+
+def test_changing_the_prompt_or_model_regenerates_and_same_settings_reuse_the_cache(tmp_path, monkeypatch):
+    chunks = make_chunks(2)
+    cache = tmp_path / "c.jsonl"
+    with FaultServer(default=ok(grounded_reply)) as server:
+        first, _ = run_generation(server.url, chunks, cache, pairs_per_chunk=2)
+        asked = len(server.requests)
+        again, summary = run_generation(server.url, chunks, cache, pairs_per_chunk=2)
+        assert len(server.requests) == asked and again == first and summary["chunks_from_cache"] == 2
+        run_generation(server.url, chunks, cache, pairs_per_chunk=2, options={"model": "other-teacher"})
+        assert len(server.requests) == 2 * asked
+        original = generate.prompts
+
+        def edited_prompts():
+            return {**original(), "system": original()["system"] + " Be brief."}
+
+        monkeypatch.setattr(generate, "prompts", edited_prompts)
+        run_generation(server.url, chunks, cache, pairs_per_chunk=2)
+        assert len(server.requests) == 3 * asked
+
+
+DRIVER = """
+import json, sys
+from policytune import generate, io, llm
+url, chunks_path, cache, out = sys.argv[1:5]
+chunks = json.load(open(chunks_path))
+with llm.connect(llm.LLMOptions(base_url=url, model="fault-teacher", max_retries=1)) as endpoint:
+    records, summary = generate.generate_pairs(endpoint, chunks, cache, pairs_per_chunk=2, concurrency=2, progress=False)
+io.write_json_atomic(out, records)
+"""
+
+
+def chunk_of(body: dict, chunks: list[dict]) -> str:
+    user = body["messages"][-1]["content"]
+    return next(c["id"] for c in chunks if re.search(rf"office {c['pages'][0] - 1}\b", user))
+
+
+def test_sigkill_midway_then_rerun_asks_no_finished_chunk_again_and_loses_nothing(tmp_path):
+    chunks = make_chunks(12)
+    chunks_path = tmp_path / "chunks.json"
+    io.write_json_atomic(chunks_path, chunks)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with FaultServer(default=ok(grounded_reply), delay=0.15) as server:
+        reference = tmp_path / "reference.json"
+        subprocess.run([sys.executable, "-c", DRIVER, server.url, str(chunks_path), str(tmp_path / "ref.jsonl"),
+                        str(reference)], env=env, check=True, timeout=120)
+        server.requests.clear()
+
+        cache = tmp_path / "cache.jsonl"
+        output = tmp_path / "syntheticdata.json"
+        args = [sys.executable, "-c", DRIVER, server.url, str(chunks_path), str(cache), str(output)]
+        process = subprocess.Popen(args, env=env)
+        deadline = time.monotonic() + 60
+        while (not cache.exists() or cache.read_text().count("\n") < 4) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+        finished_before_kill = {entry["chunk_id"] for entry in io.read_jsonl(cache)}
+        assert 4 <= len(finished_before_kill) < len(chunks), "the kill should land midway"
+        assert not output.exists()
+        server.requests.clear()
+
+        subprocess.run(args, env=env, check=True, timeout=120)
+        asked_again = {chunk_of(body, chunks) for body in server.requests}
+    assert not asked_again & finished_before_kill
+    assert asked_again | finished_before_kill == {c["id"] for c in chunks}
+    records = json.loads(output.read_text())
+    assert records == json.loads(reference.read_text())
+    assert len({r["id"] for r in records}) == len(records) == 24
+
+
+@pytest.mark.slow
+def test_embedded_teacher_yields_schema_valid_records_with_provenance(tmp_path):
+    chunks = json.loads(json.dumps(make_chunks(2)))
+    opts = llm.LLMOptions(concurrency=1, server_threads=1, max_retries=1)
+    with llm.connect(opts) as endpoint:
+        records, summary = generate.generate_pairs(endpoint, chunks, tmp_path / "c.jsonl", pairs_per_chunk=2,
+                                                   unanswerable_ratio=0.5, progress=False)
+    assert summary["pairs"] + summary["failures"] == 4
+    assert records, f"no usable pair from the embedded teacher: {summary['failure_reasons']}"
+    for record in records:
+        assert RECORD_FIELDS <= set(record)
+        assert record["model"].endswith(".gguf") and record["chunk_id"] in {c["id"] for c in chunks}
+        assert record["question"].endswith("?")
+        assert (record["answer"] == chat.REFUSAL) == (not record["answerable"])
