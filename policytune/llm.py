@@ -194,12 +194,15 @@ def validate(instance: Any, schema: dict) -> str | None:
 
 
 def chat_json(endpoint: Endpoint, messages: list[dict], schema: dict, name: str = "answer",
-              max_tokens: int = 512, temperature: float = 0.0, **kwargs: Any) -> tuple[dict, Any]:
+              max_tokens: int = 512, temperature: float = 0.0, seed: int | None = None,
+              **kwargs: Any) -> tuple[dict, Any]:
     """Ask for JSON matching `schema`; returns (parsed object, raw response). Raises LLMError."""
     problems = []
+    # A caller-given seed lets several requests on one prompt sample differently (default: --seed).
+    first_seed = endpoint.options.seed if seed is None else seed
     for attempt in range(endpoint.options.max_retries + 1):
         response = complete(endpoint, messages, response_format=json_format(name, schema), max_tokens=max_tokens,
-                            temperature=temperature, seed=endpoint.options.seed + attempt, **kwargs)
+                            temperature=temperature, seed=first_seed + attempt, **kwargs)
         choice = response.choices[0] if response.choices else None
         if choice is None or choice.message is None:
             problems.append("empty response")
