@@ -52,7 +52,7 @@ def trained_adapter(tmp_path_factory, embedded_base) -> Path:
 
 def deploy_config(checkpoints: Path, **overrides) -> deploy.DeployConfig:
     values = dict(checkpoint_dir=str(checkpoints), data_dir=str(checkpoints / "no-data"),
-                  modelfile=str(checkpoints / "Modelfile"), verify_n=2, threads=1)
+                  modelfile=str(checkpoints / "Modelfile"), verify_n=2, verify_answer_tokens=8, threads=1)
     return deploy.DeployConfig(**(values | overrides))
 
 
