@@ -139,3 +139,19 @@ def report(name: str, results: dict) -> Path:
 def goal(text: str, met: bool) -> str:
     """One line saying whether a goal from issue 10 is met."""
     return f"goal {'MET' if met else 'NOT MET'}: {text}"
+
+
+def load_stage(script: str):
+    """Import a top-level stage script (train.py, evaluate.py, ...) by path.
+
+    By path, because `import evaluate` from bench/evaluate.py would import the bench itself (and
+    could pick up an unrelated installed package of the same name).
+    """
+    import importlib.util
+
+    path = ROOT / script
+    spec = importlib.util.spec_from_file_location(f"stage_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
