@@ -50,13 +50,13 @@ def prompt_sha(prompt_set: dict[str, Any] | None = None) -> str:
     return io.content_hash(prompt_set or prompts())
 
 
-def answerable_schema(max_chars: int = 240) -> dict:
+def answerable_schema(max_chars: int = 150) -> dict:
     return {"type": "object", "additionalProperties": False, "required": ["question", "answer"],
             "properties": {"question": {"type": "string", "minLength": 8, "maxLength": max_chars},
                            "answer": {"type": "string", "minLength": 1, "maxLength": max_chars}}}
 
 
-def unanswerable_schema(max_chars: int = 240) -> dict:
+def unanswerable_schema(max_chars: int = 150) -> dict:
     return {"type": "object", "additionalProperties": False, "required": ["question"],
             "properties": {"question": {"type": "string", "minLength": 8, "maxLength": max_chars}}}
 
