@@ -106,13 +106,14 @@ class Word:
 
     @property
     def size(self) -> float:
-        """Font-size proxy: the box height, or 1.5 average character widths when that is more.
+        """Font-size proxy: the box height, unless that is far below 1.5 average character widths.
         Some PDFs' font metrics give words boxes a third of their real height."""
         height = self.box.b - self.box.t
         text = self.text.strip()
         if len(text) < 3:
             return height
-        return max(height, 1.5 * (self.box.r - self.box.l) / len(text))
+        from_width = 1.5 * (self.box.r - self.box.l) / len(text)
+        return from_width if height < 0.6 * from_width else height
 
 
 def _words(cells: list, page_height: float) -> list[Word]:
@@ -199,8 +200,11 @@ def _is_heading(line: Line, body: Typography) -> bool:
         return False
     larger = line.height >= HEADING_SIZE_RATIO * body.size
     fonts = {w.font for w in line.words}
+    # A font whose name says its weight counts only when bold; bare resource keys ("/F2", as
+    # reportlab writes) say nothing, so there any single font other than the body's counts.
+    named = all(not re.fullmatch(r"/?F\d+", f) for f in fonts)
     emphasised = body.font not in fonts and (
-        any(BOLD_NAME.search(f) for f in fonts) or len(fonts) == 1)
+        all(BOLD_NAME.search(f) for f in fonts) if named else len(fonts) == 1)
     if _starts_list_item(line) and not (SECTION_NUMBER.match(text) and (larger or emphasised)):
         return False  # "1. Submit the form" in body type is a list item; "1. Purpose" in bold is a heading
     if larger:
@@ -318,7 +322,8 @@ def _same_block(previous: Line, line: Line, label: DocItemLabel) -> bool:
         return False
     if label == DocItemLabel.LIST_ITEM:
         return line.left > previous.words[0].box.l + 2 and not _starts_list_item(line)
-    return abs(line.height - previous.height) < 0.15 * previous.height
+    same_fonts = {w.font for w in line.words} == {w.font for w in previous.words}
+    return same_fonts or abs(line.height - previous.height) < 0.15 * previous.height
 
 
 def layout_page(page: Page) -> list[Cluster]:

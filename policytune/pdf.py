@@ -103,7 +103,9 @@ def make_converter(ocr: bool = False, artifacts_path: str | None = None):
     options = PdfPipelineOptions(
         do_ocr=ocr,
         # Levels from numbering (5. > 5.2 > (a)), then font size and weight for unnumbered headings.
-        heading_hierarchy_options=HeadingHierarchyOptions(enabled=True),
+        # Not from bookmarks: Docling ranks them above numbering, and exported outlines are often
+        # flat or partial (LibreOffice's HTML import puts h2 sections at the outline's top level).
+        heading_hierarchy_options=HeadingHierarchyOptions(enabled=True, use_bookmarks=False),
         generate_parsed_pages=True,  # the heading-level style fallback reads the parsed cells
     )
     if ocr:

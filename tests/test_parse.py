@@ -277,13 +277,13 @@ def libreoffice_pdf(tmp_path: Path) -> Path | None:
     html = tmp_path / "lo_policy.html"
     html.write_text("""<html><body>
 <p>Acme Working Time Policy</p>
-<p style="font-size:18pt"><b>1. Working Hours</b></p><h2>1.1 Core Hours</h2>
+<h1>1. Working Hours</h1><h2>1.1 Core Hours</h2>
 <p>Core hours are 10:00 to 16:00 on business days. Employees agree any other pattern with their line
 manager in writing and record it in the HR system before it starts.</p>
 <h2>1.2 Overtime</h2><p>Overtime must be approved in advance and is paid at 1.5 times the hourly rate
 for hours above 40 in a week. Time off in lieu may be taken instead of overtime pay.</p>
 <ul><li>Approval comes from the line manager.</li><li>Overtime is recorded weekly.</li></ul>
-<p style="font-size:18pt"><b>2. Remote Work</b></p><h2>2.1 Equipment</h2><p>The company provides a laptop and a one-off home office
+<h1>2. Remote Work</h1><h2>2.1 Equipment</h2><p>The company provides a laptop and a one-off home office
 allowance of 300 EUR to every employee who works remotely at least two days a week.</p>
 <table border="1"><tr><th align="left">Item</th><th align="left">Allowance</th></tr><tr><td>Home office</td><td>300 EUR</td></tr>
 <tr><td>Internet</td><td>25 EUR per month</td></tr></table>
