@@ -21,6 +21,8 @@ from policytune import chat, io, llm
 
 TYPES = ("numeric", "entity", "procedure", "eligibility")
 MIN_SENTENCE_WORDS = 5
+# Bumped when the code that turns replies into records changes, so cached chunks are redone.
+RECORD_LOGIC_VERSION = 2
 
 _TYPE_CUES = {
     "numeric": re.compile(r"\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|twelve|twice|double|half)\b", re.I),
@@ -140,15 +142,34 @@ def _words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9]+", text.lower())
 
 
+QUESTION_WORDS = {"what", "how", "who", "when", "where", "which", "why", "can", "could", "do", "does", "did", "is",
+                  "are", "will", "may", "should", "must", "if", "am", "would", "whom", "whose"}
+STOPWORDS = {"what", "which", "when", "where", "does", "will", "with", "that", "this", "there", "their", "have", "from",
+             "about", "policy", "employee", "employees", "should", "would", "could", "they", "them", "into", "your"}
+
+
 def clean_question(text: str) -> str | None:
     """The first question in the model's text, or None when there is none."""
-    text = " ".join(text.split())
-    if "?" not in text:
+    text = " ".join(text.split()).strip(" \"'")
+    if "?" in text:
+        question = text[: text.index("?") + 1].strip(" \"'")
+    elif _words(text)[:1] and _words(text)[0] in QUESTION_WORDS:
+        # A small teacher often drops the question mark; a question word at the start is enough.
+        question = re.split(r"(?<=[.!])\s", text)[0].rstrip(".! ") + "?"
+    else:
         return None
-    question = text[: text.index("?") + 1].strip(" \"'")
     if len(_words(question)) < 3 or re.search(r"\b(excerpt|key sentence)\b", question, re.I):
         return None
     return question
+
+
+def content_words(text: str) -> set[str]:
+    return {w for w in _words(text) if len(w) >= 4 and w not in STOPWORDS} | set(re.findall(r"\d+", text))
+
+
+def on_topic(question: str, reference: str) -> bool:
+    """A question shares at least one content word (or number) with the text it should be about."""
+    return bool(content_words(question) & content_words(reference))
 
 
 def check_answer(answer: str, sentence: str, min_overlap: float = 0.6) -> str | None:
@@ -184,9 +205,18 @@ def generate_chunk(endpoint: llm.Endpoint, chunk: dict, slots: list[dict], promp
         if question is None:
             failures.append({**where, "reason": "no usable question"})
             continue
-        answer = chat.REFUSAL if unanswerable else " ".join(parsed["answer"].split())
-        problem = None if unanswerable else check_answer(answer, slot["sentence"])
-        if not problem and question.lower() in seen:
+        reference = f"{topic(chunk)} {chunk['text']}" if unanswerable else slot["sentence"]
+        if not on_topic(question, reference):
+            failures.append({**where, "reason": "question off topic", "question": question})
+            continue
+        answer, answer_source = chat.REFUSAL, "refusal"
+        if not unanswerable:
+            answer, answer_source = " ".join(parsed["answer"].split()), "model"
+            if check_answer(answer, slot["sentence"]):
+                # The key sentence is what the policy states: a faithful answer when the teacher's is not.
+                answer, answer_source = slot["sentence"], "evidence"
+        problem = None
+        if question.lower() in seen:
             problem = "duplicate question"
         if problem:
             failures.append({**where, "reason": problem, "question": question})
@@ -197,7 +227,7 @@ def generate_chunk(endpoint: llm.Endpoint, chunk: dict, slots: list[dict], promp
             "chunk_id": chunk["id"], "doc": chunk.get("doc"), "pages": chunk.get("pages", []),
             "headings": chunk.get("headings", []), "question": question, "answer": answer,
             "answerable": not unanswerable, "type": slot["type"],
-            "evidence": slot.get("sentence", ""),
+            "evidence": slot.get("sentence", ""), "answer_source": answer_source,
             "model": endpoint.model, "prompt_sha": sha,
             "sampling": {"temperature": temperature, "seed": seed, "max_tokens": max_tokens},
         })
@@ -206,7 +236,7 @@ def generate_chunk(endpoint: llm.Endpoint, chunk: dict, slots: list[dict], promp
 
 def cache_key(chunk_id: str, sha: str, model: str, slots: list[dict], temperature: float, max_tokens: int, seed: int) -> str:
     """What a chunk's cached result depends on: a change in any of these regenerates it."""
-    return io.content_hash(chunk_id, sha, model, slots, temperature, max_tokens, seed)
+    return io.content_hash(chunk_id, sha, model, slots, temperature, max_tokens, seed, RECORD_LOGIC_VERSION)
 
 
 def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str | Path, *, pairs_per_chunk: int = 3,
@@ -274,6 +304,7 @@ def summarise(records: list[dict], failures: list[dict], chunks: list[dict], req
         "unanswerable_ratio": round(unanswerable / len(records), 3) if records else 0.0,
         "requested_unanswerable_ratio": requested_ratio,
         "per_type": dict(Counter(r["type"] for r in records).most_common()),
+        "answer_source": dict(Counter(r.get("answer_source", "model") for r in records).most_common()),
         "failures": len(failures), "failure_reasons": dict(reasons.most_common()),
         "failed": failures,
     }
@@ -287,6 +318,7 @@ def format_summary(summary: dict) -> str:
         f"answerable: {summary['answerable']}, unanswerable: {summary['unanswerable']} "
         f"(ratio {summary['unanswerable_ratio']:.2f}, requested {summary['requested_unanswerable_ratio']:.2f})",
         "per type: " + ", ".join(f"{k} {v}" for k, v in summary["per_type"].items()),
+        "answers from: " + ", ".join(f"{k} {v}" for k, v in summary["answer_source"].items()),
         f"failures: {summary['failures']}" + ("" if not summary["failure_reasons"] else " (" + ", ".join(
             f"{k}: {v}" for k, v in summary["failure_reasons"].items()) + ")"),
     ]

@@ -217,3 +217,23 @@ def test_embedded_teacher_yields_schema_valid_records_with_provenance(tmp_path):
         assert record["model"].endswith(".gguf") and record["chunk_id"] in {c["id"] for c in chunks}
         assert record["question"].endswith("?")
         assert (record["answer"] == chat.REFUSAL) == (not record["answerable"])
+
+
+def test_ungrounded_teacher_answer_is_replaced_by_the_policy_sentence(tmp_path):
+    chunk = make_chunks(1)
+
+    def wrong_answer(body: dict) -> dict:
+        reply = grounded_reply(body)
+        return {**reply, "answer": "Thirty days, according to national law."} if "answer" in reply else reply
+
+    with FaultServer(default=ok(wrong_answer)) as server:
+        records, _ = run_generation(server.url, chunk, tmp_path / "c.jsonl", pairs_per_chunk=2, unanswerable_ratio=0.0)
+    assert records and all(r["answer_source"] == "evidence" and r["answer"] == r["evidence"] for r in records)
+    assert all(r["answer"] in chunk[0]["text"] for r in records)
+
+
+def test_question_cleaning_keeps_one_question_and_rejects_non_questions():
+    assert generate.clean_question("How many days? Also, what else?") == "How many days?"
+    assert generate.clean_question("what form is used for leave") == "what form is used for leave?"
+    assert generate.clean_question("The annual entitlement increases.") is None
+    assert generate.clean_question("What is the key sentence in the excerpt?") is None
