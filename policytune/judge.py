@@ -274,7 +274,7 @@ def judge(endpoint: llm.Endpoint, records: list[dict], cache_path: str | Path, m
         reason = min(scored)[1] if not passed else max(scored)[1]
         verdicts[record["id"]] = {"mode": mode, "score": round(score, 3), "passed": passed,
                                   "votes": [round(s, 3) for s, _ in scored],
-                                  "reason": f"judge ({mode}): score {score:.1f} < {threshold:g}; {reason}" if not passed
+                                  "reason": f"judge ({mode}): score {score:.2f} < {threshold:g}; {reason}" if not passed
                                   else reason}
     return verdicts
 
