@@ -285,13 +285,37 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
 
     records = [r for c in chunks for r in done[keys[c["id"]]]["records"]]
     failures = [f for c in chunks for f in done[keys[c["id"]]]["failures"]]
+    records, dropped = rebalance(records, unanswerable_ratio)
     seconds = time.perf_counter() - started
     summary = summarise(records, failures, chunks, requested_ratio=unanswerable_ratio)
+    summary["dropped"] = dropped
     summary.update({"chunks_from_cache": from_cache, "chunks_generated": len(pending), "new_pairs": new_pairs,
                     "seconds": round(seconds, 1), "pairs_per_second": round(new_pairs / max(seconds, 1e-9), 3),
                     "model": endpoint.model, "prompt_sha": sha, "pairs_per_chunk": pairs_per_chunk,
                     "sampling": {"temperature": temperature, "seed": endpoint.options.seed, "max_tokens": max_tokens}})
     return records, summary
+
+
+def rebalance(records: list[dict], unanswerable_ratio: float) -> tuple[list[dict], list[dict]]:
+    """Drop unanswerable pairs beyond the requested share; returns (kept, dropped with reasons).
+
+    A small teacher fails answerable slots more often (off-topic questions), which would tilt the
+    data towards refusals. The surplus is chosen by record id (a content hash), so it is spread over
+    the document and the same on every rerun.
+    """
+    answerable = [r for r in records if r["answerable"]]
+    unanswerable = [r for r in records if not r["answerable"]]
+    if unanswerable_ratio >= 1.0 or not unanswerable:
+        return records, []
+    allowed = round(len(answerable) * unanswerable_ratio / (1.0 - unanswerable_ratio))
+    if len(unanswerable) <= allowed:
+        return records, []
+    surplus = {r["id"] for r in sorted(unanswerable, key=lambda r: r["id"])[allowed:]}
+    kept = [r for r in records if r["id"] not in surplus]
+    dropped = [{"id": r["id"], "chunk_id": r["chunk_id"], "question": r["question"],
+                "reason": f"rebalanced: unanswerable share above --unanswerable-ratio {unanswerable_ratio:g}"}
+               for r in records if r["id"] in surplus]
+    return kept, dropped
 
 
 def summarise(records: list[dict], failures: list[dict], chunks: list[dict], requested_ratio: float) -> dict:
@@ -319,6 +343,7 @@ def format_summary(summary: dict) -> str:
         f"(ratio {summary['unanswerable_ratio']:.2f}, requested {summary['requested_unanswerable_ratio']:.2f})",
         "per type: " + ", ".join(f"{k} {v}" for k, v in summary["per_type"].items()),
         "answers from: " + ", ".join(f"{k} {v}" for k, v in summary["answer_source"].items()),
+        f"dropped to keep the ratio: {len(summary.get('dropped', []))}",
         f"failures: {summary['failures']}" + ("" if not summary["failure_reasons"] else " (" + ", ".join(
             f"{k}: {v}" for k, v in summary["failure_reasons"].items()) + ")"),
     ]

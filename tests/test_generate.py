@@ -237,3 +237,20 @@ def test_question_cleaning_keeps_one_question_and_rejects_non_questions():
     assert generate.clean_question("what form is used for leave") == "what form is used for leave?"
     assert generate.clean_question("The annual entitlement increases.") is None
     assert generate.clean_question("What is the key sentence in the excerpt?") is None
+
+
+def test_unanswerable_surplus_from_failed_answerable_slots_is_trimmed_to_the_ratio(tmp_path):
+    chunks = make_chunks(6)
+
+    def off_topic_for_half(body: dict) -> dict:
+        reply = grounded_reply(body)
+        if "answer" in reply and io.content_hash(body["messages"][-1]["content"], length=2) < "80":
+            return {"question": "What is a response format?", "answer": "JSON"}
+        return reply
+
+    with FaultServer(default=ok(off_topic_for_half)) as server:
+        records, summary = run_generation(server.url, chunks, tmp_path / "c.jsonl", pairs_per_chunk=4,
+                                          unanswerable_ratio=0.3)
+    assert summary["failures"] > 0 and summary["dropped"]
+    assert abs(summary["unanswerable_ratio"] - 0.3) <= 0.1
+    assert all(d["reason"].startswith("rebalanced") for d in summary["dropped"])
