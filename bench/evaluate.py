@@ -19,25 +19,6 @@ import common
 
 from policytune import config, io, models
 
-# Enough variety of length and answerability to look like an eval split of a leave policy.
-QUESTIONS = [
-    "How many days of annual leave does a full-time employee get?",
-    "Can unused annual leave be carried over to the next year?",
-    "How much notice must I give before taking annual leave?",
-    "How many weeks of paid parental leave are provided?",
-    "Who approves a request for unpaid leave?",
-    "Is there a waiting period before new employees can take sick leave?",
-    "What documentation is required for sick leave longer than three days?",
-    "How many days of bereavement leave are granted for a close family member?",
-    "Does the company pay for gym memberships?",
-    "What is the policy on bringing dogs to the office?",
-    "How is leave accrued for part-time employees?",
-    "Can I take leave during my probation period?",
-    "Which form do I use to request jury duty leave?",
-    "What happens to accrued leave when I resign?",
-    "Is study leave paid?",
-    "How many public holidays are observed each year?",
-]
 
 
 @dataclass
@@ -53,7 +34,7 @@ class EvalBenchConfig(config.Base):
 def pick_questions(cfg: EvalBenchConfig) -> list[str]:
     split = cfg.data_path("eval_split.json")
     pool = [r["instruction"] for r in io.read_records(split, "eval split")] if split.is_file() else []
-    pool += QUESTIONS
+    pool += common.QUESTIONS
     return [pool[i % len(pool)] for i in range(cfg.questions)]
 
 
