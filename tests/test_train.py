@@ -181,6 +181,7 @@ def test_tiny_model_trains_and_writes_a_reloadable_adapter(workdir, tiny_model):
     assert (logits(tuned, tokenizer) - before).abs().max() > 1e-3
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_checkpoint_not_from_zero(workdir, tiny_model):
     command = [sys.executable, str(ROOT / "train.py"), "--data-dir", str(workdir / "data"),
                "--checkpoint-dir", str(workdir / "ckpt"), "--base-model", str(tiny_model), "--max-steps", "400",
