@@ -74,7 +74,17 @@ def machine() -> dict:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    """Peak resident memory of this process so far, in MiB.
+
+    VmHWM first: ru_maxrss survives fork + exec on Linux, so a spawned child would report at least
+    the parent's size at the fork (e.g. a parent that had imported docling).
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

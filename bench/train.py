@@ -32,7 +32,7 @@ VARIANTS = ("padding-free (train.py default)", "padded to max length (naive)")
 @dataclass
 class TrainBenchConfig(config.Base):
     steps: int = field(default=3, metadata={"help": "optimizer steps per variant (the first is an untimed warm-up)"})
-X
+    batch_size: int = field(default=4, metadata={"help": "examples per step (train.py's default is 8; 4 keeps the naive run within 10 minutes here)"})
     max_length: int = field(default=384, metadata={"help": "train.py's --max-length: the naive baseline pads to it"})
     lora_r: int = field(default=64, metadata={"help": "LoRA rank (train.py's default)"})
     lora_alpha: int = field(default=128, metadata={"help": "LoRA alpha (train.py's default)"})
