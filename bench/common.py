@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
+RESULTS = Path(os.environ.get("POLICYTUNE_BENCH_RESULTS") or ROOT / "bench" / "results")  # tests point it elsewhere
 SHARED_DOCS = ROOT.parent / "shared" / "eval-docs"
 SAMPLE_PDF = ROOT / "data" / "sample_policy.pdf"
 
@@ -162,7 +162,7 @@ def report(name: str, results: dict) -> Path:
     path = RESULTS / f"{name}.json"
     io.write_json_atomic(path, {"bench": name, "machine": machine(), "command": " ".join(["uv run python", *sys.argv]),
                                 **results})
-    print(f"results -> {path.relative_to(ROOT)}", flush=True)
+    print(f"results -> {path}", flush=True)
     return path
 
 

@@ -31,7 +31,7 @@ class ParseBenchConfig(config.Base):
     repeats: int = field(default=2, metadata={"help": "warm passes over all PDFs inside each process (best kept)"})
     threads: int = field(default=1, metadata={"help": "torch / parser threads (1: the other core is busy on a shared machine)"})
     max_chunk_tokens: int = field(default=384, metadata={"help": "chunk size for the rule-based variant (stage 1a's default)"})
-    variants: list[str] = field(default_factory=lambda: list(VARIANTS), metadata={"help": "which variants to run", "choices": VARIANTS})
+    variants: list[str] = field(default_factory=lambda: list(VARIANTS), metadata={"help": f"which variants to run: {', '.join(VARIANTS)}"})
 
 
 def count_pages(paths: list[str]) -> int:
@@ -135,6 +135,9 @@ def main(cfg: ParseBenchConfig) -> None:
     if not paths:
         raise config.UserError("no PDFs: data/sample_policy.pdf is missing and no --pdf given")
     variants = list(cfg.variants)
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        raise config.UserError(f"--variants: unknown {unknown} (use {', '.join(VARIANTS)})")
     if "rule-based" in variants and not stage_available():
         print("policytune.pdf.parse_documents is not there yet (issue 3): skipping the rule-based variant", flush=True)
         variants.remove("rule-based")
