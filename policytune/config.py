@@ -146,7 +146,8 @@ def _read_config_file(cls: type, path: str) -> dict[str, Any]:
 
 
 def is_secret(name: str) -> bool:
-    return any(word in name.lower() for word in SECRET_WORDS)
+    # Whole name parts only: `api_key` is secret, `max_tokens` is not.
+    return any(part in SECRET_WORDS for part in name.lower().split("_"))
 
 
 def as_dict(cfg: Base, mask_secrets: bool = True) -> dict[str, Any]:
