@@ -16,6 +16,14 @@ from typing import Any, Iterable
 from policytune.config import UserError
 
 
+def _publish(tmp: str, path: Path) -> None:
+    # mkstemp creates 0600 files; outputs are ordinary files the user and their tools read.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write text so that readers see either the old file or the complete new one."""
     path = Path(path)
@@ -26,7 +34,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -41,7 +49,7 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
