@@ -27,8 +27,6 @@ EXAMPLES_PER_REASON = 3
 
 @dataclass
 class QualityConfig(llm.LLMOptions):
-    server_threads: int = field(default=1, metadata={
-        "help": "CPU threads of the embedded server (1 beat 2 on a busy 2-core box; 0: all cores)"})
     input: str = field(default="instructions.json", metadata={"help": "instruction records (under --data-dir unless absolute)"})
     output: str = field(default="instructionquality.json", metadata={"help": "kept records written here"})
     judge_mode: str = field(default="auto", metadata={

@@ -10,6 +10,7 @@ Outputs: data/chunks.json, then data/syntheticdata.json.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 
 from policytune import config, generate, io, llm, models, pdf
@@ -20,6 +21,7 @@ class GenerationConfig(llm.LLMOptions):
     pdf: list[str] = field(default_factory=lambda: ["data/sample_policy.pdf"],
                            metadata={"help": "policy document(s): PDF, DOCX, HTML or Markdown; repeat the flag for several"})
     parse_only: bool = field(default=False, metadata={"help": "stop after writing chunks.json"})
+    reuse_chunks: bool = field(default=False, metadata={"help": "generate from the existing chunks.json instead of parsing again (pipeline.py parses as its own stage)"})
     max_chunk_tokens: int = field(default=384, metadata={"help": "chunk size in base-model tokens (HybridChunker max_tokens)"})
     base_model: str = field(default=models.EMBEDDED, metadata={"help": "base model whose tokenizer sizes the chunks"})
     ocr: bool = field(default=False, metadata={"help": "OCR pages without a text layer (needs the 'ocr' extra: onnxruntime + rapidocr)"})
@@ -37,10 +39,7 @@ class GenerationConfig(llm.LLMOptions):
             raise config.UserError(f"--pairs-per-chunk must be at least 1, got {self.pairs_per_chunk}")
 
 
-def main(cfg: GenerationConfig) -> None:
-    config.show(cfg)
-    chunks_path = cfg.data_path("chunks.json")
-
+def parse(cfg: GenerationConfig, chunks_path: Path) -> list[dict]:
     started = time.perf_counter()
     for path in cfg.pdf:
         pdf.check_input(path)  # fail fast on a missing, empty or mislabelled file, before loading anything
@@ -48,12 +47,24 @@ def main(cfg: GenerationConfig) -> None:
     chunks, stats = pdf.parse_documents(cfg.pdf, tokenizer=tokenizer, max_chunk_tokens=cfg.max_chunk_tokens,
                                         ocr=cfg.ocr, artifacts_path=cfg.artifacts_path or None)
     io.write_json_atomic(chunks_path, chunks)
-    config.save(cfg, cfg.data_path("syntheticdatageneration_config.json"))
     seconds = time.perf_counter() - started
     pages = stats["pages"]
     print(f"parsed {len(cfg.pdf)} document(s), {pages} pages into {len(chunks)} chunks in {seconds:.1f}s "
           f"(Docling {stats['seconds']:.1f}s: {pages / max(stats['seconds'], 1e-9):.2f} pages/s, "
           f"{stats['seconds'] / max(pages, 1):.2f} s/page) -> {chunks_path}", flush=True)
+    return chunks
+
+
+def main(cfg: GenerationConfig) -> None:
+    config.show(cfg)
+    chunks_path = cfg.data_path("chunks.json")
+
+    if cfg.reuse_chunks and chunks_path.exists():
+        chunks = io.read_records(chunks_path, "chunks")
+        print(f"reusing {len(chunks)} chunks from {chunks_path}", flush=True)
+    else:
+        chunks = parse(cfg, chunks_path)
+    config.save(cfg, cfg.data_path("syntheticdatageneration_config.json"))
     if cfg.parse_only:
         return
 

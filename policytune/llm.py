@@ -33,7 +33,7 @@ class LLMOptions(config.Base):
     model: str = field(default="", metadata={"help": "model name at the endpoint (else OPENAI_MODEL; the embedded server ignores it)"})
     teacher_gguf: str = field(default="", metadata={"help": "a local GGUF for the embedded server instead of SmolLM2-135M (e.g. a larger instruct model)"})
     concurrency: int = field(default=DEFAULT_PARALLEL, metadata={"help": "requests in flight at once (also the embedded server's slots)"})
-    server_threads: int = field(default=0, metadata={"help": "CPU threads of the embedded server (0: all cores)"})
+    server_threads: int = field(default=0, metadata={"help": "CPU threads of the embedded server (0: all cores but one, which the client needs)"})
     server_ctx_per_slot: int = field(default=2048, metadata={"help": "context tokens per slot of the embedded server"})
     request_timeout: float = field(default=120.0, metadata={"help": "seconds before one request is abandoned and retried"})
     max_retries: int = field(default=4, metadata={"help": "retries per request for transport errors and bad output"})
@@ -59,7 +59,9 @@ class Endpoint:
 
 
 def _server_threads(requested: int) -> int:
-    return requested if requested > 0 else max(1, os.cpu_count() or 1)
+    # llama.cpp's threads spin while they wait; on a 2-core machine a second one starves the Python
+    # client and the HTTP layer, and generation measured several times slower.
+    return requested if requested > 0 else max(1, (os.cpu_count() or 1) - 1)
 
 
 def start_local_server(gguf: str, parallel: int, threads: int, ctx_per_slot: int, lora: str | None = None,
