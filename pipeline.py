@@ -48,14 +48,15 @@ def plan(cfg: PipelineConfig, extra: dict[str, list[str]]) -> list[Stage]:
     data, ckpt, reports = Path(cfg.data_dir), Path(cfg.checkpoint_dir), Path(cfg.reports_dir)
     common = ["--data-dir", cfg.data_dir, "--checkpoint-dir", cfg.checkpoint_dir]
     pdfs = [arg for p in cfg.pdf for arg in ("--pdf", p)]
+    prompts = Path("generated_prompt.py")  # users edit it by hand: an edit reruns generation and judging
     stages = [
         Stage("parse", ["syntheticdatageneration.py", *common, *pdfs, "--parse-only"], [Path(p) for p in cfg.pdf],
               [data / "chunks.json"]),
-        Stage("generate", ["syntheticdatageneration.py", *common, *pdfs, "--reuse-chunks"], [data / "chunks.json"],
+        Stage("generate", ["syntheticdatageneration.py", *common, *pdfs, "--reuse-chunks"], [data / "chunks.json", prompts],
               [data / "syntheticdata.json"]),
         Stage("preprocess", ["preprocessing.py", *common], [data / "syntheticdata.json", data / "chunks.json"],
               [data / "instructions.json"]),
-        Stage("quality", ["dataquality.py", *common], [data / "instructions.json"],
+        Stage("quality", ["dataquality.py", *common], [data / "instructions.json", prompts],
               [data / "instructionquality.json", data / "quality_report.json"]),
         Stage("train", ["train.py", *common], [data / "instructionquality.json"],
               [ckpt / "adapter_model.safetensors", ckpt / "metrics.json", data / "eval_split.json"]),

@@ -56,7 +56,7 @@ class TrainConfig(config.Base):
     padding_free: bool = field(default=True, metadata={
         "help": "concatenate a batch into one sequence instead of padding (same loss, fewer tokens computed)"})
     gradient_checkpointing: bool = field(default=False, metadata={
-        "help": "recompute activations in backward: less memory, about 30% slower; for big models on small GPUs"})
+        "help": "recompute activations in backward: less memory, about 30%% slower; for big models on small GPUs"})
     eval_steps: int = field(default=0, metadata={"help": "evaluate and save a checkpoint every N steps (0: twice per epoch)"})
     early_stopping_patience: int = field(default=3, metadata={
         "help": "stop after N evaluations without a better eval loss (0: never stop early)"})

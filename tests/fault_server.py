@@ -5,6 +5,7 @@
         opts = llm.LLMOptions(base_url=server.url, model="fault", max_retries=2, request_timeout=2)
         ...                                             # each request takes the next behaviour
         server.requests                                 # the JSON bodies it received, in order
+        server.headers                                  # their HTTP headers (lower-case names), in order
 
 Behaviours (queued with `script`, one per request; when the queue is empty `server.default` runs):
 `ok(obj)` a chat completion whose content is json.dumps(obj) (obj may be a callable of the request
@@ -84,6 +85,7 @@ class FaultServer:
         self.default = default or ok(schema_filler)
         self.delay = delay
         self.requests: list[dict] = []
+        self.headers: list[dict] = []
         self._queue: deque = deque()
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -97,9 +99,10 @@ class FaultServer:
             self._queue.extend(behaviours)
         return self
 
-    def _next(self, body: dict) -> Behaviour:
+    def _next(self, body: dict, headers: dict | None = None) -> Behaviour:
         with self._lock:
             self.requests.append(body)
+            self.headers.append(headers or {})
             return self._queue.popleft() if self._queue else self.default
 
     def _handler(self) -> type:
@@ -127,7 +130,7 @@ class FaultServer:
                     body = json.loads(self.rfile.read(length) or b"{}")
                 except json.JSONDecodeError:
                     body = {}
-                behaviour = server._next(body)
+                behaviour = server._next(body, {k.lower(): v for k, v in self.headers.items()})
                 if server.delay:
                     time.sleep(server.delay)
                 kind = behaviour[0]
