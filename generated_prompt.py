@@ -27,6 +27,16 @@ Topic: {topic}
 Write one question an employee would ask about {topic} that the excerpt answers, and its answer.
 {type_hint} The answer is short and copied from the excerpt, with numbers and names of systems, forms and roles exactly as written."""
 
+# With the embedded 135M teacher (or --answers evidence) the answer is the policy's own sentence and
+# the teacher only writes the question: it copied the sentence anyway in 96% of measured pairs.
+QUESTION_ONLY_PROMPT = """<excerpt>
+{sentence}
+</excerpt>
+
+Topic: {topic}
+Write one question an employee would ask about {topic} that the excerpt answers.
+{type_hint} Write only the question."""
+
 UNANSWERABLE_PROMPT = """<excerpt>
 {excerpt}
 </excerpt>

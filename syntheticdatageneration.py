@@ -9,6 +9,7 @@ Outputs: data/chunks.json, then data/syntheticdata.json.
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from dataclasses import dataclass, field
@@ -30,6 +31,11 @@ class GenerationConfig(llm.LLMOptions):
     unanswerable_ratio: float = field(default=0.3, metadata={"help": "share of questions the chunk does not answer (answer: the exact refusal)"})
     temperature: float = field(default=0.7, metadata={"help": "teacher sampling temperature (>0 so the slots of one chunk differ)"})
     max_tokens: int = field(default=200, metadata={"help": "max tokens per teacher reply; a reply cut here is retried, then skipped"})
+    answers: str = field(default="auto", metadata={
+        "help": "teacher: the teacher writes each answer (replaced by the policy sentence when ungrounded); "
+                "evidence: the answer is the policy sentence, the teacher writes only the question; "
+                "auto: evidence with the embedded 135M teacher, teacher with any other",
+        "choices": ["auto", "teacher", "evidence"]})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
     def __post_init__(self) -> None:
@@ -71,10 +77,12 @@ def main(cfg: GenerationConfig) -> None:
     # Generation: one request per (chunk, slot); finished chunks land in a resume cache first.
     output_path = cfg.data_path("syntheticdata.json")
     with llm.connect(cfg) as endpoint:
+        embedded_teacher = endpoint.local and not (cfg.teacher_gguf or os.environ.get("POLICYTUNE_TEACHER_GGUF"))
+        teacher_answers = cfg.answers == "teacher" or (cfg.answers == "auto" and not embedded_teacher)
         records, summary = generate.generate_pairs(
             endpoint, chunks, cfg.data_path("syntheticdata.cache.jsonl"), pairs_per_chunk=cfg.pairs_per_chunk,
             unanswerable_ratio=cfg.unanswerable_ratio, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
-            concurrency=cfg.concurrency, progress=cfg.progress)
+            concurrency=cfg.concurrency, progress=cfg.progress, teacher_answers=teacher_answers)
     io.write_json_atomic(output_path, records)
     io.write_json_atomic(cfg.data_path("syntheticdata_summary.json"), summary)
     print(generate.format_summary(summary), flush=True)

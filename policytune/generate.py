@@ -44,6 +44,7 @@ def prompts() -> dict[str, Any]:
     gp = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gp)
     return {"system": gp.GENERATION_SYSTEM_PROMPT, "answerable": gp.ANSWERABLE_PROMPT,
+            "question_only": gp.QUESTION_ONLY_PROMPT,
             "unanswerable": gp.UNANSWERABLE_PROMPT, "type_hints": gp.TYPE_HINTS, "aspects": gp.UNANSWERABLE_ASPECTS}
 
 
@@ -58,7 +59,7 @@ def answerable_schema(max_chars: int = 150) -> dict:
                            "answer": {"type": "string", "minLength": 1, "maxLength": max_chars}}}
 
 
-def unanswerable_schema(max_chars: int = 150) -> dict:
+def question_schema(max_chars: int = 150) -> dict:
     return {"type": "object", "additionalProperties": False, "required": ["question"],
             "properties": {"question": {"type": "string", "minLength": 8, "maxLength": max_chars}}}
 
@@ -128,12 +129,13 @@ def plan(chunks: list[dict], pairs_per_chunk: int, unanswerable_ratio: float, as
     return slots_by_chunk
 
 
-def messages_for(chunk: dict, slot: dict, prompt_set: dict[str, Any]) -> list[dict]:
+def messages_for(chunk: dict, slot: dict, prompt_set: dict[str, Any], teacher_answers: bool = True) -> list[dict]:
     """The chat messages of one slot's request."""
     if slot["type"] == "unanswerable":
         user = prompt_set["unanswerable"].format(excerpt=chunk["text"], topic=topic(chunk), aspect=slot["aspect"])
     else:
-        user = prompt_set["answerable"].format(sentence=slot["sentence"], topic=topic(chunk),
+        template = prompt_set["answerable"] if teacher_answers else prompt_set["question_only"]
+        user = template.format(sentence=slot["sentence"], topic=topic(chunk),
                                                type_hint=prompt_set["type_hints"][slot["type"]])
     return [{"role": "system", "content": prompt_set["system"]}, {"role": "user", "content": user}]
 
@@ -187,16 +189,20 @@ def check_answer(answer: str, sentence: str, min_overlap: float = 0.6) -> str | 
 
 
 def generate_chunk(endpoint: llm.Endpoint, chunk: dict, slots: list[dict], prompt_set: dict[str, Any], sha: str,
-                   temperature: float, max_tokens: int) -> dict:
-    """All slots of one chunk: {records, failures}. Bad responses become failures, never exceptions."""
+                   temperature: float, max_tokens: int, teacher_answers: bool = True) -> dict:
+    """All slots of one chunk: {records, failures}. Bad responses become failures, never exceptions.
+
+    Without teacher answers, an answerable slot's answer is its key sentence, verbatim."""
     records, failures, seen = [], [], set()
     for slot in slots:
         seed = endpoint.options.seed + 1000 * slot["slot"]
         unanswerable = slot["type"] == "unanswerable"
-        schema = unanswerable_schema() if unanswerable else answerable_schema()
+        asks_answer = teacher_answers and not unanswerable
+        schema = answerable_schema() if asks_answer else question_schema()
         where = {"chunk_id": chunk["id"], "slot": slot["slot"], "type": slot["type"]}
         try:
-            parsed, _ = llm.chat_json(endpoint, messages_for(chunk, slot, prompt_set), schema, name="qa_pair",
+            parsed, _ = llm.chat_json(endpoint, messages_for(chunk, slot, prompt_set, teacher_answers), schema,
+                                      name="qa_pair",
                                       max_tokens=max_tokens, temperature=temperature, seed=seed)
         except llm.LLMError as exc:
             failures.append({**where, "reason": f"llm: {exc}"})
@@ -210,7 +216,9 @@ def generate_chunk(endpoint: llm.Endpoint, chunk: dict, slots: list[dict], promp
             failures.append({**where, "reason": "question off topic", "question": question})
             continue
         answer, answer_source = chat.REFUSAL, "refusal"
-        if not unanswerable:
+        if not unanswerable and not asks_answer:
+            answer, answer_source = slot["sentence"], "evidence"
+        elif not unanswerable:
             answer, answer_source = " ".join(parsed["answer"].split()), "model"
             if check_answer(answer, slot["sentence"]):
                 # The key sentence is what the policy states: a faithful answer when the teacher's is not.
@@ -234,14 +242,16 @@ def generate_chunk(endpoint: llm.Endpoint, chunk: dict, slots: list[dict], promp
     return {"records": records, "failures": failures}
 
 
-def cache_key(chunk_id: str, sha: str, model: str, slots: list[dict], temperature: float, max_tokens: int, seed: int) -> str:
+def cache_key(chunk_id: str, sha: str, model: str, slots: list[dict], temperature: float, max_tokens: int, seed: int,
+              teacher_answers: bool = True) -> str:
     """What a chunk's cached result depends on: a change in any of these regenerates it."""
-    return io.content_hash(chunk_id, sha, model, slots, temperature, max_tokens, seed, RECORD_LOGIC_VERSION)
+    return io.content_hash(chunk_id, sha, model, slots, temperature, max_tokens, seed, teacher_answers,
+                           RECORD_LOGIC_VERSION)
 
 
 def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str | Path, *, pairs_per_chunk: int = 3,
                    unanswerable_ratio: float = 0.3, temperature: float = 0.7, max_tokens: int = 200,
-                   concurrency: int = 4, progress: bool = True) -> tuple[list[dict], dict]:
+                   concurrency: int = 4, progress: bool = True, teacher_answers: bool = True) -> tuple[list[dict], dict]:
     """Generate (or resume) pairs for all chunks; returns (records in chunk order, summary)."""
     from tqdm import tqdm
 
@@ -250,7 +260,7 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
     sha = prompt_sha(prompt_set)
     slots_by_chunk = plan(chunks, pairs_per_chunk, unanswerable_ratio, prompt_set["aspects"])
     keys = {c["id"]: cache_key(c["id"], sha, endpoint.model, slots_by_chunk[c["id"]], temperature, max_tokens,
-                               endpoint.options.seed) for c in chunks}
+                               endpoint.options.seed, teacher_answers) for c in chunks}
     cache = io.JsonlLog(cache_path)
     done = {entry["key"]: entry for entry in cache.records() if entry.get("key") in keys.values()}
     pending = [c for c in chunks if keys[c["id"]] not in done]
@@ -262,7 +272,8 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
     new_pairs = 0
 
     def work(chunk: dict) -> dict:
-        return generate_chunk(endpoint, chunk, slots_by_chunk[chunk["id"]], prompt_set, sha, temperature, max_tokens)
+        return generate_chunk(endpoint, chunk, slots_by_chunk[chunk["id"]], prompt_set, sha, temperature, max_tokens,
+                              teacher_answers)
 
     def finished(chunk: dict, result: dict | None, error: Exception | None) -> None:
         nonlocal new_pairs
@@ -292,6 +303,7 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
     summary.update({"chunks_from_cache": from_cache, "chunks_generated": len(pending), "new_pairs": new_pairs,
                     "seconds": round(seconds, 1), "pairs_per_second": round(new_pairs / max(seconds, 1e-9), 3),
                     "model": endpoint.model, "prompt_sha": sha, "pairs_per_chunk": pairs_per_chunk,
+                    "teacher_answers": teacher_answers,
                     "sampling": {"temperature": temperature, "seed": endpoint.options.seed, "max_tokens": max_tokens}})
     return records, summary
 

@@ -27,6 +27,9 @@ should would will shall may might must has have had if under in for to according
 _NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
 # Names of systems, forms and codes: capitalised inside a sentence, all caps, or with a digit.
 _NAME = re.compile(r"\b(?:[A-Z][a-z]+[A-Z]\w*|[A-Z]{2,}\w*|[A-Z]+-?\d+\w*)\b")
+# A small teacher sometimes writes about the task instead of asking ("What is the answer to the
+# following question: ...", "Question: ..."); employees never phrase a policy question that way.
+_META = re.compile(r"\b(question|answer)\s*:|\banswer to (the|this|that)\b|\b(following|above) question\b", re.I)
 _SENTENCE = re.compile(r"(?<=[.!?;])\s+|\n+|\s+-\s+|\s*\|\s*")
 
 
@@ -78,6 +81,8 @@ def question_well_formed(question: str, rules: Rules) -> str | None:
         return "neither ends with '?' nor starts like a question"
     if question.count("?") > 2:
         return "several questions in one"
+    if _META.search(question):
+        return "talks about the task, not the policy"
     return None
 
 

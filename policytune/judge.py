@@ -42,6 +42,10 @@ REMOTE_TOP_LOGPROBS = 20    # the OpenAI API's maximum
 MAX_KEY_WORDS = 4           # words scored per answer: numbers and names first (each costs 1-3 calls)
 PIECE_MARGIN = 2.0          # nats: how much less likely a longer matching piece may be and still win
 MAX_WORD_TOKENS = 4         # a word longer than this in tokens is judged on its first ones
+# An answer of at least this many words found verbatim in its excerpt is a copied policy sentence
+# (generation's evidence answers); a shorter copy may be the wrong number or name from elsewhere
+# in the excerpt, so it is still scored.
+VERBATIM_MIN_WORDS = 5
 WEAKEST_WORDS = 2           # the score follows the least supported words: one wrong number must count
 
 
@@ -123,6 +127,8 @@ def score_likelihood(endpoint: llm.Endpoint, record: dict, vote: int) -> dict:
     """Log-probabilities of the answer's key words with and without the excerpt (see module doc)."""
     if not record["answerable"]:
         return {"refusal": True}
+    if len(record["output"].split()) >= VERBATIM_MIN_WORDS and _squash(record["output"]) in _squash(record.get("context", "")):
+        return {"verbatim": True}  # a copied passage is the most support the excerpt can give: no call measures more
     lead = prompts.JUDGE_ANSWER_LEADS[vote % len(prompts.JUDGE_ANSWER_LEADS)]
     system = {"role": "system", "content": prompts.JUDGE_SYSTEM_PROMPT}
     with_excerpt = [system, {"role": "user", "content": prompts.JUDGE_CONTEXT_PROMPT.format(
@@ -139,10 +145,16 @@ def score_likelihood(endpoint: llm.Endpoint, record: dict, vote: int) -> dict:
     return {"words": [[text[s:e], round(i, 3), round(o, 3)] for (s, e), i, o in zip(spans, inside, outside)]}
 
 
+def _squash(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
 def likelihood_score(result: dict, threshold: float) -> tuple[float, str]:
     """1-5 score and reason from a cached likelihood result."""
     if result.get("refusal"):
         return threshold, "refusal: the reference point of likelihood scoring"
+    if result.get("verbatim"):
+        return 5.0, "the answer is copied verbatim from the excerpt"
     words = result.get("words") or []
     if not words:
         return 1.0, "the answer adds no word to the question"

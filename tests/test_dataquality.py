@@ -33,6 +33,10 @@ def test_question_must_be_a_question():
     assert heuristics.question_well_formed("Not specified in the provided excerpt.", RULES)
     assert heuristics.question_well_formed("How much notice is needed when reporting sickness?", RULES) is None
     assert heuristics.question_well_formed("Which system records timesheets", RULES) is None  # no '?' but asks
+    # A teacher writing about its task instead of asking about the policy.
+    assert heuristics.question_well_formed("What is the answer to the following question: how long is leave?", RULES)
+    assert heuristics.question_well_formed("Question: How does this apply to Annual Leave?", RULES)
+    assert heuristics.question_well_formed("Who should I contact with questions about leave?", RULES) is None
 
 
 def test_short_factual_answers_survive_and_bare_yes_or_copies_do_not():

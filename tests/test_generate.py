@@ -92,6 +92,25 @@ def test_records_carry_provenance_and_unanswerable_answers_are_the_exact_refusal
     assert abs(summary["unanswerable_ratio"] - 0.3) <= 0.1
 
 
+def test_evidence_answers_ask_only_for_a_question_and_answer_with_the_policy_sentence(tmp_path):
+    def question_only(body: dict) -> dict:
+        schema = body["response_format"]["json_schema"]["schema"]
+        assert "answer" not in schema["properties"], "the teacher was asked for an answer"
+        user = body["messages"][-1]["content"]
+        excerpt = re.search(r"<excerpt>\n(.*?)\n</excerpt>", user, re.S).group(1)
+        return {"question": f"What does the policy say about {' '.join(excerpt.split()[:6])} ({io.content_hash(user, length=6)})?"}
+
+    chunks = make_chunks(3)
+    with FaultServer(default=ok(question_only)) as server:
+        records, summary = run_generation(server.url, chunks, tmp_path / "cache.jsonl", pairs_per_chunk=3,
+                                          unanswerable_ratio=0.3, teacher_answers=False)
+    answerable = [r for r in records if r["answerable"]]
+    assert answerable and summary["failures"] == 0 and summary["teacher_answers"] is False
+    for record in answerable:
+        assert record["answer_source"] == "evidence" and record["answer"] == record["evidence"]
+        assert record["answer"] in next(c["text"] for c in chunks if c["id"] == record["chunk_id"])
+
+
 @pytest.mark.parametrize("fault", [invalid_json(), status(500), status(429, retry_after=1), hang(3),
                                    schema_mismatch(), length_cut()],
                          ids=["invalid_json", "500", "429_retry_after", "hang", "schema_mismatch", "length_cut"])
