@@ -207,9 +207,10 @@ def test_killed_run_resumes_from_its_checkpoint_not_from_zero(workdir, tiny_mode
     metrics = json.loads((workdir / "ckpt" / "metrics.json").read_text())
     assert metrics["resumed_from"] == f"checkpoint-{step}"
     assert metrics["global_step"] == step + 3 and metrics["steps_this_run"] == 3
-    # The loss history before the kill is kept, once per step.
-    assert metrics["train_loss_steps"] == sorted(set(metrics["train_loss_steps"]))
-    assert metrics["train_loss_steps"][-1] == step + 3
+    # The loss history before the kill is kept, once per step: the same steps an uninterrupted run logs.
+    assert metrics["train_loss_steps"] == list(range(1, step + 4))
+    assert metrics["eval_loss_steps"] == sorted(set(metrics["eval_loss_steps"]))
+    assert set(range(2, step + 4, 2)) <= set(metrics["eval_loss_steps"])
 
 
 @pytest.mark.slow
