@@ -1,0 +1,93 @@
+"""pipeline.py: stage flags reach their stage only, --from/--to select stages, a failing stage stops the
+run with its exit code and keeps what finished, a corrupt state file is a one-line error."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, run_script
+from policytune import config
+from test_preprocessing import write_sample
+from test_reliability import assert_one_line_error, snapshot
+
+
+def _pipeline():
+    """pipeline.py imported as a module (it is a script at the project root, not in the package)."""
+    if "pipeline_script" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("pipeline_script", ROOT / "pipeline.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["pipeline_script"] = module  # dataclasses look their module up here
+        spec.loader.exec_module(module)
+    return sys.modules["pipeline_script"]
+
+
+def test_stage_flags_pass_through_to_their_stage_only():
+    pipeline = _pipeline()
+    own, extra = pipeline.split_stage_flags(
+        ["--train.epochs", "2", "--from", "train", "--generate.pairs-per-chunk=4", "--quality.no-balance",
+         "--force", "--to", "evaluate", "--train.learning-rate", "-1e-4", "--data-dir", "d"])
+    assert own == ["--from-stage", "train", "--force", "--to-stage", "evaluate", "--data-dir", "d"]
+    assert extra == {"train": ["--epochs", "2", "--learning-rate", "-1e-4"], "generate": ["--pairs-per-chunk", "4"],
+                     "quality": ["--no-balance"]}
+
+    cfg = config.parse(pipeline.PipelineConfig, own)
+    assert (cfg.from_stage, cfg.to_stage, cfg.force, cfg.data_dir) == ("train", "evaluate", True, "d")
+    commands = {stage.name: stage.command for stage in pipeline.plan(cfg, extra)}
+    assert commands["train"][0] == "train.py" and commands["train"][-4:] == ["--epochs", "2", "--learning-rate", "-1e-4"]
+    assert commands["generate"][-2:] == ["--pairs-per-chunk", "4"] and commands["quality"][-1] == "--no-balance"
+    for name in ("parse", "preprocess", "evaluate", "deploy"):
+        assert not {"--epochs", "--pairs-per-chunk", "--no-balance"} & set(commands[name]), name
+    # A changed stage flag changes that stage's fingerprint, so the stage reruns.
+    again = {s.name: s for s in pipeline.plan(cfg, {**extra, "train": ["--epochs", "3"]})}
+    first = {s.name: s for s in pipeline.plan(cfg, extra)}
+    assert pipeline.fingerprint(again["train"]) != pipeline.fingerprint(first["train"])
+    assert pipeline.fingerprint(again["evaluate"]) == pipeline.fingerprint(first["evaluate"])
+
+
+def test_from_after_to_is_a_one_line_error(tmp_path):
+    result = run_script("pipeline.py", "--from", "train", "--to", "parse", "--data-dir", str(tmp_path / "data"), timeout=60)
+    assert_one_line_error(result, "--from-stage train comes after --to-stage parse")
+    assert not (tmp_path / "data").exists()
+
+
+def pipeline_run(tmp_path: Path, *flags: str):
+    return run_script("pipeline.py", "--data-dir", str(tmp_path / "data"), "--checkpoint-dir", str(tmp_path / "ckpt"),
+                      "--reports-dir", str(tmp_path / "reports"), *flags, timeout=120)
+
+
+def test_failing_stage_stops_the_pipeline_with_its_exit_code_and_keeps_earlier_outputs(tmp_path):
+    data = tmp_path / "data"
+    write_sample(data)
+    # --judge-votes 0 makes dataquality.py exit 2 before it reads anything.
+    failed = pipeline_run(tmp_path, "--from", "preprocess", "--to", "quality", "--quality.judge-votes", "0")
+    assert failed.returncode == 2, failed.stderr[-2000:]
+    assert "== preprocess:" in failed.stdout and "== quality:" in failed.stdout and "== train" not in failed.stdout
+    assert "error: --judge-votes must be at least 1" in failed.stderr
+    assert "pipeline stopped at stage 'quality' (exit 2)" in failed.stderr
+    kept = (data / "instructions.json").read_bytes()
+    state = json.loads((data / "pipeline_state.json").read_text())
+    assert set(state) == {"preprocess"} and not (data / "instructionquality.json").exists()
+
+    fixed = pipeline_run(tmp_path, "--from", "preprocess", "--to", "quality", "--quality.judge-mode", "off")
+    assert fixed.returncode == 0, fixed.stderr[-2000:]
+    assert "== preprocess: up to date, skipped" in fixed.stdout
+    assert "== quality: " in fixed.stdout and "--judge-mode off" in fixed.stdout and "== train" not in fixed.stdout
+    assert (data / "instructions.json").read_bytes() == kept
+    assert json.loads((data / "instructionquality.json").read_text())
+    assert set(json.loads((data / "pipeline_state.json").read_text())) == {"preprocess", "quality"}
+
+
+@pytest.mark.parametrize("content", ['{"parse": "3f2a', ""], ids=["truncated", "empty"])
+def test_corrupt_pipeline_state_is_a_one_line_error_and_nothing_runs(tmp_path, content):
+    data = tmp_path / "data"
+    write_sample(data)
+    (data / "pipeline_state.json").write_text(content)
+    before = snapshot(tmp_path)
+    result = pipeline_run(tmp_path, "--from", "preprocess", "--to", "quality")
+    assert_one_line_error(result, str(data / "pipeline_state.json"))
+    assert "== " not in result.stdout, "no stage may run on a state file that cannot be read"
+    assert snapshot(tmp_path) == before
