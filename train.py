@@ -70,6 +70,9 @@ class TrainConfig(config.Base):
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: half the physical cores, at least 1)"})
     seed: int = field(default=42, metadata={"help": "random seed (data order, LoRA init, dropout)"})
     resume: bool = field(default=False, metadata={"help": "continue from the last complete checkpoint in <checkpoint-dir>/trainer"})
+    fresh: bool = field(default=False, metadata={
+        "help": "start from step 0 even when <checkpoint-dir>/trainer holds a killed run with the same settings and "
+                "data (which is otherwise resumed automatically)"})
 
     def __post_init__(self) -> None:
         if self.lora_r <= 0 or self.lora_alpha <= 0:
@@ -78,6 +81,13 @@ class TrainConfig(config.Base):
             raise ValueError("--batch-size, --grad-accum and --max-length must be positive")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise ValueError("set --epochs or --max-steps to a positive number")
+
+
+def _read_key(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_text()).get("run_key")
+    except (OSError, ValueError, AttributeError):
+        return None  # a damaged key only means the run is not resumed
 
 
 def main(cfg: TrainConfig) -> None:
@@ -136,13 +146,21 @@ def main(cfg: TrainConfig) -> None:
     resume_from = None
     if is_main:
         training.remove_incomplete_checkpoints(trainer_dir)
-    if cfg.resume:
+    # A killed run with the same settings and data resumes by itself, so rerunning the command (or
+    # the pipeline) after a kill loses nothing; anything else starts clean.
+    run_key = io.content_hash({k: v for k, v in config.as_dict(cfg).items() if k not in ("resume", "fresh", "threads")},
+                              train_records, eval_records, world)
+    key_path = trainer_dir / "run_key.json"
+    same_run = key_path.exists() and _read_key(key_path) == run_key
+    if cfg.resume or (same_run and not cfg.fresh):
         resume_from = training.latest_complete_checkpoint(trainer_dir)
         if is_main:
-            print(f"resuming from {resume_from}" if resume_from else f"--resume: no checkpoint in {trainer_dir}, starting fresh",
+            print(f"resuming from {resume_from}" if resume_from else f"no checkpoint in {trainer_dir}, starting fresh",
                   flush=True)
     elif is_main and trainer_dir.exists():
         shutil.rmtree(trainer_dir)  # a fresh run must not resume or rotate a previous run's checkpoints
+    if is_main:
+        io.write_json_atomic(key_path, {"run_key": run_key})
 
     args = SFTConfig(
         output_dir=str(trainer_dir),
@@ -234,6 +252,7 @@ def main(cfg: TrainConfig) -> None:
         training.publish(staging, out_dir, last="metrics.json")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    key_path.unlink(missing_ok=True)  # finished: a rerun trains again instead of resuming a complete run
     print(f"adapter saved: {out_dir}/adapter_model.safetensors (best eval loss {metrics['best_eval_loss']}, "
           f"{metrics['tokens_per_second']} tokens/s, peak RSS {metrics['peak_rss_mb']} MB, {metrics['seconds']} s)", flush=True)
 

@@ -183,9 +183,10 @@ def test_tiny_model_trains_and_writes_a_reloadable_adapter(workdir, tiny_model):
 
 @pytest.mark.slow
 def test_killed_run_resumes_from_its_checkpoint_not_from_zero(workdir, tiny_model):
+    flags = ["--base-model", str(tiny_model), "--max-steps", "30", "--eval-steps", "2", "--early-stopping-patience", "0",
+             *TINY_FLAGS]
     command = [sys.executable, str(ROOT / "train.py"), "--data-dir", str(workdir / "data"),
-               "--checkpoint-dir", str(workdir / "ckpt"), "--base-model", str(tiny_model), "--max-steps", "400",
-               "--eval-steps", "2", "--early-stopping-patience", "0", *TINY_FLAGS]
+               "--checkpoint-dir", str(workdir / "ckpt"), *flags]
     process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     trainer_dir = workdir / "ckpt" / "trainer"
     deadline = time.monotonic() + 400  # a loaded shared CI machine needs minutes to import and load
@@ -198,19 +199,26 @@ def test_killed_run_resumes_from_its_checkpoint_not_from_zero(workdir, tiny_mode
         process.wait()
     assert not (workdir / "ckpt" / "metrics.json").exists()  # a killed run never looks finished
     step = int(training.latest_complete_checkpoint(trainer_dir).name.split("-")[1])
-    assert step < 400
+    assert step < 30
 
-    resumed = train(workdir, "--base-model", str(tiny_model), "--max-steps", str(step + 3), "--eval-steps", "2",
-                    "--early-stopping-patience", "0", "--resume", *TINY_FLAGS)
+    # The same command again (no --resume: what a pipeline rerun does) continues the killed run.
+    resumed = train(workdir, *flags)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming from {trainer_dir / f'checkpoint-{step}'}" in resumed.stdout
     metrics = json.loads((workdir / "ckpt" / "metrics.json").read_text())
     assert metrics["resumed_from"] == f"checkpoint-{step}"
-    assert metrics["global_step"] == step + 3 and metrics["steps_this_run"] == 3
+    assert metrics["global_step"] == 30 and metrics["steps_this_run"] == 30 - step
     # The loss history before the kill is kept, once per step: the same steps an uninterrupted run logs.
-    assert metrics["train_loss_steps"] == list(range(1, step + 4))
+    assert metrics["train_loss_steps"] == list(range(1, 31))
     assert metrics["eval_loss_steps"] == sorted(set(metrics["eval_loss_steps"]))
-    assert set(range(2, step + 4, 2)) <= set(metrics["eval_loss_steps"])
+    assert set(range(2, 31, 2)) <= set(metrics["eval_loss_steps"])
+    # A finished run is not resumed again, and other settings never resume a run that is not theirs.
+    assert not (trainer_dir / "run_key.json").exists()
+
+    # --resume continues explicitly even with changed settings (here: more steps).
+    more = train(workdir, *flags[:3], "31", *flags[4:], "--resume")
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert "resuming from" in more.stdout and json.loads((workdir / "ckpt" / "metrics.json").read_text())["global_step"] == 31
 
 
 @pytest.mark.slow
