@@ -66,8 +66,9 @@ class TrainConfig(config.Base):
     keep_best: bool = field(default=True, metadata={
         "help": "publish the checkpoint with the lowest eval loss (--no-keep-best: the last one)"})
     logging_steps: int = field(default=2, metadata={"help": "record the training loss every N steps"})
-    # Measured on a shared 2-core machine: 1 thread ran a step 3-4x faster than 2 (the other core was busy).
-    threads: int = field(default=0, metadata={"help": "torch CPU threads (0: half the physical cores, at least 1)"})
+    # Measured on an idle 2-core machine: 2 threads 88 tokens/s, 1 thread 63. When another job holds a
+    # core, 1 thread is 3-4x faster than 2: pass --threads 1 then.
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0: every physical core)"})
     seed: int = field(default=42, metadata={"help": "random seed (data order, LoRA init, dropout)"})
     resume: bool = field(default=False, metadata={"help": "continue from the last complete checkpoint in <checkpoint-dir>/trainer"})
     fresh: bool = field(default=False, metadata={
@@ -114,7 +115,7 @@ def main(cfg: TrainConfig) -> None:
 
     import psutil
 
-    torch.set_num_threads(cfg.threads or max(1, (psutil.cpu_count(logical=False) or 2) // 2))
+    torch.set_num_threads(cfg.threads or max(1, psutil.cpu_count(logical=False) or 1))
     on_cuda = torch.cuda.is_available()
     quantization = ("4bit" if on_cuda else "none") if cfg.quantization == "auto" else cfg.quantization
     tokenizer = models.load_tokenizer(base)
