@@ -64,11 +64,15 @@ def question_schema(max_chars: int = 150) -> dict:
             "properties": {"question": {"type": "string", "minLength": 8, "maxLength": max_chars}}}
 
 
+_CAPTION = re.compile(r"(Table|Figure|Chart)\s+[\dA-Z]+[.:]", re.I)
+
+
 def sentences(text: str) -> list[str]:
     """Sentences and list items of a chunk long enough to hold an answer."""
     parts = re.split(r"(?<=[.!?])\s+(?=[A-Z(])|\n+", text)
     cleaned = [re.sub(r"^[\s\-*•|]+", "", p).strip() for p in parts]
-    return [s for s in cleaned if len(s.split()) >= MIN_SENTENCE_WORDS]
+    # A caption names a table; it states nothing an employee could ask about.
+    return [s for s in cleaned if len(s.split()) >= MIN_SENTENCE_WORDS and not _CAPTION.match(s)]
 
 
 def topic(chunk: dict) -> str:

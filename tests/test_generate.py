@@ -273,3 +273,9 @@ def test_unanswerable_surplus_from_failed_answerable_slots_is_trimmed_to_the_rat
     assert summary["failures"] > 0 and summary["dropped"]
     assert abs(summary["unanswerable_ratio"] - 0.3) <= 0.1
     assert all(d["reason"].startswith("rebalanced") for d in summary["dropped"])
+
+
+def test_table_captions_are_not_key_sentences():
+    text = ("Table 4: Minimum notice and approval for planned leave\n"
+            "Employees must give at least 4 weeks notice for leave of more than 5 days.")
+    assert generate.sentences(text) == ["Employees must give at least 4 weeks notice for leave of more than 5 days."]
