@@ -28,6 +28,9 @@ class GenerationConfig(llm.LLMOptions):
     ocr: bool = field(default=False, metadata={"help": "OCR pages without a text layer (needs the 'ocr' extra: onnxruntime + rapidocr)"})
     artifacts_path: str = field(default="", metadata={"help": "Docling's real model folder (else DOCLING_ARTIFACTS_PATH); empty: rule-based layout"})
     pairs_per_chunk: int = field(default=3, metadata={"help": "questions asked per chunk (one request each); 3 keeps the sample near 3 minutes on 2 cores"})
+    questions_per_fact: int = field(default=2, metadata={
+        "help": "answerable questions asked about each key sentence (different phrasings of one fact; "
+                "train.py holds one phrasing out for evaluation)"})
     unanswerable_ratio: float = field(default=0.3, metadata={"help": "share of questions the chunk does not answer (answer: the exact refusal)"})
     temperature: float = field(default=0.7, metadata={"help": "teacher sampling temperature (>0 so the slots of one chunk differ)"})
     max_tokens: int = field(default=200, metadata={"help": "max tokens per teacher reply; a reply cut here is retried, then skipped"})
@@ -41,6 +44,8 @@ class GenerationConfig(llm.LLMOptions):
     def __post_init__(self) -> None:
         if not 0.0 <= self.unanswerable_ratio <= 1.0:
             raise config.UserError(f"--unanswerable-ratio must be between 0 and 1, got {self.unanswerable_ratio}")
+        if self.questions_per_fact < 1:
+            raise config.UserError(f"--questions-per-fact must be at least 1, got {self.questions_per_fact}")
         if self.pairs_per_chunk < 1:
             raise config.UserError(f"--pairs-per-chunk must be at least 1, got {self.pairs_per_chunk}")
 
@@ -82,7 +87,8 @@ def main(cfg: GenerationConfig) -> None:
         records, summary = generate.generate_pairs(
             endpoint, chunks, cfg.data_path("syntheticdata.cache.jsonl"), pairs_per_chunk=cfg.pairs_per_chunk,
             unanswerable_ratio=cfg.unanswerable_ratio, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
-            concurrency=cfg.concurrency, progress=cfg.progress, teacher_answers=teacher_answers)
+            concurrency=cfg.concurrency, progress=cfg.progress, teacher_answers=teacher_answers,
+            questions_per_fact=cfg.questions_per_fact)
     io.write_json_atomic(output_path, records)
     io.write_json_atomic(cfg.data_path("syntheticdata_summary.json"), summary)
     print(generate.format_summary(summary), flush=True)

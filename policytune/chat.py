@@ -9,10 +9,11 @@ from __future__ import annotations
 
 REFUSAL = "Not specified in the provided excerpt."
 
+# Kept short on purpose: it is in every training example, and on a CPU its tokens were half the
+# compute of a typical example (52 of 104 tokens) with the longer wording.
 SYSTEM_PROMPT = (
-    "You are a policy assistant for this organisation. Answer only with what the organisation's "
-    "policy states, briefly and exactly (numbers, names of systems and forms as written). If the "
-    f"policy does not state the answer, reply exactly: {REFUSAL}"
+    "Answer from the organisation's policy only, with its exact numbers and names. "
+    f"If the policy does not say, reply exactly: {REFUSAL}"
 )
 
 IM_START = "<|im_start|>"

@@ -86,10 +86,14 @@ def _types_of(sentence: str) -> list[str]:
     return [t for t in TYPES if _TYPE_CUES[t].search(sentence)]
 
 
-def plan(chunks: list[dict], pairs_per_chunk: int, unanswerable_ratio: float, aspects: dict[str, list[str]]) -> dict[str, list[dict]]:
+def plan(chunks: list[dict], pairs_per_chunk: int, unanswerable_ratio: float, aspects: dict[str, list[str]],
+         questions_per_fact: int = 1) -> dict[str, list[dict]]:
     """Decide every slot of every chunk: answerable (type + key sentence) or unanswerable (aspect).
 
-    A rounding accumulator over all slots in chunk order hits the ratio exactly; a slot meant to be
+    With questions_per_fact > 1 a key sentence is asked about that many times (another slot, seed
+    and, where the sentence allows, another question type) before the next sentence is taken: a
+    closed-book model learns a fact from several phrasings, and a held-out phrasing then measures
+    whether it learned the fact rather than the wording. A rounding accumulator over all slots in chunk order hits the ratio exactly; a slot meant to be
     unanswerable whose chunk mentions every aspect, or answerable in a chunk with no usable
     sentence, switches kind (the summary reports the achieved ratio).
     """
@@ -101,6 +105,7 @@ def plan(chunks: list[dict], pairs_per_chunk: int, unanswerable_ratio: float, as
         silent = [a for a, cues in aspects.items() if not any(cue.lower() in lowered for cue in cues)]
         candidates = sentences(text)
         used: set[str] = set()
+        asked: Counter[str] = Counter()
         offset = int(io.content_hash(chunk["id"], length=8), 16)
         slots = []
         answerable_index = unanswerable_index = 0
@@ -120,6 +125,13 @@ def plan(chunks: list[dict], pairs_per_chunk: int, unanswerable_ratio: float, as
                 continue
             wanted = TYPES[(offset + answerable_index) % len(TYPES)]
             answerable_index += 1
+            previous = next((s for s in reversed(slots) if s["type"] != "unanswerable"), None)
+            if previous and asked[previous["sentence"]] < questions_per_fact:
+                sentence = previous["sentence"]
+                other = [t for t in _types_of(sentence) if t != previous["type"]]
+                asked[sentence] += 1
+                slots.append({"slot": index, "type": other[0] if other else previous["type"], "sentence": sentence})
+                continue
             fresh = [s for s in candidates if s not in used] or candidates
             matching = [s for s in fresh if wanted in _types_of(s)]
             if matching:
@@ -128,6 +140,7 @@ def plan(chunks: list[dict], pairs_per_chunk: int, unanswerable_ratio: float, as
                 sentence = fresh[0]
                 kind = (_types_of(sentence) or ["procedure"])[0]
             used.add(sentence)
+            asked[sentence] += 1
             slots.append({"slot": index, "type": kind, "sentence": sentence})
         slots_by_chunk[chunk["id"]] = slots
     return slots_by_chunk
@@ -255,14 +268,15 @@ def cache_key(chunk_id: str, sha: str, model: str, slots: list[dict], temperatur
 
 def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str | Path, *, pairs_per_chunk: int = 3,
                    unanswerable_ratio: float = 0.3, temperature: float = 0.7, max_tokens: int = 200,
-                   concurrency: int = 4, progress: bool = True, teacher_answers: bool = True) -> tuple[list[dict], dict]:
+                   concurrency: int = 4, progress: bool = True, teacher_answers: bool = True,
+                   questions_per_fact: int = 1) -> tuple[list[dict], dict]:
     """Generate (or resume) pairs for all chunks; returns (records in chunk order, summary)."""
     from tqdm import tqdm
 
     started = time.perf_counter()
     prompt_set = prompts()
     sha = prompt_sha(prompt_set)
-    slots_by_chunk = plan(chunks, pairs_per_chunk, unanswerable_ratio, prompt_set["aspects"])
+    slots_by_chunk = plan(chunks, pairs_per_chunk, unanswerable_ratio, prompt_set["aspects"], questions_per_fact)
     keys = {c["id"]: cache_key(c["id"], sha, endpoint.model, slots_by_chunk[c["id"]], temperature, max_tokens,
                                endpoint.options.seed, teacher_answers) for c in chunks}
     cache = io.JsonlLog(cache_path)
@@ -307,7 +321,7 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
     summary.update({"chunks_from_cache": from_cache, "chunks_generated": len(pending), "new_pairs": new_pairs,
                     "seconds": round(seconds, 1), "pairs_per_second": round(new_pairs / max(seconds, 1e-9), 3),
                     "model": endpoint.model, "prompt_sha": sha, "pairs_per_chunk": pairs_per_chunk,
-                    "teacher_answers": teacher_answers,
+                    "teacher_answers": teacher_answers, "questions_per_fact": questions_per_fact,
                     "sampling": {"temperature": temperature, "seed": endpoint.options.seed, "max_tokens": max_tokens}})
     return records, summary
 

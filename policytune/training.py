@@ -46,7 +46,8 @@ def split_records(records: list[dict], eval_fraction: float) -> tuple[list[dict]
     """Deterministic train/eval split, stratified by `answerable`, ordered by a hash of each id.
 
     Each stratum gives round(n * fraction) records to eval (at least one when the stratum has two or
-    more and the fraction is positive), so refusals are measured even in small datasets.
+    more and the fraction is positive), so refusals are measured even in small datasets. Answerable
+    records held out are, where possible, other phrasings of facts the training split keeps.
     """
     if not 0.0 <= eval_fraction < 1.0:
         raise UserError(f"--eval-fraction must be in [0, 1), got {eval_fraction}")
@@ -56,6 +57,8 @@ def split_records(records: list[dict], eval_fraction: float) -> tuple[list[dict]
         n_eval = round(len(stratum) * eval_fraction)
         if eval_fraction > 0 and n_eval == 0 and len(stratum) >= 2:
             n_eval = 1
+        if answerable:
+            stratum = _facts_first(stratum)
         held_out += stratum[:n_eval]
         train += stratum[n_eval:]
     # Keep the input order inside each split: stable files, easy diffs between runs.
@@ -63,6 +66,21 @@ def split_records(records: list[dict], eval_fraction: float) -> tuple[list[dict]
     train.sort(key=lambda r: order[id(r)])
     held_out.sort(key=lambda r: order[id(r)])
     return train, held_out
+
+
+def _facts_first(stratum: list[dict]) -> list[dict]:
+    """Order answerable records so the held-out ones ask about a fact that training still teaches.
+
+    Records with the same answer ask about one fact (generation's --questions-per-fact). One of each
+    such group comes first, in hash order, and the others stay behind it, so a held-out question is
+    a new phrasing of a trained fact: a closed-book model cannot know a fact it never saw.
+    """
+    groups: dict[str, list[dict]] = {}
+    for record in stratum:
+        groups.setdefault(" ".join(str(record.get("output", "")).lower().split()), []).append(record)
+    first = [group[0] for group in groups.values() if len(group) >= 2]
+    chosen = {id(r) for r in first}
+    return first + [r for r in stratum if id(r) not in chosen]
 
 
 @dataclass

@@ -99,6 +99,19 @@ def test_split_is_stratified_deterministic_and_disjoint():
     assert len(train_a) + len(eval_a) == len(records)
 
 
+def test_held_out_questions_are_new_phrasings_of_trained_facts():
+    facts = [f"Employees in office {i} receive {10 + i} days of paid leave per year." for i in range(10)]
+    records = [{"id": f"{i}-{n}", "instruction": f"Question {n} about office {i}?", "output": fact, "answerable": True}
+               for i, fact in enumerate(facts) for n in range(2)]
+    records += [{"id": f"single-{i}", "instruction": f"Lone question {i}?", "output": f"Lone fact {i}.", "answerable": True}
+                for i in range(10)]
+    train, held_out = training.split_records(records, 0.2)
+    assert len(held_out) == 6
+    trained_answers = {r["output"] for r in train}
+    assert all(r["output"] in trained_answers for r in held_out), "a held-out fact was never trained"
+    assert {r["id"] for r in training.split_records(list(reversed(records)), 0.2)[1]} == {r["id"] for r in held_out}
+
+
 def test_examples_tokenise_exactly_like_the_chat_format(embedded_base):
     from policytune import models
 
