@@ -71,8 +71,9 @@ def sentences(text: str) -> list[str]:
     """Sentences and list items of a chunk long enough to hold an answer."""
     parts = re.split(r"(?<=[.!?])\s+(?=[A-Z(])|\n+", text)
     cleaned = [re.sub(r"^[\s\-*•|]+", "", p).strip() for p in parts]
-    # A caption names a table; it states nothing an employee could ask about.
-    return [s for s in cleaned if len(s.split()) >= MIN_SENTENCE_WORDS and not _CAPTION.match(s)]
+    # A caption or a header row names a table's parts; neither states anything an employee could ask about.
+    return [s for s in cleaned if len(s.split()) >= MIN_SENTENCE_WORDS and not _CAPTION.match(s)
+            and not ("|" in s and not re.search(r"\d", s))]
 
 
 def topic(chunk: dict) -> str:

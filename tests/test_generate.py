@@ -275,7 +275,8 @@ def test_unanswerable_surplus_from_failed_answerable_slots_is_trimmed_to_the_rat
     assert all(d["reason"].startswith("rebalanced") for d in summary["dropped"])
 
 
-def test_table_captions_are_not_key_sentences():
+def test_table_captions_and_header_rows_are_not_key_sentences():
     text = ("Table 4: Minimum notice and approval for planned leave\n"
+            "| Leave type | Paid weeks | Pay rate | Eligibility |\n"
             "Employees must give at least 4 weeks notice for leave of more than 5 days.")
     assert generate.sentences(text) == ["Employees must give at least 4 weeks notice for leave of more than 5 days."]
