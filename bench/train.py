@@ -36,7 +36,7 @@ class TrainBenchConfig(config.Base):
     max_length: int = field(default=384, metadata={"help": "train.py's --max-length: the naive baseline pads to it"})
     lora_r: int = field(default=64, metadata={"help": "LoRA rank (train.py's default)"})
     lora_alpha: int = field(default=128, metadata={"help": "LoRA alpha (train.py's default)"})
-    threads: int = field(default=1, metadata={"help": "torch threads (train.py's default on this box: half the physical cores = 1)"})
+    threads: int = field(default=1, metadata={"help": "torch threads (1: comparable on a shared box; train.py uses every physical core)"})
     rounds: int = field(default=1, metadata={"help": "interleaved rounds of the two variants; best of each kept"})
     input: str = field(default="", metadata={"help": "instruction records (default: data/train_split.json or instructionquality.json, else built-in)"})
 
