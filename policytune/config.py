@@ -98,8 +98,10 @@ def parse(cls: type[T], argv: list[str] | None = None, description: str | None =
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         elif typing.get_origin(typ) is list:
             # Repeatable (`--pdf a.pdf --pdf b.pdf`) and comma-separated both work.
-            parser.add_argument(flag, dest=f.name, action="append", default=None, help=help_text,
-                                choices=f.metadata.get("choices"))
+            # Choices are checked per item after splitting (argparse would see "a,b" as one value).
+            choices = f.metadata.get("choices")
+            parser.add_argument(flag, dest=f.name, action="append", default=None,
+                                help=help_text + (f"; each one of {list(choices)}" if choices else ""))
         else:
             parser.add_argument(flag, dest=f.name, default=None, help=help_text, choices=f.metadata.get("choices"))
     args = parser.parse_args(argv)
@@ -122,8 +124,13 @@ def parse(cls: type[T], argv: list[str] | None = None, description: str | None =
     try:
         for f in fields:
             choices = f.metadata.get("choices")
-            if choices and f.name in converted and converted[f.name] not in choices:
-                raise UserError(f"--{f.name.replace('_', '-')}: {converted[f.name]!r} is not one of {list(choices)}")
+            if not choices or f.name not in converted:
+                continue
+            value = converted[f.name]
+            # A list field's choices apply to each item (comma-separated values skip argparse's check).
+            for item in value if isinstance(value, list) else [value]:
+                if item not in choices:
+                    raise UserError(f"--{f.name.replace('_', '-')}: {item!r} is not one of {list(choices)}")
         return cls(**converted)
     except (TypeError, ValueError) as exc:
         raise UserError(str(exc)) from None

@@ -20,6 +20,22 @@ class DemoConfig(config.Base):
     names: list[str] = field(default_factory=list)
 
 
+@dataclass
+class ChoiceConfig(config.Base):
+    mode: str = field(default="a", metadata={"choices": ["a", "b"]})
+    parts: list[str] = field(default_factory=lambda: ["x"], metadata={"choices": ["x", "y"]})
+
+
+def test_choices_are_checked_for_single_and_list_values(monkeypatch):
+    assert config.parse(ChoiceConfig, ["--parts", "x,y", "--mode", "b"]).parts == ["x", "y"]
+    assert config.parse(ChoiceConfig, ["--parts", "x", "--parts", "y"]).parts == ["x", "y"]
+    with pytest.raises(config.UserError, match="'z' is not one of"):
+        config.parse(ChoiceConfig, ["--parts", "x,z"])
+    monkeypatch.setenv("POLICYTUNE_MODE", "c")
+    with pytest.raises(config.UserError, match="'c' is not one of"):
+        config.parse(ChoiceConfig, [])
+
+
 def test_flags_override_env_override_defaults(monkeypatch):
     assert config.parse(DemoConfig, []).steps == 3
     monkeypatch.setenv("POLICYTUNE_STEPS", "5")
