@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from policytune.io import write_bytes_atomic
 from reportlab.lib import colors
 from reportlab.lib.enums import TA_CENTER
 from reportlab.lib.pagesizes import A4
@@ -442,26 +441,6 @@ def render_pdf(doc: PolicyDoc) -> bytes:
     return pdf
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write bytes so readers never observe a half-written PDF."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # mkstemp creates 0600 files; the PDF is a shared, committed artefact.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point: parse the source, render, write the PDF."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -473,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
 
     doc = parse_markdown(args.source.read_text(encoding="utf-8"))
     pdf = render_pdf(doc)
-    write_atomic(args.out, pdf)
+    write_bytes_atomic(args.out, pdf)
     print(f"wrote {args.out} ({len(pdf):,} bytes)")
     return 0
 
