@@ -9,7 +9,6 @@ Outputs: data/chunks.json, then data/syntheticdata.json.
 """
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from dataclasses import dataclass, field
@@ -82,7 +81,7 @@ def main(cfg: GenerationConfig) -> None:
     # Generation: one request per (chunk, slot); finished chunks land in a resume cache first.
     output_path = cfg.data_path("syntheticdata.json")
     with llm.connect(cfg) as endpoint:
-        embedded_teacher = endpoint.local and not (cfg.teacher_gguf or os.environ.get("POLICYTUNE_TEACHER_GGUF"))
+        embedded_teacher = endpoint.local and not cfg.teacher_gguf  # POLICYTUNE_TEACHER_GGUF is read into it by config
         teacher_answers = cfg.answers == "teacher" or (cfg.answers == "auto" and not embedded_teacher)
         records, summary = generate.generate_pairs(
             endpoint, chunks, cfg.data_path("syntheticdata.cache.jsonl"), pairs_per_chunk=cfg.pairs_per_chunk,

@@ -94,7 +94,9 @@ def plan(chunks: list[dict], pairs_per_chunk: int, unanswerable_ratio: float, as
     With questions_per_fact > 1 a key sentence is asked about that many times (another slot, seed
     and, where the sentence allows, another question type) before the next sentence is taken: a
     closed-book model learns a fact from several phrasings, and a held-out phrasing then measures
-    whether it learned the fact rather than the wording. A rounding accumulator over all slots in chunk order hits the ratio exactly; a slot meant to be
+    whether it learned the fact rather than the wording.
+
+    A rounding accumulator over all slots in chunk order hits the ratio exactly; a slot meant to be
     unanswerable whose chunk mentions every aspect, or answerable in a chunk with no usable
     sentence, switches kind (the summary reports the achieved ratio).
     """
@@ -105,8 +107,7 @@ def plan(chunks: list[dict], pairs_per_chunk: int, unanswerable_ratio: float, as
         lowered = text.lower()
         silent = [a for a, cues in aspects.items() if not any(cue.lower() in lowered for cue in cues)]
         candidates = sentences(text)
-        used: set[str] = set()
-        asked: Counter[str] = Counter()
+        asked: Counter[str] = Counter()  # key sentence -> questions planned about it
         offset = int(io.content_hash(chunk["id"], length=8), 16)
         slots = []
         answerable_index = unanswerable_index = 0
@@ -133,14 +134,13 @@ def plan(chunks: list[dict], pairs_per_chunk: int, unanswerable_ratio: float, as
                 asked[sentence] += 1
                 slots.append({"slot": index, "type": other[0] if other else previous["type"], "sentence": sentence})
                 continue
-            fresh = [s for s in candidates if s not in used] or candidates
+            fresh = [s for s in candidates if s not in asked] or candidates
             matching = [s for s in fresh if wanted in _types_of(s)]
             if matching:
                 sentence, kind = matching[0], wanted
             else:
                 sentence = fresh[0]
                 kind = (_types_of(sentence) or ["procedure"])[0]
-            used.add(sentence)
             asked[sentence] += 1
             slots.append({"slot": index, "type": kind, "sentence": sentence})
         slots_by_chunk[chunk["id"]] = slots
@@ -154,7 +154,7 @@ def messages_for(chunk: dict, slot: dict, prompt_set: dict[str, Any], teacher_an
     else:
         template = prompt_set["answerable"] if teacher_answers else prompt_set["question_only"]
         user = template.format(sentence=slot["sentence"], topic=topic(chunk),
-                                               type_hint=prompt_set["type_hints"][slot["type"]])
+                               type_hint=prompt_set["type_hints"][slot["type"]])
     return [{"role": "system", "content": prompt_set["system"]}, {"role": "user", "content": user}]
 
 
@@ -220,8 +220,7 @@ def generate_chunk(endpoint: llm.Endpoint, chunk: dict, slots: list[dict], promp
         where = {"chunk_id": chunk["id"], "slot": slot["slot"], "type": slot["type"]}
         try:
             parsed, _ = llm.chat_json(endpoint, messages_for(chunk, slot, prompt_set, teacher_answers), schema,
-                                      name="qa_pair",
-                                      max_tokens=max_tokens, temperature=temperature, seed=seed)
+                                      name="qa_pair", max_tokens=max_tokens, temperature=temperature, seed=seed)
         except llm.LLMError as exc:
             failures.append({**where, "reason": f"llm: {exc}"})
             continue
@@ -233,10 +232,11 @@ def generate_chunk(endpoint: llm.Endpoint, chunk: dict, slots: list[dict], promp
         if not on_topic(question, reference):
             failures.append({**where, "reason": "question off topic", "question": question})
             continue
-        answer, answer_source = chat.REFUSAL, "refusal"
-        if not unanswerable and not asks_answer:
+        if unanswerable:
+            answer, answer_source = chat.REFUSAL, "refusal"
+        elif not asks_answer:
             answer, answer_source = slot["sentence"], "evidence"
-        elif not unanswerable:
+        else:
             answer, answer_source = " ".join(parsed["answer"].split()), "model"
             if check_answer(answer, slot["sentence"]):
                 # The key sentence is what the policy states: a faithful answer when the teacher's is not.

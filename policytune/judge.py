@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from policytune import heuristics, io, llm
+from policytune import heuristics, io, llm, normalize
 
 try:
     import generated_prompt as prompts
@@ -127,7 +127,8 @@ def score_likelihood(endpoint: llm.Endpoint, record: dict, vote: int) -> dict:
     """Log-probabilities of the answer's key words with and without the excerpt (see module doc)."""
     if not record["answerable"]:
         return {"refusal": True}
-    if len(record["output"].split()) >= VERBATIM_MIN_WORDS and _squash(record["output"]) in _squash(record.get("context", "")):
+    answer = normalize.normalize_text(record["output"]).lower()
+    if len(answer.split()) >= VERBATIM_MIN_WORDS and answer in normalize.normalize_text(record.get("context", "")).lower():
         return {"verbatim": True}  # a copied passage is the most support the excerpt can give: no call measures more
     lead = prompts.JUDGE_ANSWER_LEADS[vote % len(prompts.JUDGE_ANSWER_LEADS)]
     system = {"role": "system", "content": prompts.JUDGE_SYSTEM_PROMPT}
@@ -143,10 +144,6 @@ def score_likelihood(endpoint: llm.Endpoint, record: dict, vote: int) -> dict:
                for (start, end), (_, pieces) in zip(spans, inside)]
     inside = [logprob for logprob, _ in inside]
     return {"words": [[text[s:e], round(i, 3), round(o, 3)] for (s, e), i, o in zip(spans, inside, outside)]}
-
-
-def _squash(text: str) -> str:
-    return " ".join(text.lower().split())
 
 
 def likelihood_score(result: dict, threshold: float) -> tuple[float, str]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from policytune import chat
+from policytune import chat, normalize
 from policytune.config import UserError
 
 IGNORE_INDEX = -100  # label value the loss skips (PyTorch's CrossEntropyLoss ignore_index)
@@ -77,7 +77,7 @@ def _facts_first(stratum: list[dict]) -> list[dict]:
     """
     groups: dict[str, list[dict]] = {}
     for record in stratum:
-        groups.setdefault(" ".join(str(record.get("output", "")).lower().split()), []).append(record)
+        groups.setdefault(normalize.question_key(str(record.get("output", ""))), []).append(record)
     first = [group[0] for group in groups.values() if len(group) >= 2]
     chosen = {id(r) for r in first}
     return first + [r for r in stratum if id(r) not in chosen]
