@@ -16,11 +16,15 @@ from typing import Any, Iterable
 from policytune.config import UserError
 
 
+# Read once: os.umask can only be read by setting it, and setting it to 0 on every write would,
+# for that instant, give files other threads create (resume logs, server temp files) mode 0666.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def _publish(tmp: str, path: Path) -> None:
     # mkstemp creates 0600 files; outputs are ordinary files the user and their tools read.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    os.chmod(tmp, 0o666 & ~_UMASK)
     os.replace(tmp, path)
 
 
