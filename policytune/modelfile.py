@@ -2,9 +2,11 @@
 
 Ollama renders a template without `.Messages` once per exchange; for the turn the model must
 answer it drops the `{{ .Response }}` action and everything after it (ollama/template/template.go),
-so what the model sees is the text up to `.Response`. `render_go_template` implements that subset
-of Go's text/template (`{{ .Field }}`, `{{ if .Field }}...{{ else }}...{{ end }}`, `{{-`/`-}}`
-trimming) so the check needs no Go toolchain; anything else in a template is an error, not a guess.
+so what the model sees is the text up to `.Response`; a template that names neither `.Response` nor
+`.Messages` gets a `{{ .Response }}` appended when Ollama parses it. `render_go_template` implements
+that subset of Go's text/template (`{{ .Field }}`, `{{ if .Field }}...{{ else }}...{{ end }}`,
+`{{-`/`-}}` trimming of ASCII spaces, tabs and newlines) so the check needs no Go toolchain; anything
+else in a template is an error, not a guess. tests/test_modelfile_go.py holds it against Go's.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from policytune import chat, io
 from policytune.config import UserError
 
 _ACTION = re.compile(r"\{\{(-?)\s*(.*?)\s*(-?)\}\}", re.S)
+_GO_SPACE = " \t\r\n"  # what Go's trim markers remove (not Unicode spaces such as U+00A0)
 
 
 class TemplateError(UserError):
@@ -30,15 +33,15 @@ def _tokens(template: str) -> list[tuple[str, str]]:
     for match in _ACTION.finditer(template):
         text = template[pos:match.start()]
         if trim_next:
-            text = text.lstrip()
+            text = text.lstrip(_GO_SPACE)
         if match.group(1):
-            text = text.rstrip()
+            text = text.rstrip(_GO_SPACE)
         tokens.append(("text", text))
         tokens.append(("action", match.group(2)))
         trim_next = bool(match.group(3))
         pos = match.end()
     text = template[pos:]
-    tokens.append(("text", text.lstrip() if trim_next else text))
+    tokens.append(("text", text.lstrip(_GO_SPACE) if trim_next else text))
     return tokens
 
 
@@ -55,7 +58,11 @@ def render_go_template(template: str, values: dict[str, str], cut_at_response: b
     # Stack of (branch taken, currently emitting) for nested ifs.
     stack: list[tuple[bool, bool]] = []
     emitting = True
-    for kind, value in _tokens(template):
+    tokens = _tokens(template)
+    named = " ".join(value for kind, value in tokens if kind == "action")
+    if "Response" in values and not re.search(r"\.(response|messages)\b", named, re.I):
+        tokens.append(("action", ".Response"))  # as Ollama's parser does
+    for kind, value in tokens:
         if kind == "text":
             if emitting:
                 out.append(value)

@@ -33,13 +33,16 @@ LLAMA3_TEMPLATE = (
     "{{ if .Prompt }}<|start_header_id|>user<|end_header_id|>\n\n{{ .Prompt }}<|eot_id|>{{ end }}"
     "<|start_header_id|>assistant<|end_header_id|>\n\n{{ .Response }}<|eot_id|>"
 )
-# Templates within the subset policytune's renderer claims: trim markers, else branches, .Response
-# inside a branch.
+# Templates within the subset policytune's renderer claims: trim markers (which remove ASCII
+# whitespace only, not a no-break space), else branches, .Response inside a branch, and no .Response
+# at all (Ollama appends one).
 SUBSET_TEMPLATES = {
     "chatml": chat.OLLAMA_TEMPLATE,
     "llama3": LLAMA3_TEMPLATE,
     "trimmed": "{{- if .System }}S={{ .System }}{{ else }}none{{ end -}}  \n|{{ .Prompt }}\n  {{- .Response }} tail",
     "response_in_branch": "{{ if .Prompt }}Q: {{ .Prompt }}\nA: {{ .Response }}.{{ else }}empty{{ end }}\n--",
+    "no_break_space_at_trim": "<p> {{- .Prompt -}} \u00a0\t\n|{{ .Response }}",
+    "no_response": "{{ if .System }}{{ .System }}\n{{ end }}{{ .Prompt }}\n",
 }
 
 
