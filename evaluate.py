@@ -6,25 +6,37 @@ answers with it enabled. Besides answer scores it measures how far the adapter m
 distributions (KL(tuned || base), top-1 agreement) and how much probability each model puts on
 starting the refusal.
 
-    uv run python evaluate.py                               # data/eval_split.json vs checkpoints/
-    uv run python evaluate.py --gold gold.jsonl             # your own questions (JSON lines)
+    uv run python evaluate.py                               # data/eval_split.json (+ sample/gold.jsonl on the sample)
+    uv run python evaluate.py --gold gold.jsonl             # your own questions (JSON lines) instead
     uv run python evaluate.py --gold gold.jsonl --eval-file data/eval_split.json   # both
+    uv run python evaluate.py --gold none                   # the held-out split only, even on the sample
     uv run python evaluate.py --adapter runs/a --limit 20 --batch-size 4 --threads 1
 
 Gold lines: {"id": "...", "question": "...", "answer": "...", "answerable": true,
-"keywords": ["25|twenty-five", "days"]}; only id and question are required.
+"keywords": ["25|twenty-five", "days"], "section": "4.2", "type": "numeric"}; only id and question
+are required. With the default `--gold auto`, the hand-written sample/gold.jsonl is scored beside
+the held-out split when <data-dir>/chunks.json holds only the bundled sample policy. Each question
+keeps its split ("held_out" or "gold"), and metrics, 95% bootstrap intervals and the per-section
+table are reported per split, never pooled.
 Writes reports/eval.json, reports/eval.md and a self-contained reports/eval.html.
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from policytune import chat, config, io, metrics, models, report
+
+# The bundled sample policy and its hand-written gold questions: `--gold auto` uses them together only.
+SAMPLE_DOC = "sample_policy.pdf"            # chunks.json names a document by its file name
+SAMPLE_COMPANY = "Northwind Analytics"      # the sample's fictional employer: a renamed own PDF is not the sample
+SAMPLE_GOLD = Path(__file__).resolve().parent / "sample" / "gold.jsonl"
+SPLITS = ("held_out", "gold")
 
 
 @dataclass
@@ -34,8 +46,11 @@ class EvalConfig(config.Base):
         "help": "base model ('embedded', folder, .gguf, hub id); default: the adapter's base_model_name_or_path"})
     eval_file: str = field(default="", metadata={
         "help": "held-out split from train.py (default: <data-dir>/eval_split.json when --gold is not given)"})
-    gold: str = field(default="", metadata={
-        "help": "JSON lines with id, question and optional answer, answerable, keywords, type"})
+    gold: str = field(default="auto", metadata={
+        "help": "gold questions, JSON lines with id, question and optional answer, answerable, keywords, type, "
+                "section: a FILE (scored instead of the held-out split unless --eval-file is given), 'auto' "
+                "(sample/gold.jsonl beside the held-out split when <data-dir>/chunks.json is only the bundled "
+                "sample) or 'none'"})
     reports_dir: str = field(default="reports", metadata={"help": "where eval.json, eval.md and eval.html go"})
     batch_size: int = field(default=8, metadata={"help": "prompts per generation / scoring batch"})
     max_new_tokens: int = field(default=48, metadata={"help": "answer length cap; policy answers are one or two sentences"})
@@ -45,6 +60,8 @@ class EvalConfig(config.Base):
         "help": "token F1 at which an answer without keywords counts as correct"})
     dtype: str = field(default="auto", metadata={"help": "model dtype (auto: bfloat16 on a GPU that has it, else float32)",
                                                  "choices": ["auto", "float32", "bfloat16", "float16"]})
+    bootstrap_resamples: int = field(default=metrics.BOOTSTRAP_RESAMPLES, metadata={
+        "help": "resamples for the 95% percentile-bootstrap intervals (fixed seed)"})
     resume: bool = field(default=True, metadata={
         "help": "reuse answers logged in <reports-dir>/eval.answers.jsonl by an interrupted or earlier run "
                 "with the same base model, adapter weights and --max-new-tokens"})
@@ -52,11 +69,47 @@ class EvalConfig(config.Base):
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.max_new_tokens < 1 or self.limit < 0 or self.threads < 0:
             raise config.UserError("--batch-size and --max-new-tokens must be >= 1; --limit and --threads >= 0")
+        if self.bootstrap_resamples < 100:
+            raise config.UserError("--bootstrap-resamples must be >= 100 (a 95% interval needs its 2.5% tails)")
         if not 0.0 <= self.f1_threshold <= 1.0:
             raise config.UserError("--f1-threshold must be between 0 and 1")
 
 
 # ---------------------------------------------------------------- inputs
+
+def is_sample_only(chunks_path: Path) -> bool:
+    """Whether chunks.json holds chunks of the bundled sample policy and of no other document."""
+    if not chunks_path.is_file():
+        return False
+    try:
+        chunks = io.read_records(chunks_path, "chunks")
+    except config.UserError:
+        return False  # the stage that needs chunks.json reports it; here it only means "not known to be the sample"
+    return (bool(chunks) and all(c.get("doc") == SAMPLE_DOC for c in chunks)
+            and any(SAMPLE_COMPANY in str(c.get("text", "")) for c in chunks))
+
+
+def resolve_gold(setting: str, chunks_path: Path, sample_gold: Path) -> tuple[str, str]:
+    """The gold file --gold means ("" for none) and why, for the log."""
+    if setting.strip().lower() in ("", "none"):
+        return "", "disabled (--gold none)"
+    if setting != "auto":
+        return setting, "given with --gold"
+    if not is_sample_only(chunks_path):
+        return "", f"{chunks_path} is not only the bundled sample policy; pass --gold FILE for your documents"
+    if not sample_gold.is_file():
+        return "", f"the input is the bundled sample but {sample_gold} does not exist"
+    return str(sample_gold), f"{chunks_path} holds only the bundled sample policy"
+
+
+def section_from_headings(headings: Any) -> str | None:
+    """The numbered section ("4.2") of a chunk's innermost numbered heading ("4.2 Notice Requirements")."""
+    for heading in reversed(headings if isinstance(headings, list) else []):
+        match = re.match(r"\s*(\d+(?:\.\d+)*)\.?\s", str(heading))
+        if match:
+            return match.group(1)
+    return None
+
 
 def load_eval_split(path: Path) -> list[dict[str, Any]]:
     """Held-out instruction records from train.py as evaluation items."""
@@ -71,6 +124,9 @@ def load_eval_split(path: Path) -> list[dict[str, Any]]:
             "id": str(record["id"]), "question": record["instruction"], "answer": record["output"],
             "answerable": record["answerable"], "keywords": record.get("keywords") or None,
             "type": record.get("type") or ("answerable" if record["answerable"] else "unanswerable"),
+            "split": "held_out",
+            # The chunk's headings, or the fact's heading path ("5. Parental Leave > 5.3 Paternity Leave").
+            "section": section_from_headings(record.get("headings") or str(record.get("section") or "").split(" > ")),
             "source": {"file": str(path), **{k: record[k] for k in ("doc", "pages", "chunk_id") if k in record}},
         })
     return items
@@ -101,24 +157,35 @@ def load_gold(path: Path) -> list[dict[str, Any]]:
             raise config.UserError(f"{where}: 'answerable' must be true or false")
         if keywords is not None and (not isinstance(keywords, list) or not all(isinstance(k, str) and k.strip() for k in keywords)):
             raise config.UserError(f"{where}: 'keywords' must be a list of non-empty strings")
+        section = record.get("section")
+        # A JSON number would turn "4.10" into 4.1: sections are strings (or whole numbers).
+        if section is not None and (isinstance(section, bool) or not isinstance(section, (str, int))):
+            raise config.UserError(f"{where}: 'section' must be a string such as \"4.2\"")
         if answerable is None and (answer or keywords):
             # The refusal as the expected answer means "the policy is silent on this".
             answerable = not (answer and metrics.is_exact_refusal(answer))
         kind = record.get("type") or {True: "answerable", False: "unanswerable", None: "unlabelled"}[answerable]
         items.append({"id": str(record["id"]), "question": str(record["question"]), "answer": answer,
                       "answerable": answerable, "keywords": keywords or None, "type": str(kind),
+                      "split": "gold", "section": str(section) if section is not None else None,
                       "source": {"file": str(path), "line": number}})
     return items
 
 
-def load_items(cfg: EvalConfig) -> list[dict[str, Any]]:
+def default_eval_file(cfg: EvalConfig) -> str:
+    """--eval-file, else the held-out split unless an explicit gold file replaces it."""
+    explicit_gold = cfg.gold.strip().lower() not in ("", "auto", "none")
+    return cfg.eval_file or ("" if explicit_gold else str(cfg.data_path("eval_split.json")))
+
+
+def load_items(cfg: EvalConfig, gold: str) -> list[dict[str, Any]]:
     """The eval split and/or the gold file, checked for duplicate ids, cut to --limit."""
     items: list[dict[str, Any]] = []
-    eval_file = cfg.eval_file or ("" if cfg.gold else str(cfg.data_path("eval_split.json")))
+    eval_file = default_eval_file(cfg)
     if eval_file:
         items += load_eval_split(Path(eval_file))
-    if cfg.gold:
-        items += load_gold(Path(cfg.gold))
+    if gold:
+        items += load_gold(Path(gold))
     seen: set[str] = set()
     for item in items:
         if item["id"] in seen:
@@ -127,7 +194,7 @@ def load_items(cfg: EvalConfig) -> list[dict[str, Any]]:
     if cfg.limit:
         items = items[:cfg.limit]
     if not items:
-        raise config.UserError(f"no questions to evaluate in {' and '.join(filter(None, [eval_file, cfg.gold]))}")
+        raise config.UserError(f"no questions to evaluate in {' and '.join(filter(None, [eval_file, gold]))}")
     return items
 
 
@@ -300,6 +367,7 @@ def score(items: list[dict[str, Any]], answers: dict[str, list[str]], shifts: li
                   for name in ("base", "tuned")}
         results.append({
             "id": item["id"], "question": item["question"], "type": item["type"],
+            "split": item["split"], "section": item["section"],
             "answerable": item["answerable"], "expected_answer": item["answer"], "keywords": item["keywords"],
             "base_answer": answers["base"][index], "tuned_answer": answers["tuned"][index],
             "base_correct": scores["base"]["correct"], "tuned_correct": scores["tuned"]["correct"],
@@ -311,15 +379,36 @@ def score(items: list[dict[str, Any]], answers: dict[str, list[str]], shifts: li
     return results
 
 
+def model_rows(results: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    """One model's judgements in the row shape policytune.metrics takes."""
+    return [{"answerable": r["answerable"], "type": r["type"], "section": r.get("section"), "scores": r[f"{name}_scores"]}
+            for r in results]
+
+
 def summarise(results: list[dict[str, Any]], name: str) -> dict[str, Any]:
-    """One model's metrics, overall and per question type (the same code for base and tuned)."""
-    rows = [{"answerable": r["answerable"], "type": r["type"], "scores": r[f"{name}_scores"]} for r in results]
-    return {**metrics.summarise(rows), "per_type": metrics.summarise_by_type(rows)}
+    """One model's metrics, overall, per question type and per policy section (the same code for base and tuned)."""
+    rows = model_rows(results, name)
+    return {**metrics.summarise(rows), "per_type": metrics.summarise_by_type(rows),
+            "per_section": metrics.summarise_by_section(rows)}
+
+
+def summarise_splits(results: list[dict[str, Any]], resamples: int) -> dict[str, dict[str, Any]]:
+    """Per split present (held-out, gold): both models' metrics and bootstrap intervals, never pooled."""
+    out = {}
+    for split in SPLITS:
+        group = [r for r in results if r["split"] == split]
+        if group:
+            out[split] = {"n": len(group), "metrics": {name: summarise(group, name) for name in ("base", "tuned")},
+                          "intervals": metrics.confidence_intervals(model_rows(group, "base"), model_rows(group, "tuned"),
+                                                                    resamples=resamples)}
+    return out
 
 
 def main(cfg: EvalConfig) -> None:
     config.show(cfg)
-    items = load_items(cfg)
+    gold, why = resolve_gold(cfg.gold, cfg.data_path("chunks.json"), SAMPLE_GOLD)
+    print(f"gold questions: {gold or 'none'} ({why})", flush=True)
+    items = load_items(cfg, gold)
     adapter, base = find_adapter(cfg)
     print(f"evaluating {len(items)} questions: {base.name} vs {base.name} + {adapter}", flush=True)
 
@@ -338,14 +427,21 @@ def main(cfg: EvalConfig) -> None:
     shifts = divergence(model, tokenizer, questions, targets, cfg.batch_size)
 
     results = score(items, answers, shifts, cfg.f1_threshold)
+    splits = summarise_splits(results, cfg.bootstrap_resamples)
+    # `metrics` stays one split's (held-out when present), named in run.metrics_split, for readers
+    # of the earlier format such as pipeline.py's headline; `splits` has every split.
+    primary = next(iter(splits))
     evaluation = {
-        "metrics": {name: summarise(results, name) for name in ("base", "tuned")},
+        "metrics": splits[primary]["metrics"],
+        "splits": splits,
         "divergence": summarise_divergence(results),
         "run": {"base_model": base.name, "base_path": base.hf_path, "adapter": str(adapter),
-                "eval_file": cfg.eval_file or ("" if cfg.gold else str(cfg.data_path("eval_split.json"))),
-                "gold": cfg.gold, "n_items": len(results), "max_new_tokens": cfg.max_new_tokens,
-                "decoding": "greedy", "prompt": "closed-book, chat.format_prompt(question)",
-                "f1_threshold": cfg.f1_threshold},
+                "eval_file": default_eval_file(cfg), "gold": gold, "gold_setting": cfg.gold,
+                "n_items": len(results), "metrics_split": primary, "splits": {s: v["n"] for s, v in splits.items()},
+                "max_new_tokens": cfg.max_new_tokens, "decoding": "greedy",
+                "prompt": "closed-book, chat.format_prompt(question)", "f1_threshold": cfg.f1_threshold,
+                "bootstrap": {"method": "percentile, paired for tuned - base", "resamples": cfg.bootstrap_resamples,
+                              "seed": metrics.BOOTSTRAP_SEED, "level": metrics.BOOTSTRAP_LEVEL}},
         "items": results,
     }
 

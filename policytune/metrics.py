@@ -9,6 +9,7 @@ An answer to an unanswerable question is correct when it is a refusal. Text is n
 """
 from __future__ import annotations
 
+import random
 import re
 import statistics
 from collections import Counter
@@ -229,6 +230,116 @@ def summarise_by_type(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "refusal_rate": _rate([s["refusal"] for s in group]),
             "mean_answer_words": _mean([s["words"] for s in group]),
         }
+    return out
+
+
+def top_section(section: Any) -> str:
+    """The top-level section number of "4.2" or "4.2.1" ("4"); "unknown" when there is none."""
+    match = re.match(r"\s*(?:section\s+)?(\d+)", str(section or ""), re.IGNORECASE)
+    return match.group(1) if match else "unknown"
+
+
+def summarise_by_section(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per top-level policy section (rows carry `section`): n, accuracy over judged items, refusal rate."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(top_section(row.get("section")), []).append(row)
+    out = {}
+    # Numeric order ("2" before "10"); "unknown" last.
+    for name in sorted(groups, key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s)):
+        group = groups[name]
+        out[name] = {
+            "n": len(group),
+            "n_answerable": sum(r["answerable"] is True for r in group),
+            "n_unanswerable": sum(r["answerable"] is False for r in group),
+            "accuracy": _rate([r["scores"]["correct"] for r in group if r["scores"]["correct"] is not None]),
+            "refusal_rate": _rate([r["scores"]["refusal"] for r in group]),
+        }
+    return out
+
+
+# ---------------------------------------------------------------- bootstrap confidence intervals
+
+# The four rates the README and the pipeline headline quote; each is a mean of 0/1 item outcomes
+# over its own items (answerable or unanswerable questions), which is what metric_outcomes returns.
+INTERVAL_METRICS = ("answerable_accuracy", "refusal_recall", "false_refusal_rate", "hallucination_rate")
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+BOOTSTRAP_LEVEL = 0.95
+
+
+def metric_outcomes(rows: list[dict[str, Any]], key: str) -> list[bool]:
+    """Per item 0/1 outcomes whose mean is the metric `key` (the same items summarise counts)."""
+    answerable = [r["scores"] for r in rows if r["answerable"] is True]
+    unanswerable = [r["scores"] for r in rows if r["answerable"] is False]
+    if key == "answerable_accuracy":
+        return [s["correct"] for s in answerable if s["correct"] is not None]
+    if key == "refusal_recall":
+        return [s["refusal"] for s in unanswerable]
+    if key == "false_refusal_rate":
+        return [s["refusal"] for s in answerable]
+    if key == "hallucination_rate":
+        return [not s["refusal"] for s in unanswerable]
+    raise ValueError(f"no bootstrap outcome for metric {key!r}")
+
+
+def _percentile(ordered: list[float], fraction: float) -> float:
+    """Linear-interpolated percentile of sorted values (numpy's default method)."""
+    position = fraction * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def paired_bootstrap(base: list[bool], tuned: list[bool], resamples: int = BOOTSTRAP_RESAMPLES,
+                     seed: int = BOOTSTRAP_SEED, level: float = BOOTSTRAP_LEVEL) -> dict[str, dict[str, Any]]:
+    """Percentile-bootstrap intervals of two models' rates over the same items and of tuned - base.
+
+    Each resample draws the same item indices for both models (paired), so an item both models get
+    right or wrong adds no spread to the difference. The seed is fixed: the same data gives the
+    same interval every run. Returns {"base", "tuned", "difference"}: {estimate, low, high, n}.
+    """
+    if len(base) != len(tuned):
+        raise ValueError("paired bootstrap needs the same items for both models")
+    n = len(base)
+    if n == 0:
+        return {name: {"estimate": None, "low": None, "high": None, "n": 0} for name in ("base", "tuned", "difference")}
+    rng = random.Random(seed)
+    base_values, tuned_values = [float(v) for v in base], [float(v) for v in tuned]
+    draws: dict[str, list[float]] = {"base": [], "tuned": [], "difference": []}
+    for _ in range(resamples):
+        picks = rng.choices(range(n), k=n)
+        b = sum(base_values[i] for i in picks) / n
+        t = sum(tuned_values[i] for i in picks) / n
+        draws["base"].append(b)
+        draws["tuned"].append(t)
+        draws["difference"].append(t - b)
+    estimates = {"base": sum(base_values) / n, "tuned": sum(tuned_values) / n}
+    estimates["difference"] = estimates["tuned"] - estimates["base"]
+    tail = (1 - level) / 2
+    out = {}
+    for name, values in draws.items():
+        values.sort()
+        out[name] = {"estimate": round(estimates[name], 4), "low": round(_percentile(values, tail), 4),
+                     "high": round(_percentile(values, 1 - tail), 4), "n": n}
+    return out
+
+
+def confidence_intervals(base_rows: list[dict[str, Any]], tuned_rows: list[dict[str, Any]],
+                         resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+                         level: float = BOOTSTRAP_LEVEL) -> dict[str, dict[str, dict[str, Any]]]:
+    """Bootstrap intervals of INTERVAL_METRICS for both models and their paired difference.
+
+    The rows are the same questions in the same order for both models. Returns
+    {"base"|"tuned"|"difference": {metric: {estimate, low, high, n}}}.
+    """
+    out: dict[str, dict[str, dict[str, Any]]] = {"base": {}, "tuned": {}, "difference": {}}
+    for key in INTERVAL_METRICS:
+        base, tuned = metric_outcomes(base_rows, key), metric_outcomes(tuned_rows, key)
+        if len(base) != len(tuned):  # answerable_accuracy skips unjudged items: the same ones for both
+            raise ValueError(f"{key}: base and tuned rows are not the same questions")
+        for name, interval in paired_bootstrap(base, tuned, resamples, seed, level).items():
+            out[name][key] = interval
     return out
 
 

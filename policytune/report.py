@@ -1,5 +1,9 @@
 """Render the evaluation (eval.json's content) as Markdown and as one self-contained HTML page.
 
+Each split (held-out questions, gold questions) gets its own metrics table, with 95% bootstrap
+intervals and the tuned - base difference, its per-type and its per-section table: splits are never
+pooled. An eval.json from before splits existed renders as one split.
+
 Plots are drawn with matplotlib (Agg, no display) and embedded as base64 PNG data URIs, so the
 HTML file can be mailed or archived on its own.
 """
@@ -38,6 +42,104 @@ def _mark(correct: bool | None) -> str:
     return {True: "✓", False: "✗", None: "·"}[correct]
 
 
+SPLIT_LABELS = {"held_out": "held-out split", "gold": "gold set", "all": "all questions"}
+
+
+def splits(evaluation: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each split's block {n, metrics, intervals}; an eval.json without splits is one, "all"."""
+    if evaluation.get("splits"):
+        return evaluation["splits"]
+    return {"all": {"n": evaluation["run"]["n_items"], "metrics": evaluation["metrics"], "intervals": None}}
+
+
+def with_interval(interval: dict[str, Any] | None, signed: bool = False) -> str:
+    """"0.42 [0.31, 0.53]" from {estimate, low, high}; "n/a" when there were no items."""
+    if not interval or interval.get("estimate") is None:
+        return "n/a"
+    number = "{:+.2f}" if signed else "{:.2f}"
+    return f"{number.format(interval['estimate'])} [{number.format(interval['low'])}, {number.format(interval['high'])}]"
+
+
+def metric_rows(block: dict[str, Any]) -> list[list[str]]:
+    """One split's metrics table: metric, base, tuned, tuned - base (intervals where computed)."""
+    base, tuned = block["metrics"]["base"], block["metrics"]["tuned"]
+    intervals = block.get("intervals") or {}
+    rows = []
+    for key, label, _ in HEADLINE_METRICS:
+        if key in intervals.get("tuned", {}):
+            rows.append([label, with_interval(intervals["base"][key]), with_interval(intervals["tuned"][key]),
+                         with_interval(intervals["difference"][key], signed=True)])
+        else:
+            difference = (f"{tuned[key] - base[key]:+.3f}" if isinstance(base[key], (int, float))
+                          and isinstance(tuned[key], (int, float)) else "n/a")
+            rows.append([label, _fmt(base[key]), _fmt(tuned[key]), difference])
+    return rows
+
+
+def type_rows(block: dict[str, Any]) -> list[list[str]]:
+    """One split's per-question-type table."""
+    base, tuned = block["metrics"]["base"], block["metrics"]["tuned"]
+    return [[kind, str(row["n"]), _fmt(base["per_type"][kind]["accuracy"]), _fmt(row["accuracy"]),
+             _fmt(base["per_type"][kind]["refusal_rate"]), _fmt(row["refusal_rate"])]
+            for kind, row in tuned["per_type"].items()]
+
+
+def section_rows(block: dict[str, Any]) -> list[list[str]]:
+    """One split's per-section table (top-level section numbers); empty when no question has a section."""
+    base, tuned = block["metrics"]["base"], block["metrics"]["tuned"]
+    sections = tuned.get("per_section") or {}
+    if set(sections) <= {"unknown"}:
+        return []
+    return [[name, str(row["n"]), f"{row['n_answerable']}/{row['n_unanswerable']}",
+             _fmt(base["per_section"][name]["accuracy"]), _fmt(row["accuracy"]),
+             _fmt(base["per_section"][name]["refusal_rate"]), _fmt(row["refusal_rate"])]
+            for name, row in sections.items()]
+
+
+METRIC_HEADER = ["metric", "base", "tuned", "tuned − base"]
+TYPE_HEADER = ["type", "n", "base accuracy", "tuned accuracy", "base refusal rate", "tuned refusal rate"]
+SECTION_HEADER = ["section", "n", "answerable/unanswerable", "base accuracy", "tuned accuracy",
+                  "base refusal rate", "tuned refusal rate"]
+NO_SECTIONS = ("No question in this split has a policy section (gold lines carry `section`; held-out questions "
+               "take it from their chunk's numbered heading).")
+REFUSAL_NOTE = ("Refusals include near-variants (\"not mentioned\", \"does not say\"); the exact string is "
+                "counted in exact-refusal recall.")
+
+
+def interval_note(evaluation: dict[str, Any]) -> str:
+    """How the intervals were made, or that there are none (an older eval.json)."""
+    boot = evaluation["run"].get("bootstrap")
+    if not boot:
+        return "No confidence intervals in this evaluation."
+    return (f"Intervals: {round(boot['level'] * 100)}% percentile bootstrap over this split's questions "
+            f"({boot['resamples']} resamples, seed {boot['seed']}); tuned − base resamples the same questions "
+            f"for both models (paired). Other rows have no interval.")
+
+
+def _md_table(header: list[str], rows: list[list[str]], numeric_from: int = 1) -> list[str]:
+    align = ["---" if i < numeric_from else "---:" for i in range(len(header))]
+    return ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |",
+            *("| " + " | ".join(_md_escape(c) for c in row) + " |" for row in rows)]
+
+
+def _html_table(header: list[str], rows: list[list[str]], numeric_from: int = 1) -> str:
+    e = html_lib.escape
+    out = ["<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>"]
+    out += ["<tr>" + "".join(f"<td class='num'>{e(c)}</td>" if i >= numeric_from else f"<td>{e(c)}</td>"
+                             for i, c in enumerate(row)) + "</tr>" for row in rows]
+    return "".join(out) + "</table>"
+
+
+def _split_title(name: str, block: dict[str, Any]) -> str:
+    return f"{SPLIT_LABELS.get(name, name).capitalize()} ({block['n']} questions)"
+
+
+def _counts(evaluation: dict[str, Any]) -> str:
+    """"47 questions (held-out split 17, gold set 30)"."""
+    parts = [f"{SPLIT_LABELS.get(n, n)} {b['n']}" for n, b in splits(evaluation).items() if n != "all"]
+    return f"{evaluation['run']['n_items']} questions" + (f" ({', '.join(parts)})" if parts else "")
+
+
 def worst_first(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Regressions (base right, tuned wrong) first, then tuned-wrong, then by KL, largest first."""
     return sorted(items, key=lambda r: (not r["regression"], r["tuned_correct"] is not False,
@@ -45,12 +147,21 @@ def worst_first(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def headline(evaluation: dict[str, Any]) -> str:
-    """Three numbers people ask first, base vs tuned, on one line each."""
-    base, tuned = evaluation["metrics"]["base"], evaluation["metrics"]["tuned"]
-    lines = [f"evaluation on {base['n']} questions ({base['n_answerable']} answerable, {base['n_unanswerable']} unanswerable): base -> tuned"]
-    for key, label in (("answerable_accuracy", "answerable accuracy"), ("refusal_recall", "refusal recall"),
-                       ("hallucination_rate", "hallucination rate")):
-        lines.append(f"  {label:20s} {_fmt(base[key]):>6s} -> {_fmt(tuned[key])}")
+    """Three numbers people ask first, base vs tuned with 95% intervals, per split."""
+    lines = []
+    for name, block in splits(evaluation).items():
+        base, tuned = block["metrics"]["base"], block["metrics"]["tuned"]
+        intervals = block.get("intervals") or {}
+        lines.append(f"{SPLIT_LABELS.get(name, name)}: {base['n']} questions ({base['n_answerable']} answerable, "
+                     f"{base['n_unanswerable']} unanswerable): base -> tuned" + (", 95% intervals" if intervals else ""))
+        for key, label in (("answerable_accuracy", "answerable accuracy"), ("refusal_recall", "refusal recall"),
+                           ("hallucination_rate", "hallucination rate")):
+            if intervals:
+                lines.append(f"  {label:20s} {with_interval(intervals['base'][key]):>18s} -> "
+                             f"{with_interval(intervals['tuned'][key]):18s} difference "
+                             f"{with_interval(intervals['difference'][key], signed=True)}")
+            else:
+                lines.append(f"  {label:20s} {_fmt(base[key]):>6s} -> {_fmt(tuned[key])}")
     return "\n".join(lines)
 
 
@@ -59,22 +170,18 @@ def _md_escape(text: Any) -> str:
 
 
 def markdown(evaluation: dict[str, Any]) -> str:
-    """eval.md: metrics, per-type table, divergence and the side-by-side answers."""
-    base, tuned = evaluation["metrics"]["base"], evaluation["metrics"]["tuned"]
+    """eval.md: per split metrics with intervals, per-type and per-section tables; divergence; the answers."""
     run, shift = evaluation["run"], evaluation["divergence"]
     out = ["# Evaluation: base vs tuned", "",
-           f"Base model `{run['base_model']}`, adapter `{run['adapter']}`; {run['n_items']} questions, closed-book, "
+           f"Base model `{run['base_model']}`, adapter `{run['adapter']}`; {_counts(evaluation)}, closed-book, "
            f"greedy, at most {run['max_new_tokens']} new tokens. Plots: `eval.html`.", "",
-           "| metric | base | tuned |", "| --- | ---: | ---: |"]
-    out += [f"| {label} | {_fmt(base[key])} | {_fmt(tuned[key])} |" for key, label, _ in HEADLINE_METRICS]
-    out += ["", "Refusals include near-variants (\"not mentioned\", \"does not say\"); the exact string is "
-            "counted in exact-refusal recall.", "", "## Per question type", "",
-            "| type | n | base accuracy | tuned accuracy | base refusal rate | tuned refusal rate |",
-            "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    for kind, row in tuned["per_type"].items():
-        b = base["per_type"][kind]
-        out.append(f"| {kind} | {row['n']} | {_fmt(b['accuracy'])} | {_fmt(row['accuracy'])} | "
-                   f"{_fmt(b['refusal_rate'])} | {_fmt(row['refusal_rate'])} |")
+           interval_note(evaluation), REFUSAL_NOTE]
+    for name, block in splits(evaluation).items():
+        out += ["", f"## {_split_title(name, block)}", "", *_md_table(METRIC_HEADER, metric_rows(block)),
+                "", "### Per question type", "", *_md_table(TYPE_HEADER, type_rows(block)),
+                "", "### Per section of the policy", ""]
+        sections = section_rows(block)
+        out += _md_table(SECTION_HEADER, sections) if sections else [NO_SECTIONS]
     probs = shift["refusal_first_token_prob"]
     out += ["", "## Next-token divergence", "",
             f"Teacher-forced on the expected answer (or the tuned answer when none is given), over {shift['positions']} answer positions:",
@@ -83,10 +190,11 @@ def markdown(evaluation: dict[str, Any]) -> str:
             f"- P(first refusal token) base: answerable {_fmt(probs['base']['answerable'])}, unanswerable {_fmt(probs['base']['unanswerable'])}",
             f"- P(first refusal token) tuned: answerable {_fmt(probs['tuned']['answerable'])}, unanswerable {_fmt(probs['tuned']['unanswerable'])}",
             "", "## Answers, worst regressions first", "",
-            "| id | question | answerable | expected | base | ok | tuned | ok | KL |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | ---: |"]
+            "| id | split | section | question | answerable | expected | base | ok | tuned | ok | KL |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | ---: |"]
     for r in worst_first(evaluation["items"]):
-        out.append(" | ".join(["", _md_escape(r["id"]), _md_escape(r["question"]), _md_escape(r["answerable"]),
+        out.append(" | ".join(["", _md_escape(r["id"]), _md_escape(r.get("split", "")), _md_escape(r.get("section") or ""),
+                               _md_escape(r["question"]), _md_escape(r["answerable"]),
                                _md_escape(r["expected_answer"]), _md_escape(r["base_answer"]), _mark(r["base_correct"]),
                                _md_escape(r["tuned_answer"]), _mark(r["tuned_correct"]),
                                f"{r['divergence']['kl']:.3f}", ""]).strip())
@@ -105,22 +213,30 @@ def _png(figure) -> str:
 
 
 def plot_metrics(evaluation: dict[str, Any]) -> str:
-    """Grouped bars: each rate metric, base vs tuned."""
+    """Grouped bars: each rate metric, base vs tuned, of the split in `metrics`, with 95% intervals where computed."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     keys = [(k, label) for k, label, better in HEADLINE_METRICS if better is not None]
+    split = evaluation["run"].get("metrics_split", "all")
+    intervals = splits(evaluation).get(split, {}).get("intervals") or {}
     figure, axes = plt.subplots(figsize=(10, 4))
     for offset, name, colour in ((-0.2, "base", "#8c9cb0"), (0.2, "tuned", "#2a7ab9")):
         values = [evaluation["metrics"][name][k] for k, _ in keys]
-        bars = axes.bar([i + offset for i in range(len(keys))], [v or 0 for v in values], 0.4, label=name, color=colour)
+        bounds = [intervals.get(name, {}).get(k) for k, _ in keys]
+        # Error bars from the bootstrap interval; none (zero length) where it was not computed.
+        errors = [[(v - b["low"]) if b and v is not None else 0 for v, b in zip(values, bounds)],
+                  [(b["high"] - v) if b and v is not None else 0 for v, b in zip(values, bounds)]]
+        bars = axes.bar([i + offset for i in range(len(keys))], [v or 0 for v in values], 0.4, label=name, color=colour,
+                        yerr=errors if intervals else None, capsize=3, ecolor="#444444")
         for bar, value in zip(bars, values):
             axes.annotate("n/a" if value is None else f"{value:.2f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                           ha="center", va="bottom", fontsize=8)
     axes.set_xticks(range(len(keys)), [label for _, label in keys], rotation=20, ha="right")
     axes.set_ylim(0, 1.1)
-    axes.set_title("Metrics, base vs tuned (rates: lower is better for false refusal and hallucination)")
+    axes.set_title(f"Metrics on the {SPLIT_LABELS.get(split, split)}, base vs tuned (lower is better for false "
+                   "refusal and hallucination)" + ("; bars: 95% intervals" if intervals else ""))
     axes.legend()
     return _png(figure)
 
@@ -195,28 +311,22 @@ def _img(png_base64: str, alt: str) -> str:
 def html(evaluation: dict[str, Any]) -> str:
     """eval.html: the same content as eval.md plus three embedded plots."""
     e = html_lib.escape
-    base, tuned = evaluation["metrics"]["base"], evaluation["metrics"]["tuned"]
     run, shift = evaluation["run"], evaluation["divergence"]
     probs = shift["refusal_first_token_prob"]
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Evaluation: base vs tuned</title>"
              f"<style>{CSS}</style></head><body>",
              "<h1>Evaluation: base vs tuned</h1>",
              f"<p>Base model <code>{e(run['base_model'])}</code>, adapter <code>{e(run['adapter'])}</code>; "
-             f"{run['n_items']} questions, closed-book, greedy, at most {run['max_new_tokens']} new tokens.</p>",
-             "<h2>Metrics</h2><table><tr><th>metric</th><th>base</th><th>tuned</th></tr>"]
-    parts += [f"<tr><td>{e(label)}</td><td class='num'>{_fmt(base[key])}</td><td class='num'>{_fmt(tuned[key])}</td></tr>"
-              for key, label, _ in HEADLINE_METRICS]
-    parts.append("</table><p>Refusals include near-variants (“not mentioned”, “does not say”); the exact string "
-                 "is counted in exact-refusal recall.</p>")
+             f"{e(_counts(evaluation))}, closed-book, greedy, at most {run['max_new_tokens']} new tokens.</p>",
+             f"<p>{e(interval_note(evaluation))} {e(REFUSAL_NOTE)}</p>"]
+    for name, block in splits(evaluation).items():
+        sections = section_rows(block)
+        parts += [f"<h2>{e(_split_title(name, block))}</h2>", _html_table(METRIC_HEADER, metric_rows(block)),
+                  "<h3>Per question type</h3>", _html_table(TYPE_HEADER, type_rows(block)),
+                  "<h3>Per section of the policy</h3>",
+                  _html_table(SECTION_HEADER, sections) if sections else f"<p>{e(NO_SECTIONS)}</p>"]
     parts.append(_img(plot_metrics(evaluation), "metrics, base vs tuned"))
-    parts.append("<h2>Per question type</h2><table><tr><th>type</th><th>n</th><th>base accuracy</th>"
-                 "<th>tuned accuracy</th><th>base refusal rate</th><th>tuned refusal rate</th></tr>")
-    for kind, row in tuned["per_type"].items():
-        b = base["per_type"][kind]
-        parts.append(f"<tr><td>{e(kind)}</td><td class='num'>{row['n']}</td><td class='num'>{_fmt(b['accuracy'])}</td>"
-                     f"<td class='num'>{_fmt(row['accuracy'])}</td><td class='num'>{_fmt(b['refusal_rate'])}</td>"
-                     f"<td class='num'>{_fmt(row['refusal_rate'])}</td></tr>")
-    parts.append("</table><h2>Next-token divergence</h2>")
+    parts.append("<h2>Next-token divergence</h2>")
     parts.append(f"<p>Teacher-forced on the expected answer (or the tuned answer when none is given), over "
                  f"{shift['positions']} answer positions: mean KL(tuned ‖ base) <b>{_fmt(shift['mean_kl_tuned_base'])}</b> "
                  f"nats per token, top-1 agreement <b>{_fmt(shift['mean_top1_agreement'])}</b>. Mean probability of "
@@ -225,13 +335,14 @@ def html(evaluation: dict[str, Any]) -> str:
                  f"{_fmt(probs['tuned']['unanswerable'])}.</p>")
     parts.append(_img(plot_refusal_probability(evaluation), "refusal probability distributions"))
     parts.append(_img(plot_kl(evaluation), "KL per item"))
-    parts.append("<h2>Answers, worst regressions first</h2><table><tr><th>id</th><th>question</th><th>answerable</th>"
+    parts.append("<h2>Answers, worst regressions first</h2><table><tr><th>id</th><th>split</th><th>section</th>"
+                 "<th>question</th><th>answerable</th>"
                  "<th>expected</th><th>base</th><th></th><th>tuned</th><th></th><th>KL</th></tr>")
     for r in worst_first(evaluation["items"]):
         def cell(correct: bool | None) -> str:
             return f"<td class='{ {True: 'ok', False: 'bad', None: ''}[correct] }'>{_mark(correct)}</td>"
         parts.append(f"<tr class='{'regression' if r['regression'] else ''}'><td>{e(str(r['id']))}</td>"
-                     f"<td>{e(r['question'])}</td><td>{_fmt(r['answerable'])}</td><td>{e(_fmt(r['expected_answer']))}</td>"
+                     f"<td>{e(r.get('split', ''))}</td><td>{e(r.get('section') or '')}</td><td>{e(r['question'])}</td><td>{_fmt(r['answerable'])}</td><td>{e(_fmt(r['expected_answer']))}</td>"
                      f"<td>{e(r['base_answer'])}</td>{cell(r['base_correct'])}<td>{e(r['tuned_answer'])}</td>"
                      f"{cell(r['tuned_correct'])}<td class='num'>{r['divergence']['kl']:.3f}</td></tr>")
     parts.append("</table></body></html>")

@@ -141,6 +141,161 @@ def test_report_renders_unlabelled_questions_and_missing_metrics():
     assert "Maybe \\| not" in report.markdown(evaluation) and "| answerable accuracy | n/a | n/a |" in report.markdown(evaluation)
 
 
+# ---------------------------------------------------------------- intervals, splits, sections, gold selection
+
+
+def _judged(outcomes: list[bool], answerable: bool = True) -> list[dict]:
+    """Rows whose answers are right (True) or wrong (False) on answerable or unanswerable questions."""
+    if answerable:
+        return [{"answerable": True, "type": "numeric", "scores": metrics.judge("25 days" if ok else "3 weeks", True, "25 days")}
+                for ok in outcomes]
+    return [{"answerable": False, "type": "unanswerable", "scores": metrics.judge(chat.REFUSAL if ok else "Yes, a car.", False)}
+            for ok in outcomes]
+
+
+def test_bootstrap_interval_contains_the_estimate_and_narrows_with_more_items():
+    few = metrics.paired_bootstrap([True, False, True] * 4, [True, True, False] * 4)
+    many = metrics.paired_bootstrap([True, False, True] * 40, [True, True, False] * 40)
+    for result in (few, many):
+        for name in ("base", "tuned", "difference"):
+            interval = result[name]
+            assert interval["low"] <= interval["estimate"] <= interval["high"], (name, interval)
+    assert few["tuned"]["estimate"] == pytest.approx(2 / 3, abs=1e-4) and few["tuned"]["n"] == 12
+    assert few["tuned"]["high"] - few["tuned"]["low"] > 0.3                     # 12 items: wide
+    assert many["tuned"]["high"] - many["tuned"]["low"] < 0.6 * (few["tuned"]["high"] - few["tuned"]["low"])
+    assert metrics.paired_bootstrap([True, False] * 6, [False, True] * 6) == \
+        metrics.paired_bootstrap([True, False] * 6, [False, True] * 6)           # fixed seed: reproducible
+    assert metrics.paired_bootstrap([], [])["tuned"]["estimate"] is None
+
+
+def test_paired_difference_excludes_zero_for_a_better_model_and_includes_it_for_equal_ones():
+    better = metrics.paired_bootstrap([False] * 25 + [True] * 5, [True] * 24 + [False] * 6)
+    assert better["difference"]["estimate"] == pytest.approx(0.8 - 1 / 6, abs=1e-4)
+    assert better["difference"]["low"] > 0
+    identical = metrics.paired_bootstrap([True, False, False] * 10, [True, False, False] * 10)
+    assert identical["difference"] == {"estimate": 0.0, "low": 0.0, "high": 0.0, "n": 30}
+    # Same rate, different questions right: no evidence either way, so 0 stays inside.
+    swapped = metrics.paired_bootstrap([True] * 10 + [False] * 10, [False] * 10 + [True] * 10)
+    assert swapped["difference"]["low"] < 0 < swapped["difference"]["high"]
+    # Pairing matters: the same item-level agreement gives a much narrower difference than two
+    # independent samples would (here tuned gets 2 more right of 30 and nothing else changes).
+    paired = metrics.paired_bootstrap([True] * 15 + [False] * 15, [True] * 17 + [False] * 13)
+    assert paired["difference"]["high"] - paired["difference"]["low"] < 0.2
+
+
+def test_confidence_intervals_cover_the_headline_metrics_with_summarise_estimates():
+    base = _judged([False] * 8 + [True] * 2) + _judged([False] * 5, answerable=False)
+    tuned = _judged([True] * 7 + [False] * 3) + _judged([True] * 4 + [False], answerable=False)
+    intervals = metrics.confidence_intervals(base, tuned, resamples=500)
+    assert set(intervals["difference"]) == set(metrics.INTERVAL_METRICS)
+    for name, rows in (("base", base), ("tuned", tuned)):
+        summary = metrics.summarise(rows)
+        for key in metrics.INTERVAL_METRICS:
+            assert intervals[name][key]["estimate"] == summary[key], (name, key)
+    assert intervals["tuned"]["refusal_recall"]["n"] == 5 and intervals["tuned"]["answerable_accuracy"]["n"] == 10
+    assert intervals["difference"]["hallucination_rate"]["high"] < 0 < intervals["difference"]["refusal_recall"]["low"]
+
+
+def test_per_section_groups_questions_by_top_level_section(tmp_path):
+    rows = [{"section": section, **row} for section, row in zip(
+        ["4.2", "4.1", "13.4", "2", None, "4"], _judged([True, False, True, True]) + _judged([True, False], answerable=False))]
+    by_section = metrics.summarise_by_section(rows)
+    assert list(by_section) == ["2", "4", "13", "unknown"]                      # numeric order, unknown last
+    assert by_section["4"]["n"] == 3 and by_section["4"]["n_answerable"] == 2 and by_section["4"]["n_unanswerable"] == 1
+    assert by_section["4"]["accuracy"] == pytest.approx(1 / 3, abs=1e-4)       # right, wrong, wrong refusal-free answer
+    assert by_section["unknown"] == {"n": 1, "n_answerable": 0, "n_unanswerable": 1, "accuracy": 1.0, "refusal_rate": 1.0}
+    assert metrics.top_section("12.3.1") == "12" and metrics.top_section("Section 7") == "7" and metrics.top_section("") == "unknown"
+    stage = _stage_module()
+    assert stage.section_from_headings(["Leave & Benefits Policy", "4. Sick Leave", "4.2 Notice Requirements"]) == "4.2"
+    assert stage.section_from_headings(["Leave & Benefits Policy"]) is None and stage.section_from_headings(None) is None
+    split = tmp_path / "eval_split.json"
+    split.write_text(json.dumps([{"id": "h", "instruction": "Q?", "output": "A.", "answerable": True,
+                                  "section": "Leave & Benefits Policy > 5. Parental Leave > 5.3 Paternity and Partner Leave"}]))
+    assert stage.load_eval_split(split)[0]["section"] == "5.3"
+
+
+def _chunks(path: Path, *docs: tuple[str, str]) -> Path:
+    """A chunks.json with one chunk per (document name, text)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([{"id": f"c{i}", "doc": doc, "pages": [1], "headings": [], "text": text}
+                                for i, (doc, text) in enumerate(docs)]))
+    return path
+
+
+def test_auto_gold_is_the_sample_gold_only_for_the_sample_and_none_disables_it(tmp_path):
+    stage = _stage_module()
+    gold = tmp_path / "sample" / "gold.jsonl"
+    gold.parent.mkdir()
+    gold.write_text('{"id": "g1", "question": "How many days of sick leave?", "section": "4.1"}\n')
+    sample_text = "Northwind Analytics Ltd. employees receive 10 days of paid sick leave."
+    sample = _chunks(tmp_path / "sample_data" / "chunks.json", ("sample_policy.pdf", sample_text), ("sample_policy.pdf", "More."))
+    assert stage.resolve_gold("auto", sample, gold)[0] == str(gold)
+    assert stage.resolve_gold("none", sample, gold)[0] == "" and stage.resolve_gold("", sample, gold)[0] == ""
+    assert stage.resolve_gold("mine.jsonl", sample, gold)[0] == "mine.jsonl"
+    for docs in ([("handbook.pdf", "Acme Ltd. gives 30 days.")],                          # another document
+                 [("sample_policy.pdf", sample_text), ("handbook.pdf", "Acme Ltd.")],      # the sample and another
+                 [("sample_policy.pdf", "Acme Ltd. renamed its own policy file.")]):        # the name only
+        other = _chunks(tmp_path / "other" / "chunks.json", *docs)
+        picked, why = stage.resolve_gold("auto", other, gold)
+        assert picked == "" and "pass --gold FILE" in why, docs
+    assert stage.resolve_gold("auto", tmp_path / "missing" / "chunks.json", gold)[0] == ""
+    assert stage.resolve_gold("auto", sample, tmp_path / "no_gold.jsonl")[0] == ""
+
+    # Which questions load: auto adds the gold set beside the split, an explicit file replaces the split.
+    data = sample.parent
+    (data / "eval_split.json").write_text(json.dumps([{"id": "h1", "instruction": "Q?", "output": "A.", "answerable": True,
+                                                       "headings": ["4. Sick Leave", "4.3 Self-Certification"]}]))
+    cfg = stage.EvalConfig(data_dir=str(data))
+    items = stage.load_items(cfg, stage.resolve_gold(cfg.gold, data / "chunks.json", gold)[0])
+    assert [(i["id"], i["split"], i["section"]) for i in items] == [("h1", "held_out", "4.3"), ("g1", "gold", "4.1")]
+    cfg = stage.EvalConfig(data_dir=str(data), gold="none")
+    assert [i["split"] for i in stage.load_items(cfg, stage.resolve_gold(cfg.gold, data / "chunks.json", gold)[0])] == ["held_out"]
+    cfg = stage.EvalConfig(data_dir=str(data), gold=str(gold))
+    assert [i["split"] for i in stage.load_items(cfg, stage.resolve_gold(cfg.gold, data / "chunks.json", gold)[0])] == ["gold"]
+
+
+def test_gold_section_must_be_a_string(tmp_path):
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text('{"id": "a", "question": "How many days?", "section": 4.1}\n')
+    with pytest.raises(config.UserError, match=r"line 1: 'section' must be a string"):
+        _stage_module().load_gold(gold)
+    gold.write_text('{"id": "a", "question": "How many days?", "section": 4}\n')
+    assert _stage_module().load_gold(gold)[0]["section"] == "4"
+
+
+def test_report_shows_each_split_with_intervals_and_the_section_table():
+    stage = _stage_module()
+    items = [{"id": f"{split}{i}", "question": f"Question {split} {i}?", "answer": answer, "answerable": answer != chat.REFUSAL,
+              "keywords": None, "type": "numeric" if answer != chat.REFUSAL else "unanswerable", "split": split,
+              "section": section, "source": {}}
+             for split, rows in (("held_out", [("25 days", None), (chat.REFUSAL, None)]),
+                                 ("gold", [("10 days", "4.1"), ("by 10:00", "4.2"), (chat.REFUSAL, "13.4")]))
+             for i, (answer, section) in enumerate(rows)]
+    answers = {"base": ["25 days", "A car.", "Two weeks.", "by 10:00", "5000 pounds"],
+               "tuned": ["25 days", chat.REFUSAL, "10 days", "by 10:00", chat.REFUSAL]}
+    shift = {"kl": 0.1, "top1_agreement": 0.9, "positions": 3, "refusal_first_token_prob": {"base": 0.1, "tuned": 0.2}}
+    results = stage.score(items, answers, [shift] * len(items), 0.5)
+    splits = stage.summarise_splits(results, 500)
+    assert set(splits) == {"held_out", "gold"} and splits["gold"]["n"] == 3
+    gold_tuned = splits["gold"]["metrics"]["tuned"]
+    assert gold_tuned["n"] == 3 and gold_tuned["answerable_accuracy"] == 1.0  # not pooled with the held-out split
+    assert splits["gold"]["metrics"]["base"]["answerable_accuracy"] == 0.5
+    assert list(gold_tuned["per_section"]) == ["4", "13"]
+    evaluation = {"metrics": splits["held_out"]["metrics"], "splits": splits, "divergence": stage.summarise_divergence(results),
+                  "run": {"base_model": "embedded", "adapter": "checkpoints", "n_items": 5, "max_new_tokens": 8,
+                          "metrics_split": "held_out", "bootstrap": {"resamples": 500, "seed": 0, "level": 0.95}},
+                  "items": results}
+    text = report.markdown(evaluation)
+    assert "## Held-out split (2 questions)" in text and "## Gold set (3 questions)" in text
+    assert "| answerable accuracy | 0.50 [0.00, 1.00] | 1.00 [1.00, 1.00] | +0.50 [+0.00, +1.00] |" in text
+    assert "| 4 | 2 | 2/0 | 0.500 | 1.000 |" in text and "| 13 | 1 | 0/1 | 0.000 | 1.000 |" in text
+    assert "paired" in text and "| gold2 | gold | 13.4 |" in text
+    page = report.html(evaluation)
+    assert "<h2>Gold set (3 questions)</h2>" in page and "+0.50 [+0.00, +1.00]" in page
+    assert page.count('<img src="data:image/png;base64,') == 3
+    assert "gold set: 3 questions" in report.headline(evaluation)
+
+
 # ---------------------------------------------------------------- bad input: one line, exit 2, nothing written
 
 
@@ -343,3 +498,48 @@ def test_adapter_for_another_base_is_refused(project, tmp_path):
     tokenizer.save_pretrained(tmp_path / "shallow")
     with pytest.raises(config.UserError, match=r"112 adapter tensors match no layer of .*shallow"):
         _stage_module().load_tuned(models.resolve(str(tmp_path / "shallow")), project / "checkpoints", "float32")
+
+
+@pytest.mark.slow
+def test_sample_input_scores_the_gold_set_beside_the_split_per_split(project, tmp_path, monkeypatch):
+    """--gold auto on chunks of the bundled sample: both splits scored, reported apart, with intervals and sections."""
+    stage = _stage_module()
+    data = tmp_path / "data"
+    _chunks(data / "chunks.json", ("sample_policy.pdf", "Northwind Analytics Ltd. gives 25 days of annual leave."))
+    shutil.copy(project / "data" / "eval_split.json", data / "eval_split.json")
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text("\n".join(json.dumps(r) for r in [
+        {"id": "g1", "question": "How many days of annual leave do full-time employees get?", "answer": "25 days",
+         "answerable": True, "keywords": ["25|twenty-five"], "section": "2.1", "type": "numeric"},
+        {"id": "g2", "question": "How much is the relocation allowance?", "answer": chat.REFUSAL, "answerable": False,
+         "keywords": [], "section": "13.4", "type": "unanswerable"},
+        {"id": "g3", "question": "How long is the probationary period?", "answer": "3 months", "answerable": True,
+         "keywords": ["3|three", "month|months"], "section": "2.4", "type": "numeric"}]) + "\n")
+    monkeypatch.setattr(stage, "SAMPLE_GOLD", gold)
+    reports = tmp_path / "reports"
+    stage.main(config.parse(stage.EvalConfig, ["--data-dir", str(data), "--checkpoint-dir", str(project / "checkpoints"),
+                                               "--reports-dir", str(reports), "--threads", "1", "--max-new-tokens", "12",
+                                               "--bootstrap-resamples", "500"]))
+    evaluation = json.loads((reports / "eval.json").read_text())
+    assert evaluation["run"]["gold"] == str(gold) and evaluation["run"]["splits"] == {"held_out": 4, "gold": 3}
+    assert evaluation["run"]["metrics_split"] == "held_out"
+    assert evaluation["metrics"] == evaluation["splits"]["held_out"]["metrics"]
+    assert [(i["id"], i["split"]) for i in evaluation["items"]] == \
+        [("q0", "held_out"), ("q1", "held_out"), ("q2", "held_out"), ("q3", "held_out"), ("g1", "gold"), ("g2", "gold"), ("g3", "gold")]
+    assert [i["section"] for i in evaluation["items"] if i["split"] == "gold"] == ["2.1", "13.4", "2.4"]
+    for split, block in evaluation["splits"].items():
+        assert block["metrics"]["tuned"]["n"] == block["n"]
+        for name in ("base", "tuned", "difference"):
+            for key in metrics.INTERVAL_METRICS:
+                interval = block["intervals"][name][key]
+                assert interval["low"] <= interval["estimate"] <= interval["high"], (split, name, key)
+        for key in metrics.INTERVAL_METRICS:
+            tuned, base = block["metrics"]["tuned"][key], block["metrics"]["base"][key]
+            assert block["intervals"]["difference"][key]["estimate"] == pytest.approx(tuned - base, abs=1e-3)
+    assert evaluation["splits"]["gold"]["metrics"]["tuned"]["per_section"].keys() == {"2", "13"}
+    assert evaluation["splits"]["gold"]["metrics"]["tuned"]["per_section"]["2"]["n"] == 2
+    text = (reports / "eval.md").read_text()
+    assert "## Held-out split (4 questions)" in text and "## Gold set (3 questions)" in text
+    assert re.search(r"\| answerable accuracy \| \d\.\d\d \[\d\.\d\d, \d\.\d\d\] \| \d\.\d\d \[\d\.\d\d, \d\.\d\d\] \| [+-]\d\.\d\d \[", text)
+    assert "| 13 | 1 | 0/1 |" in text
+    assert "<h2>Gold set (3 questions)</h2>" in (reports / "eval.html").read_text()
