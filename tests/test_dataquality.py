@@ -1,6 +1,7 @@
 """Stage 3: the quality gate keeps good pairs, short facts and correct refusals, and says why it drops the rest."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -137,12 +138,144 @@ def test_embedded_judge_ranks_every_good_answer_above_its_bad_twin(endpoint, tmp
     assert (tmp_path / "cache.jsonl").read_text().count("\n") == lines == len(records)
 
 
-def test_verdict_and_rubric_modes_score_on_the_1_to_5_scale(endpoint, tmp_path):
+def cached_results(cache: Path) -> dict[tuple[str, int], dict]:
+    return {(line["id"], line["vote"]): line["result"] for line in map(json.loads, cache.read_text().splitlines())}
+
+
+def test_verdict_and_rubric_scores_follow_the_models_reply(endpoint, tmp_path):
+    """Verdict: P(yes) of the answerable pair, P(no) of the refusal, mapped onto 1-5; rubric: the
+    weakest of the three integer grades. Checked against the model's raw replies in the cache."""
     records = [{**pair(*TWINS[0][:2]), "id": "a"}, {**pair("How much is the relocation allowance?", chat.REFUSAL), "id": "u"}]
-    for mode in ("verdict", "rubric"):
-        verdicts = judge.judge(endpoint, records, tmp_path / f"{mode}.jsonl", mode, 1, 3.0, 1, progress=False)
-        for verdict in verdicts.values():
-            assert verdict["mode"] == mode and 1.0 <= verdict["score"] <= 5.0, verdict
+    threshold = 3.0
+    verdicts = judge.judge(endpoint, records, tmp_path / "verdict.jsonl", "verdict", 1, threshold, 1, progress=False)
+    raw = cached_results(tmp_path / "verdict.jsonl")
+    assert set(raw) == {("a", 0), ("u", 0)}
+    assert verdicts["a"]["score"] == pytest.approx(1 + 4 * raw[("a", 0)]["p_yes"], abs=1e-3)
+    assert verdicts["u"]["score"] == pytest.approx(1 + 4 * (1 - raw[("u", 0)]["p_yes"]), abs=1e-3)
+    for verdict in verdicts.values():
+        assert verdict["mode"] == "verdict" and verdict["passed"] == (verdict["score"] >= threshold), verdict
+
+    verdicts = judge.judge(endpoint, records, tmp_path / "rubric.jsonl", "rubric", 1, threshold, 1, progress=False)
+    for (record_id, _), grades in cached_results(tmp_path / "rubric.jsonl").items():
+        weakest = min(grades["faithfulness"], grades["relevance"], grades["clarity"])
+        assert verdicts[record_id]["score"] == weakest and verdicts[record_id]["passed"] == (weakest >= threshold)
+
+
+def test_three_judge_votes_rank_a_swapped_number_below_the_right_one_and_keep_by_majority(endpoint, tmp_path):
+    """--judge-votes 3: three calls per pair (each with another answer lead), the median as score,
+    kept when at least two of the three votes reach the threshold; a rerun answers from the cache."""
+    question = "Within how many business days of returning to work must the absence be recorded?"
+    # The wrong number is one the excerpt does contain (15 minutes), in the place of the right one.
+    records = [{**pair(question, "Within 1 business day."), "id": "right"},
+               {**pair(question, "Within 15 business days."), "id": "swapped"}]
+    cache = tmp_path / "votes.jsonl"
+    verdicts = judge.judge(endpoint, records, cache, "likelihood", 3, 3.0, 1, progress=False)
+    assert sorted(cached_results(cache)) == [(r["id"], v) for r in sorted(records, key=lambda r: r["id"]) for v in range(3)]
+    right, swapped = verdicts["right"], verdicts["swapped"]
+    assert len(right["votes"]) == len(swapped["votes"]) == 3
+    assert min(right["votes"]) > max(swapped["votes"]), (right, swapped)
+    assert right["passed"] and not swapped["passed"]
+    for verdict in (right, swapped):
+        assert verdict["score"] == sorted(verdict["votes"])[1]
+
+    # The same cached votes against thresholds between them: two of three reaching it keeps the
+    # pair, one of three does not (not "any vote", not "all votes", not the mean).
+    low, mid, high = sorted(swapped["votes"])
+    assert low < mid < high, "the three answer leads should give three different scores"
+    lines = cache.read_text().count("\n")
+    between = lambda a, b: (a + b) / 2  # noqa: E731
+    assert judge.judge(endpoint, records, cache, "likelihood", 3, between(low, mid), 1, progress=False)["swapped"]["passed"]
+    assert not judge.judge(endpoint, records, cache, "likelihood", 3, between(mid, high), 1, progress=False)["swapped"]["passed"]
+    assert cache.read_text().count("\n") == lines
+
+
+# --- balance: the unanswerable share of the input survives the gate -----------------------------
+
+def _dataquality():
+    """dataquality.py imported as a module (a script at the project root)."""
+    if "dataquality_script" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("dataquality_script", ROOT / "dataquality.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["dataquality_script"] = module  # dataclasses look their module up here
+        spec.loader.exec_module(module)
+    return sys.modules["dataquality_script"]
+
+
+def scored(record_id: str, answerable: bool, score: float) -> dict:
+    return {"id": record_id, "answerable": answerable, "quality": {"judge": {"score": score}}}
+
+
+def test_balance_drops_the_lowest_scored_surplus_until_the_share_is_the_inputs():
+    balance = _dataquality().balance
+    # Too many refusals: 6 answerable + 6 unanswerable against an input share of 30%.
+    kept_in = [scored(f"a{n}", True, 4.0) for n in range(6)] + [scored(f"u{n}", False, s)
+                                                               for n, s in enumerate([3.0, 5.0, 3.5, 4.5, 3.2, 4.0])]
+    kept, dropped = balance(kept_in, 0.3, 0.05)
+    # Keep n refusals with n / (6 + n) nearest 30%: n = 3, the three best scored.
+    assert sorted(r["id"] for r in kept if not r["answerable"]) == ["u1", "u3", "u5"]
+    assert sum(r["answerable"] for r in kept) == 6
+    assert sorted(r["id"] for r in dropped) == ["u0", "u2", "u4"]
+    assert all(r["reason"] == "balance: unanswerable surplus (input unanswerable share 30%)" for r in dropped)
+    # Too few: 14 answerable + 2 unanswerable; keep 5 answerable (2 / 7 = 29%), ties broken by id.
+    kept_in = [scored(f"a{n:02d}", True, 3.0 + (n % 3) / 2) for n in range(14)] + [scored("u0", False, 3.0),
+                                                                                   scored("u1", False, 3.0)]
+    kept, dropped = balance(kept_in, 0.3, 0.05)
+    assert sorted(r["id"] for r in kept) == ["a01", "a02", "a05", "a08", "a11", "u0", "u1"]
+    assert all(r["reason"].startswith("balance: answerable surplus") for r in dropped) and len(dropped) == 9
+    # Within the tolerance, or within one record of the target, nothing is dropped.
+    assert balance(kept_in[:9] + kept_in[14:], 0.2, 0.05)[1] == []
+    assert balance([scored("a", True, 3), scored("u", False, 3)], 0.3, 0.05)[1] == []
+
+
+def balance_records() -> list[dict]:
+    """20 records, 30% unanswerable, each passing the heuristics unless `wrong` makes it ungrounded."""
+    records = []
+    for n in range(20):
+        context = f"Employees in office {n} receive {10 + n} days of paid leave per year. Requests go through PeopleHub."
+        answerable = n < 14
+        records.append({"id": f"r{n:02d}", "instruction": (f"How many days of paid leave are there in office {n}?" if answerable
+                                                         else f"Who approves a leave request in office {n}?"),
+                        "input": "", "output": f"{10 + n} days per year." if answerable else chat.REFUSAL,
+                        "answerable": answerable, "type": "numeric" if answerable else "unanswerable",
+                        "context": context, "chunk_id": f"c{n}", "doc": "policy.pdf", "pages": [1]})
+    return records
+
+
+def test_balance_flag_restores_the_inputs_unanswerable_share_and_no_balance_keeps_the_drift(tmp_path):
+    records = balance_records()
+    for r in records[:8]:  # 8 of 14 answers get a number the excerpt does not have: 6 + 6 survive
+        r["output"] = f"{90 + int(r['id'][1:])} days per year."
+    (tmp_path / "instructions.json").write_text(json.dumps(records))
+    report = quality(tmp_path, "--judge-mode", "off")
+    assert report["before"]["unanswerable_share"] == 0.3
+    assert [s["stage"] for s in report["stages"]] == ["heuristics", "balance"]
+    assert report["stages"][1] == {"stage": "balance", "in": 12, "out": 9}
+    # 3 of the 6 refusals stay: 3 / 9 is the share nearest 30%, within the 5-point tolerance.
+    assert (report["after"]["answerable"], report["after"]["unanswerable"]) == (6, 3)
+    assert abs(report["after"]["unanswerable_share"] - report["before"]["unanswerable_share"]) <= 0.05
+    balanced = [r for r in report["rejected_records"] if r["reason"].startswith("balance:")]
+    assert [r["id"] for r in balanced] == ["r17", "r18", "r19"]  # equal (no judge) scores: by id
+    kept = json.loads((tmp_path / "instructionquality.json").read_text())
+    assert sum(not r["answerable"] for r in kept) == 3 and "| unanswerable share | 30.0% | 33.3% |" in \
+        (tmp_path / "quality_report.md").read_text()
+
+    unbalanced = quality(tmp_path, "--judge-mode", "off", "--no-balance")
+    assert unbalanced["after"]["unanswerable_share"] == 0.5 and unbalanced["kept"] == 12
+    assert [s["stage"] for s in unbalanced["stages"]] == ["heuristics"]
+
+
+def test_judge_votes_flag_makes_three_calls_per_pair_and_reports_them(tmp_path):
+    records = balance_records()[12:15]  # two answers and a refusal
+    (tmp_path / "instructions.json").write_text(json.dumps(records))
+    report = quality(tmp_path, "--judge-votes", "3", "--no-balance")
+    assert report["judge"]["votes"] == 3 and report["judge"]["judged"] == 3
+    assert "3 vote(s)" in (tmp_path / "quality_report.md").read_text()
+    lines = [json.loads(line) for line in (tmp_path / "judge_cache.jsonl").read_text().splitlines()]
+    assert sorted((line["id"], line["vote"]) for line in lines) == [(r["id"], v) for r in records for v in range(3)]
+    for record in json.loads((tmp_path / "instructionquality.json").read_text()):
+        verdict = record["quality"]["judge"]
+        assert len(verdict["votes"]) == 3 and verdict["score"] == sorted(verdict["votes"])[1]
+        assert sum(v >= 3.0 for v in verdict["votes"]) >= 2
 
 
 # --- the stage ---------------------------------------------------------------------------------
@@ -176,7 +309,12 @@ def test_heuristic_gate_accounts_for_every_record_and_writes_all_outputs(tmp_pat
     assert [json.loads(line) for line in lines] == [{"messages": chat.messages(r["instruction"], r["output"])} for r in kept]
     markdown = (data / "quality_report.md").read_text()
     assert "Rejections per reason" in markdown and "unanswerable share" in markdown
-    assert report["before"]["unanswerable_share"] and report["after"]["unanswerable_share"]
+    # The shares are those of the records in and out; balancing left them as they were: 22% is
+    # within one record (1/9) of the input's 18%.
+    assert report["before"]["unanswerable_share"] == round(sum(not r["answerable"] for r in records) / len(records), 3) == 0.176
+    assert report["after"]["unanswerable_share"] == round(sum(not r["answerable"] for r in kept) / len(kept), 3) == 0.222
+    assert report["stages"][-1] == {"stage": "balance", "in": len(kept), "out": len(kept)}
+    assert "| unanswerable share | 17.6% | 22.2% |" in markdown
 
     outputs = {name: (data / name).read_bytes() for name in ("instructionquality.json", "instructionquality.messages.jsonl")}
     quality(data, "--judge-mode", "off")
