@@ -217,6 +217,45 @@ def test_bad_input_exits_2_and_leaves_existing_chunks_untouched(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["chunks.json"]
 
 
+# Through the command line a user types: a locked or corrupt PDF exits 2 with one error line naming
+# the file and the reason, and writes nothing (a scanned one: in the several-PDFs test below).
+CLI_BAD_INPUTS = ["password", "corrupt"]
+
+
+def parse_cli(out: Path, *pdfs: Path):
+    return run_script("syntheticdatageneration.py", *[arg for path in pdfs for arg in ("--pdf", str(path))],
+                      "--parse-only", "--data-dir", str(out), timeout=600)
+
+
+def assert_failed_naming(result, path: Path, reason: str) -> None:
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    # Docling logs its own "Input document X is not valid." before ours for a corrupt file.
+    assert len(errors) == 1 and lines[-1] == errors[0] and errors[0].startswith(f"error: {path}:"), result.stderr[-2000:]
+    assert reason in errors[0], errors[0]
+
+
+@pytest.mark.parametrize("kind", CLI_BAD_INPUTS)
+def test_bad_pdf_through_the_command_line_exits_2_with_one_line_and_writes_nothing(kind, tmp_path):
+    make, reason = BAD_INPUTS[kind]
+    path = make(tmp_path / f"{kind}.pdf")
+    result = parse_cli(tmp_path / "data", path)
+    assert_failed_naming(result, path, reason)
+    assert not (tmp_path / "data").exists() or not list((tmp_path / "data").rglob("*"))
+
+
+def test_several_pdfs_with_one_bad_exit_2_and_write_no_chunks(tmp_path, policy_pdf):
+    """The good document is converted first; the bad one after it still leaves no chunks.json
+    (nor a partial one): a run with several documents is all or nothing."""
+    bad = BAD_INPUTS["image_only"][0](tmp_path / "scanned.pdf")
+    out = tmp_path / "data"
+    result = parse_cli(out, policy_pdf, bad)
+    assert_failed_naming(result, bad, "no text layer")
+    assert f"{policy_pdf}: 2 pages ->" in result.stdout  # the good one was parsed before the bad one failed
+    assert not out.exists() or not list(out.rglob("*"))
+
+
 def test_truncated_pdf_keeps_what_docling_can_read(tmp_path, tokenizer):
     data = build_pdf(tmp_path / "full.pdf").read_bytes()
     cut = tmp_path / "cut.pdf"
@@ -269,10 +308,12 @@ def test_real_policies_parse_with_their_headings(shared_docs, tokenizer):
         assert stats["seconds"] / stats["pages"] < 2.0  # the goal is 0.2 s/page; CI machines are shared
 
 
-def libreoffice_pdf(tmp_path: Path) -> Path | None:
+def libreoffice_pdf(tmp_path: Path) -> Path:
+    """A policy written as HTML and exported to PDF by LibreOffice Writer. Skips only when LibreOffice
+    is not installed; a conversion that fails where it is installed fails the test."""
     soffice = shutil.which("soffice") or shutil.which("libreoffice")
     if not soffice:
-        return None
+        pytest.skip("LibreOffice not installed (apt-get install libreoffice-writer-nogui)")
     html = tmp_path / "lo_policy.html"
     html.write_text("""<html><body>
 <p>Acme Working Time Policy</p>
@@ -287,17 +328,21 @@ allowance of 300 EUR to every employee who works remotely at least two days a we
 <table border="1"><tr><th align="left">Item</th><th align="left">Allowance</th></tr><tr><td>Home office</td><td>300 EUR</td></tr>
 <tr><td>Internet</td><td>25 EUR per month</td></tr></table>
 </body></html>""")
-    subprocess.run([soffice, "--headless", "--convert-to", "pdf:writer_pdf_Export", "--outdir", str(tmp_path), str(html)],
-                   capture_output=True, timeout=180)
+    # A profile of its own: a user's running LibreOffice or a stale lock cannot make it exit early.
+    profile = (tmp_path / "lo-profile").as_uri()
+    result = subprocess.run([soffice, f"-env:UserInstallation={profile}", "--headless", "--convert-to",
+                             "pdf:writer_pdf_Export", "--outdir", str(tmp_path), str(html)],
+                            capture_output=True, text=True, timeout=300)
     out = tmp_path / "lo_policy.pdf"
-    return out if out.exists() else None
+    if not out.is_file() or out.stat().st_size == 0:
+        pytest.fail(f"{soffice} is installed but did not convert {html.name} to PDF (exit {result.returncode}):\n"
+                    f"{result.stdout[-1500:]}{result.stderr[-1500:]}")
+    return out
 
 
 @pytest.mark.slow
 def test_libreoffice_pdf_headings_lists_and_table(tmp_path, tokenizer):
     path = libreoffice_pdf(tmp_path)
-    if path is None:
-        pytest.skip("LibreOffice not installed (apt-get install libreoffice-writer-nogui)")
     chunks, _ = parse(path, tokenizer)
     paths = [c["headings"] for c in chunks]
     assert ["1. Working Hours", "1.2 Overtime"] in paths or any(p[-2:] == ["1. Working Hours", "1.2 Overtime"] for p in paths)
