@@ -1,0 +1,149 @@
+"""bench/quality.py's orchestration with the stage scripts replaced by a fake (no models, under a second):
+recipe parsing, parse once and the same chunks for every recipe, the gold flag, a failing recipe,
+--skip-existing resuming, and the measured columns. A real tiny run is described in BENCHMARKS.md."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "bench"))
+import common  # noqa: E402
+
+from policytune import config  # noqa: E402
+
+quality = common.load_stage("bench/quality.py")
+pipeline = common.load_stage("pipeline.py")
+
+
+def test_recipes_are_stage_flags_of_generate_to_evaluate():
+    assert quality.parse_recipe("baseline=", pipeline) == ("baseline", [])
+    assert quality.parse_recipe("qpf4=--generate.questions-per-fact 4 --train.target-modules q_proj,v_proj", pipeline) == \
+        ("qpf4", ["--generate.questions-per-fact", "4", "--train.target-modules", "q_proj,v_proj"])
+    for text, message in (("nameless", "NAME=FLAGS"), ("a b=--train.epochs 1", "NAME=FLAGS"),
+                          ("x=--epochs 1", "not a stage flag"), ("x=--parse.ocr", "parsed once"),
+                          ("x=--deploy.verify-n 2", "not per recipe"), ("x=--evaluate.gold g.jsonl", "bench's --gold"),
+                          ("x=--train.epochs '1", "quotation")):
+        with pytest.raises(config.UserError, match=message):
+            quality.parse_recipe(text, pipeline)
+    # A recipe's commas survive (a list flag would split them); other flags stay for the parser.
+    assert quality.pull_recipes(["--recipe", "a=--train.target-modules q,v", "--skip-existing", "--recipe=b="]) == \
+        (["a=--train.target-modules q,v", "b="], ["--skip-existing"])
+
+
+def _option(command: list[str], flag: str) -> str | None:
+    return command[command.index(flag) + 1] if flag in command else None
+
+
+class FakeStages:
+    """Stands in for quality.run_stage: writes what each stage would, fails train when told to."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[str]]] = []
+
+    def __call__(self, command: list[str], log: Path) -> tuple[int, float]:
+        script = command[0]
+        name = {"preprocessing.py": "preprocess", "dataquality.py": "quality", "train.py": "train",
+                "evaluate.py": "evaluate"}.get(script, "parse" if "--parse-only" in command else "generate")
+        self.calls.append((name, command))
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(f"{name} log\nerror: something broke\n")
+        data, ckpt = Path(_option(command, "--data-dir")), Path(_option(command, "--checkpoint-dir"))
+        if name == "parse":
+            data.mkdir(parents=True, exist_ok=True)
+            (data / "chunks.json").write_text(json.dumps([{"id": "c1", "doc": "p.pdf", "text": "Leave is 25 days."}]))
+        elif name == "generate":
+            assert (data / "chunks.json").is_file()
+            (data / "facts.json").write_text(json.dumps([{"id": f"f{i}"} for i in range(3)]))
+        elif name == "train":
+            if _option(command, "--epochs") == "0":
+                return 2, 0.5
+            (data / "train_split.json").write_text(json.dumps(
+                [{"answerable": True, "fact_id": "f0", "output": "25 days"}, {"answerable": True, "fact_id": "f0", "output": "25"},
+                 {"answerable": True, "fact_id": "f2", "output": "x"}, {"answerable": False, "output": "Not specified."}]))
+            ckpt.mkdir(parents=True, exist_ok=True)
+            (ckpt / "metrics.json").write_text(json.dumps({"tokens": 1234}))
+        elif name == "evaluate":
+            interval = {"estimate": 0.5, "low": 0.25, "high": 0.75, "n": 4}
+            block = {"n": 6, "intervals": {m: {k: interval for k, _ in quality.METRICS} for m in ("base", "tuned", "difference")}}
+            reports = Path(_option(command, "--reports-dir"))
+            reports.mkdir(parents=True, exist_ok=True)
+            (reports / "eval.json").write_text(json.dumps({"splits": {"gold": block}}))
+        return 0, 1.5
+
+    def stages(self) -> list[tuple[str, str]]:
+        """(recipe folder name, stage) per call."""
+        return [(Path(_option(c, "--data-dir")).parent.name, name) for name, c in self.calls]
+
+
+def test_recipes_share_one_parse_a_failure_is_reported_and_skip_existing_resumes(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    fake = FakeStages()
+    monkeypatch.setattr(quality, "run_stage", fake)
+    pdf, gold = tmp_path / "p.pdf", tmp_path / "gold.jsonl"
+    pdf.write_bytes(b"%PDF-1.4 not really")
+    gold.write_text('{"id": "g1", "question": "How many days?"}\n')
+    argv = ["--pdf", str(pdf), "--gold", str(gold)]
+    recipes = ["ok=--train.max-steps 2", "broken=--train.epochs 0"]
+
+    def bench(*extra: str) -> dict:
+        with pytest.raises(SystemExit) as exit_info:  # a failed recipe makes the bench exit 1, after reporting
+            quality.main(config.parse(quality.QualityBenchConfig, [*argv, *extra, *(f"--recipe={r}" for r in recipes)]))
+        assert exit_info.value.code == 1
+        return json.loads((tmp_path / "results" / "quality.json").read_text())
+
+    saved = bench()
+    root = tmp_path / "results" / "quality"
+    assert fake.stages() == [("_parse", "parse"), ("ok", "generate"), ("ok", "preprocess"), ("ok", "quality"), ("ok", "train"),
+                             ("ok", "evaluate"), ("broken", "generate"), ("broken", "preprocess"), ("broken", "quality"),
+                             ("broken", "train")]
+    for name in ("ok", "broken"):  # the same chunks, copied
+        assert (root / name / "data" / "chunks.json").read_text() == (root / "_parse" / "data" / "chunks.json").read_text()
+    evaluate = next(c for n, c in fake.calls if n == "evaluate")
+    assert _option(evaluate, "--gold") == str(gold.resolve()) and _option(evaluate, "--reports-dir") == str(root / "ok" / "reports")
+    assert _option(next(c for n, c in fake.calls if n == "train"), "--max-steps") == "2"
+
+    ok, broken = saved["recipes"]
+    assert ok["state"]["status"] == "ok" and list(ok["state"]["stages"]) == quality.RECIPE_STAGES
+    assert ok["measured"] == {"n_gold": 6, "intervals": ok["measured"]["intervals"], "train_records": 4, "facts_covered": 2,
+                              "facts_total": 3, "facts_basis": ok["measured"]["facts_basis"], "train_tokens": 1234}
+    assert broken["state"]["status"] == "failed at train (exit 2)" and "evaluate" not in broken["state"]["stages"]
+    assert broken["measured"] == {}
+    out = capsys.readouterr().out
+    assert "| ok " in out and "0.50 [0.25, 0.75]" in out and "+0.50 [+0.25, +0.75]" in out and "2/3" in out
+    assert "failed at train (exit 2)" in out and "error: something broke" in out
+    assert [r["model"] for r in saved["rows"]] == ["tuned", "base", "tuned − base", "tuned"]
+
+    # Resume: the parse and every finished stage are kept; only the failed stage runs again.
+    fake.calls.clear()
+    saved = bench("--skip-existing")
+    assert fake.stages() == [("broken", "train")]
+    assert saved["parse"]["reused"] and saved["recipes"][0]["measured"]["train_tokens"] == 1234
+
+    # Changed flags for a recipe: that recipe starts over, in an emptied folder.
+    recipes[0] = "ok=--train.max-steps 3"
+    (root / "ok" / "stale.txt").write_text("from the previous flags")
+    fake.calls.clear()
+    bench("--skip-existing")
+    assert fake.stages()[:5] == [("ok", s) for s in quality.RECIPE_STAGES] and not (root / "ok" / "stale.txt").exists()
+
+    # Without --skip-existing everything runs again, the parse included.
+    fake.calls.clear()
+    bench()
+    assert fake.stages()[0] == ("_parse", "parse") and len(fake.calls) == 10
+
+
+def test_the_sample_gold_is_refused_for_another_document(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    pdf = tmp_path / "mine.pdf"
+    pdf.write_bytes(b"%PDF-1.4")
+    cfg = config.parse(quality.QualityBenchConfig, ["--pdf", str(pdf), "--gold", str(tmp_path / "gold.jsonl")])
+    with pytest.raises(config.UserError, match="gold file not found"):
+        quality.main(cfg)
+    if quality.SAMPLE_GOLD.is_file():
+        with pytest.raises(config.UserError, match="bundled sample policy only"):
+            quality.main(config.parse(quality.QualityBenchConfig, ["--pdf", str(pdf)]))
