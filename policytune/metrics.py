@@ -6,6 +6,8 @@ expected answer (exact match, the expected answer appearing whole, or token F1 o
 An answer to an unanswerable question is correct when it is a refusal. Text is normalised first
 (case, punctuation, articles, thousands separators, and number words to digits: "twenty-five" and
 "25" are the same answer), following SQuAD's answer normalisation plus the number step.
+The headline rates get percentile-bootstrap intervals, and tuned - base a paired one (the same
+resampled questions for both models), with a fixed seed so a rerun reports the same interval.
 """
 from __future__ import annotations
 
