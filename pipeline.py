@@ -8,7 +8,7 @@
 Each stage is its own script, run here as a subprocess exactly as a user would run it. A stage is
 skipped when its outputs exist, are newer than its inputs, and its command line is unchanged since
 it last succeeded (recorded in <data-dir>/pipeline_state.json). Stage flags pass through as
-`--<stage>.<flag> value` (e.g. `--generate.pairs-per-chunk 4`); POLICYTUNE_* environment variables
+`--<stage>.<flag> value` (e.g. `--generate.questions-per-fact 4`); POLICYTUNE_* environment variables
 reach every stage.
 """
 from __future__ import annotations
@@ -53,12 +53,12 @@ def plan(cfg: PipelineConfig, extra: dict[str, list[str]]) -> list[Stage]:
         Stage("parse", ["syntheticdatageneration.py", *common, *pdfs, "--parse-only"], [Path(p) for p in cfg.pdf],
               [data / "chunks.json"]),
         Stage("generate", ["syntheticdatageneration.py", *common, *pdfs, "--reuse-chunks"], [data / "chunks.json", prompts],
-              [data / "syntheticdata.json"]),
+              [data / "syntheticdata.json", data / "facts.json"]),
         Stage("preprocess", ["preprocessing.py", *common], [data / "syntheticdata.json", data / "chunks.json"],
               [data / "instructions.json"]),
         Stage("quality", ["dataquality.py", *common], [data / "instructions.json", prompts],
               [data / "instructionquality.json", data / "quality_report.json"]),
-        Stage("train", ["train.py", *common], [data / "instructionquality.json"],
+        Stage("train", ["train.py", *common], [data / "instructionquality.json", data / "facts.json"],
               [ckpt / "adapter_model.safetensors", ckpt / "metrics.json", data / "eval_split.json"]),
         Stage("evaluate", ["evaluate.py", *common, "--reports-dir", cfg.reports_dir],
               [ckpt / "adapter_model.safetensors", data / "eval_split.json"], [reports / "eval.json"]),

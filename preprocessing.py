@@ -75,6 +75,8 @@ def flatten(pair: dict, contexts: dict[str, str], input_format: str) -> tuple[di
         "model": pair.get("model", ""),
         "prompt_sha": pair.get("prompt_sha", ""),
     }
+    # Which fact a question asks about (and how it was worded) travels on, for the split and coverage counts.
+    record.update({k: pair[k] for k in ("fact_id", "section", "style") if k in pair})
     return record, None, relabelled
 
 

@@ -1,37 +1,33 @@
-"""Synthetic instruction pairs from policy chunks: plan, ask the teacher, validate, cache, summarise.
+"""Synthetic instruction pairs from the fact inventory: plan, draft, reword, check, cache, summarise.
 
-Each chunk gets `pairs_per_chunk` slots. A slot is answerable (a key sentence of the chunk holds the
-answer, and its type says what to ask for) or unanswerable (an aspect the chunk never mentions);
-the split follows the requested ratio exactly across the chunk list. One request per slot asks for
-a single question; unanswerable answers are always `chat.REFUSAL`, written here, never by the model.
+Every fact of the policy (`facts.py`) gets `questions_per_fact` questions. The code decides what
+each asks and drafts it (`questions.py`); the teacher rewords `rewordings_per_fact` of the drafts
+the way an employee would ask. A question is kept only when it points at its own fact more than at
+any other fact of its section (BM25), so a reworded question that drifted is retried, then
+dropped with its reason. Answers are the fact itself (or, with teacher answers, a short answer the
+teacher copied from it). Unanswerable questions are near misses on each section's topic that the
+whole document is silent about; their answer is `chat.REFUSAL`, written here, never by the model.
 
-Finished chunks are appended to a JSONL cache keyed by chunk id + prompt hash + model + slot plan +
-sampling, so a rerun after a crash asks only for the missing chunks and gives the same final file.
+Finished chunks (the facts of a chunk and the unanswerable questions planned for it) are appended
+to a JSONL cache keyed by chunk id + prompt hash + model + plan + sampling, so a rerun after a
+crash asks only for the missing chunks and gives the same final file.
 """
 from __future__ import annotations
 
-import math
 import re
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from policytune import chat, io, llm
+from policytune import chat, io, llm, normalize, questions
+from policytune import facts as facts_lib
 
 TYPES = ("numeric", "entity", "procedure", "eligibility")
-MIN_SENTENCE_WORDS = 5
 # Bumped when the code that turns replies into records changes, so cached chunks are redone.
-RECORD_LOGIC_VERSION = 2
-
-_TYPE_CUES = {
-    "numeric": re.compile(r"\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|twelve|twice|double|half)\b", re.I),
-    "entity": re.compile(r"\bForm [A-Z0-9-]+|\b[A-Z][a-z]+[A-Z][A-Za-z]+\b|\b(Administrator|Director|Manager|Officer|"
-                         r"People Operations|committee|team)\b"),
-    "procedure": re.compile(r"\b(must|submit|request|apply|upload|notify|through|record|approv\w*|send|contact)\b", re.I),
-    "eligibility": re.compile(r"\b(eligible|eligibility|qualif\w*|entitled|only if|employees who|at least|after \w+ "
-                              r"(months|years)|service|probation)\b", re.I),
-}
+RECORD_LOGIC_VERSION = 3
+# Token Jaccard at which two questions of one fact count as the same phrasing (preprocessing's default).
+NEAR_DUPLICATE = 0.8
 
 
 def prompts() -> dict[str, Any]:
@@ -44,8 +40,8 @@ def prompts() -> dict[str, Any]:
     gp = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gp)
     return {"system": gp.GENERATION_SYSTEM_PROMPT, "answerable": gp.ANSWERABLE_PROMPT,
-            "question_only": gp.QUESTION_ONLY_PROMPT,
-            "unanswerable": gp.UNANSWERABLE_PROMPT, "type_hints": gp.TYPE_HINTS, "aspects": gp.UNANSWERABLE_ASPECTS}
+            "question_only": gp.QUESTION_ONLY_PROMPT, "type_hints": gp.TYPE_HINTS,
+            "unanswerable_templates": gp.UNANSWERABLE_TEMPLATES}
 
 
 def prompt_sha(prompt_set: dict[str, Any] | None = None) -> str:
@@ -64,97 +60,63 @@ def question_schema(max_chars: int = 150) -> dict:
             "properties": {"question": {"type": "string", "minLength": 8, "maxLength": max_chars}}}
 
 
-_CAPTION = re.compile(r"(Table|Figure|Chart)\s+[\dA-Z]+[.:]", re.I)
+def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, unanswerable_ratio: float,
+         unanswerable_templates: dict[str, dict]) -> tuple[dict[str, dict], dict]:
+    """Decide every question of every chunk before asking the teacher anything.
 
-
-def sentences(text: str) -> list[str]:
-    """Sentences and list items of a chunk long enough to hold an answer."""
-    parts = re.split(r"(?<=[.!?])\s+(?=[A-Z(])|\n+", text)
-    cleaned = [re.sub(r"^[\s\-*•|]+", "", p).strip() for p in parts]
-    # A caption or a header row names a table's parts; neither states anything an employee could ask about.
-    return [s for s in cleaned if len(s.split()) >= MIN_SENTENCE_WORDS and not _CAPTION.match(s)
-            and not ("|" in s and not re.search(r"\d", s))]
-
-
-def topic(chunk: dict) -> str:
-    """The section a chunk belongs to, in words (numbering stripped): what questions are about."""
-    names = [re.sub(r"^[\d.]+\s*", "", h).strip() for h in chunk.get("headings") or []]
-    names = [n for n in names if n]
-    return " - ".join(names[-2:]) if names else chunk.get("doc", "the policy")
-
-
-def _types_of(sentence: str) -> list[str]:
-    return [t for t in TYPES if _TYPE_CUES[t].search(sentence)]
-
-
-def plan(chunks: list[dict], pairs_per_chunk: int, unanswerable_ratio: float, aspects: dict[str, list[str]],
-         questions_per_fact: int = 1) -> dict[str, list[dict]]:
-    """Decide every slot of every chunk: answerable (type + key sentence) or unanswerable (aspect).
-
-    With questions_per_fact > 1 a key sentence is asked about that many times (another slot, seed
-    and, where the sentence allows, another question type) before the next sentence is taken: a
-    closed-book model learns a fact from several phrasings, and a held-out phrasing then measures
-    whether it learned the fact rather than the wording.
-
-    A rounding accumulator over all slots in chunk order hits the ratio exactly; a slot meant to be
-    unanswerable whose chunk mentions every aspect, or answerable in a chunk with no usable
-    sentence, switches kind (the summary reports the achieved ratio).
+    Per chunk: its facts, each with the code's drafts that point at it (consistency-checked
+    against the other facts of its section), and the unanswerable questions assigned to it. The
+    unanswerable count hits `unanswerable_ratio` of all planned questions, drawn round-robin over
+    sections so every topic gets near misses; a candidate that some fact of the document may
+    answer is dropped with that fact named. Returns (plan by chunk id, report of what was left out).
     """
-    slots_by_chunk: dict[str, list[dict]] = {}
-    position = 0
-    for chunk in chunks:
-        text = chunk.get("text") or ""
-        lowered = text.lower()
-        silent = [a for a, cues in aspects.items() if not any(cue.lower() in lowered for cue in cues)]
-        candidates = sentences(text)
-        asked: Counter[str] = Counter()  # key sentence -> questions planned about it
-        offset = int(io.content_hash(chunk["id"], length=8), 16)
-        slots = []
-        answerable_index = unanswerable_index = 0
-        for index in range(pairs_per_chunk):
-            unanswerable = math.floor((position + 1) * unanswerable_ratio) > math.floor(position * unanswerable_ratio)
-            position += 1
-            if not candidates and silent:
-                unanswerable = True
-            elif not silent and candidates:
-                unanswerable = False
-            elif not candidates and not silent:
-                continue
-            if unanswerable:
-                aspect = silent[(offset + unanswerable_index) % len(silent)]
-                unanswerable_index += 1
-                slots.append({"slot": index, "type": "unanswerable", "aspect": aspect})
-                continue
-            wanted = TYPES[(offset + answerable_index) % len(TYPES)]
-            answerable_index += 1
-            previous = next((s for s in reversed(slots) if s["type"] != "unanswerable"), None)
-            if previous and asked[previous["sentence"]] < questions_per_fact:
-                sentence = previous["sentence"]
-                other = [t for t in _types_of(sentence) if t != previous["type"]]
-                asked[sentence] += 1
-                slots.append({"slot": index, "type": other[0] if other else previous["type"], "sentence": sentence})
-                continue
-            fresh = [s for s in candidates if s not in asked] or candidates
-            matching = [s for s in fresh if wanted in _types_of(s)]
-            if matching:
-                sentence, kind = matching[0], wanted
+    by_section: dict[str, list[dict]] = {}
+    for fact in fact_list:
+        by_section.setdefault(fact["section"], []).append(fact)
+    section_index = {name: facts_lib.Index(members) for name, members in by_section.items()}
+    document_index = facts_lib.Index(fact_list) if fact_list else None
+    chunk_plan: dict[str, dict] = {c["id"]: {"facts": [], "unanswerable": []} for c in chunks}
+    rejected_drafts: list[dict] = []
+    for fact in fact_list:
+        drafts = []
+        for draft in questions.templates(fact):
+            problem = questions.consistent(draft["question"], fact, section_index[fact["section"]])
+            if problem:
+                rejected_drafts.append({"fact_id": fact["id"], "question": draft["question"], "reason": problem})
             else:
-                sentence = fresh[0]
-                kind = (_types_of(sentence) or ["procedure"])[0]
-            asked[sentence] += 1
-            slots.append({"slot": index, "type": kind, "sentence": sentence})
-        slots_by_chunk[chunk["id"]] = slots
-    return slots_by_chunk
+                drafts.append(draft)
+        chunk_plan[fact["chunk_id"]]["facts"].append({"fact": fact, "drafts": drafts})
+
+    wanted = round(len(fact_list) * questions_per_fact * unanswerable_ratio / max(1e-9, 1.0 - unanswerable_ratio))
+    candidates = {name: questions.unanswerable_candidates(members, unanswerable_templates)
+                  for name, members in by_section.items()}
+    answered: list[dict] = []
+    chosen = 0
+    # Round-robin over sections, one candidate each per pass, until the share is met or none is left.
+    while chosen < wanted and any(candidates.values()):
+        for name in list(candidates):
+            if chosen >= wanted or not candidates[name]:
+                continue
+            candidate = candidates[name].pop(0)
+            hit = questions.answered_elsewhere(candidate["question"], candidate["cues"], document_index)
+            if hit:
+                answered.append({"question": candidate["question"], "aspect": candidate["aspect"], "section": name,
+                                 "reason": "the document may answer it", "fact_id": hit["id"], "fact": hit["text"]})
+                continue
+            home = by_section[name][0]
+            chunk_plan[home["chunk_id"]]["unanswerable"].append(
+                {"question": candidate["question"], "aspect": candidate["aspect"], "fact": home})
+            chosen += 1
+    return chunk_plan, {"rejected_drafts": rejected_drafts, "unanswerable_answered_by_document": answered,
+                        "unanswerable_wanted": wanted, "unanswerable_planned": chosen}
 
 
-def messages_for(chunk: dict, slot: dict, prompt_set: dict[str, Any], teacher_answers: bool = True) -> list[dict]:
-    """The chat messages of one slot's request."""
-    if slot["type"] == "unanswerable":
-        user = prompt_set["unanswerable"].format(excerpt=chunk["text"], topic=topic(chunk), aspect=slot["aspect"])
-    else:
-        template = prompt_set["answerable"] if teacher_answers else prompt_set["question_only"]
-        user = template.format(sentence=slot["sentence"], topic=topic(chunk),
-                               type_hint=prompt_set["type_hints"][slot["type"]])
+def messages_for(fact: dict, draft: dict, prompt_set: dict[str, Any], teacher_answers: bool = True) -> list[dict]:
+    """The chat messages of one rewording request."""
+    template = prompt_set["answerable"] if teacher_answers else prompt_set["question_only"]
+    kind = questions.question_type(draft["slot"], draft["question"])
+    user = template.format(sentence=fact["text"], topic=fact.get("topic") or "the policy", draft=draft["question"],
+                           type_hint=prompt_set["type_hints"][kind])
     return [{"role": "system", "content": prompt_set["system"]}, {"role": "user", "content": user}]
 
 
@@ -164,10 +126,6 @@ def _words(text: str) -> list[str]:
 
 QUESTION_WORDS = {"what", "how", "who", "when", "where", "which", "why", "can", "could", "do", "does", "did", "is",
                   "are", "will", "may", "should", "must", "if", "am", "would", "whom", "whose"}
-STOPWORDS = {"what", "which", "when", "where", "does", "will", "with", "that", "this", "there", "their", "have", "from",
-             "about", "policy", "employee", "employees", "should", "would", "could", "they", "them", "into", "your"}
-
-
 def clean_question(text: str) -> str | None:
     """The first question in the model's text, or None when there is none."""
     text = " ".join(text.split()).strip(" \"'")
@@ -181,15 +139,6 @@ def clean_question(text: str) -> str | None:
     if len(_words(question)) < 3 or re.search(r"\b(excerpt|key sentence)\b", question, re.I):
         return None
     return question
-
-
-def content_words(text: str) -> set[str]:
-    return {w for w in _words(text) if len(w) >= 4 and w not in STOPWORDS} | set(re.findall(r"\d+", text))
-
-
-def on_topic(question: str, reference: str) -> bool:
-    """A question shares at least one content word (or number) with the text it should be about."""
-    return bool(content_words(question) & content_words(reference))
 
 
 def check_answer(answer: str, sentence: str, min_overlap: float = 0.6) -> str | None:
@@ -206,93 +155,137 @@ def check_answer(answer: str, sentence: str, min_overlap: float = 0.6) -> str | 
     return None
 
 
-def generate_chunk(endpoint: llm.Endpoint, chunk: dict, slots: list[dict], prompt_set: dict[str, Any], sha: str,
-                   temperature: float, max_tokens: int, teacher_answers: bool = True) -> dict:
-    """All slots of one chunk: {records, failures}. Bad responses become failures, never exceptions.
+def _record(chunk: dict, fact: dict, question: str, answer: str, answerable: bool, kind: str, source: str,
+            style: str, model: str, sha: str, sampling: dict) -> dict:
+    return {
+        "id": io.content_hash(chunk["id"], question, answer),
+        "chunk_id": chunk["id"], "doc": chunk.get("doc"), "pages": fact.get("pages") or chunk.get("pages", []),
+        "headings": fact.get("headings") or chunk.get("headings", []), "fact_id": fact["id"],
+        "section": fact.get("section", ""), "question": question, "answer": answer, "answerable": answerable,
+        "type": kind, "style": style, "evidence": fact["text"] if answerable else "", "answer_source": source,
+        "model": model, "prompt_sha": sha, "sampling": sampling,
+    }
 
-    Without teacher answers, an answerable slot's answer is its key sentence, verbatim."""
+
+def generate_chunk(endpoint: llm.Endpoint, chunk: dict, chunk_plan: dict, prompt_set: dict[str, Any], sha: str,
+                   temperature: float, max_tokens: int, teacher_answers: bool = True, questions_per_fact: int = 3,
+                   rewordings_per_fact: int = 1, section_indexes: dict[str, facts_lib.Index] | None = None) -> dict:
+    """All questions of one chunk: {records, failures}. Bad replies become failures, never exceptions.
+
+    Each fact gets up to `rewordings_per_fact` teacher rewordings (one retry each with another draft
+    and seed), then the code's drafts fill it up to `questions_per_fact`."""
     records, failures, seen = [], [], set()
-    for slot in slots:
-        seed = endpoint.options.seed + 1000 * slot["slot"]
-        unanswerable = slot["type"] == "unanswerable"
-        asks_answer = teacher_answers and not unanswerable
-        schema = answerable_schema() if asks_answer else question_schema()
-        where = {"chunk_id": chunk["id"], "slot": slot["slot"], "type": slot["type"]}
-        try:
-            parsed, _ = llm.chat_json(endpoint, messages_for(chunk, slot, prompt_set, teacher_answers), schema,
-                                      name="qa_pair", max_tokens=max_tokens, temperature=temperature, seed=seed)
-        except llm.LLMError as exc:
-            failures.append({**where, "reason": f"llm: {exc}"})
+    for entry in chunk_plan["facts"]:
+        fact, drafts = entry["fact"], entry["drafts"]
+        index = (section_indexes or {}).get(fact["section"])
+        kept: list[dict] = []
+        where = {"chunk_id": chunk["id"], "fact_id": fact["id"]}
+        # The teacher also fills in where the code could not draft enough questions that point at the fact.
+        wanted_teacher = min(questions_per_fact, max(rewordings_per_fact, questions_per_fact - len(drafts))) \
+            if rewordings_per_fact else 0
+        pool = drafts or questions.templates(fact)[:1]
+        for attempt in range(2 * wanted_teacher if pool else 0):
+            if sum(k["style"] == "teacher" for k in kept) >= wanted_teacher:
+                break
+            draft = pool[attempt % len(pool)]
+            seed = endpoint.options.seed + 1000 * attempt + int(fact["id"][:6], 16) % 997
+            schema = answerable_schema() if teacher_answers else question_schema()
+            try:
+                parsed, _ = llm.chat_json(endpoint, messages_for(fact, draft, prompt_set, teacher_answers), schema,
+                                          name="qa_pair", max_tokens=max_tokens, temperature=temperature, seed=seed)
+            except llm.LLMError as exc:
+                failures.append({**where, "reason": f"llm: {exc}"})
+                continue
+            question = clean_question(parsed["question"])
+            problem = None if question else "no usable question"
+            if question and index is not None:
+                problem = questions.consistent(question, fact, index)
+            if question and not problem and question.lower() in seen:
+                problem = "duplicate question"
+            if problem:
+                failures.append({**where, "reason": problem, "question": question or parsed["question"][:200]})
+                continue
+            answer, source = fact["text"], "evidence"
+            if teacher_answers and not check_answer(" ".join(parsed.get("answer", "").split()), fact["text"]):
+                answer, source = " ".join(parsed["answer"].split()), "model"
+            seen.add(question.lower())
+            kept.append({"question": question, "answer": answer, "source": source, "style": "teacher", "slot": draft["slot"],
+                         "seed": seed})
+        for draft in drafts:
+            if len(kept) >= questions_per_fact:
+                break
+            # A near-copy of a question already kept teaches no new phrasing (and preprocessing drops it).
+            tokens = set(normalize.words(draft["question"]))
+            if draft["question"].lower() in seen or any(
+                    normalize.jaccard(tokens, set(normalize.words(k["question"]))) >= NEAR_DUPLICATE for k in kept):
+                continue
+            seen.add(draft["question"].lower())
+            kept.append({"question": draft["question"], "answer": fact["text"], "source": "evidence",
+                         "style": f"template:{draft['style']}", "slot": draft["slot"], "seed": None})
+        if len(kept) < questions_per_fact:
+            failures.append({**where, "reason": f"only {len(kept)} of {questions_per_fact} questions", "uncovered": True})
+        for item in kept:
+            sampling = {"temperature": temperature, "seed": item["seed"], "max_tokens": max_tokens} if item["seed"] is not None else {}
+            records.append(_record(chunk, fact, item["question"], item["answer"], True,
+                                   questions.question_type(item["slot"], item["question"]), item["source"],
+                                   item["style"], endpoint.model, sha, sampling))
+    for entry in chunk_plan["unanswerable"]:
+        if entry["question"].lower() in seen:
             continue
-        question = clean_question(parsed["question"])
-        if question is None:
-            failures.append({**where, "reason": "no usable question"})
-            continue
-        reference = f"{topic(chunk)} {chunk['text']}" if unanswerable else slot["sentence"]
-        if not on_topic(question, reference):
-            failures.append({**where, "reason": "question off topic", "question": question})
-            continue
-        if unanswerable:
-            answer, answer_source = chat.REFUSAL, "refusal"
-        elif not asks_answer:
-            answer, answer_source = slot["sentence"], "evidence"
-        else:
-            answer, answer_source = " ".join(parsed["answer"].split()), "model"
-            if check_answer(answer, slot["sentence"]):
-                # The key sentence is what the policy states: a faithful answer when the teacher's is not.
-                answer, answer_source = slot["sentence"], "evidence"
-        problem = None
-        if question.lower() in seen:
-            problem = "duplicate question"
-        if problem:
-            failures.append({**where, "reason": problem, "question": question})
-            continue
-        seen.add(question.lower())
-        records.append({
-            "id": io.content_hash(chunk["id"], question, answer),
-            "chunk_id": chunk["id"], "doc": chunk.get("doc"), "pages": chunk.get("pages", []),
-            "headings": chunk.get("headings", []), "question": question, "answer": answer,
-            "answerable": not unanswerable, "type": slot["type"],
-            "evidence": slot.get("sentence", ""), "answer_source": answer_source,
-            "model": endpoint.model, "prompt_sha": sha,
-            "sampling": {"temperature": temperature, "seed": seed, "max_tokens": max_tokens},
-        })
+        seen.add(entry["question"].lower())
+        records.append(_record(chunk, entry["fact"], entry["question"], chat.REFUSAL, False, "unanswerable", "refusal",
+                               f"template:{entry['aspect']}", endpoint.model, sha, {}))
     return {"records": records, "failures": failures}
 
 
-def cache_key(chunk_id: str, sha: str, model: str, slots: list[dict], temperature: float, max_tokens: int, seed: int,
-              teacher_answers: bool = True) -> str:
+def cache_key(chunk_id: str, sha: str, model: str, chunk_plan: dict, temperature: float, max_tokens: int, seed: int,
+              teacher_answers: bool = True, questions_per_fact: int = 3, rewordings_per_fact: int = 1) -> str:
     """What a chunk's cached result depends on: a change in any of these regenerates it."""
-    return io.content_hash(chunk_id, sha, model, slots, temperature, max_tokens, seed, teacher_answers,
-                           RECORD_LOGIC_VERSION)
+    planned = ([(e["fact"]["id"], [d["question"] for d in e["drafts"]]) for e in chunk_plan["facts"]],
+               [u["question"] for u in chunk_plan["unanswerable"]])
+    return io.content_hash(chunk_id, sha, model, planned, temperature, max_tokens, seed, teacher_answers,
+                           questions_per_fact, rewordings_per_fact, RECORD_LOGIC_VERSION)
 
 
-def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str | Path, *, pairs_per_chunk: int = 3,
-                   unanswerable_ratio: float = 0.3, temperature: float = 0.7, max_tokens: int = 200,
-                   concurrency: int = 4, progress: bool = True, teacher_answers: bool = True,
-                   questions_per_fact: int = 1) -> tuple[list[dict], dict]:
-    """Generate (or resume) pairs for all chunks; returns (records in chunk order, summary)."""
+def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str | Path, *, questions_per_fact: int = 3,
+                   rewordings_per_fact: int = 1, unanswerable_ratio: float = 0.3, temperature: float = 0.7,
+                   max_tokens: int = 200, concurrency: int = 4, progress: bool = True, teacher_answers: bool = True,
+                   fact_list: list[dict] | None = None) -> tuple[list[dict], dict]:
+    """Generate (or resume) questions for every fact of every chunk; returns (records in chunk order, summary)."""
     from tqdm import tqdm
 
     started = time.perf_counter()
     prompt_set = prompts()
     sha = prompt_sha(prompt_set)
-    slots_by_chunk = plan(chunks, pairs_per_chunk, unanswerable_ratio, prompt_set["aspects"], questions_per_fact)
-    keys = {c["id"]: cache_key(c["id"], sha, endpoint.model, slots_by_chunk[c["id"]], temperature, max_tokens,
-                               endpoint.options.seed, teacher_answers) for c in chunks}
+    if fact_list is None:
+        fact_list, _ = facts_lib.inventory(chunks)
+    chunk_plan, plan_report = plan(chunks, fact_list, questions_per_fact, unanswerable_ratio,
+                                   prompt_set["unanswerable_templates"])
+    section_indexes = {}
+    for fact in fact_list:
+        section_indexes.setdefault(fact["section"], []).append(fact)
+    section_indexes = {name: facts_lib.Index(members) for name, members in section_indexes.items()}
+    keys = {c["id"]: cache_key(c["id"], sha, endpoint.model, chunk_plan[c["id"]], temperature, max_tokens,
+                               endpoint.options.seed, teacher_answers, questions_per_fact, rewordings_per_fact)
+            for c in chunks}
     cache = io.JsonlLog(cache_path)
     done = {entry["key"]: entry for entry in cache.records() if entry.get("key") in keys.values()}
     pending = [c for c in chunks if keys[c["id"]] not in done]
     from_cache = len(chunks) - len(pending)
     if from_cache:
         print(f"resuming: {from_cache} of {len(chunks)} chunks already in {cache_path}", flush=True)
+    requests = sum(min(questions_per_fact, max(rewordings_per_fact, questions_per_fact - len(e["drafts"])))
+                   for c in pending for e in chunk_plan[c["id"]]["facts"]) if rewordings_per_fact else 0
+    print(f"plan: {len(fact_list)} facts x {questions_per_fact} questions, {plan_report['unanswerable_planned']} "
+          f"unanswerable; {requests} teacher requests for {len(pending)} chunks (about {requests * 0.5 / max(1, concurrency) / 60:.1f}-"
+          f"{requests * 1.5 / max(1, concurrency) / 60:.1f} min on a 2-core CPU with the embedded teacher)", flush=True)
 
     bar = tqdm(total=len(pending), unit="chunk", disable=not progress, dynamic_ncols=True)
     new_pairs = 0
 
     def work(chunk: dict) -> dict:
-        return generate_chunk(endpoint, chunk, slots_by_chunk[chunk["id"]], prompt_set, sha, temperature, max_tokens,
-                              teacher_answers)
+        return generate_chunk(endpoint, chunk, chunk_plan[chunk["id"]], prompt_set, sha, temperature, max_tokens,
+                              teacher_answers, questions_per_fact, rewordings_per_fact, section_indexes)
 
     def finished(chunk: dict, result: dict | None, error: Exception | None) -> None:
         nonlocal new_pairs
@@ -301,11 +294,9 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
         entry = {"key": keys[chunk["id"]], "chunk_id": chunk["id"], **result}
         cache.append(entry)
         done[entry["key"]] = entry
-        for failure in result["failures"]:
-            tqdm.write(f"skipped chunk {failure['chunk_id']} slot {failure.get('slot', '-')}: {failure['reason']}")
         new_pairs += len(result["records"])
         bar.update(1)
-        bar.set_postfix_str(f"{new_pairs / max(time.perf_counter() - started, 1e-9):.2f} pairs/s")
+        bar.set_postfix_str(f"{new_pairs / max(time.perf_counter() - started, 1e-9):.2f} kept/s")
 
     try:
         llm.run_concurrently(work, pending, concurrency, finished)
@@ -317,11 +308,14 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
     failures = [f for c in chunks for f in done[keys[c["id"]]]["failures"]]
     records, dropped = rebalance(records, unanswerable_ratio)
     seconds = time.perf_counter() - started
-    summary = summarise(records, failures, chunks, requested_ratio=unanswerable_ratio)
+    summary = summarise(records, failures, chunks, fact_list, questions_per_fact, requested_ratio=unanswerable_ratio)
     summary["dropped"] = dropped
+    summary["unanswerable_answered_by_document"] = plan_report["unanswerable_answered_by_document"]
+    summary["rejected_drafts"] = len(plan_report["rejected_drafts"])
     summary.update({"chunks_from_cache": from_cache, "chunks_generated": len(pending), "new_pairs": new_pairs,
                     "seconds": round(seconds, 1), "pairs_per_second": round(new_pairs / max(seconds, 1e-9), 3),
-                    "model": endpoint.model, "prompt_sha": sha, "pairs_per_chunk": pairs_per_chunk,
+                    "seconds_per_fact": round(seconds / max(1, len(fact_list)), 3),
+                    "model": endpoint.model, "prompt_sha": sha, "rewordings_per_fact": rewordings_per_fact,
                     "teacher_answers": teacher_answers, "questions_per_fact": questions_per_fact,
                     "sampling": {"temperature": temperature, "seed": endpoint.options.seed, "max_tokens": max_tokens}})
     return records, summary
@@ -349,16 +343,38 @@ def rebalance(records: list[dict], unanswerable_ratio: float) -> tuple[list[dict
     return kept, dropped
 
 
-def summarise(records: list[dict], failures: list[dict], chunks: list[dict], requested_ratio: float) -> dict:
-    """Counts for the end-of-stage summary: split, per type, failures by reason."""
+def summarise(records: list[dict], failures: list[dict], chunks: list[dict], fact_list: list[dict],
+              questions_per_fact: int, requested_ratio: float) -> dict:
+    """Counts for the end-of-stage summary: coverage per fact and section, split, types, failures by reason."""
     unanswerable = sum(not r["answerable"] for r in records)
     reasons = Counter(re.sub(r"\d+", "N", f["reason"].split(" (")[0])[:80] for f in failures)
+    per_fact = Counter(r["fact_id"] for r in records if r["answerable"])
+    covered = sum(per_fact[f["id"]] >= questions_per_fact for f in fact_list)
+    sections: dict[str, dict] = {}
+    for fact in fact_list:
+        row = sections.setdefault(fact["section"] or "(no heading)", {"facts": 0, "covered": 0, "answerable": 0,
+                                                                      "unanswerable": 0})
+        row["facts"] += 1
+        row["covered"] += per_fact[fact["id"]] >= questions_per_fact
+        row["answerable"] += per_fact[fact["id"]]
+    for record in records:
+        if not record["answerable"]:
+            sections.setdefault(record.get("section") or "(no heading)",
+                                {"facts": 0, "covered": 0, "answerable": 0, "unanswerable": 0})["unanswerable"] += 1
+    uncovered = [{"fact_id": f["id"], "section": f["section"], "text": f["text"][:200], "questions": per_fact[f["id"]],
+                  "reason": next((x["reason"] for x in failures if x.get("fact_id") == f["id"] and x.get("uncovered")),
+                                 "fewer drafts than questions wanted")}
+                 for f in fact_list if per_fact[f["id"]] < questions_per_fact]
     return {
         "chunks": len(chunks), "chunks_with_pairs": len({r["chunk_id"] for r in records}),
+        "facts": len(fact_list), "facts_covered": covered,
+        "facts_covered_share": round(covered / len(fact_list), 3) if fact_list else 0.0,
+        "uncovered_facts": uncovered, "per_section": sections,
         "pairs": len(records), "answerable": len(records) - unanswerable, "unanswerable": unanswerable,
         "unanswerable_ratio": round(unanswerable / len(records), 3) if records else 0.0,
         "requested_unanswerable_ratio": requested_ratio,
         "per_type": dict(Counter(r["type"] for r in records).most_common()),
+        "per_style": dict(Counter(r.get("style", "?").split(":")[0] for r in records).most_common()),
         "answer_source": dict(Counter(r.get("answer_source", "model") for r in records).most_common()),
         "failures": len(failures), "failure_reasons": dict(reasons.most_common()),
         "failed": failures,
@@ -368,14 +384,21 @@ def summarise(records: list[dict], failures: list[dict], chunks: list[dict], req
 def format_summary(summary: dict) -> str:
     """A few human-readable lines of the summary."""
     lines = [
-        f"chunks: {summary['chunks']} ({summary['chunks_from_cache']} from cache), pairs: {summary['pairs']} "
-        f"({summary['pairs'] / max(summary['chunks'], 1):.2f} per chunk), {summary['pairs_per_second']} pairs/s",
+        f"facts: {summary['facts']}, with at least {summary['questions_per_fact']} kept questions: "
+        f"{summary['facts_covered']} ({summary['facts_covered_share']:.0%})",
+        f"chunks: {summary['chunks']} ({summary['chunks_from_cache']} from cache), pairs: {summary['pairs']}, "
+        f"{summary['pairs_per_second']} kept/s, {summary['seconds_per_fact']} s/fact",
         f"answerable: {summary['answerable']}, unanswerable: {summary['unanswerable']} "
-        f"(ratio {summary['unanswerable_ratio']:.2f}, requested {summary['requested_unanswerable_ratio']:.2f})",
+        f"(ratio {summary['unanswerable_ratio']:.2f}, requested {summary['requested_unanswerable_ratio']:.2f}); "
+        f"unanswerable candidates dropped because the document may answer them: "
+        f"{len(summary.get('unanswerable_answered_by_document', []))}",
         "per type: " + ", ".join(f"{k} {v}" for k, v in summary["per_type"].items()),
-        "answers from: " + ", ".join(f"{k} {v}" for k, v in summary["answer_source"].items()),
+        "per style: " + ", ".join(f"{k} {v}" for k, v in summary["per_style"].items()),
         f"dropped to keep the ratio: {len(summary.get('dropped', []))}",
         f"failures: {summary['failures']}" + ("" if not summary["failure_reasons"] else " (" + ", ".join(
             f"{k}: {v}" for k, v in summary["failure_reasons"].items()) + ")"),
+        "facts per section (covered/facts, unanswerable):",
     ]
+    lines += [f"  {row['covered']:>3}/{row['facts']:<3} {row['unanswerable']:>3}  {name[:90]}"
+              for name, row in summary["per_section"].items()]
     return "\n".join(lines)

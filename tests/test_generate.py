@@ -13,19 +13,20 @@ import pytest
 
 from conftest import ROOT
 from fault_server import FaultServer, hang, invalid_json, length_cut, ok, refused_url, schema_mismatch, status
-from policytune import chat, generate, io, llm
+from policytune import chat, facts, generate, io, llm
 
 RECORD_FIELDS = {"id", "chunk_id", "doc", "pages", "headings", "question", "answer", "answerable", "type", "model",
                  "prompt_sha", "sampling"}
 
 
-def make_chunks(n: int) -> list[dict]:
+def make_chunks(n: int, facts_per_chunk: int = 3) -> list[dict]:
     """Small real-looking policy chunks, each with a unique marker so requests can be traced to it."""
     chunks = []
     for i in range(n):
-        text = (f"Employees in office {i} receive {10 + i} days of paid leave per year. "
-                f"Requests for office {i} must be submitted through PeopleHub using Form LV-{i}. "
-                f"Employees who have completed {i + 1} months of service are eligible for the office {i} bonus.")
+        sentences = [f"Employees in office {i} receive {10 + i} days of paid leave per year.",
+                     f"Requests for office {i} must be submitted through PeopleHub using Form LV-{i}.",
+                     f"Employees who have completed {i + 1} months of service are eligible for the office {i} bonus."]
+        text = " ".join(sentences[:facts_per_chunk])
         chunks.append({"id": io.content_hash(text), "doc": "policy.pdf", "pages": [i + 1],
                        "headings": ["Policy", f"{i + 1}. Leave", f"{i + 1}.1 Office {i}"], "text": text,
                        "context_text": text, "n_tokens": 40, "kind": "text"})
@@ -52,25 +53,29 @@ def run_generation(url: str, chunks: list[dict], cache, **kwargs):
         return generate.generate_pairs(endpoint, chunks, cache, progress=False, **kwargs)
 
 
-def test_plan_hits_the_unanswerable_ratio_and_mixes_types():
+def test_plan_asks_about_every_fact_with_drafts_that_point_at_it_and_meets_the_unanswerable_share():
     chunks = make_chunks(10)
-    slots = generate.plan(chunks, pairs_per_chunk=3, unanswerable_ratio=0.3, aspects=generate.prompts()["aspects"])
-    flat = [s for c in chunks for s in slots[c["id"]]]
-    assert len(flat) == 30
-    assert sum(s["type"] == "unanswerable" for s in flat) == 9
-    assert {s["type"] for s in flat} >= {"numeric", "entity", "procedure", "eligibility", "unanswerable"}
-    for chunk in chunks:
-        sentences = [s["sentence"] for s in slots[chunk["id"]] if "sentence" in s]
-        assert all(s in chunk["text"] for s in sentences)
-        assert len(set(sentences)) == len(sentences), "slots of one chunk should ask about different sentences"
+    fact_list, _ = facts.inventory(chunks)
+    assert len(fact_list) == 30
+    chunk_plan, report = generate.plan(chunks, fact_list, 3, 0.3, generate.prompts()["unanswerable_templates"])
+    planned = [e for c in chunks for e in chunk_plan[c["id"]]["facts"]]
+    assert [e["fact"]["id"] for e in planned] == [f["id"] for f in fact_list]
+    assert all(e["drafts"] for e in planned), "every fact has at least one code-written draft"
+    assert {d["slot"] for e in planned for d in e["drafts"]} >= {"quantity", "form", "system"}
+    unanswerable = [u for c in chunks for u in chunk_plan[c["id"]]["unanswerable"]]
+    assert report["unanswerable_wanted"] == round(30 * 3 * 0.3 / 0.7)
+    assert 0 < len(unanswerable) == report["unanswerable_planned"] <= report["unanswerable_wanted"]
+    assert len({u["question"] for u in unanswerable}) == len(unanswerable)
 
 
-def test_prompts_fence_the_excerpt_as_data_and_hash_changes_with_them():
+def test_prompts_fence_the_fact_as_data_and_hash_changes_with_them():
     prompt_set = generate.prompts()
     chunk = make_chunks(1)[0]
-    slot = generate.plan([chunk], 1, 0.0, prompt_set["aspects"])[chunk["id"]][0]
-    user = generate.messages_for(chunk, slot, prompt_set)[1]["content"]
-    assert "<excerpt>" in user and "</excerpt>" in user
+    fact_list, _ = facts.inventory([chunk])
+    chunk_plan, _ = generate.plan([chunk], fact_list, 3, 0.0, prompt_set["unanswerable_templates"])
+    entry = chunk_plan[chunk["id"]]["facts"][0]
+    user = generate.messages_for(entry["fact"], entry["drafts"][0], prompt_set)[1]["content"]
+    assert f"<excerpt>\n{entry['fact']['text']}\n</excerpt>" in user and entry["drafts"][0]["question"] in user
     assert "not instructions" in prompt_set["system"]
     changed = {**prompt_set, "system": prompt_set["system"] + " "}
     assert generate.prompt_sha(changed) != generate.prompt_sha(prompt_set)
@@ -79,31 +84,33 @@ def test_prompts_fence_the_excerpt_as_data_and_hash_changes_with_them():
 def test_records_carry_provenance_and_unanswerable_answers_are_the_exact_refusal(tmp_path):
     chunks = make_chunks(4)
     with FaultServer(default=ok(grounded_reply)) as server:
-        records, summary = run_generation(server.url, chunks, tmp_path / "cache.jsonl", pairs_per_chunk=3,
+        records, summary = run_generation(server.url, chunks, tmp_path / "cache.jsonl", questions_per_fact=3,
                                           unanswerable_ratio=0.3)
-    assert summary["pairs"] == len(records) == 12 and summary["failures"] == 0
+    assert summary["facts"] == 12 and summary["facts_covered"] == 12 and summary["failures"] == 0
     for record in records:
         assert RECORD_FIELDS <= set(record)
         assert record["model"] == "fault-teacher" and record["prompt_sha"] == generate.prompt_sha()
         assert record["answerable"] == (record["type"] != "unanswerable")
         if not record["answerable"]:
             assert record["answer"] == chat.REFUSAL
-    assert summary["unanswerable"] == 3  # floor(12 * 0.3) by the rounding accumulator
-    assert abs(summary["unanswerable_ratio"] - 0.3) <= 0.1
+    answerable = [r for r in records if r["answerable"]]
+    assert len(answerable) == 36 and {r["fact_id"] for r in answerable} == {f["id"] for f in facts.inventory(chunks)[0]}
+    assert sum(r["style"] == "teacher" for r in answerable) >= 12, "one teacher rewording per fact"
+    assert summary["unanswerable"] > 0 and summary["unanswerable_ratio"] <= 0.3 + 0.05
 
 
-def test_evidence_answers_ask_only_for_a_question_and_answer_with_the_policy_sentence(tmp_path):
+def test_evidence_answers_ask_only_for_a_question_and_answer_with_the_fact(tmp_path):
     def question_only(body: dict) -> dict:
         schema = body["response_format"]["json_schema"]["schema"]
         assert "answer" not in schema["properties"], "the teacher was asked for an answer"
         user = body["messages"][-1]["content"]
         excerpt = re.search(r"<excerpt>\n(.*?)\n</excerpt>", user, re.S).group(1)
-        return {"question": f"What does the policy say about {' '.join(excerpt.split()[:6])} ({io.content_hash(user, length=6)})?"}
+        return {"question": f"What does the policy say about {' '.join(excerpt.split()[:6])}?"}
 
     chunks = make_chunks(3)
     with FaultServer(default=ok(question_only)) as server:
-        records, summary = run_generation(server.url, chunks, tmp_path / "cache.jsonl", pairs_per_chunk=3,
-                                          unanswerable_ratio=0.3, teacher_answers=False)
+        records, summary = run_generation(server.url, chunks, tmp_path / "cache.jsonl", unanswerable_ratio=0.3,
+                                          teacher_answers=False)
     answerable = [r for r in records if r["answerable"]]
     assert answerable and summary["failures"] == 0 and summary["teacher_answers"] is False
     for record in answerable:
@@ -115,40 +122,40 @@ def test_evidence_answers_ask_only_for_a_question_and_answer_with_the_policy_sen
                                    schema_mismatch(), length_cut()],
                          ids=["invalid_json", "500", "429_retry_after", "hang", "schema_mismatch", "length_cut"])
 def test_one_fault_is_retried_and_the_pair_still_made(tmp_path, fault):
-    chunk = make_chunks(1)
     with FaultServer(default=ok(grounded_reply)) as server:
         server.script(fault)
         started = time.monotonic()
-        records, summary = run_generation(server.url, chunk, tmp_path / "c.jsonl", pairs_per_chunk=1,
-                                          unanswerable_ratio=0.0)
+        records, summary = run_generation(server.url, make_chunks(1, facts_per_chunk=1), tmp_path / "c.jsonl",
+                                          questions_per_fact=1, unanswerable_ratio=0.0)
         assert len(server.requests) == 2
-    assert len(records) == 1 and summary["failures"] == 0
+    assert len(records) == 1 and records[0]["style"] == "teacher" and summary["failures"] == 0
     if fault[0] == "status" and fault[1] == 429:
         assert time.monotonic() - started >= 1.0, "Retry-After was not honoured"
 
 
 @pytest.mark.parametrize("fault", [invalid_json(), status(500), schema_mismatch(), length_cut(), hang(3)],
                          ids=["invalid_json", "500", "schema_mismatch", "length_cut", "hang"])
-def test_persistent_fault_is_bounded_logged_and_skipped(tmp_path, fault):
-    chunks = make_chunks(2)
+def test_persistent_fault_is_bounded_logged_and_the_code_drafts_still_cover_the_facts(tmp_path, fault):
+    chunks = make_chunks(2, facts_per_chunk=1)
     with FaultServer(default=fault) as server:
-        records, summary = run_generation(server.url, chunks, tmp_path / "c.jsonl", pairs_per_chunk=1,
+        records, summary = run_generation(server.url, chunks, tmp_path / "c.jsonl", questions_per_fact=1,
                                           unanswerable_ratio=0.0, concurrency=2)
-        # max_retries=1: at most 2 attempts of the transport, each at most 2 attempts of the JSON check.
-        assert len(server.requests) <= 2 * 2 * 2
-    assert records == []
-    assert summary["failures"] == 2 and {f["chunk_id"] for f in summary["failed"]} == {c["id"] for c in chunks}
+        # One rewording and one retry per fact; max_retries=1: at most 2 attempts of the transport, each
+        # at most 2 attempts of the JSON check.
+        assert len(server.requests) <= 2 * 2 * 2 * 2
+    assert summary["failures"] == 4 and {f["chunk_id"] for f in summary["failed"]} == {c["id"] for c in chunks}
     assert all(f["reason"].startswith("llm:") for f in summary["failed"])
+    assert len(records) == 2 and all(r["style"].startswith("template:") for r in records)
 
 
 def test_connection_refused_stops_with_endpoint_down_and_keeps_the_cache(tmp_path):
     chunks = make_chunks(2)
     cache = tmp_path / "c.jsonl"
     with FaultServer(default=ok(grounded_reply)) as server:
-        run_generation(server.url, chunks[:1], cache, pairs_per_chunk=1)
+        run_generation(server.url, chunks[:1], cache, questions_per_fact=1)
     before = cache.read_text()
     with pytest.raises(llm.EndpointDown, match="cannot reach"):
-        run_generation(refused_url(), chunks, cache, pairs_per_chunk=1, options={"max_retries": 0})
+        run_generation(refused_url(), chunks, cache, questions_per_fact=1, options={"max_retries": 0})
     assert cache.read_text() == before
 
 
@@ -156,11 +163,11 @@ def test_changing_the_prompt_or_model_regenerates_and_same_settings_reuse_the_ca
     chunks = make_chunks(2)
     cache = tmp_path / "c.jsonl"
     with FaultServer(default=ok(grounded_reply)) as server:
-        first, _ = run_generation(server.url, chunks, cache, pairs_per_chunk=2)
+        first, _ = run_generation(server.url, chunks, cache, questions_per_fact=2)
         asked = len(server.requests)
-        again, summary = run_generation(server.url, chunks, cache, pairs_per_chunk=2)
+        again, summary = run_generation(server.url, chunks, cache, questions_per_fact=2)
         assert len(server.requests) == asked and again == first and summary["chunks_from_cache"] == 2
-        run_generation(server.url, chunks, cache, pairs_per_chunk=2, options={"model": "other-teacher"})
+        run_generation(server.url, chunks, cache, questions_per_fact=2, options={"model": "other-teacher"})
         assert len(server.requests) == 2 * asked
         original = generate.prompts
 
@@ -168,7 +175,7 @@ def test_changing_the_prompt_or_model_regenerates_and_same_settings_reuse_the_ca
             return {**original(), "system": original()["system"] + " Be brief."}
 
         monkeypatch.setattr(generate, "prompts", edited_prompts)
-        run_generation(server.url, chunks, cache, pairs_per_chunk=2)
+        run_generation(server.url, chunks, cache, questions_per_fact=2)
         assert len(server.requests) == 3 * asked
 
 
@@ -178,7 +185,8 @@ from policytune import generate, io, llm
 url, chunks_path, cache, out = sys.argv[1:5]
 chunks = json.load(open(chunks_path))
 with llm.connect(llm.LLMOptions(base_url=url, model="fault-teacher", max_retries=1)) as endpoint:
-    records, summary = generate.generate_pairs(endpoint, chunks, cache, pairs_per_chunk=2, concurrency=2, progress=False)
+    records, summary = generate.generate_pairs(endpoint, chunks, cache, questions_per_fact=2, unanswerable_ratio=0.0,
+                                               concurrency=2, progress=False)
 io.write_json_atomic(out, records)
 """
 
@@ -219,18 +227,20 @@ def test_sigkill_midway_then_rerun_asks_no_finished_chunk_again_and_loses_nothin
     assert asked_again | finished_before_kill == {c["id"] for c in chunks}
     records = json.loads(output.read_text())
     assert records == json.loads(reference.read_text())
-    assert len({r["id"] for r in records}) == len(records) == 24
+    assert len({r["id"] for r in records}) == len(records) == 12 * 3 * 2
 
 
 @pytest.mark.slow
-def test_embedded_teacher_yields_schema_valid_records_with_provenance(tmp_path):
+def test_embedded_teacher_rewords_drafts_into_schema_valid_records_with_provenance(tmp_path):
     chunks = json.loads(json.dumps(make_chunks(2)))
     opts = llm.LLMOptions(concurrency=1, server_threads=1, max_retries=1)
     with llm.connect(opts) as endpoint:
-        records, summary = generate.generate_pairs(endpoint, chunks, tmp_path / "c.jsonl", pairs_per_chunk=2,
+        records, summary = generate.generate_pairs(endpoint, chunks, tmp_path / "c.jsonl", questions_per_fact=2,
                                                    unanswerable_ratio=0.5, progress=False)
-    assert summary["pairs"] + summary["failures"] == 4
-    assert records, f"no usable pair from the embedded teacher: {summary['failure_reasons']}"
+    assert summary["facts"] == 6 and summary["facts_covered"] == 6, summary["uncovered_facts"]
+    teacher = [r for r in records if r["style"] == "teacher"]
+    # Every fact got a rewording request; what the 135M teacher wrote is kept or failed with a reason.
+    assert len(teacher) + sum(f["reason"] != "only" for f in summary["failed"]) >= 6
     for record in records:
         assert RECORD_FIELDS <= set(record)
         assert record["model"].endswith(".gguf") and record["chunk_id"] in {c["id"] for c in chunks}
@@ -246,7 +256,8 @@ def test_ungrounded_teacher_answer_is_replaced_by_the_policy_sentence(tmp_path):
         return {**reply, "answer": "Thirty days, according to national law."} if "answer" in reply else reply
 
     with FaultServer(default=ok(wrong_answer)) as server:
-        records, _ = run_generation(server.url, chunk, tmp_path / "c.jsonl", pairs_per_chunk=2, unanswerable_ratio=0.0)
+        records, _ = run_generation(server.url, chunk, tmp_path / "c.jsonl", questions_per_fact=2, unanswerable_ratio=0.0)
+    assert any(r["style"] == "teacher" for r in records)
     assert records and all(r["answer_source"] == "evidence" and r["answer"] == r["evidence"] for r in records)
     assert all(r["answer"] in chunk[0]["text"] for r in records)
 
@@ -258,25 +269,31 @@ def test_question_cleaning_keeps_one_question_and_rejects_non_questions():
     assert generate.clean_question("What is the key sentence in the excerpt?") is None
 
 
-def test_unanswerable_surplus_from_failed_answerable_slots_is_trimmed_to_the_ratio(tmp_path):
-    chunks = make_chunks(6)
-
-    def off_topic_for_half(body: dict) -> dict:
-        reply = grounded_reply(body)
-        if "answer" in reply and io.content_hash(body["messages"][-1]["content"], length=2) < "80":
-            return {"question": "What is a response format?", "answer": "JSON"}
-        return reply
-
-    with FaultServer(default=ok(off_topic_for_half)) as server:
-        records, summary = run_generation(server.url, chunks, tmp_path / "c.jsonl", pairs_per_chunk=4,
-                                          unanswerable_ratio=0.3)
-    assert summary["failures"] > 0 and summary["dropped"]
-    assert abs(summary["unanswerable_ratio"] - 0.3) <= 0.1
-    assert all(d["reason"].startswith("rebalanced") for d in summary["dropped"])
+def test_unanswerable_surplus_is_trimmed_to_the_ratio_by_id():
+    records = [{"id": f"a{i}", "chunk_id": "c", "question": f"q{i}?", "answerable": True} for i in range(7)]
+    records += [{"id": f"u{i}", "chunk_id": "c", "question": f"u{i}?", "answerable": False} for i in range(6)]
+    kept, dropped = generate.rebalance(records, 0.3)
+    assert sum(not r["answerable"] for r in kept) == 3 == round(7 * 0.3 / 0.7)
+    assert [d["id"] for d in dropped] == ["u3", "u4", "u5"] and all(d["reason"].startswith("rebalanced") for d in dropped)
 
 
-def test_table_captions_and_header_rows_are_not_key_sentences():
-    text = ("Table 4: Minimum notice and approval for planned leave\n"
-            "| Leave type | Paid weeks | Pay rate | Eligibility |\n"
-            "Employees must give at least 4 weeks notice for leave of more than 5 days.")
-    assert generate.sentences(text) == ["Employees must give at least 4 weeks notice for leave of more than 5 days."]
+def test_an_unanswerable_question_that_another_section_answers_is_dropped(tmp_path):
+    """Section 1 never mentions tax, so "Is bereavement leave taxed?" looks like a near miss for it; section 2
+    states the tax treatment of bereavement pay. The whole-document check must drop the question."""
+    def chunk(headings: list[str], text: str) -> dict:
+        return {"id": io.content_hash(text), "doc": "p.pdf", "pages": [1], "headings": headings, "text": text,
+                "context_text": text, "n_tokens": 40, "kind": "text"}
+
+    chunks = [chunk(["1. Bereavement Leave"], "Employees may take up to 5 days of paid bereavement leave. "
+                    "Requests are made through PeopleHub on the first day of absence."),
+              chunk(["2. Pay and Tax"], "Bereavement leave pay is taxed in the same way as normal salary. "
+                    "Payslips are issued on the last business day of each month.")]
+    fact_list, _ = facts.inventory(chunks)
+    templates = {"tax": {"cues": ["tax"], "questions": ["Is {topic} taxed?"]},
+                 "contractors": {"cues": ["contractor"], "questions": ["Does {topic} apply to contractors?"]}}
+    chunk_plan, report = generate.plan(chunks, fact_list, 3, 0.5, templates)
+    planned = [u["question"] for c in chunks for u in chunk_plan[c["id"]]["unanswerable"]]
+    assert "Is bereavement leave taxed?" not in planned
+    dropped = {d["question"]: d for d in report["unanswerable_answered_by_document"]}
+    assert dropped["Is bereavement leave taxed?"]["fact"].startswith("Bereavement leave pay is taxed")
+    assert "Does bereavement leave apply to contractors?" in planned  # silent everywhere: kept

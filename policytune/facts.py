@@ -1,0 +1,230 @@
+"""The fact inventory: every statement a policy makes, one record each, with where it stands.
+
+A fact is a sentence, a list item, or a table row read with its header ("Years of service: Less
+than 2 years; Days per year: 20 days"). Titles, headings, captions, list introductions, link-only
+lines and boilerplate are not facts. Generation asks about every fact (coverage is measured per
+fact, not per chunk), training restates them, and the lexical index over them decides whether
+the document answers a question anywhere (`Index`), not only in the chunk it came from.
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+
+from policytune import io
+
+MIN_FACT_WORDS = 4
+
+# Abbreviations whose full stop does not end a sentence (policy prose is full of "Ltd." and "e.g.").
+_ABBREVIATIONS = re.compile(r"(\b(?:Ltd|Inc|Co|No|e\.g|i\.e|etc|approx|incl|St|Dr|Mr|Mrs|Ms|vs|cf|Art|Sec|para)\.)$", re.I)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\"'“‘])")
+_BULLET = re.compile(r"^\s*(?:[-*•·▪◦]|\(?[a-z0-9]{1,3}[.)])\s+")
+_CAPTION = re.compile(r"^(Table|Figure|Chart|Exhibit)\s+[\dA-Z]+[.:]", re.I)
+_URL = re.compile(r"https?://\S+|www\.\S+")
+_SEPARATOR_CELL = re.compile(r"^:?-{1,}:?$")
+# Lines that only point elsewhere or restate the document's own structure say nothing to ask about.
+_BOILERPLATE = re.compile(r"^(see|read|click|visit|for more|more information|back to|contents|page \d+|this page)\b", re.I)
+
+
+def _lines(text: str) -> list[str]:
+    """Chunk text as logical lines: a line cut by a page break is joined back to its start."""
+    out: list[str] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        starts_block = line.startswith("|") or bool(_BULLET.match(line))
+        # A page break cuts a sentence mid-way: the rest starts in lower case ("... sabbaticals or" / "tuition
+        # assistance."); a capitalised line after an unpunctuated one is a new paragraph.
+        continues = bool(re.match(r"[a-z0-9(,;£$€%]", line))
+        if out and continues and not starts_block and not out[-1].startswith("|") and not re.search(r"[.!?:;]$", out[-1]):
+            out[-1] = f"{out[-1]} {line}"
+        else:
+            out.append(line)
+    return out
+
+
+def split_sentences(paragraph: str) -> list[str]:
+    """Sentences of one paragraph, not split after abbreviations such as "Ltd." or "e.g."."""
+    pieces = _SENTENCE_END.split(paragraph)
+    merged: list[str] = []
+    for piece in pieces:
+        if merged and _ABBREVIATIONS.search(merged[-1]):
+            merged[-1] = f"{merged[-1]} {piece}"
+        else:
+            merged.append(piece)
+    return [s.strip() for s in merged if s.strip()]
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def table_rows(lines: list[str]) -> list[str]:
+    """Markdown table lines -> one statement per row, each cell named by its column header.
+
+    A two-column table with no header of its own (a key/value list such as a policy's front
+    matter) reads as "key: value" for every row, its first row included."""
+    rows = [_cells(line) for line in lines]
+    has_separator = len(rows) > 1 and all(_SEPARATOR_CELL.match(c) for c in rows[1] if c)
+    body = [r for r in rows if not all(_SEPARATOR_CELL.match(c) for c in r if c)]
+    if not body:
+        return []
+    width = max(len(r) for r in body)
+    key_value = width == 2
+    if key_value or not has_separator:
+        header, data = None, body
+    else:
+        header, data = body[0], body[1:]
+    statements = []
+    for row in data:
+        if header and len(header) == len(row):
+            parts = [f"{h}: {c}" for h, c in zip(header, row) if h and c]
+            text = "; ".join(parts)
+        else:
+            text = ": ".join(c for c in row if c) if key_value else "; ".join(c for c in row if c)
+        if text:
+            statements.append(text.rstrip(".") + ".")
+    return statements
+
+
+def _is_fact(text: str, kind: str = "sentence") -> str | None:
+    """None when the text states something; else why it is not a fact."""
+    if _CAPTION.match(text):
+        return "caption"
+    rest = _URL.sub("", text)
+    if rest != text and len(rest.split()) < MIN_FACT_WORDS:
+        return "link only"
+    # A table row names its column, so "Version: 3.2" is a whole statement.
+    min_words = 2 if kind == "table_row" else MIN_FACT_WORDS
+    if len(re.findall(r"[A-Za-z0-9£$€%]+", _URL.sub("", text))) < min_words:
+        return "too short"
+    if text.rstrip().endswith(":"):
+        return "list introduction"
+    if _BOILERPLATE.match(text):
+        return "navigation"
+    return None
+
+
+def statements(text: str) -> list[tuple[str, str]]:
+    """(kind, statement) pairs of a chunk's text: sentences, list items and table rows, in order."""
+    lines = _lines(text)
+    out: list[tuple[str, str]] = []
+    intro = ""  # the sentence that opens a list ("The recognised holidays are:") reads with each item
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        if line.startswith("|"):
+            intro = ""
+            block = []
+            while index < len(lines) and lines[index].startswith("|"):
+                block.append(lines[index])
+                index += 1
+            out += [("table_row", row) for row in table_rows(block)]
+            continue
+        index += 1
+        if _BULLET.match(line):
+            item = _BULLET.sub("", line, count=1).replace("**", "").strip()
+            # An item such as "after 2 complete years: 50% vested" means nothing without its list's opening.
+            out.append(("list_item", f"{intro} {item}" if intro else item))
+            continue
+        sentences = split_sentences(line.replace("**", ""))
+        out += [("sentence", s) for s in sentences]
+        intro = sentences[-1] if sentences and sentences[-1].endswith(":") else ""
+    return out
+
+
+def section_of(headings: list[str]) -> str:
+    """The heading path a fact sits under, e.g. "5. Parental Leave > 5.3 Paternity and Partner Leave"."""
+    return " > ".join(h.strip() for h in headings if h and h.strip())
+
+
+def topic(headings: list[str], doc: str = "the policy") -> str:
+    """The innermost heading in words (numbering stripped): what a question about the fact is about."""
+    names = [re.sub(r"^[\d.]+\s*", "", h).strip() for h in headings or []]
+    names = [n for n in names if n]
+    return names[-1] if names else doc
+
+
+def inventory(chunks: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Every fact of every chunk, and what was left out (with the reason). Ids are content hashes."""
+    facts: list[dict] = []
+    skipped: list[dict] = []
+    seen: set[str] = set()
+    for chunk in chunks:
+        headings = list(chunk.get("headings") or [])
+        for kind, text in statements(chunk.get("text") or ""):
+            text = " ".join(text.split())
+            reason = _is_fact(text, kind)
+            # A statement that only repeats a heading is the heading, not a fact.
+            if reason is None and any(text.rstrip(".").lower() == re.sub(r"^[\d.]+\s*", "", h).lower() for h in headings):
+                reason = "heading"
+            key = io.content_hash(chunk.get("doc"), text.lower())
+            if reason is None and key in seen:
+                reason = "duplicate"
+            if reason:
+                skipped.append({"chunk_id": chunk["id"], "text": text, "reason": reason})
+                continue
+            seen.add(key)
+            facts.append({
+                "id": key[:16], "chunk_id": chunk["id"], "doc": chunk.get("doc"), "pages": chunk.get("pages", []),
+                "headings": headings, "section": section_of(headings), "topic": topic(headings, chunk.get("doc") or ""),
+                "kind": kind, "text": text,
+            })
+    return facts, skipped
+
+
+def per_section(facts: list[dict]) -> Counter:
+    """Facts per heading path, in document order."""
+    return Counter(f["section"] or "(no heading)" for f in facts)
+
+
+# ------------------------------------------------------------------ lexical index
+
+_STOP = set("""a an the of to in on for and or but if is are was were be been by with as at from that this these those
+it its their there them they he she his her we our you your i my me do does did can could may might will would
+shall should must not no any all each every per than then so such which who whom whose what when where why how
+about into out up over under also only other same more most less least into policy employee employees company""".split())
+
+
+def tokens(text: str) -> list[str]:
+    """Lower-case word and number tokens with a light plural/suffix stem; stopwords dropped."""
+    words = re.findall(r"[a-z0-9]+(?:[.,][0-9]+)*", text.lower())
+    out = []
+    for word in words:
+        if word in _STOP:
+            continue
+        for suffix in ("ies", "ing", "ed", "es", "s"):
+            if len(word) > len(suffix) + 3 and word.endswith(suffix) and not word[0].isdigit():
+                word = word[: -len(suffix)] + ("y" if suffix == "ies" else "")
+                break
+        out.append(word)
+    return out
+
+
+class Index:
+    """BM25 over the facts (each fact read with its topic), for "which facts could answer this?"."""
+
+    def __init__(self, facts: list[dict]) -> None:
+        import bm25s
+
+        self.facts = facts
+        self._bm25 = bm25s.BM25()
+        corpus = [tokens(f"{f.get('topic', '')} {f['text']}") or ["_"] for f in facts]
+        self._bm25.index(corpus, show_progress=False)
+
+    def scores(self, question: str) -> Any:
+        """BM25 score of every fact for the question (numpy array in fact order)."""
+        import numpy as np
+
+        query = [t for t in tokens(question) if t in self._bm25.vocab_dict]
+        if not query:
+            return np.zeros(len(self.facts), dtype="float32")
+        return self._bm25.get_scores(query)
+
+    def top(self, question: str, k: int = 5) -> list[tuple[dict, float]]:
+        """The k facts that best match the question, best first."""
+        scores = self.scores(question)
+        order = scores.argsort()[::-1][:k]
+        return [(self.facts[i], float(scores[i])) for i in order if scores[i] > 0]

@@ -1,0 +1,80 @@
+"""The fact inventory and the code-written questions: what counts as a fact, what a question asks about."""
+from __future__ import annotations
+
+from policytune import facts, questions
+
+CHUNK_TEXT = """Table 1: Annual leave accrual by years of service
+
+| Years of service | Days per year | Maximum carry-over |
+| - | - | - |
+| Less than 2 years | 20 days | 5 days |
+| 2 to less than 5 years | 22 days | 5 days |
+Employees who join part way through the year accrue leave only for the months in which they are employed. Leave
+requests are made in PeopleHub.
+The recognised holidays are:
+- New Year's Day
+- Founders' Day (the third Monday in February)
+Company matching contributions vest as follows:
+- after 2 complete years: 50% vested;
+See https://example.org/handbook
+Annual Leave"""
+
+
+def chunk(text: str = CHUNK_TEXT, headings=("2. Annual Leave", "2.1 Accrual")) -> dict:
+    return {"id": "c1", "doc": "p.pdf", "pages": [3], "headings": list(headings), "text": text}
+
+
+def test_table_rows_read_with_their_header_and_captions_links_and_headings_are_not_facts():
+    found, skipped = facts.inventory([chunk()])
+    texts = [f["text"] for f in found]
+    assert "Years of service: Less than 2 years; Days per year: 20 days; Maximum carry-over: 5 days." in texts
+    assert not any(t.startswith("Table 1") or "https://" in t or t == "Annual Leave" for t in texts)
+    assert {s["reason"] for s in skipped} >= {"caption", "link only"}
+    assert all(f["section"] == "2. Annual Leave > 2.1 Accrual" and f["topic"] == "Accrual" for f in found)
+
+
+def test_a_sentence_cut_by_a_page_break_is_one_fact_and_list_items_keep_their_opening():
+    texts = [f["text"] for f in facts.inventory([chunk()])[0]]
+    assert ("Employees who join part way through the year accrue leave only for the months in which they are employed."
+            in texts)
+    assert "Leave requests are made in PeopleHub." in texts
+    assert "The recognised holidays are: New Year's Day" in texts
+    assert "Company matching contributions vest as follows: after 2 complete years: 50% vested;" in texts
+
+
+def test_key_value_tables_and_abbreviations_do_not_split_or_vanish():
+    text = "| Policy owner | Director of People Operations |\n| - | - |\n| Version | 3.2 |\n" \
+           "Northwind Analytics Ltd. pays expenses monthly, e.g. travel and hotels."
+    texts = [f["text"] for f in facts.inventory([chunk(text)])[0]]
+    assert texts == ["Policy owner: Director of People Operations.", "Version: 3.2.",
+                     "Northwind Analytics Ltd. pays expenses monthly, e.g. travel and hotels."]
+
+
+def test_slots_find_quantities_money_forms_and_systems_and_cloze_asks_for_them():
+    fact = "Employees must submit Form PL-1 Parental Leave Notification through PeopleHub at least 8 weeks before the birth."
+    kinds = {s["kind"]: s["value"] for s in questions.slots(fact)}
+    assert kinds == {"form": "Form PL-1 Parental Leave Notification", "system": "PeopleHub", "quantity": "8 weeks"}
+    by_kind = {s["kind"]: s for s in questions.slots(fact)}
+    assert questions.cloze(fact, by_kind["quantity"]).endswith("at least how many weeks before the birth?")
+    assert questions.cloze(fact, by_kind["form"]).startswith("Employees must submit which form through PeopleHub")
+    assert questions.first_person("Employees may take up to 5 days of paid leave for their move.") == \
+        "Can I take up to 5 days of paid leave for my move?"
+
+
+def test_a_question_that_points_at_another_fact_of_the_section_is_inconsistent():
+    text = ("Employees receive 20 days of annual leave per year. Unused annual leave of up to 5 days may be carried "
+            "over into the next leave year. Sick leave is paid for up to 10 days.")
+    found = facts.inventory([chunk(text)])[0]
+    index = facts.Index(found)
+    carry = next(f for f in found if "carried" in f["text"])
+    assert questions.consistent("How many days of unused annual leave can be carried over?", carry, index) is None
+    assert questions.consistent("How many days of sick leave are paid?", carry, index) == \
+        "another fact of the section answers it better"
+    assert "task" in questions.consistent("What does the excerpt say about carrying over leave?", carry, index)
+
+
+def test_every_fact_gets_drafts_and_templates_do_not_repeat():
+    for fact in facts.inventory([chunk()])[0]:
+        drafts = questions.templates(fact)
+        assert drafts and len({d["question"].lower() for d in drafts}) == len(drafts)
+        assert all(d["question"].endswith("?") and not d["question"].endswith("??") for d in drafts)
