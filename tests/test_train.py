@@ -277,3 +277,57 @@ def test_records_without_answers_exit_2(workdir):
 
 def test_unknown_base_model_exits_2(workdir):
     assert "no such file or folder" in bad_input_run(workdir, "--base-model", "./no-such-model").stderr
+
+
+# --- keep-best and early stopping -----------------------------------------------------------------
+
+# A learning rate far too high for the tiny model, ramped up over 4 of 10 steps: the eval loss falls
+# while the rate is small, then the steps overshoot and it never gets back (measured: lowest at step
+# 3 of evaluations every step). --keep-best is on by default.
+OVERSHOOT_FLAGS = ["--threads", "1", "--lora-r", "8", "--lora-alpha", "16", "--batch-size", "4", "--logging-steps", "1",
+                   "--learning-rate", "2", "--warmup-ratio", "0.4", "--max-steps", "10", "--eval-steps", "1"]
+
+
+@pytest.fixture(scope="module")
+def overshooting_run(tmp_path_factory, tiny_model) -> Path:
+    """One train.py run with early stopping (patience 2) whose eval loss bottoms out early."""
+    workdir = tmp_path_factory.mktemp("overshoot")
+    (workdir / "data").mkdir()
+    (workdir / "data" / "instructionquality.json").write_text(json.dumps(make_records()))
+    result = train(workdir, "--base-model", str(tiny_model), *OVERSHOOT_FLAGS, "--early-stopping-patience", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir
+
+
+def adapter_tensors(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+def same_tensors(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
+
+
+def test_keep_best_publishes_the_checkpoint_with_the_lowest_eval_loss(overshooting_run):
+    ckpt = overshooting_run / "ckpt"
+    metrics = json.loads((ckpt / "metrics.json").read_text())
+    losses, steps = metrics["eval_loss"], metrics["eval_loss_steps"]
+    best_step = steps[losses.index(min(losses))]
+    assert best_step != steps[-1], f"the run should overshoot after its best evaluation: {losses}"
+    assert metrics["published"] == "best" and metrics["best_checkpoint"] == f"checkpoint-{best_step}"
+    assert metrics["best_eval_loss"] == pytest.approx(min(losses), abs=1e-4)
+    published = adapter_tensors(ckpt)
+    # The trainer keeps the best checkpoint beside the last one: the published adapter is the best's.
+    assert same_tensors(published, adapter_tensors(ckpt / "trainer" / f"checkpoint-{best_step}"))
+    assert not same_tensors(published, adapter_tensors(ckpt / "trainer" / f"checkpoint-{metrics['global_step']}"))
+
+
+def test_early_stopping_ends_the_run_when_eval_loss_stops_improving(overshooting_run):
+    metrics = json.loads((overshooting_run / "ckpt" / "metrics.json").read_text())
+    losses, steps = metrics["eval_loss"], metrics["eval_loss_steps"]
+    best = losses.index(min(losses))
+    assert metrics["global_step"] < 10, f"no early stop: {losses}"
+    # It stopped at the second evaluation in a row that did not beat the best (patience 2).
+    assert len(losses) == best + 1 + 2 and all(loss >= losses[best] for loss in losses[best + 1:])
+    assert metrics["global_step"] == steps[-1]
