@@ -17,6 +17,7 @@ from pathlib import Path
 
 import common
 
+from policytune import answers as answers_lib
 from policytune import config, io, models
 
 
@@ -58,8 +59,6 @@ def main(cfg: EvalBenchConfig) -> None:
         stage = common.load_stage("evaluate.py")
     except (SystemExit, ImportError) as exc:
         raise config.UserError(f"evaluate.py is not ready yet (issue 7: {exc}): nothing to benchmark") from None
-    if not hasattr(stage, "generate"):
-        raise config.UserError("evaluate.py has no generate(model, tokenizer, questions, batch_size, max_new_tokens, desc)")
 
     import torch
 
@@ -68,7 +67,7 @@ def main(cfg: EvalBenchConfig) -> None:
     tokenizer = models.load_tokenizer(base)
     questions = pick_questions(cfg)
     print(f"{len(questions)} questions, {adapter}, {cfg.threads} thread(s)", flush=True)
-    stage.generate(model, tokenizer, questions[:2], 2, 4, "warm-up")
+    answers_lib.greedy(model, tokenizer, questions[:2], 2, 4, "warm-up")
 
     variants = {f"batched ({cfg.batch_size})": cfg.batch_size, "one by one": 1}
     seconds: dict[str, list[float]] = {name: [] for name in variants}
@@ -76,7 +75,7 @@ def main(cfg: EvalBenchConfig) -> None:
     for round_no in range(cfg.rounds):
         for name, batch_size in variants.items():
             started = time.perf_counter()
-            answers = stage.generate(model, tokenizer, questions, batch_size, cfg.max_new_tokens, name)
+            answers = answers_lib.greedy(model, tokenizer, questions, batch_size, cfg.max_new_tokens, name)
             seconds[name].append(time.perf_counter() - started)
             tokens[name] = sum(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers)
             print(f"  round {round_no + 1} {name}: {seconds[name][-1]:.1f}s", flush=True)

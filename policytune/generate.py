@@ -129,6 +129,8 @@ QUESTION_WORDS = {"what", "how", "who", "when", "where", "which", "why", "can", 
 def clean_question(text: str) -> str | None:
     """The first question in the model's text, or None when there is none."""
     text = " ".join(text.split()).strip(" \"'")
+    # A small teacher labels its reply ("Question 2: How do I ...?"); the label is not part of the question.
+    text = re.sub(r"^(?:(?:rewritten |new )?question\s*\d*|q\d*)\s*[:.)-]\s*", "", text, flags=re.I)
     if "?" in text:
         question = text[: text.index("?") + 1].strip(" \"'")
     elif _words(text)[:1] and _words(text)[0] in QUESTION_WORDS:

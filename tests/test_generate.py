@@ -267,6 +267,7 @@ def test_question_cleaning_keeps_one_question_and_rejects_non_questions():
     assert generate.clean_question("what form is used for leave") == "what form is used for leave?"
     assert generate.clean_question("The annual entitlement increases.") is None
     assert generate.clean_question("What is the key sentence in the excerpt?") is None
+    assert generate.clean_question("Question 2: How do I request double pay?") == "How do I request double pay?"
 
 
 def test_unanswerable_surplus_is_trimmed_to_the_ratio_by_id():
