@@ -11,6 +11,15 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DOCS = ROOT.parent / "shared" / "eval-docs"
 SAMPLE_PDF = ROOT / "data" / "sample_policy.pdf"
+# Per-test timeout of tests marked slow (pyproject.toml's `timeout` is the default for the others).
+SLOW_TIMEOUT_S = 1800
+
+
+def pytest_collection_modifyitems(items):
+    """Slow tests get a longer timeout, unless they set their own with @pytest.mark.timeout."""
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
 
 
 def run_script(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
