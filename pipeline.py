@@ -61,7 +61,8 @@ def plan(cfg: PipelineConfig, extra: dict[str, list[str]]) -> list[Stage]:
         Stage("train", ["train.py", *common], [data / "instructionquality.json", data / "facts.json"],
               [ckpt / "adapter_model.safetensors", ckpt / "metrics.json", data / "eval_split.json"]),
         Stage("evaluate", ["evaluate.py", *common, "--reports-dir", cfg.reports_dir],
-              [ckpt / "adapter_model.safetensors", data / "eval_split.json"], [reports / "eval.json"]),
+              [ckpt / "adapter_model.safetensors", data / "eval_split.json", Path("sample/gold.jsonl")],
+              [reports / "eval.json"]),
         Stage("deploy", ["-m", "policytune.deploy", *common, "--verify"], [ckpt / "adapter_model.safetensors"],
               [ckpt / "adapter.gguf", Path("Modelfile")]),
     ]
