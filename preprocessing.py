@@ -47,7 +47,9 @@ def flatten(pair: dict, contexts: dict[str, str], input_format: str) -> tuple[di
     if pair.get("chunk_id") not in contexts:
         return None, f"malformed: chunk {pair.get('chunk_id')!r} not in chunks.json", False
     question = normalize.clean_question(question)
-    answer = normalize.canonical_answer(answer)
+    # The policy's own sentence is never a refusal, even when it says "... are not covered": relabelling
+    # it would teach the model to refuse a stated fact. Only a teacher's wording is canonicalised.
+    answer = normalize.clean_answer(answer) if pair.get("answer_source") == "evidence" else normalize.canonical_answer(answer)
     if not question:
         return None, "empty question", False
     if not answer:

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
-from conftest import run_script
+from conftest import ROOT, run_script
 from policytune import chat, io, normalize
+
+sys.path.insert(0, str(ROOT))
+import preprocessing  # noqa: E402  (the stage script, imported for its flatten())
 
 # Chunks in the shape of stage 1a's output, from the sample policy (sample/policy_source.md).
 SICK_NOTICE = (
@@ -109,6 +113,18 @@ def test_refusal_variants_become_the_one_refusal():
     for answer in ["15 minutes", "ClockWise", "Unless specified otherwise by the manager, 5 days.",
                    "No later than 09:45 on the first day of absence."]:
         assert normalize.canonical_answer(answer) == answer
+
+
+def test_a_policy_sentence_that_says_not_covered_stays_an_answer_and_is_never_relabelled():
+    contexts = {"c1": "Travel, accommodation and general equipment are not covered."}
+    pair = {"id": "p1", "chunk_id": "c1", "question": "Is my travel to the course paid for?", "type": "eligibility",
+            "answer": "Travel, accommodation and general equipment are not covered.", "answer_source": "evidence"}
+    record, reason, relabelled = preprocessing.flatten(pair, contexts, "closed_book")
+    assert reason is None and not relabelled
+    assert record["answerable"] and record["output"] == pair["answer"]
+    teacher = {**pair, "id": "p2", "answer": "The excerpt does not specify this.", "answer_source": "model"}
+    record, _, relabelled = preprocessing.flatten(teacher, contexts, "closed_book")
+    assert relabelled and record["output"] == chat.REFUSAL
 
 
 def test_labels_quotes_and_chatter_are_stripped():
