@@ -39,7 +39,7 @@ class TrainConfig(config.Base):
     # LoRA: r=64/alpha=128 from the seed text (QLoRA-style adapters on every linear projection).
     lora_r: int = field(default=64, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=128, metadata={"help": "LoRA alpha (scale = alpha / r)"})
-    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input"})
+    lora_dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA input (0: none, and no copy of the input per adapter)"})
     target_modules: list[str] = field(default_factory=lambda: ["all-linear"], metadata={
         "help": "modules that get adapters; 'all-linear' = every linear projection except the output head"})
     quantization: str = field(default="auto", metadata={
@@ -71,6 +71,22 @@ class TrainConfig(config.Base):
     # Measured on an idle 2-core machine: 2 threads 88 tokens/s, 1 thread 63. When another job holds a
     # core, 1 thread is 3-4x faster than 2: pass --threads 1 then.
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: every physical core)"})
+    # Throughput (issue 17, bench/train.py and BENCHMARKS.md): on a CPU, tokens/s is the knowledge budget.
+    answer_only_head: bool = field(default=True, metadata={
+        "help": "compute the 49k-vocabulary LM head and the loss only where an answer token is predicted (same loss; "
+                "--no-answer-only-head: TRL's head over every position)"})
+    attention: str = field(default="per-example", metadata={
+        "help": "per-example: attention within each example of a padding-free batch; sdpa: one masked attention "
+                "over the whole concatenated batch (cost grows with the square of the batch)",
+        "choices": ["per-example", "sdpa"]})
+    share_prompt_prefix: bool = field(default=True, metadata={
+        "help": "compute the prompt prefix every example of a batch shares (the system prompt: ~40 of ~85 tokens) "
+                "once per batch instead of once per example; same loss; needs --answer-only-head and "
+                "--attention per-example"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the model (inductor)"})
+    bf16: str = field(default="auto", metadata={
+        "help": "bf16 autocast: auto = on a CUDA GPU with bf16 or a CPU with native bf16 (AVX512_BF16 / AMX), never "
+                "where it would be emulated", "choices": ["auto", "on", "off"]})
     seed: int = field(default=42, metadata={"help": "random seed (data order, LoRA init, dropout)"})
     resume: bool = field(default=False, metadata={"help": "continue from the last complete checkpoint in <checkpoint-dir>/trainer"})
     fresh: bool = field(default=False, metadata={
@@ -135,6 +151,8 @@ def main(cfg: TrainConfig) -> None:
 
     # 2. Base model and LoRA adapter.
     model = models.load_model(base, quantization=quantization)
+    if cfg.attention == "per-example" and cfg.padding_free:
+        training.use_varlen_attention(model)
     if quantization != "none":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, task_type="CAUSAL_LM",
@@ -151,7 +169,8 @@ def main(cfg: TrainConfig) -> None:
         training.remove_incomplete_checkpoints(trainer_dir)
     # A killed run with the same settings and data resumes by itself, so rerunning the command (or
     # the pipeline) after a kill loses nothing; anything else starts clean.
-    run_key = io.content_hash({k: v for k, v in config.as_dict(cfg).items() if k not in ("resume", "fresh", "threads")},
+    speed_only = ("resume", "fresh", "threads", "answer_only_head", "attention", "share_prompt_prefix", "compile")  # same numbers either way
+    run_key = io.content_hash({k: v for k, v in config.as_dict(cfg).items() if k not in speed_only},
                               train_records, eval_records, world)
     key_path = trainer_dir / "run_key.json"
     same_run = key_path.exists() and _read_key(key_path) == run_key
@@ -174,7 +193,7 @@ def main(cfg: TrainConfig) -> None:
         max_length=None if cfg.padding_free else cfg.max_length,  # examples are already filtered to max_length
         padding_free=cfg.padding_free, packing=False, completion_only_loss=True,
         gradient_checkpointing=cfg.gradient_checkpointing,
-        bf16=on_cuda and torch.cuda.is_bf16_supported(), fp16=False,
+        bf16=training.use_bf16(cfg.bf16, on_cuda), fp16=False, torch_compile=cfg.compile,
         logging_steps=cfg.logging_steps, logging_first_step=True,
         eval_strategy="steps" if has_eval else "no", eval_steps=eval_steps,
         save_strategy="steps", save_steps=eval_steps, save_total_limit=2,
@@ -187,10 +206,14 @@ def main(cfg: TrainConfig) -> None:
         ddp_find_unused_parameters=False, disable_tqdm=not is_main,
     )
     metrics_cb = training.metrics_callback()
-    callbacks = [metrics_cb]
+    evaluations = math.ceil(total_steps / eval_steps) if has_eval else 0
+    callbacks = [metrics_cb, training.time_estimate_callback(
+        evaluations=evaluations, eval_batches=math.ceil(len(eval_tok.rows) / (cfg.batch_size * world)))]
     if has_eval and cfg.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
-    trainer = SFTTrainer(
+    trainer_class = (training.answer_only_trainer_class(share_prefix=cfg.share_prompt_prefix and cfg.attention == "per-example")
+                     if cfg.answer_only_head else SFTTrainer)
+    trainer = trainer_class(
         model=model, args=args, processing_class=tokenizer, peft_config=lora,
         train_dataset=Dataset.from_list(train_tok.rows),
         eval_dataset=Dataset.from_list(eval_tok.rows) if has_eval else None,

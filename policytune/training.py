@@ -198,3 +198,295 @@ def publish(staging: Path, target: Path, last: str) -> None:
             os.replace(path, target / path.name)
     if (staging / last).is_file():
         os.replace(staging / last, target / last)
+
+
+# --- Throughput (issue 17): answer-only LM head, attention per example, bf16 detection, time estimate ---
+
+
+def answer_positions(labels):
+    """Positions whose next token is trained on, and those next tokens (the loss's targets).
+
+    Position i predicts token i+1, so position i is kept when labels[i+1] is not IGNORE_INDEX. The
+    targets come in the row-major order of `hidden_states[keep]`.
+    """
+    import torch
+
+    following = labels[:, 1:]
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = following != IGNORE_INDEX
+    return keep, following[following != IGNORE_INDEX]
+
+
+def answer_only_trainer_class(share_prefix: bool = False):
+    """TRL's SFTTrainer with the LM head and the cross-entropy computed at answer positions only.
+
+    The 49k-vocabulary head is the largest matmul of a small model, and TRL's fused head scores
+    every position on a CPU (its compact path needs Triton). Here the decoder runs as usual (through
+    the PEFT and DDP wrappers, so LoRA and gradient sync are untouched) and `logits_to_keep` hands the
+    head only the rows whose next token is an answer token: about a third of a chat example. The
+    loss is the same number (sum of answer-token NLL / answer tokens); eval loss uses the same path.
+    With share_prefix (and per-example attention), a batch's common prompt prefix is computed once
+    (`share_prompt_prefix`); the tokens counted as seen stay the examples' own.
+    """
+    import torch
+    from trl import SFTTrainer
+
+    class AnswerOnlySFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if (return_outputs or self.compute_loss_func is not None or self.label_smoother is not None
+                    or self.aux_loss_enabled or getattr(self.args, "loss_type", "nll") != "nll"):
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            mode = "train" if self.model.training else "eval"
+            shared = share_prefix and getattr(self.model.config, "_attn_implementation", None) == VARLEN_ATTENTION
+            batch = share_prompt_prefix(inputs) if shared else inputs
+            keep, targets = answer_positions(batch["labels"])
+            model_inputs = {k: v for k, v in batch.items() if k != "labels"}
+            model_inputs["use_cache"] = False
+            logits = model(**model_inputs, logits_to_keep=keep).logits  # (answer tokens, vocab)
+            log_probs = torch.log_softmax(logits.float(), dim=-1)
+            target_log_probs = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+            count = keep.sum() if num_items_in_batch is None else num_items_in_batch
+            loss = -target_log_probs.sum() / torch.as_tensor(count).clamp(min=1)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+
+            # The metrics TRL logs (entropy, mean token accuracy, tokens seen), from the same rows.
+            with torch.no_grad():
+                entropy = -(log_probs.exp() * log_probs).sum(-1).sum()
+                correct = (logits.argmax(-1) == targets).sum()
+            gather = self.accelerator.gather_for_metrics
+            valid = gather(keep.sum()).sum()
+            self._metrics[mode]["entropy"].append((gather(entropy).sum() / valid).item() if valid > 0 else 0.0)
+            self._metrics[mode]["mean_token_accuracy"].append((gather(correct).sum() / valid).item() if valid > 0 else 0.0)
+            if mode == "train":
+                if "attention_mask" in inputs:
+                    seen = gather(inputs["attention_mask"].sum()).sum().item()
+                else:
+                    seen = gather(torch.tensor(inputs["input_ids"].numel(), device=keep.device)).sum().item()
+                self._total_train_tokens += seen // getattr(self, "_tp_size", 1)
+            self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+            return loss
+
+    return AnswerOnlySFTTrainer
+
+
+VARLEN_ATTENTION = "policytune_varlen_sdpa"
+SHARED_PREFIX_KEY = "shared_prefix_length"  # batch key: the first N tokens are one prompt prefix every example shares
+
+
+def _varlen_sdpa_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None, **kwargs):
+    """SDPA within each packed example instead of over the whole concatenated batch.
+
+    A padding-free batch is one row of T tokens; plain SDPA computes T x T attention scores under a
+    block-diagonal mask, so its cost grows with the square of the batch. Here the examples are laid
+    out right-padded as (examples, longest) and attended causally, which is exact for every real
+    token (a causal query never sees the padding after it) and costs examples x longest^2. With a
+    shared prefix (`share_prompt_prefix`), every example's row starts with the one copy of it.
+    """
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    cu_seq_lens = kwargs.get("cu_seq_lens_q")
+    if cu_seq_lens is None or query.shape[0] != 1 or query.shape[2] != key.shape[2]:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    gather, scatter, examples, longest = _packed_layout(cu_seq_lens, int(kwargs.get(SHARED_PREFIX_KEY) or 0), query.device)
+
+    def rows(states):  # (1, heads, T, dim) -> (examples, heads, longest, dim)
+        heads, dim = states.shape[1], states.shape[3]
+        picked = states[0].transpose(0, 1).index_select(0, gather)
+        return picked.view(examples, longest, heads, dim).transpose(1, 2)
+
+    groups = getattr(module, "num_key_value_groups", 1)
+    output = torch.nn.functional.scaled_dot_product_attention(
+        rows(query), rows(key), rows(value), dropout_p=dropout, scale=scaling, is_causal=True, enable_gqa=groups > 1)
+    heads, dim = output.shape[1], output.shape[3]
+    output = output.transpose(1, 2).reshape(examples * longest, heads, dim).index_select(0, scatter)
+    return output.unsqueeze(0), None  # (1, T, heads, dim), as the attention modules expect
+
+
+_layout_cache: dict = {}
+
+
+def _packed_layout(cu_seq_lens, prefix: int, device):
+    """Index maps between the packed row and the (examples x longest) layout; cached per batch.
+
+    Without a shared prefix, cu_seq_lens bounds the examples. With one, its first segment is the
+    prefix (length `prefix`) and the others are each example's rest; row i is prefix + rest i.
+    `gather` picks each row's tokens from the packed row (padding repeats token 0, and a causal query
+    never sees it); `scatter` picks each packed token's output (the prefix's from row 0).
+    """
+    import torch
+
+    key = (tuple(cu_seq_lens.tolist()), prefix, str(device))
+    if key not in _layout_cache:
+        _layout_cache.clear()  # one batch at a time: every layer of a step reuses it
+        bounds = list(key[0])
+        segments = list(zip(bounds, bounds[1:]))
+        if prefix:
+            assert segments[0] == (0, prefix), "the shared prefix must be the first segment"
+            segments = segments[1:]
+        longest = max(prefix + b - a for a, b in segments)
+        gather, scatter = [], list(range(prefix))
+        for row, (a, b) in enumerate(segments):
+            tokens = list(range(prefix)) + list(range(a, b))
+            gather += tokens + [0] * (longest - len(tokens))
+            scatter += range(row * longest + prefix, row * longest + prefix + b - a)
+        _layout_cache[key] = (torch.tensor(gather, device=device), torch.tensor(scatter, device=device),
+                              len(segments), longest)
+    return _layout_cache[key]
+
+
+def _mask_for_padded_batches_only(*args, attention_mask=None, **kwargs):
+    """SDPA's mask where a batch is padded; none for padding-free batches (the attention uses cu_seq_lens)."""
+    from transformers.masking_utils import sdpa_mask
+
+    return None if attention_mask is None else sdpa_mask(*args, attention_mask=attention_mask, **kwargs)
+
+
+def use_varlen_attention(model) -> None:
+    """Switch a transformers model to per-example attention for padding-free batches (else plain SDPA)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+
+    AttentionInterface.register(VARLEN_ATTENTION, _varlen_sdpa_forward)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(VARLEN_ATTENTION, _mask_for_padded_batches_only)
+    model.set_attn_implementation(VARLEN_ATTENTION)
+
+
+def share_prompt_prefix(batch: dict, min_length: int = 8) -> dict:
+    """A padding-free batch with the prompt prefix all its examples share computed once.
+
+    Every example starts with the same system prompt (about 40 of ~85 tokens here). Causal attention
+    makes that prefix's hidden states identical in every example, so one copy is kept at the front
+    and each example's rest attends to it (per-example attention reads the layout from
+    `cu_seq_lens_q` and SHARED_PREFIX_KEY). The loss is the same: the prefix is prompt only (no
+    label in it or right after it), and its gradient is the sum over the examples that read it.
+    Positions keep their original values. Returns the batch unchanged when there is nothing to share.
+    """
+    import torch
+
+    cu = batch.get("cu_seq_lens_q")
+    if cu is None or SHARED_PREFIX_KEY in batch or batch["input_ids"].shape[0] != 1 or cu.numel() < 3:
+        return batch
+    ids, labels = batch["input_ids"][0], batch["labels"][0]
+    bounds = cu.tolist()
+    examples = list(zip(bounds, bounds[1:]))
+    shortest = min(b - a for a, b in examples)
+    starts = torch.tensor([a for a, _ in examples])
+    window = ids[starts.unsqueeze(1) + torch.arange(shortest)]  # (examples, shortest)
+    differs = (window != window[0]).any(0).nonzero()
+    prefix = int(differs[0]) if differs.numel() else shortest
+    for a, b in examples:  # prompt only: no label inside the prefix or on the token after it
+        labelled = (labels[a + 1:b] != IGNORE_INDEX).nonzero()
+        prefix = min(prefix, int(labelled[0]) if labelled.numel() else b - a - 1)
+    if prefix < min_length:
+        return batch
+    keep = torch.cat([torch.arange(prefix)] + [torch.arange(a + prefix, b) for a, b in examples]).to(ids.device)
+    out = {k: v for k, v in batch.items() if k not in ("seq_idx", "max_length_q", "max_length_k")}
+    for name in ("input_ids", "labels", "position_ids"):
+        out[name] = batch[name][:, keep]
+    rest = torch.tensor([b - a - prefix for a, b in examples])
+    out["cu_seq_lens_q"] = out["cu_seq_lens_k"] = torch.cat(
+        [torch.tensor([0, prefix]), prefix + rest.cumsum(0)]).to(dtype=cu.dtype, device=cu.device)
+    out[SHARED_PREFIX_KEY] = prefix
+    return out
+
+
+def cpu_has_native_bf16(flags: str | None = None) -> bool:
+    """Whether this CPU computes bf16 matmuls natively (AVX512_BF16 or AMX-BF16), from /proc/cpuinfo flags.
+
+    Elsewhere PyTorch emulates bf16 on a CPU, which is slower than fp32: autocast only where native.
+    """
+    if flags is None:
+        try:
+            text = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+        flags = next((line.split(":", 1)[1] for line in text.splitlines() if line.startswith("flags")), "")
+    present = set(flags.lower().split())
+    return bool(present & {"avx512_bf16", "amx_bf16"})
+
+
+def use_bf16(setting: str, on_cuda: bool, flags: str | None = None) -> bool:
+    """--bf16 auto/on/off -> whether to autocast to bf16 (auto: CUDA with bf16, or a CPU with native bf16)."""
+    if setting in ("on", "off"):
+        return setting == "on"
+    if on_cuda:
+        import torch
+
+        return torch.cuda.is_bf16_supported()
+    return cpu_has_native_bf16(flags)
+
+
+def format_duration(seconds: float) -> str:
+    """3725 -> '1 h 2 min', 95 -> '1 min 35 s', 8.4 -> '8 s'."""
+    seconds = max(0, round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    if seconds >= 60:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds} s"
+
+
+def _print_now(line: str) -> None:
+    try:
+        from tqdm.auto import tqdm
+
+        tqdm.write(line)  # a line of its own, not in the middle of the trainer's progress bar
+    except ImportError:
+        print(line, flush=True)
+
+
+def time_estimate_callback(after_steps: int = 3, evaluations: int = 0, eval_batches: int = 0, output=_print_now):
+    """A TrainerCallback that prints, once, how long training will take, from the speed of its first steps.
+
+    The first step is left out (it pays for allocation and any compilation), and so is a step whose
+    interval held an evaluation or a checkpoint; the mean of the other steps up to `after_steps`
+    times the steps left gives the estimate. Evaluations still to come are costed at the measured
+    duration of one when there was one, else at a third of a training step per eval batch (forward only).
+    """
+    from transformers import TrainerCallback
+
+    class TimeEstimate(TrainerCallback):
+        def __init__(self) -> None:
+            self.last_step_end: float | None = None
+            self.interrupted = False
+            self.steps_at_start = 0
+            self.timed_steps = 0
+            self.timed_seconds = 0.0
+            self.eval_seconds: float | None = None
+            self.printed = False
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.steps_at_start = state.global_step
+
+        def on_evaluate(self, args, state, control, **kwargs):
+            if self.last_step_end is not None and self.eval_seconds is None:
+                self.eval_seconds = time.monotonic() - self.last_step_end
+            self.interrupted = True
+
+        def on_save(self, args, state, control, **kwargs):
+            self.interrupted = True
+
+        def on_step_end(self, args, state, control, **kwargs):
+            now = time.monotonic()
+            if self.last_step_end is not None and not self.interrupted:
+                self.timed_steps += 1
+                self.timed_seconds += now - self.last_step_end
+            self.last_step_end, self.interrupted = now, False
+            if self.printed or self.timed_steps < max(1, after_steps - 1):
+                return
+            self.printed = True
+            per_step = self.timed_seconds / self.timed_steps
+            left = max(0, state.max_steps - state.global_step)
+            evals_left = round(evaluations * left / state.max_steps) if state.max_steps else 0
+            per_eval = self.eval_seconds if self.eval_seconds is not None else per_step * eval_batches / 3
+            seconds = per_step * left + per_eval * evals_left
+            if state.is_world_process_zero:
+                output(f"time estimate: {per_step:.1f} s per step (measured over {self.timed_steps} steps); "
+                       f"{left} of {state.max_steps} steps left{f' and {evals_left} evaluations' if evals_left else ''}: "
+                       f"about {format_duration(seconds)} more (finishing around "
+                       f"{time.strftime('%H:%M', time.localtime(time.time() + seconds))})")
+
+    return TimeEstimate()

@@ -172,6 +172,7 @@ def test_tiny_model_trains_and_writes_a_reloadable_adapter(workdir, tiny_model):
     result = train(workdir, "--base-model", str(tiny_model), "--max-steps", "6", "--eval-steps", "3", *TINY_FLAGS)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "loss mask check: " in result.stdout and "rank 0/1 joined" in result.stdout
+    assert result.stdout.count("time estimate: ") == 1  # issue 16: training says how long it will take
     ckpt = workdir / "ckpt"
     for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "training_config.json",
                  "metrics.json"):
@@ -279,6 +280,116 @@ def test_unknown_base_model_exits_2(workdir):
     assert "no such file or folder" in bad_input_run(workdir, "--base-model", "./no-such-model").stderr
 
 
+# --- Throughput (issue 17): answer-only head, per-example attention, bf16 detection, time estimate ---
+
+def _trainers_on_one_batch(tiny_model, tmp_path, padding_free: bool):
+    """The plain SFTTrainer and the answer-only one on identical weights (LoRA B non-zero), and one batch."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    from policytune import models
+
+    torch.set_num_threads(1)
+    base = models.resolve(str(tiny_model))
+    tokenizer = models.load_tokenizer(base)
+    rows = training.tokenize_examples(training.build_examples(make_records()), tokenizer, 384).rows
+
+    def make(trainer_class, attention: str = "sdpa"):
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_pretrained(base.hf_path)
+        if attention == "per-example":
+            training.use_varlen_attention(model)
+        args = SFTConfig(output_dir=str(tmp_path / "trainer"), report_to="none", max_length=None, padding_free=padding_free,
+                         completion_only_loss=True, per_device_train_batch_size=6, use_cpu=True, disable_tqdm=True)
+        return trainer_class(model=model, args=args, processing_class=tokenizer, train_dataset=Dataset.from_list(rows),
+                             peft_config=LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear",
+                                                    init_lora_weights=False))
+
+    plain = make(SFTTrainer)
+    batch = plain.data_collator([plain.train_dataset[i] for i in range(6)])
+    return plain, make, batch
+
+
+def _loss_and_grad(trainer, batch):
+    import torch
+
+    trainer.model.train()
+    trainer.model.zero_grad()
+    loss = trainer.compute_loss(trainer.model, dict(batch))
+    loss.backward()
+    grads = [p.grad.flatten() for p in trainer.model.parameters() if p.requires_grad]
+    return float(loss.detach()), torch.cat(grads)
+
+
+@pytest.mark.parametrize("padding_free", [True, False], ids=["padding-free", "padded"])
+def test_answer_only_loss_equals_the_full_logits_loss(tiny_model, tmp_path, padding_free):
+    import torch
+
+    plain, make, batch = _trainers_on_one_batch(tiny_model, tmp_path, padding_free)
+    assert ("position_ids" in batch) == padding_free
+    # The reference: the model's own loss over full logits (every position through the head).
+    with torch.no_grad():
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        full_logits_loss = float(plain.model(**inputs, labels=batch["labels"]).loss)
+    plain_loss, plain_grad = _loss_and_grad(plain, batch)
+    answer_only = make(training.answer_only_trainer_class())
+    loss, grad = _loss_and_grad(answer_only, batch)
+    assert abs(loss - full_logits_loss) < 1e-4 and abs(loss - plain_loss) < 1e-4
+    assert torch.allclose(grad, plain_grad, atol=1e-5, rtol=1e-3)
+    # TRL's metrics are still logged, from the answer rows.
+    assert answer_only._metrics["train"]["mean_token_accuracy"] and answer_only._metrics["train"]["entropy"]
+    if padding_free:  # attention within each packed example gives the same loss as the masked whole-batch SDPA
+        per_example, grad_per_example = _loss_and_grad(make(training.answer_only_trainer_class(), "per-example"), batch)
+        assert abs(per_example - full_logits_loss) < 1e-4
+        assert torch.allclose(grad_per_example, plain_grad, atol=1e-5, rtol=1e-3)
+        # ... and so does computing the shared system-prompt prefix once for the whole batch.
+        assert training.share_prompt_prefix(batch)[training.SHARED_PREFIX_KEY] >= 30
+        shared, grad_shared = _loss_and_grad(make(training.answer_only_trainer_class(share_prefix=True), "per-example"), batch)
+        assert abs(shared - full_logits_loss) < 1e-4
+        assert torch.allclose(grad_shared, plain_grad, atol=1e-5, rtol=1e-3)
+
+
+def test_answer_positions_are_the_shifted_labels():
+    import torch
+
+    labels = torch.tensor([[-100, -100, 7, 8, -100, -100, 9]])
+    keep, targets = training.answer_positions(labels)
+    assert keep.tolist() == [[False, True, True, False, False, True, False]]
+    assert targets.tolist() == [7, 8, 9]
+
+
+def test_bf16_autocast_only_where_the_cpu_has_it_natively():
+    assert training.cpu_has_native_bf16("fpu sse2 avx2 fma avx512f avx512_bf16 avx512_fp16")
+    assert training.cpu_has_native_bf16("fpu avx2 amx_bf16 amx_tile amx_int8")
+    assert not training.cpu_has_native_bf16("fpu sse2 avx avx2 fma f16c sha_ni vaes")  # AMD EPYC (Zen 2/3): emulated
+    assert not training.cpu_has_native_bf16("avx512f avx512bw avx512_vnni")  # AVX-512 without BF16
+    assert not training.cpu_has_native_bf16("")
+    assert training.use_bf16("off", on_cuda=False, flags="avx512_bf16") is False
+    assert training.use_bf16("on", on_cuda=False, flags="avx2") is True
+    assert training.use_bf16("auto", on_cuda=False, flags="avx2 fma") is False
+    assert training.use_bf16("auto", on_cuda=False, flags="avx512_bf16") is True
+
+
+def test_time_estimate_is_printed_once_after_the_first_steps():
+    from types import SimpleNamespace
+
+    lines: list[str] = []
+    callback = training.time_estimate_callback(after_steps=3, output=lines.append)
+    state = SimpleNamespace(global_step=0, max_steps=40, is_world_process_zero=True)
+    callback.on_train_begin(None, state, None)
+    for step in range(1, 8):
+        state.global_step = step
+        time.sleep(0.01)
+        callback.on_step_end(None, state, None)
+    assert len(lines) == 1
+    assert lines[0].startswith("time estimate: ") and "37 of 40 steps left" in lines[0] and "more (finishing around" in lines[0]
+    assert "measured over 2 steps" in lines[0]
+    assert training.format_duration(3725) == "1 h 2 min" and training.format_duration(95) == "1 min 35 s"
+
+
 # --- keep-best and early stopping -----------------------------------------------------------------
 
 # A learning rate far too high for the tiny model, ramped up over 4 of 10 steps: the eval loss falls
@@ -331,3 +442,28 @@ def test_early_stopping_ends_the_run_when_eval_loss_stops_improving(overshooting
     # It stopped at the second evaluation in a row that did not beat the best (patience 2).
     assert len(losses) == best + 1 + 2 and all(loss >= losses[best] for loss in losses[best + 1:])
     assert metrics["global_step"] == steps[-1]
+
+
+def test_shared_prompt_prefix_is_kept_once_with_the_original_positions_and_labels():
+    import torch
+
+    prompt, ignore = [5, 6, 7, 8, 9, 10, 11, 12, 13, 14], training.IGNORE_INDEX
+    examples = [(prompt + [20, 21, 30, 31], 2), (prompt + [22, 32, 33, 34], 1), (prompt + [23, 24, 25, 35], 3)]
+    ids = [t for tokens, _ in examples for t in tokens]
+    labels = [t if i >= len(tokens) - n_answer else ignore for tokens, n_answer in examples for i, t in enumerate(tokens)]
+    positions = [i for tokens, _ in examples for i in range(len(tokens))]
+    batch = {"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels]), "position_ids": torch.tensor([positions]),
+             "cu_seq_lens_q": torch.tensor([0, 14, 28, 42], dtype=torch.int32)}
+    batch["cu_seq_lens_k"] = batch["cu_seq_lens_q"]
+    shared = training.share_prompt_prefix(batch, min_length=4)
+    assert shared[training.SHARED_PREFIX_KEY] == 10
+    assert shared["input_ids"][0].tolist() == prompt + [20, 21, 30, 31, 22, 32, 33, 34, 23, 24, 25, 35]
+    assert shared["position_ids"][0].tolist() == list(range(10)) + [10, 11, 12, 13] * 3
+    assert shared["cu_seq_lens_q"].tolist() == [0, 10, 14, 18, 22]
+    # The same label tokens, in order: the loss sees exactly the answers.
+    kept = shared["labels"][shared["labels"] != ignore].tolist()
+    assert kept == [30, 31, 34, 24, 25, 35]
+    # Nothing to share (a prefix shorter than min_length, or one example): the batch comes back as it was.
+    assert training.share_prompt_prefix(batch, min_length=11) is batch
+    one = {**batch, "cu_seq_lens_q": torch.tensor([0, 42], dtype=torch.int32)}
+    assert training.share_prompt_prefix(one) is one
