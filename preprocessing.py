@@ -78,7 +78,7 @@ def flatten(pair: dict, contexts: dict[str, str], input_format: str) -> tuple[di
         "prompt_sha": pair.get("prompt_sha", ""),
     }
     # Which fact a question asks about (and how it was worded) travels on, for the split and coverage counts.
-    record.update({k: pair[k] for k in ("fact_id", "section", "style") if k in pair})
+    record.update({k: pair[k] for k in ("fact_id", "section", "style", "answer_source") if k in pair})
     return record, None, relabelled
 
 

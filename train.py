@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from policytune import chat, config, io, models, training
+from policytune import augment, chat, config, heldout, io, models, training
 
 QUANTIZATIONS = ["auto", "4bit", "8bit", "none"]
 
@@ -34,8 +34,16 @@ class TrainConfig(config.Base):
         "help": "'embedded' (SmolLM2-135M-Instruct shipped in a package), a local HF folder, a .gguf or a hub id "
                 "such as meta-llama/Llama-3.2-1B"})
     input: str = field(default="", metadata={"help": "kept instruction records (default: <data-dir>/instructionquality.json)"})
+    facts: str = field(default="", metadata={"help": "fact inventory for knowledge augmentation (default: <data-dir>/facts.json)"})
+    section_restatements: int = field(default=2, metadata={
+        "help": "times each section's statements are trained as the answer to 'What does the policy say about "
+                "<heading path>?' (0: none); mixed into the same run as the Q/A pairs"})
+    fact_statements: int = field(default=0, metadata={
+        "help": "times each fact is trained as the completion of its topic and opening words (0: none)"})
     eval_fraction: float = field(default=0.15, metadata={
         "help": "share of records held out for evaluation, per answerable/unanswerable stratum"})
+    # Every held-out record costs an eval-loss pass at every evaluation, and is a phrasing training does not see.
+    eval_max_records: int = field(default=80, metadata={"help": "cap on the held-out records (0: no cap)"})
     # LoRA: r=64/alpha=128 from the seed text (QLoRA-style adapters on every linear projection).
     lora_r: int = field(default=64, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=128, metadata={"help": "LoRA alpha (scale = alpha / r)"})
@@ -61,12 +69,21 @@ class TrainConfig(config.Base):
         "help": "recompute activations in backward: less memory, about 30%% slower; for big models on small GPUs"})
     eval_steps: int = field(default=0, metadata={"help": "evaluate and save a checkpoint every N steps (0: twice per epoch)"})
     early_stopping_patience: int = field(default=3, metadata={
-        "help": "stop after N evaluations without a better eval loss (0: never stop early)"})
+        "help": "stop after N evaluations without a better --select-by figure (0: never stop early)"})
+    # Eval loss on held-out phrasings said little: it kept falling while the model refused trained facts,
+    # and a refusal's few tokens weigh nothing in it. Answers are what the product is judged on.
+    select_by: str = field(default="answers", metadata={
+        "help": "what keep-best and early stopping follow: answers = greedy answers to held-out phrasings scored as "
+                "evaluate.py does (mean of answerable accuracy and refusal recall); loss = eval loss",
+        "choices": ["answers", "loss"]})
+    heldout_answers: int = field(default=48, metadata={
+        "help": "held-out records answered at each evaluation with --select-by answers (half unanswerable where "
+                "there are enough)"})
     # Measured on 48 hand-made records: eval loss on held-out (unseen) facts was best after 1 epoch
     # (1.38) and rose to 1.97 by epoch 6 while train loss fell to 0.03: the closed-book goal
     # (recite trained facts) wants the last checkpoint, the held-out loss wants an early one.
     keep_best: bool = field(default=True, metadata={
-        "help": "publish the checkpoint with the lowest eval loss (--no-keep-best: the last one)"})
+        "help": "publish the best checkpoint by --select-by (--no-keep-best: the last one)"})
     logging_steps: int = field(default=2, metadata={"help": "record the training loss every N steps"})
     # Measured on an idle 2-core machine: 2 threads 88 tokens/s, 1 thread 63. When another job holds a
     # core, 1 thread is 3-4x faster than 2: pass --threads 1 then.
@@ -122,7 +139,18 @@ def main(cfg: TrainConfig) -> None:
     if not records:
         raise config.UserError(f"{input_path}: no training records (did every pair fail the quality stage?)")
     training.build_examples(records)  # raises on records without a question or an answer
-    train_records, eval_records = training.split_records(records, cfg.eval_fraction)
+    train_records, eval_records = training.split_records(records, cfg.eval_fraction, cfg.eval_max_records)
+    # Knowledge augmentation: the policy's own statements as loss-bearing text, shuffled in with the Q/A pairs.
+    facts_path = Path(cfg.facts) if cfg.facts else cfg.data_path("facts.json")
+    if facts_path.is_file() and (cfg.section_restatements or cfg.fact_statements):
+        knowledge = augment.knowledge_records(io.read_records(facts_path, "fact inventory"), cfg.section_restatements,
+                                              cfg.fact_statements)
+        train_records = train_records + knowledge
+        if is_main:
+            print(f"knowledge augmentation: {len(knowledge)} records from {facts_path} (sections x{cfg.section_restatements}, "
+                  f"facts x{cfg.fact_statements})", flush=True)
+    elif is_main and (cfg.section_restatements or cfg.fact_statements):
+        print(f"knowledge augmentation: none ({facts_path} not found; the generate stage writes it)", flush=True)
     base = models.resolve(cfg.base_model)
 
     import torch
@@ -163,6 +191,7 @@ def main(cfg: TrainConfig) -> None:
     total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(steps_per_epoch * cfg.epochs)
     eval_steps = cfg.eval_steps or max(1, steps_per_epoch // 2)
     has_eval = bool(eval_tok.rows)
+    by_answers = has_eval and cfg.select_by == "answers"
     trainer_dir = cfg.checkpoint_path("trainer")
     resume_from = None
     if is_main:
@@ -197,7 +226,8 @@ def main(cfg: TrainConfig) -> None:
         logging_steps=cfg.logging_steps, logging_first_step=True,
         eval_strategy="steps" if has_eval else "no", eval_steps=eval_steps,
         save_strategy="steps", save_steps=eval_steps, save_total_limit=2,
-        load_best_model_at_end=has_eval and cfg.keep_best, metric_for_best_model="eval_loss", greater_is_better=False,
+        load_best_model_at_end=has_eval and cfg.keep_best,
+        metric_for_best_model="eval_answer_score" if by_answers else "eval_loss", greater_is_better=by_answers,
         # Padding-free batches have no padding to leave out; padded ones count the attention mask.
         include_num_input_tokens_seen="all" if cfg.padding_free else "non_padding",
         # use_cpu makes accelerate form a gloo group under torchrun; without it each CPU rank trains alone.
@@ -206,9 +236,13 @@ def main(cfg: TrainConfig) -> None:
         ddp_find_unused_parameters=False, disable_tqdm=not is_main,
     )
     metrics_cb = training.metrics_callback()
+    # Listed before early stopping: it adds eval_answer_score to the metrics that early stopping and keep-best read.
+    answers_cb = heldout.callback(heldout.balanced_sample(eval_records, cfg.heldout_answers)) if by_answers else None
     evaluations = math.ceil(total_steps / eval_steps) if has_eval else 0
     callbacks = [metrics_cb, training.time_estimate_callback(
         evaluations=evaluations, eval_batches=math.ceil(len(eval_tok.rows) / (cfg.batch_size * world)))]
+    if answers_cb:
+        callbacks.append(answers_cb)
     if has_eval and cfg.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     trainer_class = (training.answer_only_trainer_class(share_prefix=cfg.share_prompt_prefix and cfg.attention == "per-example")
@@ -262,7 +296,9 @@ def main(cfg: TrainConfig) -> None:
             "train_loss_steps": [h["step"] for h in train_log],
             "eval_loss": [round(h["eval_loss"], 5) for h in eval_log],
             "eval_loss_steps": [h["step"] for h in eval_log],
-            "best_eval_loss": trainer.state.best_metric,
+            "best_eval_loss": min((h["eval_loss"] for h in eval_log), default=None) if by_answers else trainer.state.best_metric,
+            "selected_by": "eval_answer_score" if by_answers else "eval_loss", "best_metric": trainer.state.best_metric,
+            "heldout_answers": answers_cb.history if answers_cb else [],
             "best_checkpoint": Path(trainer.state.best_model_checkpoint).name if trainer.state.best_model_checkpoint else None,
             "published": "best" if args.load_best_model_at_end else "last",
             "global_step": trainer.state.global_step, "epochs": round(trainer.state.epoch or 0, 3),
@@ -279,7 +315,7 @@ def main(cfg: TrainConfig) -> None:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     key_path.unlink(missing_ok=True)  # finished: a rerun trains again instead of resuming a complete run
-    print(f"adapter saved: {out_dir}/adapter_model.safetensors (best eval loss {metrics['best_eval_loss']}, "
+    print(f"adapter saved: {out_dir}/adapter_model.safetensors (best {metrics['selected_by']} {metrics['best_metric']}, "
           f"{metrics['tokens_per_second']} tokens/s, peak RSS {metrics['peak_rss_mb']} MB, {metrics['seconds']} s)", flush=True)
 
 

@@ -127,6 +127,10 @@ def score_likelihood(endpoint: llm.Endpoint, record: dict, vote: int) -> dict:
     """Log-probabilities of the answer's key words with and without the excerpt (see module doc)."""
     if not record["answerable"]:
         return {"refusal": True}
+    if record.get("answer_source") == "evidence":
+        # The fact inventory's own statement (a table row read with its header, a list item with its
+        # opening): policy text by construction, even where the chunk's line breaks keep it from matching.
+        return {"verbatim": True}
     answer = normalize.normalize_text(record["output"]).lower()
     if len(answer.split()) >= VERBATIM_MIN_WORDS and answer in normalize.normalize_text(record.get("context", "")).lower():
         return {"verbatim": True}  # a copied passage is the most support the excerpt can give: no call measures more

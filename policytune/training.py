@@ -42,12 +42,13 @@ def _hash_key(record: dict) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def split_records(records: list[dict], eval_fraction: float) -> tuple[list[dict], list[dict]]:
+def split_records(records: list[dict], eval_fraction: float, max_eval: int = 0) -> tuple[list[dict], list[dict]]:
     """Deterministic train/eval split, stratified by `answerable`, ordered by a hash of each id.
 
     Each stratum gives round(n * fraction) records to eval (at least one when the stratum has two or
-    more and the fraction is positive), so refusals are measured even in small datasets. Answerable
-    records held out are, where possible, other phrasings of facts the training split keeps.
+    more and the fraction is positive), so refusals are measured even in small datasets; `max_eval`
+    (0: no cap) caps the held-out total, shared between the strata in proportion. Answerable records
+    held out are, where possible, other phrasings of facts the training split keeps.
     """
     if not 0.0 <= eval_fraction < 1.0:
         raise UserError(f"--eval-fraction must be in [0, 1), got {eval_fraction}")
@@ -55,6 +56,8 @@ def split_records(records: list[dict], eval_fraction: float) -> tuple[list[dict]
     for answerable in (True, False):
         stratum = sorted((r for r in records if bool(r.get("answerable", True)) == answerable), key=_hash_key)
         n_eval = round(len(stratum) * eval_fraction)
+        if max_eval and len(records) * eval_fraction > max_eval:
+            n_eval = min(n_eval, round(max_eval * len(stratum) / len(records)))
         if eval_fraction > 0 and n_eval == 0 and len(stratum) >= 2:
             n_eval = 1
         if answerable:

@@ -405,7 +405,8 @@ def overshooting_run(tmp_path_factory, tiny_model) -> Path:
     workdir = tmp_path_factory.mktemp("overshoot")
     (workdir / "data").mkdir()
     (workdir / "data" / "instructionquality.json").write_text(json.dumps(make_records()))
-    result = train(workdir, "--base-model", str(tiny_model), *OVERSHOOT_FLAGS, "--early-stopping-patience", "2")
+    result = train(workdir, "--base-model", str(tiny_model), *OVERSHOOT_FLAGS, "--early-stopping-patience", "2",
+                   "--select-by", "loss")
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir
 
@@ -467,3 +468,13 @@ def test_shared_prompt_prefix_is_kept_once_with_the_original_positions_and_label
     assert training.share_prompt_prefix(batch, min_length=11) is batch
     one = {**batch, "cu_seq_lens_q": torch.tensor([0, 42], dtype=torch.int32)}
     assert training.share_prompt_prefix(one) is one
+
+
+def test_held_out_split_is_capped_in_proportion_and_keeps_both_strata():
+    records = [{"id": f"a{i}", "instruction": f"q{i}?", "output": f"fact {i // 3}", "answerable": True} for i in range(300)]
+    records += [{"id": f"u{i}", "instruction": f"u{i}?", "output": "x", "answerable": False} for i in range(100)]
+    train, held_out = training.split_records(records, 0.15, max_eval=40)
+    assert len(held_out) == 40 and sum(not r["answerable"] for r in held_out) == 10
+    assert len(train) + len(held_out) == 400
+    uncapped = training.split_records(records, 0.15)[1]
+    assert len(uncapped) == 60
