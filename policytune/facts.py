@@ -223,6 +223,11 @@ class Index:
             return np.zeros(len(self.facts), dtype="float32")
         return self._bm25.get_scores(query)
 
+    def distinctive(self, words: list[str], max_share: float = 0.1) -> set[str]:
+        """The words that occur in at most max_share of the facts ("leave" is in most; "sabbatical" is not)."""
+        counts = {w: sum(w in set(tokens(f["text"])) for f in self.facts) for w in set(words)}
+        return {w for w, n in counts.items() if n <= max_share * len(self.facts)}
+
     def top(self, question: str, k: int = 5) -> list[tuple[dict, float]]:
         """The k facts that best match the question, best first."""
         scores = self.scores(question)

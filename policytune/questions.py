@@ -32,8 +32,11 @@ _SLOT_PATTERNS = [
 ]
 _WH = {"money": "how much", "percent": "what percentage", "date": "what date", "form": "which form",
        "system": "which system", "role": "who"}
+# "Employees (who ...) may/must/receive ..." -> "Can I / Do I have to / Do I receive ...". The who-clause is
+# short and the verb a modal or "receive": "... accrue leave only for the months in which they are employed"
+# once became "Am I employed?".
 _SUBJECT = re.compile(r"^(?:all |eligible |full-time |part-time |new )?(?:employees|an employee|the employee|staff|each employee)"
-                      r"(?: who [^,]+?)?\s+(may|can|must|should|are entitled to|is entitled to|receive|receives|get|are|is|will)\b",
+                      r"(?: who [^,]{1,40}?)?\s+(may|can|must|should|are entitled to|is entitled to|receive|receives|get|will)\b",
                       re.I)
 
 
@@ -101,8 +104,14 @@ def short_query(fact: dict, slot: dict) -> str:
     tail = re.split(r"[,;.:()]", text[slot["end"]:], maxsplit=1)[0].split()[:8]
     if len(tail) < 2:
         tail = re.split(r"[,;:()]", text[: slot["start"]])[-1].split()[-6:]
+    while tail and tail[-1].lower() in _DANGLING:  # "... of the?" reads as a cut-off question
+        tail = tail[:-1]
     topic = fact.get("topic") or ""
     return _question(f"{topic}: {_wh(slot)} {' '.join(tail)}")
+
+
+_DANGLING = {"the", "a", "an", "of", "to", "for", "in", "on", "at", "by", "or", "and", "with", "from", "their", "its",
+             "that", "which", "who", "is", "are", "be"}
 
 
 def first_person(fact: str) -> str | None:
@@ -115,7 +124,7 @@ def first_person(fact: str) -> str | None:
     rest = re.sub(r"\b(their|his or her)\b", "my", rest)
     rest = re.sub(r"\bthey\b", "I", rest)
     lead = {"may": "Can I", "can": "Can I", "must": "Do I have to", "should": "Should I", "will": "Will I",
-            "receive": "Do I receive", "receives": "Do I receive", "get": "Do I get", "are": "Am I", "is": "Am I",
+            "receive": "Do I receive", "receives": "Do I receive", "get": "Do I get",
             "are entitled to": "Am I entitled to", "is entitled to": "Am I entitled to"}[verb]
     return _question(f"{lead}{rest}")
 
@@ -168,10 +177,19 @@ def question_type(slot_kind: str, question: str) -> str:
     return "procedure"
 
 
-def consistent(question: str, fact: dict, section_index: facts_lib.Index, margin: float = 1.05) -> str | None:
-    """None when the question points at its fact more than at any other fact of the section; else why not."""
-    if re.search(r"\b(the excerpt|that asks|this question|the sentence|key sentence|the text above)\b", question, re.I):
+def consistent(question: str, fact: dict, section_index: facts_lib.Index, margin: float = 1.05,
+               min_shared: int = 1) -> str | None:
+    """None when the question points at its fact more than at any other fact of the section; else why not.
+
+    `min_shared`: content words (besides the topic's) the question must share with its fact; a teacher's
+    rewording is held to more than the code's own drafts, which are cut from the fact."""
+    if re.search(r"\b(the excerpt|that asks|this question|the sentence|key sentence|the text above|this request)\b",
+                 question, re.I):
         return "question talks about the task, not the topic"
+    topic_words = set(facts_lib.tokens(fact.get("topic", "")))
+    shared = (set(facts_lib.tokens(question)) & set(facts_lib.tokens(fact["text"]))) - topic_words
+    if len(shared) < min_shared:
+        return "question shares too few words with its fact"
     scores = section_index.scores(question)
     own = next(i for i, f in enumerate(section_index.facts) if f["id"] == fact["id"])
     best_other = max((float(s) for i, s in enumerate(scores) if i != own), default=0.0)
@@ -205,14 +223,26 @@ def unanswerable_candidates(section_facts: list[dict], templates_by_aspect: dict
             continue
         for template in spec["questions"]:
             out.append({"aspect": aspect, "question": _question(template.format(topic=topic.lower())),
-                        "cues": spec["cues"]})
+                        "cues": spec["cues"], "topic": topic})
     return out
 
 
-def answered_elsewhere(question: str, cues: list[str], index: facts_lib.Index, k: int = 8) -> dict | None:
-    """The fact of the whole document that may answer the question (its cue words among the k most similar facts)."""
-    for fact, _ in index.top(question, k):
+def answered_elsewhere(question: str, cues: list[str], index: facts_lib.Index, topic: str = "", k: int = 20) -> dict | None:
+    """A fact of the whole document that may answer the question: one holding an aspect cue word among the k facts
+    most like the question, or anywhere in a fact that names the topic's distinctive words.
+
+    A section's own facts fill the top of the ranking ("The recognised holidays are: ..." ten times), so the
+    ranking alone missed "Contractors ... are not covered by this policy" for "Do public holidays apply to
+    contractors?"; and the deadline of unpaid leave sits in another subsection than the one asked about."""
+    def holds_cue(fact: dict) -> bool:
         lowered = fact["text"].lower()
-        if any(cue.lower() in lowered for cue in cues):
+        return any(cue.lower() in lowered for cue in cues)
+
+    for fact, _ in index.top(question, k):
+        if holds_cue(fact):
+            return fact
+    distinctive = index.distinctive(facts_lib.tokens(topic))
+    for fact in index.facts:
+        if distinctive & set(facts_lib.tokens(fact["text"])) and holds_cue(fact):
             return fact
     return None
