@@ -13,45 +13,27 @@ from conftest import ROOT, run_script
 from policytune import chat, deploy, gguf_adapter, llm, modelfile
 from policytune.config import UserError
 
-# Two questions the test adapter is trained on (real optimizer steps), so it answers them
-# differently from the base model.
-TRAINED = deploy.DEFAULT_EXAMPLES[:1] + deploy.DEFAULT_EXAMPLES[3:4]
-PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
 
 @pytest.fixture(scope="module")
-def trained_adapter(tmp_path_factory, embedded_base) -> Path:
-    """A PEFT adapter on the embedded model after a few real optimizer steps, as train.py saves it."""
-    import torch
-    from peft import LoraConfig, get_peft_model
+def trained_adapter(tmp_path_factory, trained_checkpoint) -> Path:
+    """The adapter the session's train.py run wrote (conftest's trained_checkpoint), copied because deploy
+    writes next to it, with held_out.json: questions that run never saw, which verification uses."""
+    target = copy_adapter(trained_checkpoint.checkpoint, tmp_path_factory.mktemp("deploy") / "checkpoints")
+    (target / "held_out.json").write_text(json.dumps(trained_checkpoint.held_out))
+    return target
 
-    from policytune import models
 
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    tokenizer = models.load_tokenizer(embedded_base)
-    model = get_peft_model(models.load_model(embedded_base, dtype="float32"),
-                           LoraConfig(r=8, lora_alpha=16, target_modules=PROJECTIONS, task_type="CAUSAL_LM"))
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-3)
-    batch = []
-    for question, answer in TRAINED:
-        ids, prompt_len = deploy._tokenize(tokenizer, question, answer)
-        batch.append((torch.tensor([ids]), torch.tensor([[-100] * prompt_len + ids[prompt_len:]])))
-    for _ in range(4):
-        loss = sum(model(input_ids=i, labels=l).loss for i, l in batch) / len(batch)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    out = tmp_path_factory.mktemp("checkpoints")
-    model.save_pretrained(out)
-    adapter_config = json.loads((out / "adapter_config.json").read_text())
-    adapter_config["base_model_name_or_path"] = "embedded"
-    (out / "adapter_config.json").write_text(json.dumps(adapter_config))
-    return out
+def held_out_pair(trained_checkpoint, answerable: bool) -> tuple[str, str]:
+    """The first held-out question (and its answer) that the policy answers, or that it leaves open."""
+    record = next(r for r in trained_checkpoint.held_out if r["answerable"] is answerable)
+    return record["instruction"], record["output"]
 
 
 def deploy_config(checkpoints: Path, **overrides) -> deploy.DeployConfig:
+    """Verification on the held-out questions (one answer, one refusal) when the folder has them."""
+    held_out = checkpoints / "held_out.json"
     values = dict(checkpoint_dir=str(checkpoints), data_dir=str(checkpoints / "no-data"),
+                  verify_questions=str(held_out) if held_out.is_file() else "",
                   modelfile=str(checkpoints / "Modelfile"), verify_n=2, verify_answer_tokens=8, threads=1)
     return deploy.DeployConfig(**(values | overrides))
 
@@ -60,6 +42,8 @@ def copy_adapter(source: Path, target: Path) -> Path:
     target.mkdir()
     for name in ("adapter_model.safetensors", "adapter_config.json"):
         shutil.copy(source / name, target / name)
+    if (source / "held_out.json").is_file():
+        shutil.copy(source / "held_out.json", target / "held_out.json")
     return target
 
 
@@ -189,7 +173,7 @@ def test_truncated_adapter_gguf_is_a_clear_error(trained_adapter, tmp_path):
 # --- serving ---------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_served_endpoint_answers_with_the_adapter_applied(trained_adapter, tmp_path):
+def test_served_endpoint_answers_with_the_adapter_applied(trained_adapter, trained_checkpoint, tmp_path):
     from openai import OpenAI
 
     cfg = deploy_config(copy_adapter(trained_adapter, tmp_path / "serve"), port=0, serve_parallel=1)
@@ -197,10 +181,13 @@ def test_served_endpoint_answers_with_the_adapter_applied(trained_adapter, tmp_p
     tuned_server = deploy.start_server(cfg, deployment)
     base_server = llm.start_local_server(str(deployment.base_gguf), 1, 1, 2048)
 
+    # Questions train.py never saw: a new phrasing of a trained fact, and one the policy leaves open.
+    questions = [held_out_pair(trained_checkpoint, True)[0], held_out_pair(trained_checkpoint, False)[0]]
+
     def answers(server) -> list[str]:
         client = OpenAI(base_url=server.listening_address + "/v1", api_key="local", max_retries=0, timeout=120)
         out = []
-        for question, _ in TRAINED:
+        for question in questions:
             response = client.chat.completions.create(model="policytune", messages=chat.messages(question),
                                                       max_tokens=24, temperature=0, stop=chat.STOP)
             out.append(response.choices[0].message.content.strip())
@@ -209,8 +196,8 @@ def test_served_endpoint_answers_with_the_adapter_applied(trained_adapter, tmp_p
     tuned, base = answers(tuned_server), answers(base_server)
     assert tuned_server.listening_address.startswith("http://127.0.0.1:")
     assert any(t != b for t, b in zip(tuned, base)), (tuned, base)
-    # The trained refusal comes back exactly through the served endpoint.
-    assert chat.is_refusal(tuned[1]), tuned
+    # The trained refusal comes back exactly through the served endpoint, on a question it was not trained on.
+    assert chat.is_refusal(tuned[1]) and not chat.is_refusal(base[1]), (tuned, base)
 
 
 @pytest.mark.slow
