@@ -340,49 +340,29 @@ def test_empty_eval_set_is_a_one_line_error(tmp_path):
 
 # ---------------------------------------------------------------- a real adapter, a real run
 
-PAIRS = [
-    ("How many days of annual leave do full-time employees get?", "Twenty-five days of annual leave per year.", "numeric"),
-    ("Does the policy provide a company car?", chat.REFUSAL, "unanswerable"),
-    ("How long is the probationary period?", "3 months from the start date.", "numeric"),
-    ("How much is the relocation allowance?", chat.REFUSAL, "unanswerable"),
-]
-
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, embedded_base) -> Path:
-    """A project folder after a (tiny) training run: checkpoints/ holds a LoRA adapter trained for a
-    few real steps on the embedded model, data/eval_split.json the held-out questions."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    from policytune import models
-
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
+def project(tmp_path_factory, trained_checkpoint) -> Path:
+    """A project folder after train.py: checkpoints/ holds the adapter the session's train.py run wrote
+    (conftest's trained_checkpoint), data/eval_split.json the questions that run held out: new phrasings
+    of the trained facts and questions the policy leaves open, none of them trained on."""
     root = tmp_path_factory.mktemp("project")
-    tokenizer = models.load_tokenizer(embedded_base)
-    model = get_peft_model(models.load_model(embedded_base, dtype="float32"),
-                           LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    for _ in range(2):  # enough to move the refusal probability; more steps only cost test time
-        for question, answer, _ in PAIRS:
-            prompt = tokenizer(chat.format_prompt(question), add_special_tokens=False)["input_ids"]
-            completion = tokenizer(chat.format_completion(answer), add_special_tokens=False)["input_ids"]
-            loss = model(input_ids=torch.tensor([prompt + completion]),
-                         labels=torch.tensor([[-100] * len(prompt) + completion])).loss
-            loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    model.save_pretrained(root / "checkpoints")
-    adapter_config = root / "checkpoints" / "adapter_config.json"
-    saved = json.loads(adapter_config.read_text())
-    saved["base_model_name_or_path"] = "embedded"
-    adapter_config.write_text(json.dumps(saved))
+    shutil.copytree(trained_checkpoint.checkpoint, root / "checkpoints", ignore=shutil.ignore_patterns("trainer"))
     (root / "data").mkdir()
-    (root / "data" / "eval_split.json").write_text(json.dumps(
-        [{"id": f"q{i}", "instruction": q, "output": a, "answerable": a != chat.REFUSAL, "type": kind,
-          "doc": "sample_policy.pdf", "pages": [1], "chunk_id": f"c{i}"} for i, (q, a, kind) in enumerate(PAIRS)]))
+    (root / "data" / "eval_split.json").write_text(json.dumps(trained_checkpoint.held_out))
     return root
+
+
+def zero_adapter(source: Path, target: Path) -> Path:
+    """A copy of an adapter with every LoRA B zeroed: attached, it leaves the base model unchanged."""
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    target.mkdir()
+    shutil.copy(source / "adapter_config.json", target / "adapter_config.json")
+    tensors = load_file(str(source / "adapter_model.safetensors"))
+    save_file({k: np.zeros_like(v) if ".lora_B." in k else v for k, v in tensors.items()}, str(target / "adapter_model.safetensors"))
+    return target
 
 
 def _chromium() -> str:
@@ -408,7 +388,7 @@ def screenshot(html_file: Path, png: Path) -> None:
 
 
 @pytest.mark.slow
-def test_evaluate_writes_three_reports_and_the_html_renders_its_plots(project):
+def test_evaluate_writes_three_reports_and_the_html_renders_its_plots(project, tmp_path):
     result = run_script(EVALUATE, "--threads", "1", "--batch-size", "4", "--max-new-tokens", "24", cwd=project)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "answerable accuracy" in result.stdout and "hallucination rate" in result.stdout
@@ -421,14 +401,28 @@ def test_evaluate_writes_three_reports_and_the_html_renders_its_plots(project):
             assert key in evaluation["metrics"][name]
         assert set(evaluation["metrics"][name]["per_type"]) == {"numeric", "unanswerable"}
     items = {item["id"]: item for item in evaluation["items"]}
-    assert set(items) == {"q0", "q1", "q2", "q3"}
+    held_out = json.loads((project / "data" / "eval_split.json").read_text())
+    assert set(items) == {r["id"] for r in held_out}
     for item in items.values():
         assert {"question", "answerable", "expected_answer", "base_answer", "tuned_answer",
                 "base_correct", "tuned_correct"} <= set(item)
-        assert item["base_answer"] != item["tuned_answer"] or item["divergence"]["kl"] > 0
-    # The adapter was trained to refuse these two: it should put far more weight on the refusal.
+
+    # The same questions with the adapter's LoRA B zeroed: "tuned" is then the base model itself, so
+    # every divergence figure is the no-change reference the trained adapter must move away from.
+    stage = _stage_module()
+    stage.main(config.parse(stage.EvalConfig, [
+        "--adapter", str(zero_adapter(project / "checkpoints", tmp_path / "zero")), "--gold", "none",
+        "--eval-file", str(project / "data" / "eval_split.json"), "--reports-dir", str(tmp_path / "zero-reports"),
+        "--threads", "1", "--batch-size", "4", "--max-new-tokens", "4"]))
+    unchanged = json.loads((tmp_path / "zero-reports" / "eval.json").read_text())
+    assert all(i["base_answer"] == i["tuned_answer"] for i in unchanged["items"])
+    zero = unchanged["divergence"]
+    assert zero["mean_kl_tuned_base"] < 1e-6 and zero["mean_top1_agreement"] == 1.0, zero
+    # The trained adapter moves the next-token distribution on every held-out question, and changes the top token.
     shift = evaluation["divergence"]
-    assert shift["mean_kl_tuned_base"] > 0.01 and 0.0 <= shift["mean_top1_agreement"] <= 1.0
+    assert shift["mean_kl_tuned_base"] > 0.01 and shift["mean_top1_agreement"] < zero["mean_top1_agreement"], shift
+    assert all(item["divergence"]["kl"] > 0.01 for item in items.values()), {k: i["divergence"] for k, i in items.items()}
+    # The adapter was trained to refuse what the policy leaves open: it puts far more weight on the refusal.
     probs = shift["refusal_first_token_prob"]
     assert probs["tuned"]["unanswerable"] > probs["base"]["unanswerable"]
 
@@ -492,12 +486,16 @@ def test_adapter_for_another_base_is_refused(project, tmp_path):
     tokenizer = models.load_tokenizer(models.resolve())
     torch.manual_seed(0)
     # Same widths as SmolLM2-135M but 2 layers instead of 30: every shape fits, most layers are missing.
-    shallow = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=576, intermediate_size=64,
+    shallow = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=576, intermediate_size=1536,
                                            num_hidden_layers=2, num_attention_heads=9, num_key_value_heads=3,
                                            tie_word_embeddings=True))
     shallow.save_pretrained(tmp_path / "shallow")
     tokenizer.save_pretrained(tmp_path / "shallow")
-    with pytest.raises(config.UserError, match=r"112 adapter tensors match no layer of .*shallow"):
+    # Every adapter tensor of layers 2-29 has no layer to go to.
+    names = _stage_module().adapter_tensor_names(project / "checkpoints")
+    missing = sum(int(re.search(r"\.layers\.(\d+)\.", name).group(1)) >= 2 for name in names)
+    assert 0 < missing < len(names)
+    with pytest.raises(config.UserError, match=rf"{missing} adapter tensors match no layer of .*shallow"):
         _stage_module().load_tuned(models.resolve(str(tmp_path / "shallow")), project / "checkpoints", "float32")
 
 
@@ -522,11 +520,12 @@ def test_sample_input_scores_the_gold_set_beside_the_split_per_split(project, tm
                                                "--reports-dir", str(reports), "--threads", "1", "--max-new-tokens", "12",
                                                "--bootstrap-resamples", "500"]))
     evaluation = json.loads((reports / "eval.json").read_text())
-    assert evaluation["run"]["gold"] == str(gold) and evaluation["run"]["splits"] == {"held_out": 4, "gold": 3}
+    held_out = [r["id"] for r in json.loads((data / "eval_split.json").read_text())]
+    assert evaluation["run"]["gold"] == str(gold) and evaluation["run"]["splits"] == {"held_out": len(held_out), "gold": 3}
     assert evaluation["run"]["metrics_split"] == "held_out"
     assert evaluation["metrics"] == evaluation["splits"]["held_out"]["metrics"]
     assert [(i["id"], i["split"]) for i in evaluation["items"]] == \
-        [("q0", "held_out"), ("q1", "held_out"), ("q2", "held_out"), ("q3", "held_out"), ("g1", "gold"), ("g2", "gold"), ("g3", "gold")]
+        [(i, "held_out") for i in held_out] + [("g1", "gold"), ("g2", "gold"), ("g3", "gold")]
     assert [i["section"] for i in evaluation["items"] if i["split"] == "gold"] == ["2.1", "13.4", "2.4"]
     for split, block in evaluation["splits"].items():
         assert block["metrics"]["tuned"]["n"] == block["n"]
@@ -540,7 +539,7 @@ def test_sample_input_scores_the_gold_set_beside_the_split_per_split(project, tm
     assert evaluation["splits"]["gold"]["metrics"]["tuned"]["per_section"].keys() == {"2", "13"}
     assert evaluation["splits"]["gold"]["metrics"]["tuned"]["per_section"]["2"]["n"] == 2
     text = (reports / "eval.md").read_text()
-    assert "## Held-out split (4 questions)" in text and "## Gold set (3 questions)" in text
+    assert f"## Held-out split ({len(held_out)} questions)" in text and "## Gold set (3 questions)" in text
     assert re.search(r"\| answerable accuracy \| \d\.\d\d \[\d\.\d\d, \d\.\d\d\] \| \d\.\d\d \[\d\.\d\d, \d\.\d\d\] \| [+-]\d\.\d\d \[", text)
     assert "| 13 | 1 | 0/1 |" in text
     assert "<h2>Gold set (3 questions)</h2>" in (reports / "eval.html").read_text()
