@@ -94,6 +94,7 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
     candidates = {name: questions.unanswerable_candidates(members, unanswerable_templates)
                   for name, members in by_section.items()}
     answered: list[dict] = []
+    planned_questions: set[str] = set()
     chosen = 0
     # Round-robin over sections, one candidate each per pass, until the share is met or none is left.
     while chosen < wanted and any(candidates.values()):
@@ -101,6 +102,8 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
             if chosen >= wanted or not candidates[name]:
                 continue
             candidate = candidates[name].pop(0)
+            if candidate["question"] in planned_questions:
+                continue  # sibling sections under a generic heading ask about their parent: once is enough
             hit = questions.answered_elsewhere(candidate["question"], candidate["cues"], document_index,
                                                candidate["topic"])
             if hit:
@@ -110,6 +113,7 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
             home = by_section[name][0]
             chunk_plan[home["chunk_id"]]["unanswerable"].append(
                 {"question": candidate["question"], "aspect": candidate["aspect"], "fact": home})
+            planned_questions.add(candidate["question"])
             chosen += 1
     return chunk_plan, {"rejected_drafts": rejected_drafts, "unanswerable_answered_by_document": answered,
                         "unanswerable_wanted": wanted, "unanswerable_planned": chosen}
