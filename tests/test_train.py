@@ -412,7 +412,7 @@ def test_time_estimate_is_printed_once_after_the_first_steps():
 # while the rate is small, then the steps overshoot and it never gets back (measured: lowest at step
 # 3 of evaluations every step). --keep-best is on by default.
 OVERSHOOT_FLAGS = ["--threads", "1", "--lora-r", "8", "--lora-alpha", "16", "--batch-size", "4", "--logging-steps", "1",
-                   "--learning-rate", "2", "--warmup-ratio", "0.4", "--max-steps", "10", "--eval-steps", "1"]
+                   "--learning-rate", "20", "--warmup-ratio", "0.4", "--max-steps", "10", "--eval-steps", "1"]
 
 
 @pytest.fixture(scope="module")
