@@ -210,6 +210,7 @@ class Index:
         import bm25s
 
         self.facts = facts
+        self.words = [set(tokens(f["text"])) for f in facts]  # each fact's word set, tokenised once
         self._bm25 = bm25s.BM25()
         corpus = [tokens(f"{f.get('topic', '')} {f['text']}") or ["_"] for f in facts]
         self._bm25.index(corpus, show_progress=False)
@@ -225,8 +226,12 @@ class Index:
 
     def distinctive(self, words: list[str], max_share: float = 0.1) -> set[str]:
         """The words that occur in at most max_share of the facts ("leave" is in most; "sabbatical" is not)."""
-        counts = {w: sum(w in set(tokens(f["text"])) for f in self.facts) for w in set(words)}
+        counts = {w: sum(w in fact_words for fact_words in self.words) for w in set(words)}
         return {w for w, n in counts.items() if n <= max_share * len(self.facts)}
+
+    def naming(self, words: set[str]) -> list[dict]:
+        """The facts that contain any of these words."""
+        return [f for f, fact_words in zip(self.facts, self.words) if fact_words & words]
 
     def top(self, question: str, k: int = 5) -> list[tuple[dict, float]]:
         """The k facts that best match the question, best first."""

@@ -241,8 +241,7 @@ def answered_elsewhere(question: str, cues: list[str], index: facts_lib.Index, t
     for fact, _ in index.top(question, k):
         if holds_cue(fact):
             return fact
-    distinctive = index.distinctive(facts_lib.tokens(topic))
-    for fact in index.facts:
-        if distinctive & set(facts_lib.tokens(fact["text"])) and holds_cue(fact):
+    for fact in index.naming(index.distinctive(facts_lib.tokens(topic))):
+        if holds_cue(fact):
             return fact
     return None
