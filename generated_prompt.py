@@ -58,7 +58,8 @@ TYPE_HINTS = {
 # is kept only when none of the facts of the whole document most similar to it holds a cue word
 # either: any doubt drops it, because a refusal label on a stated fact teaches refusing facts.
 UNANSWERABLE_TEMPLATES = {
-    "amount": {"cues": ["$", "£", "€", "amount", "salary", "pay", "paid", "%", "allowance of", "up to"],
+    "amount": {"cues": ["$", "£", "€", "amount", "salary", "pay", "paid", "%", "allowance of", "up to", "budget",
+                        "euro", "dollar", "pound", "cost", "fee", "reimburse"],
                "questions": ["How much money do I get for {topic}?", "What is the maximum amount paid for {topic}?"]},
     "approver": {"cues": ["approv", "authoris", "sign off", "signed off", "decide", "decision"],
                  "questions": ["Who has to approve {topic}?", "Who signs off on {topic}?"]},
