@@ -86,9 +86,10 @@ class TrainConfig(config.Base):
     keep_best: bool = field(default=True, metadata={
         "help": "publish the best checkpoint by --select-by (--no-keep-best: the last one)"})
     logging_steps: int = field(default=2, metadata={"help": "record the training loss every N steps"})
-    # Measured on an idle 2-core machine: 2 threads 88 tokens/s, 1 thread 63. When another job holds a
-    # core, 1 thread is 3-4x faster than 2: pass --threads 1 then.
-    threads: int = field(default=0, metadata={"help": "torch CPU threads (0: every physical core)"})
+    # Measured on the 2-core box (bench/train.py): other core idle, 2 threads 1.7x faster than 1; another
+    # job on it, 2 threads 2.7-5x slower than 1. So 0 follows the load, re-checked every few seconds.
+    threads: int = field(default=0, metadata={
+        "help": "torch CPU threads (0: every physical core, one fewer while other jobs keep a core busy)"})
     # Throughput (issue 17, bench/train.py and BENCHMARKS.md): on a CPU, tokens/s is the knowledge budget.
     answer_only_head: bool = field(default=True, metadata={
         "help": "compute the 49k-vocabulary LM head and the loss only where an answer token is predicted (same loss; "
@@ -162,7 +163,8 @@ def main(cfg: TrainConfig) -> None:
 
     import psutil
 
-    torch.set_num_threads(cfg.threads or max(1, psutil.cpu_count(logical=False) or 1))
+    physical_cores = max(1, psutil.cpu_count(logical=False) or 1)
+    torch.set_num_threads(cfg.threads or physical_cores)
     on_cuda = torch.cuda.is_available()
     quantization = ("4bit" if on_cuda else "none") if cfg.quantization == "auto" else cfg.quantization
     tokenizer = models.load_tokenizer(base)
@@ -242,6 +244,8 @@ def main(cfg: TrainConfig) -> None:
     evaluations = math.ceil(total_steps / eval_steps) if has_eval else 0
     callbacks = [metrics_cb, training.time_estimate_callback(
         evaluations=evaluations, eval_batches=math.ceil(len(eval_tok.rows) / (cfg.batch_size * world)))]
+    if cfg.threads == 0 and world == 1 and not on_cuda and physical_cores > 1:
+        callbacks.append(training.adaptive_threads_callback(physical_cores, os.cpu_count() or physical_cores))
     if answers_cb:
         callbacks.append(answers_cb)
     if has_eval and cfg.early_stopping_patience > 0:
