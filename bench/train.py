@@ -434,7 +434,7 @@ def parity_run(key: str, opts: dict, records: list[dict], cfg: TrainBenchConfig)
     after = trainer.evaluate()["eval_loss"]
     history = [h for h in trainer.state.log_history if "loss" in h]
     last_epoch = [h["loss"] for h in history if h["epoch"] > cfg.parity_epochs - 1 + 1e-9]
-    tokens = sum(len(r["input_ids"]) for r in rows) * cfg.parity_epochs
+    tokens = round(sum(len(r["input_ids"]) for r in rows) * steps * opts["batch_size"] / len(rows))  # examples seen
     return {"variant": key, "steps": steps, "seconds": seconds, "tokens": tokens, "eval_loss_before": before,
             "eval_loss_after": after, "last_epoch_train_loss": sum(last_epoch) / max(1, len(last_epoch)),
             "train_losses": [h["loss"] for h in history]}
