@@ -49,6 +49,7 @@ def plan(cfg: PipelineConfig, extra: dict[str, list[str]]) -> list[Stage]:
     common = ["--data-dir", cfg.data_dir, "--checkpoint-dir", cfg.checkpoint_dir]
     pdfs = [arg for p in cfg.pdf for arg in ("--pdf", p)]
     prompts = Path("generated_prompt.py")  # users edit it by hand: an edit reruns generation and judging
+    modelfile = modelfile_path(extra.get("deploy", []))
     stages = [
         Stage("parse", ["syntheticdatageneration.py", *common, *pdfs, "--parse-only"], [Path(p) for p in cfg.pdf],
               [data / "chunks.json"]),
@@ -64,11 +65,19 @@ def plan(cfg: PipelineConfig, extra: dict[str, list[str]]) -> list[Stage]:
               [ckpt / "adapter_model.safetensors", data / "eval_split.json", Path("sample/gold.jsonl")],
               [reports / "eval.json"]),
         Stage("deploy", ["-m", "policytune.deploy", *common, "--verify"], [ckpt / "adapter_model.safetensors"],
-              [ckpt / "adapter.gguf", Path("Modelfile")]),
+              [ckpt / "adapter.gguf", modelfile]),
     ]
     for stage in stages:
         stage.command += extra.get(stage.name, [])
     return stages
+
+
+def modelfile_path(deploy_flags: list[str]) -> Path:
+    """Where the deploy stage writes the Modelfile: its --modelfile flag when passed, else ./Modelfile."""
+    for i, flag in enumerate(deploy_flags[:-1]):
+        if flag == "--modelfile":
+            return Path(deploy_flags[i + 1])
+    return Path("Modelfile")
 
 
 def fingerprint(stage: Stage) -> str:
@@ -115,14 +124,17 @@ def headline(reports_dir: Path) -> None:
     path = reports_dir / "eval.json"
     if not path.exists():
         return
-    metrics = json.loads(path.read_text()).get("metrics", {})
+    report = json.loads(path.read_text())
+    splits = report.get("splits") or {"held_out": {"metrics": report.get("metrics", {})}}
     keys = ["answerable_accuracy", "refusal_recall", "false_refusal_rate", "hallucination_rate"]
-    print("\nheadline (held-out questions, closed-book):")
-    print(f"  {'metric':<22}{'base':>8}{'tuned':>8}")
-    for key in keys:
-        base, tuned = metrics.get("base", {}).get(key), metrics.get("tuned", {}).get(key)
-        if base is not None and tuned is not None:
-            print(f"  {key:<22}{base:>8.2f}{tuned:>8.2f}")
+    for split, body in splits.items():
+        metrics = body.get("metrics", {})
+        print(f"\nheadline ({split.replace('_', '-')} questions, closed-book):")
+        print(f"  {'metric':<22}{'base':>8}{'tuned':>8}")
+        for key in keys:
+            base, tuned = metrics.get("base", {}).get(key), metrics.get("tuned", {}).get(key)
+            if base is not None and tuned is not None:
+                print(f"  {key:<22}{base:>8.2f}{tuned:>8.2f}")
 
 
 def main(cfg: PipelineConfig, extra: dict[str, list[str]]) -> None:
@@ -158,7 +170,7 @@ def main(cfg: PipelineConfig, extra: dict[str, list[str]]) -> None:
     print(f"\npipeline finished in {total:.0f}s; stage times: {timings or 'all skipped'}")
     print(f"  adapter:   {Path(cfg.checkpoint_dir) / 'adapter_model.safetensors'}")
     print(f"  gguf:      {Path(cfg.checkpoint_dir) / 'adapter.gguf'}")
-    print(f"  Modelfile: {Path('Modelfile').resolve()}")
+    print(f"  Modelfile: {modelfile_path(extra.get('deploy', [])).resolve()}")
     print(f"  report:    {Path(cfg.reports_dir) / 'eval.html'}")
     headline(Path(cfg.reports_dir))
 

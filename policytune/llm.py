@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
-from policytune import config
+from policytune import config, cpu
 from policytune.config import UserError
 
 DEFAULT_PARALLEL = 4
@@ -33,7 +33,7 @@ class LLMOptions(config.Base):
     model: str = field(default="", metadata={"help": "model name at the endpoint (else OPENAI_MODEL; the embedded server ignores it)"})
     teacher_gguf: str = field(default="", metadata={"help": "a local GGUF for the embedded server instead of SmolLM2-135M (e.g. a larger instruct model)"})
     concurrency: int = field(default=DEFAULT_PARALLEL, metadata={"help": "requests in flight at once (also the embedded server's slots)"})
-    server_threads: int = field(default=0, metadata={"help": "CPU threads of the embedded server (0: all cores but one, which the client needs)"})
+    server_threads: int = field(default=0, metadata={"help": "CPU threads of the embedded server (0: every core while other processes leave them idle, else one fewer)"})
     server_ctx_per_slot: int = field(default=2048, metadata={"help": "context tokens per slot of the embedded server"})
     request_timeout: float = field(default=120.0, metadata={"help": "seconds before one request is abandoned and retried"})
     max_retries: int = field(default=4, metadata={"help": "retries per request for transport errors and bad output"})
@@ -58,10 +58,20 @@ class Endpoint:
     local: bool = False
 
 
-def _server_threads(requested: int) -> int:
-    # llama.cpp's threads spin while they wait; on a 2-core machine a second one starves the Python
-    # client and the HTTP layer, and generation measured several times slower.
-    return requested if requested > 0 else max(1, (os.cpu_count() or 1) - 1)
+def server_threads(requested: int) -> int:
+    """The embedded server's threads: as asked, else every core while other processes leave them idle.
+
+    The client mostly waits on HTTP, so on an idle 2-core machine 2 server threads make 1.5x more
+    requests per second than 1 (BENCHMARKS.md); with another job on a core, a second spinning
+    llama.cpp thread only fights it, so one core is left free."""
+    if requested > 0:
+        return requested
+    cores = os.cpu_count() or 1
+    others = cpu.others_busy(0.5)
+    chosen = cpu.choose_threads(cores, cores, others if others is not None else 1.0)
+    print(f"embedded server threads: {chosen} of {cores} cores (other processes use "
+          f"{'?' if others is None else f'{others:.1f}'})", flush=True)
+    return chosen
 
 
 def start_local_server(gguf: str, parallel: int, threads: int, ctx_per_slot: int, lora: str | None = None,
@@ -106,7 +116,7 @@ def connect(opts: LLMOptions) -> Iterator[Endpoint]:
     from policytune import models
 
     gguf = opts.teacher_gguf or os.environ.get("POLICYTUNE_TEACHER_GGUF", "") or str(models.embedded_gguf())
-    server = start_local_server(gguf, opts.concurrency, _server_threads(opts.server_threads), opts.server_ctx_per_slot)
+    server = start_local_server(gguf, opts.concurrency, server_threads(opts.server_threads), opts.server_ctx_per_slot)
     url = server.listening_address + "/v1"
     print(f"embedded llama-server on {server.listening_address} ({os.path.basename(gguf)}, "
           f"{opts.concurrency} slots)", flush=True)

@@ -31,11 +31,15 @@ ARTICLES = {"a", "an", "the"}
 # Phrases a model uses to decline when it was not taught the exact refusal string. Counting them
 # as refusals keeps the comparison fair to the base model; the exact-refusal rate is reported too.
 REFUSAL_VARIANTS = (
-    "not specified", "not mentioned", "not stated", "not provided in", "not included in",
+    "not specified", "not mentioned", "not stated", "not provided in",
     "does not say", "doesn't say", "does not specify", "doesn't specify", "does not state",
     "doesn't state", "does not mention", "doesn't mention", "no information",
-    "not covered by the", "i don't know", "i do not know", "cannot find", "can't find",
+    "i don't know", "i do not know", "cannot find", "can't find",
 )
+# Policies state exclusions in these words ("Cosmetic surgery is not covered by the plan"): they
+# decline only when what is silent is the text itself.
+_TEXT_SILENT = re.compile(r"\bnot (?:included|covered|addressed|found) (?:in|by) the (?:provided |given )?"
+                          r"(?:excerpt|policy|document|text|context|handbook|information)\b")
 
 DEFAULT_F1_THRESHOLD = 0.5
 
@@ -112,7 +116,7 @@ def is_refusal(text: str) -> bool:
     if is_exact_refusal(text):
         return True
     lowered = " ".join(text.lower().replace("’", "'").split())
-    return any(variant in lowered for variant in REFUSAL_VARIANTS)
+    return any(variant in lowered for variant in REFUSAL_VARIANTS) or bool(_TEXT_SILENT.search(lowered))
 
 
 def _contains(haystack: list[str], needle: list[str]) -> bool:
@@ -150,6 +154,16 @@ def token_f1(prediction: str, answer: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def numbers(text: str) -> set[str]:
+    """The numbers of a text after normalising ("twenty-five days" and "25 days" both give {"25"})."""
+    return {w for w in normalise_words(text) if any(c.isdigit() for c in w)}
+
+
+def numbers_agree(prediction: str, answer: str) -> bool:
+    """Every number of the expected answer is in the prediction."""
+    return numbers(answer) <= numbers(prediction)
+
+
 def answer_words(text: str) -> int:
     """Length of an answer in whitespace-separated words."""
     return len(text.split())
@@ -179,7 +193,9 @@ def judge(prediction: str, answerable: bool | None, answer: str | None = None,
         scores["correct"] = not refusal and scores["keyword_match"]
     elif answer:
         contained = _contains(normalise_words(prediction), normalise_words(answer))
-        scores["correct"] = not refusal and (scores["exact_match"] or contained or scores["token_f1"] >= f1_threshold)
+        # Word overlap alone would pass "Employees get 30 days" for "Employees get 25 days".
+        scores["correct"] = not refusal and (scores["exact_match"] or contained or (
+            scores["token_f1"] >= f1_threshold and numbers_agree(prediction, answer)))
     else:
         scores["correct"] = None
     return scores

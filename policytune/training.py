@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from policytune import chat, normalize
+from policytune import chat, cpu, normalize
 from policytune.config import UserError
 
 IGNORE_INDEX = -100  # label value the loss skips (PyTorch's CrossEntropyLoss ignore_index)
@@ -495,36 +495,8 @@ def time_estimate_callback(after_steps: int = 3, evaluations: int = 0, eval_batc
     return TimeEstimate()
 
 
-def cpu_ticks(proc_stat: str | None = None, self_stat: str | None = None) -> tuple[int, int, int]:
-    """(busy ticks of the whole machine, all ticks, busy ticks of this process) from /proc (Linux)."""
-    proc_stat = proc_stat if proc_stat is not None else Path("/proc/stat").read_text()
-    self_stat = self_stat if self_stat is not None else Path("/proc/self/stat").read_text()
-    fields = [int(v) for v in proc_stat.splitlines()[0].split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    total = sum(fields[:8])  # user nice system idle iowait irq softirq steal (guest time is inside user)
-    own = self_stat.rsplit(")", 1)[1].split()
-    return total - idle, total, int(own[11]) + int(own[12])  # utime + stime
-
-
-def choose_threads(current: int, maximum: int, others_cores: float) -> int:
-    """Every core while the machine is otherwise idle; one fewer while other jobs use one.
-
-    Measured on the shared 2-core box (BENCHMARKS.md): with the other core idle, 2 threads train
-    1.7x faster than 1; with another job on it, 2 threads were 2.7-5x slower than 1 (the threads
-    wait for each other at every op while the scheduler shares a core). Hysteresis keeps it from
-    flapping: down at half a core used by others, back up below a quarter.
-    """
-    if maximum <= 1:
-        return 1
-    if current >= maximum and others_cores >= 0.5:
-        return maximum - 1
-    if current < maximum and others_cores < 0.25:
-        return maximum
-    return current
-
-
 def adaptive_threads_callback(maximum: int, cpus: int, check_seconds: float = 5.0, output=_print_now):
-    """A TrainerCallback that re-chooses torch's thread count (choose_threads) every few seconds of training."""
+    """A TrainerCallback that re-chooses torch's thread count (cpu.choose_threads) every few seconds of training."""
     import torch
     from transformers import TrainerCallback
 
@@ -536,19 +508,18 @@ def adaptive_threads_callback(maximum: int, cpus: int, check_seconds: float = 5.
         def on_step_end(self, args, state, control, **kwargs):
             now = time.monotonic()
             try:
-                ticks = cpu_ticks()
+                ticks = cpu.cpu_ticks()
             except (OSError, IndexError, ValueError):
                 return  # not Linux: keep the thread count
             if self.last is None or now - self.last[0] < check_seconds:
                 self.last = self.last or (now, ticks)
                 return
-            (busy0, total0, own0), (busy1, total1, own1) = self.last[1], ticks
+            others = cpu.others_cores(self.last[1], ticks, cpus)
             self.last = (now, ticks)
-            if total1 <= total0:
+            if others is None:
                 return
-            others = max(0.0, (busy1 - busy0) - (own1 - own0)) / ((total1 - total0) / cpus)
             current = torch.get_num_threads()
-            chosen = choose_threads(current, maximum, others)
+            chosen = cpu.choose_threads(current, maximum, others)
             if chosen != current:
                 torch.set_num_threads(chosen)
                 self.changes += 1

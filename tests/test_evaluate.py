@@ -543,3 +543,15 @@ def test_sample_input_scores_the_gold_set_beside_the_split_per_split(project, tm
     assert re.search(r"\| answerable accuracy \| \d\.\d\d \[\d\.\d\d, \d\.\d\d\] \| \d\.\d\d \[\d\.\d\d, \d\.\d\d\] \| [+-]\d\.\d\d \[", text)
     assert "| 13 | 1 | 0/1 |" in text
     assert "<h2>Gold set (3 questions)</h2>" in (reports / "eval.html").read_text()
+
+
+def test_policy_exclusions_are_answers_and_wrong_numbers_are_wrong():
+    # A policy states exclusions in refusal-like words; only silence of the text itself declines.
+    assert not metrics.is_refusal("Cosmetic procedures are not covered by the plan.")
+    assert not metrics.is_refusal("Meals are not included in the daily allowance.")
+    assert metrics.is_refusal("This is not covered by the policy.")
+    assert metrics.is_refusal("That detail is not included in the provided excerpt.")
+    # Without keywords, word overlap must not pass a changed number.
+    expected = "Employees get 25 days of annual leave."
+    assert metrics.judge("Employees get 30 days of annual leave.", True, expected)["correct"] is False
+    assert metrics.judge("Employees get twenty-five days of annual leave each year.", True, expected)["correct"] is True

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, run_script
-from policytune import chat, training
+from policytune import chat, cpu, training
 
 FACTS = [
     ("How long is the probationary period?", "3 months from the start date."),
@@ -497,13 +497,13 @@ def test_held_out_split_is_capped_in_proportion_and_keeps_both_strata():
 
 
 def test_threads_follow_other_jobs_load_with_hysteresis():
-    assert training.choose_threads(2, 2, others_cores=0.1) == 2
-    assert training.choose_threads(2, 2, others_cores=0.9) == 1  # another job holds a core: one thread
-    assert training.choose_threads(1, 2, others_cores=0.4) == 1  # not idle enough to go back yet
-    assert training.choose_threads(1, 2, others_cores=0.1) == 2
-    assert training.choose_threads(8, 8, others_cores=3.0) == 7
-    assert training.choose_threads(1, 1, others_cores=3.0) == 1
+    assert cpu.choose_threads(2, 2, others=0.1) == 2
+    assert cpu.choose_threads(2, 2, others=0.9) == 1  # another job holds a core: one thread
+    assert cpu.choose_threads(1, 2, others=0.4) == 1  # not idle enough to go back yet
+    assert cpu.choose_threads(1, 2, others=0.1) == 2
+    assert cpu.choose_threads(8, 8, others=3.0) == 7
+    assert cpu.choose_threads(1, 1, others=3.0) == 1
     # /proc/stat and /proc/self/stat as Linux writes them: machine busy/total ticks and this process's.
     proc_stat = "cpu  100 5 50 800 20 3 2 0 0 0\ncpu0 50 2 25 400 10 1 1 0 0 0\n"
     self_stat = "4242 (python (x)) R 1 2 3 4 5 6 7 8 9 10 70 11 0 0 20 0 3 0\n"
-    assert training.cpu_ticks(proc_stat, self_stat) == (160, 980, 81)
+    assert cpu.cpu_ticks(proc_stat, self_stat) == (160, 980, 81)
