@@ -3,6 +3,7 @@
     uv run python bench/quality.py                                                 # the baseline: today's defaults
     uv run python bench/quality.py --recipe baseline= --recipe "qpf4=--generate.questions-per-fact 4"
     uv run python bench/quality.py --skip-existing --recipe ...                    # resume a killed bench
+    uv run python bench/quality.py --sections 2,4,5 --recipe "ep1=" --recipe "ep3=--train.epochs 3"  # part of the policy
 
 A recipe is `NAME=FLAGS`: FLAGS are pipeline.py stage flags (`--<stage>.<flag> value`, quoted as one
 argument) for the stages generate to evaluate; `baseline=` has none. The document is parsed once
@@ -51,6 +52,9 @@ class QualityBenchConfig(config.Base):
         "help": "NAME=FLAGS, FLAGS being pipeline stage flags such as '--generate.questions-per-fact 4'; repeatable"})
     pdf: list[str] = field(default_factory=lambda: [str(common.SAMPLE_PDF)], metadata={"help": "policy document(s)"})
     gold: str = field(default=str(SAMPLE_GOLD), metadata={"help": "gold questions (JSON lines) every recipe is scored on"})
+    sections: list[str] = field(default_factory=list, metadata={
+        "help": "top-level section numbers to keep (e.g. 2,4,5): chunks and gold questions of those sections only, "
+                "a cheaper run for curves such as accuracy against epochs"})
     skip_existing: bool = field(default=False, metadata={
         "help": "keep what a recipe with unchanged flags already finished (resume a killed bench)"})
 
@@ -133,6 +137,30 @@ def parse_once(cfg: QualityBenchConfig, pipeline, root: Path) -> dict[str, Any]:
                                + tail(folder / "parse.log"))
     print(f"   parsed in {seconds}s -> {chunks}", flush=True)
     return state
+
+
+def top_section(label: str) -> str:
+    """ "2.1 Accrual" or "2.1" -> "2"; "" when the label does not start with a section number."""
+    head = label.strip().split(" ", 1)[0].rstrip(".")
+    return head.split(".")[0] if head[:1].isdigit() else ""
+
+
+def keep_sections(chunks: Path, gold: Path, sections: list[str], folder: Path) -> tuple[Path, Path]:
+    """Chunks and gold questions of the given top-level sections, written beside the parse; their paths."""
+    wanted = {s.strip().rstrip(".") for s in sections}
+    tag = "-".join(sorted(wanted, key=lambda s: (len(s), s)))
+    kept_chunks = [c for c in io.read_records(chunks, "chunks")
+                   if c.get("headings") and top_section(c["headings"][0]) in wanted]
+    kept_gold = [line for line in gold.read_text(encoding="utf-8").splitlines()
+                 if line.strip() and top_section(str(json.loads(line).get("section", ""))) in wanted]
+    if not kept_chunks or not kept_gold:
+        raise config.UserError(f"--sections {','.join(sections)}: {len(kept_chunks)} chunks and {len(kept_gold)} gold "
+                               "questions in those sections; name top-level section numbers of the document")
+    chunk_path, gold_path = folder / f"chunks-{tag}.json", folder / f"gold-{tag}.jsonl"
+    io.write_json_atomic(chunk_path, kept_chunks)
+    io.write_text_atomic(gold_path, "\n".join(kept_gold) + "\n")
+    print(f"== sections {', '.join(sorted(wanted))}: {len(kept_chunks)} chunks, {len(kept_gold)} gold questions", flush=True)
+    return chunk_path, gold_path
 
 
 def run_recipe(name: str, flags: list[str], cfg: QualityBenchConfig, pipeline, chunks: Path, root: Path) -> dict[str, Any]:
@@ -267,9 +295,13 @@ def main(cfg: QualityBenchConfig) -> None:
                                "pass --gold FILE for other documents")
     root = common.RESULTS / "quality"
     parsed = parse_once(cfg, pipeline, root)
+    chunks = Path(parsed["chunks"])
+    if cfg.sections:
+        chunks, gold = keep_sections(chunks, Path(cfg.gold), cfg.sections, root / "_parse")
+        cfg = replace(cfg, gold=str(gold))
     results = []
     for name, flags in recipes:
-        state = run_recipe(name, flags, cfg, pipeline, Path(parsed["chunks"]), root)
+        state = run_recipe(name, flags, cfg, pipeline, chunks, root)
         results.append({"name": name, "flags": shlex.join(flags), "state": state,
                         "measured": measure(root / name, state["stages"])})
     rows = table_rows(results)
@@ -278,7 +310,8 @@ def main(cfg: QualityBenchConfig) -> None:
     failed = [r["name"] for r in results if r["state"].get("status") != "ok"]
     if failed:
         print(f"failed recipes: {', '.join(failed)} (their logs are under {root})", flush=True)
-    common.report("quality", {"config": config.as_dict(cfg), "gold": cfg.gold,
+    # A run on part of the policy must not overwrite the whole policy's results.
+    common.report("quality" + (f"-sections-{'-'.join(cfg.sections)}" if cfg.sections else ""), {"config": config.as_dict(cfg), "gold": cfg.gold,
                               "parse": {k: parsed[k] for k in ("pdf", "seconds", "exit", "reused") if k in parsed},
                               "recipes": results, "rows": rows})
     if failed:

@@ -147,3 +147,20 @@ def test_the_sample_gold_is_refused_for_another_document(tmp_path, monkeypatch):
     if quality.SAMPLE_GOLD.is_file():
         with pytest.raises(config.UserError, match="bundled sample policy only"):
             quality.main(config.parse(quality.QualityBenchConfig, ["--pdf", str(pdf)]))
+
+
+def test_sections_keep_their_chunks_and_gold_questions_only(tmp_path):
+    chunks = tmp_path / "chunks.json"
+    chunks.write_text(json.dumps([
+        {"id": "a", "headings": ["2. Annual Leave", "2.1 Accrual"], "text": "x"},
+        {"id": "b", "headings": ["12. Pensions"], "text": "y"},
+        {"id": "c", "headings": ["Leave & Benefits Policy"], "text": "z"},
+        {"id": "d", "headings": [], "text": "w"}]))
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text("\n".join(json.dumps({"id": i, "question": "q?", "section": s})
+                              for i, s in (("g1", "2.1"), ("g2", "12.3"), ("g3", "1.2"))) + "\n")
+    kept_chunks, kept_gold = quality.keep_sections(chunks, gold, ["2", "12."], tmp_path)
+    assert [c["id"] for c in json.loads(kept_chunks.read_text())] == ["a", "b"]   # "2" is not "12"'s prefix
+    assert [json.loads(line)["id"] for line in kept_gold.read_text().splitlines()] == ["g1", "g2"]
+    with pytest.raises(config.UserError, match="--sections 7"):
+        quality.keep_sections(chunks, gold, ["7"], tmp_path)
