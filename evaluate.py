@@ -53,7 +53,11 @@ class EvalConfig(config.Base):
                 "(sample/gold.jsonl beside the held-out split when <data-dir>/chunks.json is only the bundled "
                 "sample) or 'none'"})
     reports_dir: str = field(default="reports", metadata={"help": "where eval.json, eval.md and eval.html go"})
-    batch_size: int = field(default=8, metadata={"help": "prompts per generation / scoring batch"})
+    batch_size: int = field(default=32, metadata={"help": "prompts per generation / scoring batch (on a CPU a decode step "
+                                                         "costs about the same for 8 rows as for 32: BENCHMARKS.md)"})
+    divergence_max: int = field(default=96, metadata={
+        "help": "questions the next-token divergence is measured on, spread evenly over all of them (0: all); "
+                "it costs two forward passes per question"})
     max_new_tokens: int = field(default=48, metadata={"help": "answer length cap; policy answers are one or two sentences"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
     limit: int = field(default=0, metadata={"help": "evaluate only the first N questions (0: all)"})
@@ -255,6 +259,13 @@ def adapter_tensor_names(adapter: Path) -> list[str]:
     return list(torch.load(adapter / "adapter_model.bin", map_location="cpu", weights_only=True))
 
 
+def spread(total: int, most: int) -> list[int]:
+    """Up to `most` indices spread evenly over range(total) (all of them when most is 0 or enough)."""
+    if most <= 0 or total <= most:
+        return list(range(total))
+    return sorted({round(k * (total - 1) / (most - 1)) for k in range(most)}) if most > 1 else [0]
+
+
 def divergence(model, tokenizer, questions: list[str], targets: list[str], batch_size: int) -> list[dict[str, Any]]:
     """Teacher-forced on each target answer: KL(tuned || base), top-1 agreement, P(refusal starts)."""
     import torch
@@ -294,6 +305,17 @@ def divergence(model, tokenizer, questions: list[str], targets: list[str], batch
 
 # ---------------------------------------------------------------- stage
 
+@contextlib.contextmanager
+def merged(model):
+    """The adapter folded into the base weights while generating (about 1.2-1.4x faster on a CPU than
+    running the LoRA matmuls at every step), unfolded afterwards for the divergence's base pass."""
+    model.merge_adapter()
+    try:
+        yield model
+    finally:
+        model.unmerge_adapter()
+
+
 def answer_questions(model, tokenizer, questions: list[str], cfg: EvalConfig, base: models.BaseModel,
                      adapter: Path, log_path: Path) -> dict[str, list[str]]:
     """Base answers (adapter disabled) and tuned answers, logged per batch so a rerun resumes."""
@@ -315,13 +337,13 @@ def answer_questions(model, tokenizer, questions: list[str], cfg: EvalConfig, ba
                 for question, answer in zip(chunk, new):
                     log.append({"run": run_keys[name], "model": name, "question": question, "answer": answer})
 
-            with model.disable_adapter() if name == "base" else contextlib.nullcontext():
+            with model.disable_adapter() if name == "base" else merged(model):
                 answers[name] = answers_lib.greedy(model, tokenizer, questions, cfg.batch_size, cfg.max_new_tokens,
                                          f"{name} answers", done, record)
     return answers
 
 
-def score(items: list[dict[str, Any]], answers: dict[str, list[str]], shifts: list[dict[str, Any]],
+def score(items: list[dict[str, Any]], answers: dict[str, list[str]], shifts: list[dict[str, Any] | None],
           f1_threshold: float) -> list[dict[str, Any]]:
     """One eval.json item per question: both answers, both judgements, the divergence, provenance."""
     results = []
@@ -336,7 +358,8 @@ def score(items: list[dict[str, Any]], answers: dict[str, list[str]], shifts: li
             "base_correct": scores["base"]["correct"], "tuned_correct": scores["tuned"]["correct"],
             "regression": scores["base"]["correct"] is True and scores["tuned"]["correct"] is False,
             "base_scores": scores["base"], "tuned_scores": scores["tuned"],
-            "divergence": {**shifts[index], "teacher_forced_on": "expected_answer" if item["answer"] else "tuned_answer"},
+            "divergence": shifts[index] and {**shifts[index],
+                                             "teacher_forced_on": "expected_answer" if item["answer"] else "tuned_answer"},
             "source": item["source"],
         })
     return results
@@ -387,7 +410,11 @@ def main(cfg: EvalConfig) -> None:
     answers = answer_questions(model, tokenizer, questions, cfg, base, adapter, reports / "eval.answers.jsonl")
     # Teacher forcing needs a reference: the expected answer, else what the tuned model said.
     targets = [item["answer"] or tuned for item, tuned in zip(items, answers["tuned"])]
-    shifts = divergence(model, tokenizer, questions, targets, cfg.batch_size)
+    picked = spread(len(items), cfg.divergence_max)
+    measured = divergence(model, tokenizer, [questions[i] for i in picked], [targets[i] for i in picked], cfg.batch_size)
+    shifts: list[dict[str, Any] | None] = [None] * len(items)
+    for index, shift in zip(picked, measured):
+        shifts[index] = shift
 
     results = score(items, answers, shifts, cfg.f1_threshold)
     splits = summarise_splits(results, cfg.bootstrap_resamples)
@@ -421,13 +448,15 @@ def summarise_divergence(results: list[dict[str, Any]]) -> dict[str, Any]:
     def mean(values: list[float]) -> float | None:
         return round(sum(values) / len(values), 6) if values else None
 
-    shifts = [r["divergence"] for r in results]
+    measured = [r for r in results if r["divergence"]]
+    shifts = [r["divergence"] for r in measured]
     refusal_prob = {
-        name: {group: mean([r["divergence"]["refusal_first_token_prob"][name] for r in results if r["answerable"] is flag])
+        name: {group: mean([r["divergence"]["refusal_first_token_prob"][name] for r in measured if r["answerable"] is flag])
                for group, flag in (("answerable", True), ("unanswerable", False))}
         for name in ("base", "tuned")}
-    return {"mean_kl_tuned_base": mean([s["kl"] for s in shifts]),
-            "max_kl_tuned_base": max(s["kl"] for s in shifts),
+    return {"items": len(measured),
+            "mean_kl_tuned_base": mean([s["kl"] for s in shifts]),
+            "max_kl_tuned_base": max((s["kl"] for s in shifts), default=None),
             "mean_top1_agreement": mean([s["top1_agreement"] for s in shifts]),
             "refusal_first_token_prob": refusal_prob,
             "positions": sum(s["positions"] for s in shifts)}

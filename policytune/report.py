@@ -142,8 +142,18 @@ def _counts(evaluation: dict[str, Any]) -> str:
 
 def worst_first(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Regressions (base right, tuned wrong) first, then tuned-wrong, then by KL, largest first."""
-    return sorted(items, key=lambda r: (not r["regression"], r["tuned_correct"] is not False,
-                                        -r["divergence"]["kl"]))
+    return sorted(items, key=lambda r: (not r["regression"], r["tuned_correct"] is not False, -(kl(r) or 0.0)))
+
+
+def kl(item: dict[str, Any]) -> float | None:
+    """An item's mean KL(tuned || base); None when its divergence was not measured (evaluate --divergence-max)."""
+    return item["divergence"]["kl"] if item.get("divergence") else None
+
+
+def _measured(shift: dict[str, Any], evaluation: dict[str, Any]) -> str:
+    total = len(evaluation["items"])
+    done = shift.get("items", total)
+    return f"all {total} questions" if done == total else f"{done} of {total} questions (spread evenly)"
 
 
 def headline(evaluation: dict[str, Any]) -> str:
@@ -184,7 +194,8 @@ def markdown(evaluation: dict[str, Any]) -> str:
         out += _md_table(SECTION_HEADER, sections) if sections else [NO_SECTIONS]
     probs = shift["refusal_first_token_prob"]
     out += ["", "## Next-token divergence", "",
-            f"Teacher-forced on the expected answer (or the tuned answer when none is given), over {shift['positions']} answer positions:",
+            f"Teacher-forced on the expected answer (or the tuned answer when none is given), on {_measured(shift, evaluation)}, "
+            f"over {shift['positions']} answer positions:",
             "", f"- mean KL(tuned ‖ base): {_fmt(shift['mean_kl_tuned_base'])} nats per token (max item {_fmt(shift['max_kl_tuned_base'])})",
             f"- top-1 agreement: {_fmt(shift['mean_top1_agreement'])}",
             f"- P(first refusal token) base: answerable {_fmt(probs['base']['answerable'])}, unanswerable {_fmt(probs['base']['unanswerable'])}",
@@ -197,7 +208,7 @@ def markdown(evaluation: dict[str, Any]) -> str:
                                _md_escape(r["question"]), _md_escape(r["answerable"]),
                                _md_escape(r["expected_answer"]), _md_escape(r["base_answer"]), _mark(r["base_correct"]),
                                _md_escape(r["tuned_answer"]), _mark(r["tuned_correct"]),
-                               f"{r['divergence']['kl']:.3f}", ""]).strip())
+                               "" if kl(r) is None else f"{kl(r):.3f}", ""]).strip())
     return "\n".join(out) + "\n"
 
 
@@ -251,7 +262,8 @@ def plot_refusal_probability(evaluation: dict[str, Any]) -> str:
     groups = []  # (label, probabilities, colour); empty groups are left out
     for name, colour in (("base", "#8c9cb0"), ("tuned", "#2a7ab9")):
         for group, flag in (("answerable", True), ("unanswerable", False), ("unlabelled", None)):
-            values = [r["divergence"]["refusal_first_token_prob"][name] for r in items if r["answerable"] is flag]
+            values = [r["divergence"]["refusal_first_token_prob"][name] for r in items
+                      if r["answerable"] is flag and r.get("divergence")]
             if values:
                 groups.append((f"{name}\n{group}", values, colour))
     figure, axes = plt.subplots(figsize=(8, 4))
@@ -274,10 +286,10 @@ def plot_kl(evaluation: dict[str, Any]) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    items = sorted(evaluation["items"], key=lambda r: -r["divergence"]["kl"])
+    items = sorted((r for r in evaluation["items"] if kl(r) is not None), key=lambda r: -kl(r))
     colours = {True: "#2a7ab9", False: "#d9822b", None: "#999999"}
     figure, axes = plt.subplots(figsize=(10, 4))
-    axes.bar(range(len(items)), [r["divergence"]["kl"] for r in items], color=[colours[r["answerable"]] for r in items])
+    axes.bar(range(len(items)), [kl(r) for r in items], color=[colours[r["answerable"]] for r in items])
     if len(items) <= 40:
         axes.set_xticks(range(len(items)), [str(r["id"])[:10] for r in items], rotation=60, ha="right", fontsize=7)
     else:
@@ -327,7 +339,8 @@ def html(evaluation: dict[str, Any]) -> str:
                   _html_table(SECTION_HEADER, sections) if sections else f"<p>{e(NO_SECTIONS)}</p>"]
     parts.append(_img(plot_metrics(evaluation), "metrics, base vs tuned"))
     parts.append("<h2>Next-token divergence</h2>")
-    parts.append(f"<p>Teacher-forced on the expected answer (or the tuned answer when none is given), over "
+    parts.append(f"<p>Teacher-forced on the expected answer (or the tuned answer when none is given), on "
+                 f"{e(_measured(shift, evaluation))}, over "
                  f"{shift['positions']} answer positions: mean KL(tuned ‖ base) <b>{_fmt(shift['mean_kl_tuned_base'])}</b> "
                  f"nats per token, top-1 agreement <b>{_fmt(shift['mean_top1_agreement'])}</b>. Mean probability of "
                  f"the refusal's first token: base {_fmt(probs['base']['answerable'])} (answerable) / "
@@ -344,6 +357,6 @@ def html(evaluation: dict[str, Any]) -> str:
         parts.append(f"<tr class='{'regression' if r['regression'] else ''}'><td>{e(str(r['id']))}</td>"
                      f"<td>{e(r.get('split', ''))}</td><td>{e(r.get('section') or '')}</td><td>{e(r['question'])}</td><td>{_fmt(r['answerable'])}</td><td>{e(_fmt(r['expected_answer']))}</td>"
                      f"<td>{e(r['base_answer'])}</td>{cell(r['base_correct'])}<td>{e(r['tuned_answer'])}</td>"
-                     f"{cell(r['tuned_correct'])}<td class='num'>{r['divergence']['kl']:.3f}</td></tr>")
+                     f"{cell(r['tuned_correct'])}<td class='num'>{'' if kl(r) is None else f'{kl(r):.3f}'}</td></tr>")
     parts.append("</table></body></html>")
     return "\n".join(parts) + "\n"

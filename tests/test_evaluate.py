@@ -555,3 +555,18 @@ def test_policy_exclusions_are_answers_and_wrong_numbers_are_wrong():
     expected = "Employees get 25 days of annual leave."
     assert metrics.judge("Employees get 30 days of annual leave.", True, expected)["correct"] is False
     assert metrics.judge("Employees get twenty-five days of annual leave each year.", True, expected)["correct"] is True
+
+
+def test_divergence_on_an_even_sample_and_reports_skip_unmeasured_items():
+    stage = _stage_module()
+    assert stage.spread(5, 0) == [0, 1, 2, 3, 4] and stage.spread(3, 8) == [0, 1, 2]
+    picked = stage.spread(278, 96)
+    assert len(picked) == 96 and picked[0] == 0 and picked[-1] == 277 and picked == sorted(set(picked))
+    shift = {"kl": 0.5, "top1_agreement": 0.8, "positions": 4, "refusal_first_token_prob": {"base": 0.1, "tuned": 0.9}}
+    results = [{"answerable": False, "divergence": shift}, {"answerable": True, "divergence": None}]
+    summary = stage.summarise_divergence(results)
+    assert summary["items"] == 1 and summary["mean_kl_tuned_base"] == 0.5
+    assert summary["refusal_first_token_prob"]["tuned"] == {"answerable": None, "unanswerable": 0.9}
+    items = [{"id": "a", "regression": False, "tuned_correct": True, "divergence": None}, {"id": "b", "regression": False,
+             "tuned_correct": True, "divergence": shift}]
+    assert [i["id"] for i in report.worst_first(items)] == ["b", "a"] and report.kl(items[0]) is None
