@@ -163,6 +163,31 @@ def keep_sections(chunks: Path, gold: Path, sections: list[str], folder: Path) -
     return chunk_path, gold_path
 
 
+def seed_base_answers(root: Path, log: Path) -> int:
+    """Copy the base model's logged answers from earlier recipes into this recipe's answer log.
+
+    The base model, its prompt and the gold questions are the same in every recipe, and evaluate.py
+    reuses a logged answer only when its run key (base model, dtype, answer length, system prompt)
+    matches, so every recipe after the first generates only the tuned model's answers: its evaluate
+    time is about half a fresh pipeline's."""
+    if log.exists():
+        return 0
+    seen, lines = set(), []
+    for other in sorted(root.glob("*/reports/eval.answers.jsonl")):
+        for line in other.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill
+            key = (row.get("run"), row.get("question"))
+            if row.get("model") == "base" and key not in seen:
+                seen.add(key)
+                lines.append(line)
+    if lines:
+        io.write_text_atomic(log, "\n".join(lines) + "\n")
+    return len(lines)
+
+
 def run_recipe(name: str, flags: list[str], cfg: QualityBenchConfig, pipeline, chunks: Path, root: Path) -> dict[str, Any]:
     """One recipe's stages, generate to evaluate, in its own folder; returns its state (flags, stages, status)."""
     folder = root / name
@@ -187,6 +212,8 @@ def run_recipe(name: str, flags: list[str], cfg: QualityBenchConfig, pipeline, c
             print(f"== {name} / {step.name}: finished before ({done['seconds']}s), kept", flush=True)
             done["reused"] = True
             continue
+        if step.name == "evaluate":
+            seed_base_answers(root, folder / "reports" / "eval.answers.jsonl")
         log = folder / "logs" / f"{step.name}.log"
         print(f"== {name} / {step.name}: python {' '.join(step.command)}", flush=True)
         code, seconds = run_stage(step.command, log)

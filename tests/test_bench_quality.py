@@ -164,3 +164,18 @@ def test_sections_keep_their_chunks_and_gold_questions_only(tmp_path):
     assert [json.loads(line)["id"] for line in kept_gold.read_text().splitlines()] == ["g1", "g2"]
     with pytest.raises(config.UserError, match="--sections 7"):
         quality.keep_sections(chunks, gold, ["7"], tmp_path)
+
+
+def test_base_answers_of_earlier_recipes_seed_a_new_recipe_log(tmp_path):
+    for name, rows in (("a", [{"run": "k", "model": "base", "question": "q1", "answer": "x"},
+                              {"run": "t", "model": "tuned", "question": "q1", "answer": "y"}]),
+                       ("b", [{"run": "k", "model": "base", "question": "q1", "answer": "x"},
+                              {"run": "k", "model": "base", "question": "q2", "answer": "z"}])):
+        log = tmp_path / name / "reports" / "eval.answers.jsonl"
+        log.parent.mkdir(parents=True)
+        log.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"run": "k", "mod')  # last line cut by a kill
+    target = tmp_path / "c" / "reports" / "eval.answers.jsonl"
+    assert quality.seed_base_answers(tmp_path, target) == 2
+    rows = [json.loads(line) for line in target.read_text().splitlines()]
+    assert {(r["model"], r["question"]) for r in rows} == {("base", "q1"), ("base", "q2")}
+    assert quality.seed_base_answers(tmp_path, target) == 0  # a log already there is left alone
