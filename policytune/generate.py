@@ -257,6 +257,12 @@ def cache_key(chunk_id: str, sha: str, model: str, chunk_plan: dict, temperature
                            questions_per_fact, rewordings_per_fact, RECORD_LOGIC_VERSION)
 
 
+# Measured with the embedded 135M teacher on the 2-core AMD EPYC box (BENCHMARKS.md): 0.74 requests/s
+# with 2 server threads on an idle machine, 0.45 with 1. Slots do not add speed on a CPU: prefill
+# is compute-bound, so the estimate does not divide by --concurrency.
+SECONDS_PER_REQUEST = (1.4, 2.2)
+
+
 def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str | Path, *, questions_per_fact: int = 3,
                    rewordings_per_fact: int = 1, unanswerable_ratio: float = 0.3, temperature: float = 0.7,
                    max_tokens: int = 200, concurrency: int = 4, progress: bool = True, teacher_answers: bool = True,
@@ -287,8 +293,9 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
     requests = sum(min(questions_per_fact, max(rewordings_per_fact, questions_per_fact - len(e["drafts"])))
                    for c in pending for e in chunk_plan[c["id"]]["facts"]) if rewordings_per_fact else 0
     print(f"plan: {len(fact_list)} facts x {questions_per_fact} questions, {plan_report['unanswerable_planned']} "
-          f"unanswerable; {requests} teacher requests for {len(pending)} chunks (about {requests * 0.5 / max(1, concurrency) / 60:.1f}-"
-          f"{requests * 1.5 / max(1, concurrency) / 60:.1f} min on a 2-core CPU with the embedded teacher)", flush=True)
+          f"unanswerable; {requests} teacher requests for {len(pending)} chunks (with the embedded teacher on a 2-core "
+          f"CPU about {requests * SECONDS_PER_REQUEST[0] / 60:.0f}-{requests * 2 * SECONDS_PER_REQUEST[1] / 60:.0f} min: "
+          f"{SECONDS_PER_REQUEST[0]}-{SECONDS_PER_REQUEST[1]} s per request, a failed rewording is retried once)", flush=True)
 
     bar = tqdm(total=len(pending), unit="chunk", disable=not progress, dynamic_ncols=True)
     new_pairs = 0
