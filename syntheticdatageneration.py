@@ -32,9 +32,13 @@ class GenerationConfig(llm.LLMOptions):
     questions_per_fact: int = field(default=3, metadata={
         "help": "questions kept per fact of the inventory (different phrasings and slots; train.py holds one out "
                 "for evaluation)"})
-    rewordings_per_fact: int = field(default=1, metadata={
+    # The embedded 135M teacher makes 0.45-0.74 requests/s on a 2-core CPU: one rewording per fact of
+    # the sample costs 12-17 minutes, half the pipeline's budget, and 5 of 11 of its rewordings asked
+    # something else in a hand review (BENCHMARKS.md). A real endpoint words them well and fast.
+    rewordings_per_fact: int = field(default=-1, metadata={
         "help": "of those, how many the teacher rewords from the code's drafts; where the code has fewer drafts than "
-                "--questions-per-fact, the teacher writes the rest (0: code-written questions only, no teacher calls)"})
+                "--questions-per-fact, the teacher writes the rest (0: code-written questions only, no teacher calls; "
+                "-1: 1 with a configured endpoint or --teacher-gguf, 0 with the embedded 135M teacher)"})
     unanswerable_ratio: float = field(default=0.3, metadata={
         "help": "share of questions the document does not answer (answer: the exact refusal); near misses that the "
                 "whole document is silent on, so fewer may be found"})
@@ -52,8 +56,8 @@ class GenerationConfig(llm.LLMOptions):
             raise config.UserError(f"--unanswerable-ratio must be between 0 and 1, got {self.unanswerable_ratio}")
         if self.questions_per_fact < 1:
             raise config.UserError(f"--questions-per-fact must be at least 1, got {self.questions_per_fact}")
-        if self.rewordings_per_fact < 0:
-            raise config.UserError(f"--rewordings-per-fact must be 0 or more, got {self.rewordings_per_fact}")
+        if self.rewordings_per_fact < -1:
+            raise config.UserError(f"--rewordings-per-fact must be -1 (auto), 0 or more, got {self.rewordings_per_fact}")
 
 
 def parse(cfg: GenerationConfig, chunks_path: Path) -> list[dict]:
@@ -98,9 +102,13 @@ def main(cfg: GenerationConfig) -> None:
     with llm.connect(cfg) as endpoint:
         embedded_teacher = endpoint.local and not cfg.teacher_gguf  # POLICYTUNE_TEACHER_GGUF is read into it by config
         teacher_answers = cfg.answers == "teacher" or (cfg.answers == "auto" and not embedded_teacher)
+        rewordings = cfg.rewordings_per_fact if cfg.rewordings_per_fact >= 0 else (0 if embedded_teacher else 1)
+        if cfg.rewordings_per_fact < 0:
+            print(f"teacher rewordings per fact: {rewordings} ({'embedded 135M teacher: code-written questions only' if embedded_teacher else 'configured teacher'})",
+                  flush=True)
         records, summary = generate.generate_pairs(
             endpoint, chunks, cfg.data_path("syntheticdata.cache.jsonl"), fact_list=fact_list,
-            rewordings_per_fact=cfg.rewordings_per_fact,
+            rewordings_per_fact=rewordings,
             unanswerable_ratio=cfg.unanswerable_ratio, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
             concurrency=cfg.concurrency, progress=cfg.progress, teacher_answers=teacher_answers,
             questions_per_fact=cfg.questions_per_fact)

@@ -302,3 +302,11 @@ def test_an_unanswerable_question_that_another_section_answers_is_dropped(tmp_pa
     assert dropped["Is bereavement leave taxed?"]["fact"].startswith("Bereavement leave pay is taxed")
     assert dropped["Does bereavement leave apply to contractors?"]["fact"].startswith("Contractors and interns")
     assert "Is bereavement leave pro rata for part-time staff?" in planned  # silent everywhere: kept
+
+
+def test_rewordings_default_to_auto_and_below_minus_one_is_a_one_line_error(tmp_path):
+    from conftest import ROOT, run_script
+
+    result = run_script(str(ROOT / "syntheticdatageneration.py"), "--data-dir", str(tmp_path), "--reuse-chunks",
+                        "--rewordings-per-fact", "-2", cwd=tmp_path)
+    assert result.returncode != 0 and "--rewordings-per-fact must be -1 (auto), 0 or more" in result.stderr
