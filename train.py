@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from policytune import augment, chat, config, heldout, io, models, training
+from policytune import augment, chat, config, cpu, heldout, io, models, training
 
 QUANTIZATIONS = ["auto", "4bit", "8bit", "none"]
 
@@ -161,9 +161,7 @@ def main(cfg: TrainConfig) -> None:
     from trl import SFTConfig, SFTTrainer
     from datasets import Dataset
 
-    import psutil
-
-    physical_cores = max(1, psutil.cpu_count(logical=False) or 1)
+    physical_cores = cpu.physical_cores()
     torch.set_num_threads(cfg.threads or physical_cores)
     on_cuda = torch.cuda.is_available()
     quantization = ("4bit" if on_cuda else "none") if cfg.quantization == "auto" else cfg.quantization

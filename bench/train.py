@@ -52,7 +52,7 @@ from pathlib import Path
 
 import common
 
-from policytune import config, io, models, training
+from policytune import config, cpu, io, models, training
 
 GOAL_SPEEDUP = 2.0
 GOAL_MFU = 0.4
@@ -154,14 +154,8 @@ def variant_options(key: str, defaults: dict) -> dict:
     return {**(BASELINE if start == "baseline" else defaults), **changes}
 
 
-def physical_cores() -> int:
-    import psutil
-
-    return max(1, psutil.cpu_count(logical=False) or 1)
-
-
 def variant_threads(opts: dict, cfg: TrainBenchConfig) -> int:
-    return max(1, (cfg.threads or physical_cores()) + opts["thread_delta"])
+    return max(1, (cfg.threads or cpu.physical_cores()) + opts["thread_delta"])
 
 
 def shares_prefix(opts: dict) -> bool:

@@ -11,6 +11,13 @@ import time
 from pathlib import Path
 
 
+def physical_cores() -> int:
+    """Physical cores (hyper-threads share one core's matmul units, so torch gains nothing from them)."""
+    import psutil
+
+    return max(1, psutil.cpu_count(logical=False) or 1)
+
+
 def cpu_ticks(proc_stat: str | None = None, self_stat: str | None = None) -> tuple[int, int, int]:
     """(busy ticks of the whole machine, all ticks, busy ticks of this process) from /proc (Linux)."""
     proc_stat = proc_stat if proc_stat is not None else Path("/proc/stat").read_text()
