@@ -172,20 +172,14 @@ def seed_base_answers(root: Path, log: Path) -> int:
     time is about half a fresh pipeline's."""
     if log.exists():
         return 0
-    seen, lines = set(), []
+    rows: dict[tuple, dict] = {}
     for other in sorted(root.glob("*/reports/eval.answers.jsonl")):
-        for line in other.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a kill
-            key = (row.get("run"), row.get("question"))
-            if row.get("model") == "base" and key not in seen:
-                seen.add(key)
-                lines.append(line)
-    if lines:
-        io.write_text_atomic(log, "\n".join(lines) + "\n")
-    return len(lines)
+        for row in io.read_jsonl(other):  # skips a last line cut by a kill
+            if row.get("model") == "base":
+                rows.setdefault((row.get("run"), row.get("question")), row)
+    if rows:
+        io.write_text_atomic(log, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows.values()))
+    return len(rows)
 
 
 def run_recipe(name: str, flags: list[str], cfg: QualityBenchConfig, pipeline, chunks: Path, root: Path) -> dict[str, Any]:
