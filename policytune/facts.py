@@ -107,10 +107,10 @@ def _is_fact(text: str, kind: str = "sentence") -> str | None:
     return None
 
 
-def statements(text: str) -> list[tuple[str, str]]:
-    """(kind, statement) pairs of a chunk's text: sentences, list items and table rows, in order."""
+def statements(text: str) -> list[tuple[str, str, str]]:
+    """(kind, statement, list introduction) of a chunk's text: sentences, list items and table rows, in order."""
     lines = _lines(text)
-    out: list[tuple[str, str]] = []
+    out: list[tuple[str, str, str]] = []
     intro = ""  # the sentence that opens a list ("The recognised holidays are:") reads with each item
     index = 0
     while index < len(lines):
@@ -121,16 +121,16 @@ def statements(text: str) -> list[tuple[str, str]]:
             while index < len(lines) and lines[index].startswith("|"):
                 block.append(lines[index])
                 index += 1
-            out += [("table_row", row) for row in table_rows(block)]
+            out += [("table_row", row, "") for row in table_rows(block)]
             continue
         index += 1
         if _BULLET.match(line):
             item = _BULLET.sub("", line, count=1).replace("**", "").strip()
             # An item such as "after 2 complete years: 50% vested" means nothing without its list's opening.
-            out.append(("list_item", f"{intro} {item}" if intro else item))
+            out.append(("list_item", f"{intro} {item}" if intro else item, intro))
             continue
         sentences = split_sentences(line.replace("**", ""))
-        out += [("sentence", s) for s in sentences]
+        out += [("sentence", s, "") for s in sentences]
         intro = sentences[-1] if sentences and sentences[-1].endswith(":") else ""
     return out
 
@@ -154,7 +154,7 @@ def inventory(chunks: list[dict]) -> tuple[list[dict], list[dict]]:
     seen: set[str] = set()
     for chunk in chunks:
         headings = list(chunk.get("headings") or [])
-        for kind, text in statements(chunk.get("text") or ""):
+        for kind, text, intro in statements(chunk.get("text") or ""):
             text = " ".join(text.split())
             reason = _is_fact(text, kind)
             # A statement that only repeats a heading is the heading, not a fact.
@@ -170,9 +170,22 @@ def inventory(chunks: list[dict]) -> tuple[list[dict], list[dict]]:
             facts.append({
                 "id": key[:16], "chunk_id": chunk["id"], "doc": chunk.get("doc"), "pages": chunk.get("pages", []),
                 "headings": headings, "section": section_of(headings), "topic": topic(headings, chunk.get("doc") or ""),
-                "kind": kind, "text": text,
+                "kind": kind, "text": text, **({"intro": intro} if intro else {}),
             })
     return facts, skipped
+
+
+def proper_nouns(facts: list[dict]) -> set[str]:
+    """Words written capitalised inside a sentence and never in lower case: names such as "Northwind" or "PeopleHub"."""
+    lower, capital = set(), set()
+    for fact in facts:
+        for match in re.finditer(r"[A-Za-z][A-Za-z'-]*", fact["text"]):
+            word = match.group(0)
+            if word[0].islower():
+                lower.add(word)
+            elif not re.search(r"(?:^|[.:;!?(\"“]\s*)$", fact["text"][: match.start()]):  # not a sentence's first word
+                capital.add(word)
+    return {w for w in capital if w.lower() not in lower}
 
 
 def per_section(facts: list[dict]) -> Counter:

@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from policytune import chat, io, llm, normalize, questions
+from policytune import chat, io, llm, normalize, phrasing, questions
 from policytune import facts as facts_lib
 
 TYPES = ("numeric", "entity", "procedure", "eligibility")
@@ -63,6 +63,12 @@ def question_schema(max_chars: int = 150) -> dict:
             "properties": {"question": {"type": "string", "minLength": 8, "maxLength": max_chars}}}
 
 
+def not_near_copy(question: str, others: list[str]) -> bool:
+    """True when the question is not a near-copy (token Jaccard >= NEAR_DUPLICATE) of any of the others."""
+    tokens = set(normalize.words(question))
+    return all(normalize.jaccard(tokens, set(normalize.words(o))) < NEAR_DUPLICATE for o in others)
+
+
 def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, unanswerable_ratio: float,
          unanswerable_templates: dict[str, dict]) -> tuple[dict[str, dict], dict]:
     """Decide every question of every chunk before asking the teacher anything.
@@ -77,17 +83,24 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
     for fact in fact_list:
         by_section.setdefault(fact["section"], []).append(fact)
     section_index = {name: facts_lib.Index(members) for name, members in by_section.items()}
+    phrasing.use_proper_nouns(facts_lib.proper_nouns(fact_list))
     document_index = facts_lib.Index(fact_list) if fact_list else None
     chunk_plan: dict[str, dict] = {c["id"]: {"facts": [], "unanswerable": []} for c in chunks}
     rejected_drafts: list[dict] = []
     for fact in fact_list:
         drafts = []
         for draft in questions.templates(fact):
-            problem = questions.consistent(draft["question"], fact, section_index[fact["section"]])
+            problem = questions.consistent(draft["question"], fact, section_index[fact["section"]],
+                                           margin=0.0 if draft.get("anchored") else 1.05)
             if problem:
                 rejected_drafts.append({"fact_id": fact["id"], "question": draft["question"], "reason": problem})
             else:
                 drafts.append(draft)
+        distinct = []  # near-copies do not count towards the questions a fact has
+        for draft in drafts:
+            if not_near_copy(draft["question"], [d["question"] for d in distinct]):
+                distinct.append(draft)
+        drafts = distinct + questions.wrapped(distinct, fact, questions_per_fact, not_near_copy)
         chunk_plan[fact["chunk_id"]]["facts"].append({"fact": fact, "drafts": drafts})
 
     wanted = round(len(fact_list) * questions_per_fact * unanswerable_ratio / max(1e-9, 1.0 - unanswerable_ratio))

@@ -13,33 +13,26 @@ aspect's cue words.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Callable
 
 from policytune import facts as facts_lib
+from policytune import phrasing
 
 _UNIT = r"(?:business |calendar |working |full |consecutive |complete |paid |unpaid )?(?:days?|weeks?|months?|years?|hours?|times?|sessions?|nights?|minutes?|instalments?)"
 _NUMBER = r"(?:\d[\d,]*(?:\.\d+)?|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|twenty|thirty)"
 _SLOT_PATTERNS = [
-    ("money", re.compile(r"[£$€]\s?\d[\d,]*(?:\.\d+)?(?:\s?(?:per|a|each) \w+)?")),
+    ("money", re.compile(r"[£$€]\s?\d[\d,]*(?:\.\d+)?(?:\s?(?:per|a|each) (?:calendar |academic |leave |working )?\w+)?")),
     ("percent", re.compile(rf"\b{_NUMBER}\s?(?:%|per ?cent)")),
     ("quantity", re.compile(rf"\b{_NUMBER}\s+{_UNIT}\b", re.I)),
     ("date", re.compile(r"\b\d{1,2} (?:January|February|March|April|May|June|July|August|September|October|November|December)(?: \d{4})?\b")),
     ("form", re.compile(r"\bForm [A-Z]{1,4}-?\d+[A-Za-z]?(?: [A-Z][a-z]+)*")),
-    ("system", re.compile(r"\b[A-Z][a-z]+[A-Z][A-Za-z]+\b")),
+    ("system", re.compile(r"\b[A-Z][a-z]+[A-Z][A-Za-z]+(?: (?!Form\b)[A-Z][a-z]+)*\b")),  # "PeopleHub Expenses"
     ("role", re.compile(r"\b(?:(?:Director|Head|Chief|Vice President) of [A-Z][a-z]+(?: [A-Z][a-z]+)*|"
                         r"(?:[A-Z][a-z]+ )+(?:Administrator|Officer|Manager|Committee|Team|Operations|Desk)\b|"
                         r"(?:line|skip-level) manager)")),
 ]
 _WH = {"money": "how much", "percent": "what percentage", "date": "what date", "form": "which form",
        "system": "which system", "role": "who"}
-# "Employees (who ...) may/must/receive ..." -> "Can I / Do I have to / Do I receive ...". The who-clause is
-# short and the verb a modal or "receive": "... accrue leave only for the months in which they are employed"
-# once became "Am I employed?".
-_SUBJECT = re.compile(r"^(?:all |eligible |full-time |part-time |new )?(?:employees|an employee|the employee|staff|each employee)"
-                      r"(?: who [^,]{1,40}?)?\s+(may|can|must|should|are entitled to|is entitled to|receive|receives|get|will)\b",
-                      re.I)
-
-
 def slots(text: str) -> list[dict[str, Any]]:
     """What a fact can be asked about: quantities with units, money, dates, forms, systems, roles (left to right)."""
     found: list[dict[str, Any]] = []
@@ -78,89 +71,257 @@ def cloze(fact: str, slot: dict) -> str:
     return _question(f"{before}{_wh(slot)}{after}")
 
 
+def _lower_first(text: str) -> str:
+    """ "The wellness allowance" -> "the wellness allowance"; "Northwind", "PeopleHub" and "TOIL" stay as written."""
+    return phrasing.lower_first(text)
+
+
+def _topic(topic: str) -> str:
+    """A heading as it reads inside a question: "Adoption and Surrogacy Leave" -> "adoption and surrogacy leave"."""
+    return " ".join(w.lower() if re.fullmatch(r"[A-Z][a-z]+(?:-[a-z]+)*", w) else w for w in topic.split())
+
+
 def table_questions(fact: dict) -> list[str]:
-    """A table row "Benefit: Vision insurance; Company contribution: 100% ..." asks each column of its row."""
-    parts = [p.split(": ", 1) for p in fact["text"].rstrip(".").split("; ")]
-    if len(parts) < 2 or any(len(p) != 2 for p in parts):
-        return []
-    row = parts[0][1]
-    out = []
+    """A table row "Benefit: Vision insurance; Company contribution: 100% ..." asks each column of its row;
+    a two-cell row ("Version: 3.2", "Step 1: Complete Form ED-3 ...") asks for its key."""
+    parts: list[list[str]] = []
+    for piece in fact["text"].rstrip(".").split("; "):
+        if ": " in piece:
+            parts.append(piece.split(": ", 1))
+        elif parts:  # a cell with its own ";" ("Raised the allowance; added ...") continues the cell before it
+            parts[-1][1] += f"; {piece}"
+        else:
+            return []
+    topic = _topic(fact.get("topic") or "the policy")
+    if len(parts) == 1:
+        key, value = parts[0][0].rstrip(":").strip(), parts[0][1].lstrip(": ")
+        step = re.match(r"step (\d+)$", key, re.I)
+        if step:
+            out = [_question(f"What is step {step.group(1)} of {topic}"),
+                   _question(f"What do I do at step {step.group(1)} when it comes to {topic}")]
+            steps = sentence_questions(f"The employee must {value[:1].lower()}{value[1:]}")  # "Complete Form ED-3 ..."
+            return out + [item["question"] for item in steps if item["style"] != "check"]
+        if re.search(r"\b(?:by|of|to|for|from|with)$", key, re.I):
+            return []  # "Approved by: ..." does not make "What is the approved by?"
+        return [_question(f"What is the {key.lower()} of the {_topic(fact.get('topic') or 'policy')}"),
+                _question(f"What is the policy's {key.lower()}")]
+    row, row_header = _lower_first(parts[0][1]), parts[0][0].lower()
+    first, second = [], []
     for header, _ in parts[1:]:
-        out.append(_question(f"What is the {header.lower()} for {row}"))
-        out.append(_question(f"{row}: {header.lower()}"))
+        if re.match(r"(?:how|what|who|when|where|which)\b", header, re.I):
+            first.append(_question(f"{header} for {row}"))
+            continue
+        first.append(_question(f"What is the {header.lower()} for {row}"))
+        second.append(_question(f"What is the {header.lower()} when the {row_header} is {row}"))
+    return first + second
+
+
+_ENUMERATION = re.compile(r"^(.{3,80}?)\s+(?:are|include|includes|is|covers?)\s*:$", re.I)
+_FOLLOWING = re.compile(r"\s*(?:(?:both|all|each|any|one|either) of )?(?:the following(?: \w+)?(?: apply| applies)?|"
+                        r"as follows(?: [^:]*)?)\s*:$", re.I)
+
+
+def list_item_questions(fact: dict) -> list[dict[str, str]]:
+    """An item read with its list's opening: a term and its meaning, a case and its rule, a member of a list, or a
+    sentence that the opening starts ("An employee who works on a holiday receives both of the following: ...")."""
+    intro = fact.get("intro", "")
+    item = fact["text"][len(intro):].strip() if intro and fact["text"].startswith(intro) else fact["text"]
+    topic = fact.get("topic") or "the policy"
+    topic_l = _topic(topic)
+    out: list[dict[str, str]] = []
+
+    def add(question: str | None, style: str, slot: str = "statement") -> None:
+        if question:
+            out.append({"question": question, "style": style, "slot": slot})
+
+    key_value = re.match(r"^([^:]{2,70}):\s+(.+)$", item)
+    if key_value and len(key_value.group(1).split()) <= 12:
+        key, value = key_value.group(1).strip(), key_value.group(2)
+        key_l = _lower_first(key)
+        found = slots(value)
+        if re.search(r"definition|glossary|terms|meaning", topic, re.I):
+            add(_question(f"What is meant by {key_l}"), "definition")
+            add(_question(f"How does the policy define {key_l}"), "definition")
+            add(_question(f"What does {key_l} mean in the policy"), "definition")
+        elif re.match(r"(?:on|after|before|for|following|if|when|where|in|during|within|from|between|above|below) ",
+                      key, re.I):
+            if found and found[0]["kind"] in ("quantity", "money", "percent"):
+                add(_question(f"How much {topic_l} do I get {phrasing._first_person(key_l)}"), "case", found[0]["kind"])
+            add(_question(f"What {topic_l} applies {phrasing._first_person(key_l)}"), "case")
+            add(_question(f"What does the policy say about {topic_l} {key_l}"), "case")
+            add(_question(f"What is the rule {key_l}"), "case")
+        else:
+            noun = re.search(r"the following (\w+?)s?\b(?: apply| applies)?", intro or "", re.I)
+            if noun and noun.group(1).lower() not in ("rule", "thing", "item", "point"):
+                add(_question(f"What is the {noun.group(1).lower()} for {key_l}"), "case")
+            treated = phrasing.parse(intro.rstrip(":")) if intro else None
+            if treated and re.search(r"\bas follows\b", treated["rest"]):
+                rest = re.sub(r"\s*as follows\s*", " ", treated["rest"]).strip()
+                plural = key_l.endswith("s") and not key_l.endswith("ss")
+                add(_question(f"How {'are' if plural else 'is'} {key_l} {rest}"), "case")
+            add(_question(f"What does the policy say about {key_l}"), "case")
+            add(_question(f"What is the rule for {key_l} under {topic_l}"), "case")
+        return out
+    enumeration = _ENUMERATION.match(intro) if intro else None
+    if enumeration and len(item.split()) <= 14 and not phrasing.parse(item):
+        name = re.sub(r"\s*\(.*?\)\s*", " ", item).strip(" .;")
+        group = _lower_first(enumeration.group(1))
+        add(_question(f"Is {name} one of {group}"), "member")
+        add(_question(f"Does the policy include {name} in {group}"), "member")
+        add(_question(f"What does the policy say about {name}"), "member")
+        if "(" in item:
+            add(_question(f"When is {name}"), "member", "date")
+        return out
+    opening = _FOLLOWING.sub("", intro).strip().rstrip(":") if intro else ""
+    opening = re.sub(r"^It\b", f"The {topic}", opening)
+    item = re.sub(r"^[(]?[a-z][).]\s+", "", item)  # "(a) that they are unwell" reads on from its opening
+    sentence = f"{opening} {item}" if opening else item
+    return sentence_questions(sentence, topic)
+
+
+def sentence_questions(text: str, topic: str = "") -> list[dict[str, str]]:
+    """A statement's questions, clause by clause: a wh-question per slot (fronted, else the statement with the slot
+    asked for), its yes/no form, when / what questions, and "what does the policy say about <subject>?"."""
+    out: list[dict[str, str]] = []
+    for clause in phrasing.clauses(text)[:3]:
+        out += _clause_questions(clause)
     return out
 
 
-def subject_query(fact: dict) -> str:
-    """The topic and the opening words of the fact's first clause: "Time Off in Lieu: what about occasional short periods of extra work?"."""
-    clause = re.split(r"[,;:()]| (?:may|must|can|will|is|are|does|do|should|has|have)\b", fact["text"], maxsplit=1)[0]
-    words = clause.split()[:7]
-    return _question(f"{fact.get('topic') or 'The policy'}: what is the rule for {' '.join(words).lower()}")
+def _clause_questions(text: str) -> list[dict[str, str]]:
+    out: list[dict[str, str]] = []
+    found = slots(text)
+    kind = found[0]["kind"] if found else "statement"
+    parts = phrasing.parse(text)
+    for slot in found[:2]:
+        question = phrasing.wh(text, slot, _wh(slot))
+        if not question and parts and not parts["lead"] and slot["start"] >= text.find(parts["subject"]) >= 0:
+            # the statement with its slot asked for reads as a question when the slot is in a short main clause
+            question = cloze(phrasing.main_clause(text), slot) if slot["end"] <= len(phrasing.main_clause(text)) else None
+            if question and (len(question.split()) > 20 or re.search(r"\b(?:the|a|of|from|and) (?:how|what|which|who)\b|"
+                                                                     r"\b(?:whose|which|who|that)\b.+\b(?:how|what)\b",
+                                                                     question)):
+                question = None
+        if question and len(question.split()) <= 25:
+            out.append({"question": question, "style": "wh", "slot": slot["kind"]})
+    polar = phrasing.polar(text)
+    if polar:
+        out.append({"question": polar, "style": "yes_no", "slot": kind if kind != "statement" else "condition"})
+    for style, question in (("when", phrasing.when(text)), ("what", phrasing.what_object(text))):
+        if question:
+            out.append({"question": question, "style": style, "slot": "date" if style == "when" else kind})
+    out += [{"question": q, "style": "what_happens", "slot": "condition"} for q in phrasing.what_happens(text)]
+    subject = phrasing.subject_phrase(text)
+    content = [w for w in re.findall(r"[A-Za-z][\w'-]*", subject or "") if w.lower() not in facts_lib._STOP]
+    if subject and len(content) >= 2 and not re.search(r"\b(?:following|above|below|these|those|remaining|relevant|"
+                                                       r"questions|it|this|that)\b", subject, re.I):
+        out.append({"question": _question(f"What does the policy say about {subject}"), "style": "about", "slot": kind})
+    clause = phrasing.main_clause(text)
+    if parts and len(parts["rest"].split()) >= 3 and len(clause.split()) <= 22 and \
+            not re.search(r"\b(?:following|below|above)\b", parts["subject"]):
+        out.append({"question": _question(f"Is it true that {_lower_first(clause)}"), "style": "check", "slot": kind})
+    return out
 
 
-def short_query(fact: dict, slot: dict) -> str:
-    """Topic plus the question word and the words around the slot, as people type into a search box."""
-    text = fact["text"]
-    tail = re.split(r"[,;.:()]", text[slot["end"]:], maxsplit=1)[0].split()[:8]
-    if len(tail) < 2:
-        tail = re.split(r"[,;:()]", text[: slot["start"]])[-1].split()[-6:]
-    while tail and tail[-1].lower() in _DANGLING:  # "... of the?" reads as a cut-off question
-        tail = tail[:-1]
-    topic = fact.get("topic") or ""
-    return _question(f"{topic}: {_wh(slot)} {' '.join(tail)}")
+# What a rule-built question looks like when the statement's grammar was misread: a question word left
+# inside the sentence next to a conjunction ("notify who and upload"), a cut-off end ("... of the?"), an
+# amount's "up to" left behind ("What can I claim to $600"), a subordinate clause in the subject's place.
+_MALFORMED = re.compile(
+    r"\b(?:who|which \w+|how many \w+|how much|what percentage|what date) (?:and|or)\b|"
+    r"\b(?:of|the|a|an|to|for|with|by|and|or|whose|which|that|from|in|on|at)\?$|"
+    r"^what \w+ (?:I|\w+) \w+ to [$£€]?\d|"
+    r"^(?:does|do|is|are|can|must|will|should) (?:if|when|where|to|any other)\b|"
+    r"\?.+\?|\bI (?:is|are|has|does)\b", re.I)
+
+
+def malformed(question: str) -> str | None:
+    """Why a code-written question does not read as a question, or None when it does."""
+    if _MALFORMED.search(question):
+        return "malformed question"
+    if not 4 <= len(question.split()) <= 36:
+        return "question too short or too long"
+    return None
+
+
+def with_topic(question: str, topic: str) -> str | None:
+    """ "How many days do I get?" -> "For bereavement leave, how many days do I get?" when the question does not name
+    its topic (a question employees ask names the benefit)."""
+    if not topic or set(facts_lib.tokens(topic)) <= set(facts_lib.tokens(question)):
+        return None
+    return f"For {_topic(topic)}, {_lower_first(question)}"
 
 
 _DANGLING = {"the", "a", "an", "of", "to", "for", "in", "on", "at", "by", "or", "and", "with", "from", "their", "its",
              "that", "which", "who", "is", "are", "be"}
 
 
-def first_person(fact: str) -> str | None:
-    """ "Employees may take ..." -> "Can I take ...?"; None when the fact is not about what employees may or must do."""
-    match = _SUBJECT.match(fact)
-    if not match:
-        return None
-    verb = match.group(1).lower()
-    rest = fact[match.end():]
-    rest = re.sub(r"\b(their|his or her)\b", "my", rest)
-    rest = re.sub(r"\bthey\b", "I", rest)
-    lead = {"may": "Can I", "can": "Can I", "must": "Do I have to", "should": "Should I", "will": "Will I",
-            "receive": "Do I receive", "receives": "Do I receive", "get": "Do I get",
-            "are entitled to": "Am I entitled to", "is entitled to": "Am I entitled to"}[verb]
-    return _question(f"{lead}{rest}")
+def shorter(question: str) -> str | None:
+    """The question without its condition, list or trailing clause, as employees ask it in few words:
+    "Do I have to tell my line manager ... on the first day of absence, if I am unable to work?" -> "... absence?"."""
+    body = question.rstrip("?")
+    if question.lower().startswith("is it true that"):
+        return None  # a statement to confirm loses its point when cut
+    for pattern in (r",? if I [^?]+$", r" (?:where|when|if|unless|except|provided) [^?]{10,}$", r"[:,] [^?]+$"):
+        cut = re.sub(pattern, "", body).rstrip(" ,:;")
+        if cut == body or len(cut.split()) < 5 or re.search(r"\b(?:" + "|".join(_DANGLING) + r")$", cut, re.I) or \
+                re.search(r"\b(?:that|who|which)(?: \w+){0,2}$", cut):
+            continue
+        if pattern.startswith("[:,]") and (re.search(r"\b(?:whether|that|which|who|if|when|where|between)\b",
+                                                    " ".join(cut.split()[2:]), re.I) or not re.match(
+                r"[:,] (?:and|or|but|in|on|at|by|for|with|from|within|before|after|unless|while|provided|giving|"
+                r"using|including|less|plus|which|where|when|[a-z]+ed|[a-z]+ing)\b|:", body[len(cut):])):
+            continue  # "Should I say whether any urgent work" or "have a safe, private workspace" cut in half
+        return cut + "?"
+    return None
 
 
-def about_query(fact: dict, index_words: set[str] | None = None) -> str:
-    """For a fact with no slot: what the section says about its most specific words."""
-    words = [w for w in re.findall(r"[A-Za-z][A-Za-z-]+", fact["text"]) if w.lower() not in facts_lib._STOP and len(w) > 3]
-    topic_words = set(facts_lib.tokens(fact.get("topic", "")))
-    specific = [w for w in words if facts_lib.tokens(w) and facts_lib.tokens(w)[0] not in topic_words]
-    picked = list(dict.fromkeys(w.lower() for w in specific))[:3]
-    topic = fact.get("topic") or "the policy"
-    return _question(f"What does the policy say about {topic.lower()} and {' '.join(picked)}" if picked
-                     else f"What does the policy say about {topic.lower()}")
+# How employees open the same question in a chat; used for facts that have fewer forms of their own than wanted.
+WRAPPERS = ("According to the policy, {q}", "Quick question about {topic}: {q}", "Under our policy, {q}")
+
+
+def wrapped(drafts: list[dict], fact: dict, wanted: int, distinct: Callable[[str, list[str]], bool]) -> list[dict]:
+    """More phrasings of a fact's checked drafts, until `wanted`: each (shortened where it can be) in an opening
+    employees use. `distinct(question, others)` says whether a new question is not a near-copy of the others."""
+    out: list[dict] = []
+    topic = _topic(fact.get("topic") or "the policy")
+    for item in drafts:
+        if len(drafts) + len(out) >= wanted:
+            break
+        if item["style"] in ("topic", "wrapped"):
+            continue
+        for wrapper in WRAPPERS:
+            for base in dict.fromkeys(q for q in (shorter(item["question"]), item["question"]) if q):
+                question = wrapper.format(q=_lower_first(base), topic=topic)
+                if len(drafts) + len(out) < wanted and distinct(question, [d["question"] for d in drafts + out]):
+                    out.append({**item, "question": question, "style": "wrapped"})
+                    break
+    return out
 
 
 def templates(fact: dict) -> list[dict[str, str]]:
     """Code-written questions about one fact, most specific first: [{"question", "style", "slot"}]."""
     found = slots(fact["text"])
-    out: list[dict[str, str]] = []
-    if fact.get("kind") == "table_row":
-        found_kind = found[0]["kind"] if found else "statement"
-        out += [{"question": q, "style": "table", "slot": found_kind} for q in table_questions(fact)]
-    for slot in found[:2]:
-        out.append({"question": cloze(fact["text"], slot), "style": "cloze", "slot": slot["kind"]})
-    personal = first_person(fact["text"])
-    if personal:
-        out.append({"question": personal, "style": "first_person", "slot": "condition"})
-    for slot in found[:2]:
-        out.append({"question": short_query(fact, slot), "style": "query", "slot": slot["kind"]})
     kind = found[0]["kind"] if found else "statement"
-    out.append({"question": subject_query(fact), "style": "subject", "slot": kind})
-    out.append({"question": about_query(fact), "style": "about", "slot": kind})
+    out: list[dict[str, str]] = []
+    # A question that names its row or term ("What is the minimum notice for unpaid leave?") points at its fact by
+    # construction, however many other facts share its words: it is "anchored" (no section-ranking check).
+    if fact.get("kind") == "table_row":
+        out += [{"question": q, "style": "table", "slot": kind, "anchored": True} for q in table_questions(fact)]
+    elif fact.get("kind") == "list_item":
+        out += [{**item, "anchored": item["style"] in ("definition", "case", "member")}
+                for item in list_item_questions(fact)]
+    if not out:
+        out += sentence_questions(fact["text"], fact.get("topic") or "")
+    out += [{**item, "question": short, "style": "short"} for item in list(out)
+            if item["style"] in ("yes_no", "wh", "what", "check") and (short := shorter(item["question"]))]
+    topical = [with_topic(item["question"], fact.get("topic") or "") if item["style"] != "about" else None
+               for item in out[:2]]
+    out += [{"question": q, "style": "topic", "slot": item["slot"], "anchored": item.get("anchored", False)}
+            for q, item in zip(topical, out) if q]
     seen, unique = set(), []
     for item in out:
         key = item["question"].lower()
-        if item["question"] and key not in seen and 3 <= len(item["question"].split()) <= 60:
+        if item["question"] and key not in seen and not malformed(item["question"]):
             seen.add(key)
             unique.append(item)
     return unique

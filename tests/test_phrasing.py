@@ -1,0 +1,86 @@
+"""Questions written by rule from policy statements: they read as questions and ask what the statement answers."""
+from policytune import facts, phrasing, questions
+
+
+def test_statements_become_yes_no_questions_in_the_first_person_with_their_condition():
+    assert phrasing.polar("Forfeited days are not paid out.") == "Are forfeited days paid out?"
+    assert phrasing.polar("Employees may take up to 5 days of paid leave for their move.") == \
+        "Can I take up to 5 days of paid leave for my move?"
+    assert phrasing.polar("Employees who join on or after 1 July receive 1 floating holiday in their first year.") == \
+        "Do I receive 1 floating holiday in my first year, if I join on or after 1 July?"
+    assert phrasing.polar("Where the child is born prematurely, the employee may begin the first block at once.") == \
+        "Can I begin the first block at once where the child is born prematurely?"
+    # the verb is found by the lexicon and its position, not a fixed list: "recognises" is a verb, "holidays" a noun
+    assert phrasing.polar("Northwind recognises 10 paid public holidays in each calendar year.") == \
+        "Does Northwind recognise 10 paid public holidays in each calendar year?"
+    assert phrasing.polar("Floating holidays must be taken as whole days and require 5 days' notice.") == \
+        "Must floating holidays be taken as whole days?"
+
+
+def test_wh_questions_front_the_slot_with_its_preposition_and_never_invert_a_negated_rule():
+    def ask(text: str, kind: str) -> str | None:
+        slot = next(s for s in questions.slots(text) if s["kind"] == kind)
+        return phrasing.wh(text, slot, questions._wh(slot))
+
+    assert ask("Employees receive 25 days of annual leave per year.", "quantity") == \
+        "How many days of annual leave do I receive per year?"
+    assert ask("Carried-over days must be used by 31 March of the new leave year.", "date") == \
+        "By what date must carried-over days be used?"
+    assert ask("TOIL must be used within 3 months of the date it was earned, or it expires.", "quantity") == \
+        "Within how many months of the date it was earned must TOIL be used?"
+    assert ask("Volunteer leave is recorded in PeopleHub under the leave type Volunteering.", "system") == \
+        "In which system is volunteer leave recorded under the leave type Volunteering?"
+    assert ask("Weekly working time must not exceed 48 hours over any 17-week period.", "quantity") is None
+    # an amount inside a noun phrase does not front into nonsense
+    assert ask("It offers a confidential telephone helpline available 24 hours a day.", "quantity") is None
+
+
+def test_conditions_and_things_done_to_a_subject_become_what_happens_questions():
+    assert phrasing.what_happens("If the employee is absent for a pregnancy-related reason in the 4 weeks before the "
+                                 "birth, maternity leave will start automatically.") == \
+        ["What happens if I am absent for a pregnancy-related reason in the 4 weeks before the birth?"]
+    assert phrasing.what_happens("Any balance above that maximum is forfeited automatically at midnight on 31 December.") \
+        == ["What happens to any balance above that maximum?"]
+    assert phrasing.what_happens("Line managers are expected to agree a plan with the employee.") == []
+
+
+def test_list_items_are_asked_as_terms_cases_and_members_of_their_list():
+    definition = {"kind": "list_item", "topic": "Definitions", "intro": "",
+                  "text": "Daily rate: base salary divided by 260."}
+    assert "What is meant by daily rate?" in [d["question"] for d in questions.templates(definition)]
+    case = {"kind": "list_item", "topic": "Bereavement Leave", "intro": "",
+            "text": "On the death of a member of the employee's immediate family: up to 5 business days."}
+    assert "How much bereavement leave do I get on the death of a member of my immediate family?" in \
+        [d["question"] for d in questions.templates(case)]
+    member = {"kind": "list_item", "topic": "Recognised Public Holidays", "intro": "The recognised holidays are:",
+              "text": "The recognised holidays are: Founders' Day (the third Monday in February)"}
+    asked = [d["question"] for d in questions.templates(member)]
+    assert "Is Founders' Day one of the recognised holidays?" in asked and "When is Founders' Day?" in asked
+    row = {"kind": "table_row", "topic": "Notice Periods",
+           "text": "Leave type: Unpaid leave; Minimum notice: 4 weeks; Form: Form LV-4 Unpaid Leave Request."}
+    assert "What is the minimum notice for unpaid leave?" in [d["question"] for d in questions.templates(row)]
+
+
+def test_misread_grammar_is_caught_and_every_draft_reads_as_one_question():
+    assert questions.malformed("The employee must notify who and upload a copy of the summons?")
+    assert questions.malformed("What does the policy say about purpose and exists entitlements of the?")
+    assert questions.malformed("Does if an employee become ill during a period of annual leave?")
+    assert questions.malformed("How many days of annual leave do I receive per year?") is None
+    text = ("Employees receive 25 days of annual leave per year. Any balance above 5 days is forfeited on 31 December. "
+            "A half day is 3.75 hours for a full-time employee.")
+    for fact in facts.inventory([{"id": "c1", "doc": "p.pdf", "pages": [1], "headings": ["2. Annual Leave"],
+                                  "text": text}])[0]:
+        drafts = questions.templates(fact)
+        assert len(drafts) >= 3
+        assert all(d["question"].endswith("?") and d["question"].count("?") == 1 for d in drafts)
+        assert all(questions.malformed(d["question"]) is None for d in drafts)
+
+
+def test_names_keep_their_capitals_and_other_words_are_lowered_inside_a_question():
+    phrasing.use_proper_nouns(facts.proper_nouns([{"text": "Claims go through PeopleHub, which Northwind runs."}]))
+    try:
+        assert phrasing.lower_first("Northwind provides paid leave") == "Northwind provides paid leave"
+        assert phrasing.lower_first("Itemised receipts are required") == "itemised receipts are required"
+        assert phrasing.lower_first("PeopleHub sends reminders") == "PeopleHub sends reminders"
+    finally:
+        phrasing.use_proper_nouns(set())
