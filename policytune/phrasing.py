@@ -112,20 +112,41 @@ def lower_first(text: str) -> str:
     return text if name else text[0].lower() + text[1:]
 
 
-def main_clause(text: str) -> str:
-    """The statement up to its first clause break (";", ", for example", ", which" ...), without the full stop."""
+def _tidy(text: str) -> str:
+    """The statement without the asides that interrupt its clause (", or decline cover,", "(including weekends)")."""
     text = re.sub(r"\b(Ltd|Inc|Co|No|e\.g|i\.e|etc)\.", r"\1", " ".join(text.split()))
-    # ", or decline cover," and ", who have no fixed start time," interrupt the clause they sit in
     # "Unplanned absences, such as sickness, bereavement and family emergencies, are reported": the example list runs
     # to the comma before the verb
     text = re.sub(r", (?:such as|including|for example|e\.g\.) [^;]{1,100}?,(?= (?:are|is|must|may|can|will|should|do|"
                   r"does|have|has|cannot)\b)", "", text)
-    text = re.sub(r", (?:who|which|whose|under|where possible|such as|for example|e\.g\.)\b[^,;]{1,60},", "", text)
+    text = re.sub(r", (?:(?:or|and) )?(?:who|which|whose)\b[^,;]{1,90},", "", text)
+    text = re.sub(r", (?:under|where possible|such as|for example|e\.g\.)\b[^,;]{1,60},", "", text)
     text = re.sub(r", (?:or|and|but) (?:\w+ ){1,3}\w+,(?= (?:in|on|at|by|to|for|with|through|from|within)\b)", "", text)
-    text = re.sub(r"\s*\([^()]{1,80}\)", "", text)  # "(including weekends and public holidays)"
+    return re.sub(r"\s*\([^()]{1,80}\)", "", text)
+
+
+def main_clause(text: str) -> str:
+    """The statement up to its first clause break (";", ", for example", ", which" ...), without the full stop."""
+    text = _tidy(text)
     match = _CUT.search(text)
     clause = text[: match.start()] if match else text
     return clause.strip().rstrip(".:,")
+
+
+def _split_lead(text: str) -> tuple[str, str]:
+    """ "If an employee resigns, or is dismissed, after receiving it, they must repay ..." -> (the condition, the rest):
+    the condition runs to the first comma after which a subject starts."""
+    match = _LEAD.match(text)
+    if not match:
+        return "", text
+    for comma in re.finditer(r",\s+", text):
+        if comma.start() < len(match.group(1)):
+            continue
+        rest = text[comma.end():]
+        if not re.match(r"(?:or|and|after|before|including|such as|for|in|on|with|which|who|unless|except|but)\b", rest,
+                        re.I):
+            return text[: comma.start()], rest
+    return "", text
 
 
 def clauses(text: str) -> list[str]:
@@ -170,11 +191,8 @@ def parse(text: str) -> dict | None:
 
     {"lead", "subject", "aux" (modal/be/have/do or a do-support "do"/"does"), "verb" (base form under
     do-support, else ""), "rest", "negated", "person" ("I" when the subject is the employee, else "")}"""
-    clause = main_clause(text)
-    lead = ""
-    match = _LEAD.match(clause)
-    if match:
-        lead, clause = match.group(1), clause[match.end():]
+    lead, clause = _split_lead(_tidy(text).rstrip("."))
+    clause = main_clause(clause)
     words = clause.split()
     relative = 0  # verbs after "who"/"that" belong to the relative clause ("who do not have ..." holds two)
     skip_noun = False
@@ -217,16 +235,17 @@ def parse(text: str) -> dict | None:
         if aux is None:
             continue
         subject = " ".join(words[:i])
-        if re.match(r"(?:if|when|where|unless|while|whether|although|because|as|once|to|since|after|before|during|"
-                    r"until|with|without|by)\b", subject, re.I) and not lead:
-            return None  # a subordinate clause too long to split off: not a subject
-        if len(words[:i]) > 16 or re.search(r"\bthat (?:the|a|an|their|its)\b", subject):
+
+        if len(words[:i]) > 16 or re.search(r"\bthat (?:the|a|an|their|its)\b|^(?:nothing|none|no one)\b", subject, re.I):
             return None  # too long, or "fees for modules that the employee fails ...": a relative clause's subject
         if not lead and re.match(r"(?:during|in|on|after|before|for|within|from|following|under)\b", subject, re.I):
             # "During the 3-month probationary period an employee may ...": the subject starts at its last determiner
             starts = [m.start() for m in re.finditer(r"\b(?:an?|the|each|every|all|any)\b", subject, re.I) if m.start()]
             if starts and len(subject[: starts[-1]].split()) >= 2:
                 lead, subject = subject[: starts[-1]].strip(" ,"), subject[starts[-1]:]
+        if re.match(r"(?:if|when|where|unless|while|whether|although|because|as|once|to|since|after|before|during|"
+                    r"until|with|without|by)\b", subject, re.I) and not lead:
+            return None  # a subordinate clause too long to split off: not a subject
         rest = " ".join(words[i + 1:])
         negated = False
         if aux == "cannot" or re.match(r"not\b", rest):
@@ -247,7 +266,9 @@ def parse(text: str) -> dict | None:
             return None  # "should complete" with its object cut away asks nothing
         person, condition = "", ""
         employee = _EMPLOYEE.match(subject)
-        if employee:
+        if subject.lower() in ("they", "he or she") and re.search(r"\b(?:an|the) employee\b", lead):
+            person, lead = "I", _clause_first_person(lead)  # "If an employee resigns, ..., they must repay"
+        elif employee:
             person = "I"
             if employee.group(1) and employee.group(1).lower() == "whose":
                 condition = f"if my {employee.group(2)}"  # "whose partner gives birth" -> "if my partner gives birth"
@@ -345,9 +366,12 @@ def wh(text: str, slot: dict, wh_phrase: str, max_words: int = 34) -> str | None
     if slot["kind"] == "date":
         after = re.sub(r"^\s+of the (?:\w+ ){0,2}year\b", "", after)
     lead_words = f"{preposition} {wh_phrase}".strip()
-    body = " ".join(w for w in (_aux_for(parts), parts["verb"], before.strip(), after.strip()) if w)
-    question = _finish(_tail(parts, f"{lead_words} {body}"))
-    return question if len(question.split()) <= max_words else None
+    for tail in (after.strip(), after.split(",")[0].strip()):  # long: without what follows a comma, then the condition
+        body = " ".join(w for w in (_aux_for(parts), parts["verb"], before.strip(), tail) if w)
+        for question in (_finish(_tail(parts, f"{lead_words} {body}")), _finish(f"{lead_words} {body}")):
+            if len(question.split()) <= max_words:
+                return question
+    return None
 
 
 _GENERIC_SUBJECT = re.compile(r"^(?:it|this|they|this policy|the policy|the company|we|you|he|she|there|these|"
@@ -416,7 +440,7 @@ def what_object(text: str, max_words: int = 30) -> str | None:
     body = " ".join(w for w in (_aux_for({**parts, "aux": parts["aux"] if parts["aux"] in _MODALS else parts["aux"]}),
                                 verb, after) if w)
     question = _finish(_tail(parts, f"what {body}"))
-    return question if len(question.split()) <= max_words and len(question.split()) >= 4 else None
+    return question if 5 <= len(question.split()) <= max_words else None  # "What do I receive?" asks nothing
 
 
 def _clause_first_person(clause: str) -> str:
@@ -447,3 +471,29 @@ def what_happens(text: str, max_words: int = 30) -> list[str]:
             not (len(rest) > 1 and rest[1].lower() == "to"):  # "are expected to agree" is not something done to them
         out.append(_finish(f"what happens to {subject}"))
     return [q for q in out if 4 <= len(q.split()) <= max_words]
+
+
+_PERSON = re.compile(r"\b(?:employees?|staff|managers?|directors?|administrator|officer|team|operations|parents?|"
+                     r"adopters?|partners?|members?|people|anyone|everyone|contractors?|interns?|workers?)\b", re.I)
+
+
+def who_or_what(text: str, max_words: int = 30) -> str | None:
+    """The question the statement's subject answers: "Employees who join on or after 1 July receive 1 floating
+    holiday in their first year." -> "Who receives 1 floating holiday in their first year?"."""
+    import lemminflect
+
+    parts = parse(text)
+    if not parts or _GENERIC_SUBJECT.match(parts["subject"].strip(" ,")) or parts["negated"]:
+        return None
+    wh_word = "who" if _PERSON.search(parts["subject"]) else "what"
+    aux, verb = parts["aux"], parts["verb"]
+    if verb:
+        verb = (lemminflect.getInflection(verb, "VBZ") or (verb,))[0]
+        head = verb
+    else:
+        head = {"are": "is", "were": "was", "have": "has", "do": "does"}.get(aux, aux)
+        head = "can" if head == "may" else head
+    rest = re.split(r",? (?:and|or|but) (?:the|a|an|their|this|these|it|they)\b", parts["rest"])[0]
+    rest = rest if len(rest.split()) <= 18 else rest.split(",")[0]
+    question = _finish(f"{wh_word} {head} {rest}")
+    return question if 5 <= len(question.split()) <= max_words else None

@@ -175,6 +175,8 @@ def list_item_questions(fact: dict) -> list[dict[str, str]]:
     opening = _FOLLOWING.sub("", intro).strip().rstrip(":") if intro else ""
     opening = re.sub(r"^It\b", f"The {topic}", opening)
     item = re.sub(r"^[(]?[a-z][).]\s+", "", item)  # "(a) that they are unwell" reads on from its opening
+    if opening.endswith(","):  # "During any period of unpaid leave, [the following rules apply:] Life assurance ..."
+        item = _lower_first(item)
     sentence = f"{opening} {item}" if opening else item
     return sentence_questions(sentence, topic)
 
@@ -207,7 +209,8 @@ def _clause_questions(text: str) -> list[dict[str, str]]:
     polar = phrasing.polar(text)
     if polar:
         out.append({"question": polar, "style": "yes_no", "slot": kind if kind != "statement" else "condition"})
-    for style, question in (("when", phrasing.when(text)), ("what", phrasing.what_object(text))):
+    for style, question in (("when", phrasing.when(text)), ("what", phrasing.what_object(text)),
+                            ("who_what", phrasing.who_or_what(text))):
         if question:
             out.append({"question": question, "style": style, "slot": "date" if style == "when" else kind})
     out += [{"question": q, "style": "what_happens", "slot": "condition"} for q in phrasing.what_happens(text)]
