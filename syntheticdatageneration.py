@@ -9,6 +9,7 @@ Outputs: data/chunks.json, then data/syntheticdata.json.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
 from pathlib import Path
@@ -99,13 +100,16 @@ def main(cfg: GenerationConfig) -> None:
 
     # Generation: the code plans and drafts every question; the teacher rewords; finished chunks land in a resume cache.
     output_path = cfg.data_path("syntheticdata.json")
-    with llm.connect(cfg) as endpoint:
-        embedded_teacher = endpoint.local and not cfg.teacher_gguf  # POLICYTUNE_TEACHER_GGUF is read into it by config
-        teacher_answers = cfg.answers == "teacher" or (cfg.answers == "auto" and not embedded_teacher)
-        rewordings = cfg.rewordings_per_fact if cfg.rewordings_per_fact >= 0 else (0 if embedded_teacher else 1)
-        if cfg.rewordings_per_fact < 0:
-            print(f"teacher rewordings per fact: {rewordings} ({'embedded 135M teacher: code-written questions only' if embedded_teacher else 'configured teacher'})",
-                  flush=True)
+    embedded_teacher = llm.embedded_teacher(cfg)
+    teacher_answers = cfg.answers == "teacher" or (cfg.answers == "auto" and not embedded_teacher)
+    rewordings = cfg.rewordings_per_fact if cfg.rewordings_per_fact >= 0 else (0 if embedded_teacher else 1)
+    if cfg.rewordings_per_fact < 0:
+        print(f"teacher rewordings per fact: {rewordings} "
+              f"({'embedded 135M teacher: code-written questions only' if embedded_teacher else 'configured teacher'})",
+              flush=True)
+    # With no rewording planned the code writes every question: no teacher is started or called.
+    teacher = llm.connect(cfg) if rewordings else contextlib.nullcontext(llm.offline(cfg))
+    with teacher as endpoint:
         records, summary = generate.generate_pairs(
             endpoint, chunks, cfg.data_path("syntheticdata.cache.jsonl"), fact_list=fact_list,
             rewordings_per_fact=rewordings,

@@ -31,6 +31,8 @@ RECORD_LOGIC_VERSION = 3
 TEACHER_MARGIN = 1.5
 # Token Jaccard at which two questions of one fact count as the same phrasing (preprocessing's default).
 NEAR_DUPLICATE = 0.8
+# The largest share of the near-miss questions one aspect (tax, deadline, backdating ...) may take.
+MAX_ASPECT_SHARE = 0.25
 
 
 def prompts() -> dict[str, Any]:
@@ -44,7 +46,8 @@ def prompts() -> dict[str, Any]:
     spec.loader.exec_module(gp)
     return {"system": gp.GENERATION_SYSTEM_PROMPT, "answerable": gp.ANSWERABLE_PROMPT,
             "question_only": gp.QUESTION_ONLY_PROMPT, "type_hints": gp.TYPE_HINTS,
-            "unanswerable_templates": gp.UNANSWERABLE_TEMPLATES}
+            "unanswerable_templates": gp.UNANSWERABLE_TEMPLATES, "not_a_benefit": gp.NOT_A_BENEFIT,
+            "near_miss_topics": f"{gp.LEAVE_TOPICS}|{gp.MONEY_TOPICS}"}
 
 
 def prompt_sha(prompt_set: dict[str, Any] | None = None) -> str:
@@ -70,7 +73,8 @@ def not_near_copy(question: str, others: list[str]) -> bool:
 
 
 def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, unanswerable_ratio: float,
-         unanswerable_templates: dict[str, dict]) -> tuple[dict[str, dict], dict]:
+         unanswerable_templates: dict[str, dict], near_miss_topics: str = ".",
+         not_a_benefit: str = r"$^") -> tuple[dict[str, dict], dict]:
     """Decide every question of every chunk before asking the teacher anything.
 
     Per chunk: its facts, each with the code's drafts that point at it (consistency-checked
@@ -104,32 +108,51 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
         chunk_plan[fact["chunk_id"]]["facts"].append({"fact": fact, "drafts": drafts})
 
     wanted = round(len(fact_list) * questions_per_fact * unanswerable_ratio / max(1e-9, 1.0 - unanswerable_ratio))
-    candidates = {name: questions.unanswerable_candidates(members, unanswerable_templates)
+    candidates = {name: questions.unanswerable_candidates(members, unanswerable_templates, near_miss_topics,
+                                                          not_a_benefit)
                   for name, members in by_section.items()}
     answered: list[dict] = []
-    planned_questions: set[str] = set()
-    chosen = 0
-    # Round-robin over sections, one candidate each per pass, until the share is met or none is left.
-    while chosen < wanted and any(candidates.values()):
+    survivors: list[tuple[str, dict]] = []
+    seen_questions: set[str] = set()
+    # Round-robin over sections, one candidate each per pass, so every topic gets near misses.
+    while any(candidates.values()):
         for name in list(candidates):
-            if chosen >= wanted or not candidates[name]:
+            if not candidates[name]:
                 continue
             candidate = candidates[name].pop(0)
-            if candidate["question"] in planned_questions:
+            if candidate["question"] in seen_questions:
                 continue  # sibling sections under a generic heading ask about their parent: once is enough
+            seen_questions.add(candidate["question"])
             hit = questions.answered_elsewhere(candidate["question"], candidate["cues"], document_index,
                                                candidate["topic"])
             if hit:
                 answered.append({"question": candidate["question"], "aspect": candidate["aspect"], "section": name,
                                  "reason": "the document may answer it", "fact_id": hit["id"], "fact": hit["text"]})
+            else:
+                survivors.append((name, candidate))
+    # No aspect above a quarter of the near misses: a model that sees mostly "backdate" questions refused learns to
+    # refuse a word, not what the policy leaves out.
+    # Taken round-robin over aspects, so a share met early is met by every aspect alike.
+    cap = max(8, round(MAX_ASPECT_SHARE * len(survivors)))
+    by_aspect: dict[str, list[tuple[str, dict]]] = {}
+    for name, candidate in survivors:
+        by_aspect.setdefault(candidate["aspect"], []).append((name, candidate))
+    per_aspect: Counter = Counter()
+    chosen = 0
+    while chosen < wanted and any(by_aspect.values()):
+        for aspect, queue in by_aspect.items():
+            if chosen >= wanted or not queue or per_aspect[aspect] >= cap:
+                queue.clear()
                 continue
+            name, candidate = queue.pop(0)
+            per_aspect[aspect] += 1
             home = by_section[name][0]
             chunk_plan[home["chunk_id"]]["unanswerable"].append(
-                {"question": candidate["question"], "aspect": candidate["aspect"], "fact": home})
-            planned_questions.add(candidate["question"])
+                {"question": candidate["question"], "aspect": aspect, "fact": home})
             chosen += 1
     return chunk_plan, {"rejected_drafts": rejected_drafts, "unanswerable_answered_by_document": answered,
-                        "unanswerable_wanted": wanted, "unanswerable_planned": chosen}
+                        "unanswerable_wanted": wanted, "unanswerable_planned": chosen,
+                        "unanswerable_per_aspect": dict(per_aspect.most_common())}
 
 
 def messages_for(fact: dict, draft: dict, prompt_set: dict[str, Any], teacher_answers: bool = True) -> list[dict]:
@@ -289,7 +312,8 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
     if fact_list is None:
         fact_list, _ = facts_lib.inventory(chunks)
     chunk_plan, plan_report = plan(chunks, fact_list, questions_per_fact, unanswerable_ratio,
-                                   prompt_set["unanswerable_templates"])
+                                   prompt_set["unanswerable_templates"], prompt_set["near_miss_topics"],
+                                   prompt_set["not_a_benefit"])
     section_indexes = {}
     for fact in fact_list:
         section_indexes.setdefault(fact["section"], []).append(fact)
@@ -342,6 +366,7 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
     summary["dropped"] = dropped
     summary["unanswerable_answered_by_document"] = plan_report["unanswerable_answered_by_document"]
     summary["rejected_drafts"] = len(plan_report["rejected_drafts"])
+    summary["unanswerable_per_aspect"] = plan_report["unanswerable_per_aspect"]
     summary.update({"chunks_from_cache": from_cache, "chunks_generated": len(pending), "new_pairs": new_pairs,
                     "seconds": round(seconds, 1), "pairs_per_second": round(new_pairs / max(seconds, 1e-9), 3),
                     "seconds_per_fact": round(seconds / max(1, len(fact_list)), 3),
@@ -404,7 +429,7 @@ def summarise(records: list[dict], failures: list[dict], chunks: list[dict], fac
         "unanswerable_ratio": round(unanswerable / len(records), 3) if records else 0.0,
         "requested_unanswerable_ratio": requested_ratio,
         "per_type": dict(Counter(r["type"] for r in records).most_common()),
-        "per_style": dict(Counter(r.get("style", "?").split(":")[0] for r in records).most_common()),
+        "per_style": dict(Counter(r.get("style", "?").removeprefix("template:") for r in records).most_common()),
         "answer_source": dict(Counter(r.get("answer_source", "model") for r in records).most_common()),
         "failures": len(failures), "failure_reasons": dict(reasons.most_common()),
         "failed": failures,
@@ -423,6 +448,7 @@ def format_summary(summary: dict) -> str:
         f"unanswerable candidates dropped because the document may answer them: "
         f"{len(summary.get('unanswerable_answered_by_document', []))}",
         "per type: " + ", ".join(f"{k} {v}" for k, v in summary["per_type"].items()),
+        "near misses per aspect: " + ", ".join(f"{k} {v}" for k, v in summary.get("unanswerable_per_aspect", {}).items()),
         "per style: " + ", ".join(f"{k} {v}" for k, v in summary["per_style"].items()),
         f"dropped to keep the ratio: {len(summary.get('dropped', []))}",
         f"failures: {summary['failures']}" + ("" if not summary["failure_reasons"] else " (" + ", ".join(

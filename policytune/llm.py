@@ -131,6 +131,24 @@ def connect(opts: LLMOptions) -> Iterator[Endpoint]:
         del server
 
 
+def embedded_teacher(opts: LLMOptions) -> bool:
+    """True when `connect` would start the embedded SmolLM2-135M server (no endpoint and no --teacher-gguf)."""
+    return not (opts.base_url or os.environ.get("OPENAI_BASE_URL")) and \
+        not (opts.teacher_gguf or os.environ.get("POLICYTUNE_TEACHER_GGUF"))
+
+
+def offline(opts: LLMOptions) -> Endpoint:
+    """The endpoint a stage names in its records when it will make no request: nothing is started or called."""
+    from policytune import models
+
+    if opts.base_url or os.environ.get("OPENAI_BASE_URL"):
+        model = opts.model or os.environ.get("OPENAI_MODEL", "")
+    else:
+        model = os.path.basename(opts.teacher_gguf or os.environ.get("POLICYTUNE_TEACHER_GGUF", "")
+                                 or str(models.embedded_gguf()))
+    return Endpoint(client=None, model=model, base_url="", options=opts, local=embedded_teacher(opts))
+
+
 def json_format(name: str, schema: dict) -> dict:
     """response_format asking for JSON that matches `schema` (OpenAI structured outputs)."""
     return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}

@@ -377,16 +377,22 @@ def near_miss_topic(headings: list[str], topic: str) -> str:
     return topic
 
 
-def unanswerable_candidates(section_facts: list[dict], templates_by_aspect: dict[str, dict]) -> list[dict]:
-    """Near-miss questions about a section's topic, one per aspect its facts never mention."""
+def unanswerable_candidates(section_facts: list[dict], templates_by_aspect: dict[str, dict], benefit_topics: str = ".",
+                            not_a_benefit: str = r"$^") -> list[dict]:
+    """Near-miss questions about a section's topic, every phrasing of each aspect its facts never mention and that
+    fits the topic: the topic names a benefit (`benefit_topics`, not `not_a_benefit`) and the aspect's own "topics"."""
     topic = near_miss_topic(section_facts[0].get("headings") or [], section_facts[0].get("topic") or "this policy")
+    if not re.search(benefit_topics, topic, re.I) or re.search(not_a_benefit, topic, re.I):
+        return []
     text = " ".join(f["text"] for f in section_facts).lower()
     out = []
     for aspect, spec in templates_by_aspect.items():
+        if spec.get("topics") and not re.search(spec["topics"], topic, re.I):
+            continue
         if any(cue.lower() in text for cue in spec["cues"]):
             continue
         for template in spec["questions"]:
-            out.append({"aspect": aspect, "question": _question(template.format(topic=topic.lower())),
+            out.append({"aspect": aspect, "question": _question(template.format(topic=_topic(topic))),
                         "cues": spec["cues"], "topic": topic})
     return out
 

@@ -28,7 +28,7 @@ def make_chunks(n: int, facts_per_chunk: int = 3) -> list[dict]:
                      f"Employees who have completed {i + 1} months of service are eligible for the office {i} bonus."]
         text = " ".join(sentences[:facts_per_chunk])
         chunks.append({"id": io.content_hash(text), "doc": "policy.pdf", "pages": [i + 1],
-                       "headings": ["Policy", f"{i + 1}. Leave", f"{i + 1}.1 Office {i}"], "text": text,
+                       "headings": ["Policy", f"{i + 1}. Leave", f"{i + 1}.1 Office {i} leave"], "text": text,
                        "context_text": text, "n_tokens": 40, "kind": "text"})
     return chunks
 
@@ -310,3 +310,32 @@ def test_rewordings_default_to_auto_and_below_minus_one_is_a_one_line_error(tmp_
     result = run_script(str(ROOT / "syntheticdatageneration.py"), "--data-dir", str(tmp_path), "--reuse-chunks",
                         "--rewordings-per-fact", "-2", cwd=tmp_path)
     assert result.returncode != 0 and "--rewordings-per-fact must be -1 (auto), 0 or more" in result.stderr
+
+
+def test_near_misses_are_asked_about_benefits_only_and_no_aspect_takes_over():
+    spec = generate.prompts()
+    section = [{"headings": ["4. Wellness Allowance"], "topic": "Wellness Allowance",
+                "text": "Employees may claim up to $600 per calendar year for gym memberships."}]
+    asked = questions_of(section, spec)
+    assert any("taxed" in q for q in asked), "a paid benefit invites a tax near miss"
+    assert not any("backdate" in q.lower() and "$600" in q for q in asked)
+    process = [{"headings": ["2. Booking Leave and Blackout Periods"], "topic": "Booking Leave and Blackout Periods",
+                "text": "Annual leave must be requested through PeopleHub before it is taken."}]
+    assert questions_of(process, spec) == [], "a process heading is not a benefit to ask near misses about"
+    accrual = [{"headings": ["2. Annual Leave", "2.1 Accrual"], "topic": "Accrual",
+                "text": "Leave accrues on the last calendar day of each month."}]
+    assert not any("taxed" in q for q in questions_of(accrual, spec)), "'Is accrual taxed?' is not a question"
+
+    chunks = make_chunks(10)
+    fact_list, _ = facts.inventory(chunks)
+    _, report = generate.plan(chunks, fact_list, 3, 0.3, spec["unanswerable_templates"], spec["near_miss_topics"],
+                              spec["not_a_benefit"])
+    per_aspect = report["unanswerable_per_aspect"]
+    assert len(per_aspect) >= 2 and max(per_aspect.values()) - min(per_aspect.values()) <= 1, "aspects taken in turn"
+
+
+def questions_of(section: list[dict], spec: dict) -> list[str]:
+    from policytune import questions
+
+    return [c["question"] for c in questions.unanswerable_candidates(section, spec["unanswerable_templates"],
+                                                                     spec["near_miss_topics"], spec["not_a_benefit"])]
