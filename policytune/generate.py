@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from policytune import chat, io, llm, normalize, phrasing, questions
+from policytune import chat, heuristics, io, llm, normalize, phrasing, questions
 from policytune import facts as facts_lib
 
 TYPES = ("numeric", "entity", "procedure", "eligibility")
@@ -66,10 +66,17 @@ def question_schema(max_chars: int = 150) -> dict:
             "properties": {"question": {"type": "string", "minLength": 8, "maxLength": max_chars}}}
 
 
+def answer_for(fact: dict, draft: dict) -> str:
+    """The answer a code-written question is trained on: the policy's statement, led by "Yes." or "No." for a yes/no
+    question ("Are forfeited days paid out?" -> "No. Forfeited days are not paid out.")."""
+    return f"{draft['reply']} {fact['text']}" if draft.get("reply") else fact["text"]
+
+
 def not_near_copy(question: str, others: list[str]) -> bool:
-    """True when the question is not a near-copy (token Jaccard >= NEAR_DUPLICATE) of any of the others."""
-    tokens = set(normalize.words(question))
-    return all(normalize.jaccard(tokens, set(normalize.words(o))) < NEAR_DUPLICATE for o in others)
+    """True when the question is not a near-copy of any of the others, as preprocessing measures it (content-word
+    Jaccard >= NEAR_DUPLICATE): a copy planned here would be dropped there."""
+    tokens = normalize.content_tokens(question)
+    return all(normalize.jaccard(tokens, normalize.content_tokens(o)) < NEAR_DUPLICATE for o in others)
 
 
 def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, unanswerable_ratio: float,
@@ -96,6 +103,8 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
         for draft in questions.templates(fact):
             problem = questions.consistent(draft["question"], fact, section_index[fact["section"]],
                                            margin=0.0 if draft.get("anchored") else 1.05)
+            # a question that already holds its whole answer teaches only copying (the quality gate drops it too)
+            problem = problem or heuristics.no_answer_leak(draft["question"], answer_for(fact, draft))
             if problem:
                 rejected_drafts.append({"fact_id": fact["id"], "question": draft["question"], "reason": problem})
             else:
@@ -261,12 +270,10 @@ def generate_chunk(endpoint: llm.Endpoint, chunk: dict, chunk_plan: dict, prompt
             if len(kept) >= questions_per_fact:
                 break
             # A near-copy of a question already kept teaches no new phrasing (and preprocessing drops it).
-            tokens = set(normalize.words(draft["question"]))
-            if draft["question"].lower() in seen or any(
-                    normalize.jaccard(tokens, set(normalize.words(k["question"]))) >= NEAR_DUPLICATE for k in kept):
+            if draft["question"].lower() in seen or not not_near_copy(draft["question"], [k["question"] for k in kept]):
                 continue
             seen.add(draft["question"].lower())
-            kept.append({"question": draft["question"], "answer": fact["text"], "source": "evidence",
+            kept.append({"question": draft["question"], "answer": answer_for(fact, draft), "source": "evidence",
                          "style": f"template:{draft['style']}", "slot": draft["slot"], "seed": None})
         if len(kept) < questions_per_fact:
             failures.append({**where, "reason": f"only {len(kept)} of {questions_per_fact} questions", "uncovered": True})

@@ -126,6 +126,12 @@ def jaccard(a: set[str], b: set[str]) -> float:
     return len(a & b) / len(a | b) if a or b else 1.0
 
 
+def content_tokens(text: str) -> set[str]:
+    """The token set near-duplicate checks compare: content words ("sick leave" vs "study leave" differ by more than one
+    word in ten), all words where a text has no content word."""
+    return set(w for w in words(text) if w not in STOPWORDS) or set(words(text))
+
+
 def near_duplicates(texts: Iterable[str], threshold: float = 0.8) -> dict[int, int]:
     """Map index -> index of the earlier text it duplicates (same key, or token Jaccard >= threshold).
 
@@ -135,8 +141,7 @@ def near_duplicates(texts: Iterable[str], threshold: float = 0.8) -> dict[int, i
     """
     import math
 
-    # Content words only: "sick leave" vs "study leave" must differ by more than one word in ten.
-    token_sets = [set(w for w in words(t) if w not in STOPWORDS) or set(words(t)) for t in texts]
+    token_sets = [content_tokens(t) for t in texts]
     frequency: dict[str, int] = {}
     for tokens in token_sets:
         for token in tokens:

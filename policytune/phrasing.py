@@ -23,8 +23,8 @@ _HAPPENS_TO = re.compile(r"(?:forfeited|paid|carried|deducted|reimbursed|lost|su
                          r"extended|refunded|transferred|reduced|converted|rolled|counted|kept|held|"
                          r"frozen|continued|stopped|withdrawn|returned|prorated|pro-rated)$")
 _DETERMINERS = {"the", "a", "an", "their", "his", "her", "my", "its", "this", "these", "those", "any", "each",
-                "every", "no", "all", "some", "up", "to", "on", "for", "in", "at", "with", "from", "only", "both", "pay",
-                "leave", "time", "it", "them", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+                "every", "no", "all", "some", "up", "to", "on", "for", "in", "at", "with", "from", "only", "both",
+                "it", "them", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
                 "ten", "whole", "half", "full", "paid", "unpaid", "additional", "reasonable", "same"}
 
 
@@ -120,7 +120,8 @@ def _tidy(text: str) -> str:
     text = re.sub(r", (?:such as|including|for example|e\.g\.) [^;]{1,100}?,(?= (?:are|is|must|may|can|will|should|do|"
                   r"does|have|has|cannot)\b)", "", text)
     text = re.sub(r", (?:(?:or|and) )?(?:who|which|whose)\b[^,;]{1,90},", "", text)
-    text = re.sub(r", (?:under|where possible|such as|for example|e\.g\.)\b[^,;]{1,60},", "", text)
+    text = re.sub(r", (?:under|where possible)\b[^,;]{1,60},", "", text)
+    text = re.sub(r",? (?:such as|for example|e\.g\.)\b[^;]*", "", text)  # an example list runs to the clause's end
     text = re.sub(r", (?:or|and|but) (?:\w+ ){1,3}\w+,(?= (?:in|on|at|by|to|for|with|through|from|within)\b)", "", text)
     return re.sub(r"\s*\([^()]{1,80}\)", "", text)
 
@@ -214,7 +215,7 @@ def parse(text: str) -> dict | None:
             continue
         previous = words[i - 1].lower()
         following = words[i + 1].lower() if i + 1 < len(words) else ""
-        plural = any(w.lower().endswith("s") and not w.lower().endswith("ss") for w in words[:i])
+        plural = any(w.lower().endswith("s") and not w.lower().endswith("ss") or w.lower() == "and" for w in words[:i])
         named = (i == 2 and words[0].lower() in ("the", "a", "an", "each", "every", "this", "our")) or bool(
             i >= 2 and re.match(r"[A-Z]", words[i - 1]) and following and following.strip(",") not in _MODALS
             and following.strip(",") not in _BE_HAVE_DO)  # "The Employee Assistance Programme offers"
@@ -485,7 +486,10 @@ def who_or_what(text: str, max_words: int = 30) -> str | None:
     parts = parse(text)
     if not parts or _GENERIC_SUBJECT.match(parts["subject"].strip(" ,")) or parts["negated"]:
         return None
-    wh_word = "who" if _PERSON.search(parts["subject"]) else "what"
+    subject = parts["subject"].strip(" ,")
+    person = _PERSON.search(subject) or re.fullmatch(r"the company|we", subject, re.I) or (
+        subject in PROPER_NOUNS and not subject.isupper())  # "Northwind" is somebody, "TOIL" is something
+    wh_word = "who" if person else "what"
     aux, verb = parts["aux"], parts["verb"]
     if verb:
         verb = (lemminflect.getInflection(verb, "VBZ") or (verb,))[0]
@@ -493,7 +497,7 @@ def who_or_what(text: str, max_words: int = 30) -> str | None:
     else:
         head = {"are": "is", "were": "was", "have": "has", "do": "does"}.get(aux, aux)
         head = "can" if head == "may" else head
-    rest = re.split(r",? (?:and|or|but) (?:the|a|an|their|this|these|it|they)\b", parts["rest"])[0]
+    rest = re.split(r",? (?:and|or|but) (?:the|a|an|their|this|these|it|they)\b|:", parts["rest"])[0]
     rest = rest if len(rest.split()) <= 18 else rest.split(",")[0]
     question = _finish(f"{wh_word} {head} {rest}")
     return question if 5 <= len(question.split()) <= max_words else None

@@ -168,6 +168,8 @@ def list_item_questions(fact: dict) -> list[dict[str, str]]:
         group = _lower_first(enumeration.group(1))
         add(_question(f"Is {name} one of {group}"), "member")
         add(_question(f"Does the policy include {name} in {group}"), "member")
+        for draft in out:
+            draft["reply"] = "Yes."
         add(_question(f"What does the policy say about {name}"), "member")
         if "(" in item:
             add(_question(f"When is {name}"), "member", "date")
@@ -197,9 +199,12 @@ def _clause_questions(text: str) -> list[dict[str, str]]:
     parts = phrasing.parse(text)
     for slot in found[:2]:
         question = phrasing.wh(text, slot, _wh(slot))
-        if not question and parts and not parts["lead"] and slot["start"] >= text.find(parts["subject"]) >= 0:
+        clause = phrasing.main_clause(text)
+        if not question and parts and not parts["lead"] and slot["value"] in clause and \
+                clause.find(slot["value"]) >= clause.find(parts["subject"]) >= 0:
             # the statement with its slot asked for reads as a question when the slot is in a short main clause
-            question = cloze(phrasing.main_clause(text), slot) if slot["end"] <= len(phrasing.main_clause(text)) else None
+            at = clause.find(slot["value"])
+            question = cloze(clause, {**slot, "start": at, "end": at + len(slot["value"])})
             if question and (len(question.split()) > 20 or re.search(r"\b(?:the|a|of|from|and) (?:how|what|which|who)\b|"
                                                                      r"\b(?:whose|which|who|that)\b.+\b(?:how|what)\b",
                                                                      question)):
@@ -208,7 +213,8 @@ def _clause_questions(text: str) -> list[dict[str, str]]:
             out.append({"question": question, "style": "wh", "slot": slot["kind"]})
     polar = phrasing.polar(text)
     if polar:
-        out.append({"question": polar, "style": "yes_no", "slot": kind if kind != "statement" else "condition"})
+        out.append({"question": polar, "style": "yes_no", "slot": kind if kind != "statement" else "condition",
+                    "reply": yes_or_no(parts)})
     for style, question in (("when", phrasing.when(text)), ("what", phrasing.what_object(text)),
                             ("who_what", phrasing.who_or_what(text))):
         if question:
@@ -219,10 +225,6 @@ def _clause_questions(text: str) -> list[dict[str, str]]:
     if subject and len(content) >= 2 and not re.search(r"\b(?:following|above|below|these|those|remaining|relevant|"
                                                        r"questions|it|this|that)\b", subject, re.I):
         out.append({"question": _question(f"What does the policy say about {subject}"), "style": "about", "slot": kind})
-    clause = phrasing.main_clause(text)
-    if parts and len(parts["rest"].split()) >= 3 and len(clause.split()) <= 22 and \
-            not re.search(r"\b(?:following|below|above)\b", parts["subject"]):
-        out.append({"question": _question(f"Is it true that {_lower_first(clause)}"), "style": "check", "slot": kind})
     return out
 
 
@@ -234,7 +236,7 @@ _MALFORMED = re.compile(
     r"\b(?:of|the|a|an|to|for|with|by|and|or|whose|which|that|from|in|on|at)\?$|"
     r"^what \w+ (?:I|\w+) \w+ to [$£€]?\d|"
     r"^(?:does|do|is|are|can|must|will|should) (?:if|when|where|to|any other)\b|"
-    r"\?.+\?|\bI (?:is|are|has|does)\b", re.I)
+    r"\?.+\?|\bI (?:is|are|has|does)\b|\b(?:in|for) (?:that|this) case\b|\bthe above\b|\babove\?", re.I)
 
 
 def malformed(question: str) -> str | None:
@@ -244,6 +246,14 @@ def malformed(question: str) -> str | None:
     if not 4 <= len(question.split()) <= 36:
         return "question too short or too long"
     return None
+
+
+def yes_or_no(parts: dict | None) -> str:
+    """How the statement answers its own yes/no question: "No." for "... are not paid out", "Yes." for a plain rule,
+    "" where a word such as "never" or "only" makes the short reply unsafe."""
+    if not parts or re.search(r"\b(?:never|no longer|none|neither|nor|only|unless|except)\b", parts["rest"], re.I):
+        return ""
+    return "No." if parts["negated"] else "Yes."
 
 
 def with_topic(question: str, topic: str) -> str | None:
@@ -262,11 +272,9 @@ def shorter(question: str) -> str | None:
     """The question without its condition, list or trailing clause, as employees ask it in few words:
     "Do I have to tell my line manager ... on the first day of absence, if I am unable to work?" -> "... absence?"."""
     body = question.rstrip("?")
-    if question.lower().startswith("is it true that"):
-        return None  # a statement to confirm loses its point when cut
     for pattern in (r",? if I [^?]+$", r" (?:where|when|if|unless|except|provided) [^?]{10,}$", r"[:,] [^?]+$"):
         cut = re.sub(pattern, "", body).rstrip(" ,:;")
-        if cut == body or len(cut.split()) < 5 or re.search(r"\b(?:" + "|".join(_DANGLING) + r")$", cut, re.I) or \
+        if cut == body or len(cut.split()) < 6 or re.search(r"\b(?:" + "|".join(_DANGLING) + r")$", cut, re.I) or \
                 re.search(r"\b(?:that|who|which)(?: \w+){0,2}$", cut):
             continue
         if pattern.startswith("[:,]") and (re.search(r"\b(?:whether|that|which|who|if|when|where|between)\b",
@@ -313,14 +321,13 @@ def templates(fact: dict) -> list[dict[str, str]]:
     elif fact.get("kind") == "list_item":
         out += [{**item, "anchored": item["style"] in ("definition", "case", "member")}
                 for item in list_item_questions(fact)]
-    if not out:
+    if not out and not fact.get("intro"):  # a list item is asked as its opening reads with it, or not at all
         out += sentence_questions(fact["text"], fact.get("topic") or "")
     out += [{**item, "question": short, "style": "short"} for item in list(out)
-            if item["style"] in ("yes_no", "wh", "what", "check") and (short := shorter(item["question"]))]
+            if item["style"] in ("yes_no", "wh", "what") and (short := shorter(item["question"]))]
     topical = [with_topic(item["question"], fact.get("topic") or "") if item["style"] != "about" else None
                for item in out[:2]]
-    out += [{"question": q, "style": "topic", "slot": item["slot"], "anchored": item.get("anchored", False)}
-            for q, item in zip(topical, out) if q]
+    out += [{**item, "question": q, "style": "topic"} for q, item in zip(topical, out) if q]
     seen, unique = set(), []
     for item in out:
         key = item["question"].lower()
