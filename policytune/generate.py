@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from policytune import chat, heuristics, io, llm, normalize, phrasing, questions
+from policytune import chat, heuristics, io, llm, normalize, phrasing, questions, unstated
 from policytune import facts as facts_lib
 
 TYPES = ("numeric", "entity", "procedure", "eligibility")
@@ -94,13 +94,14 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
     for fact in fact_list:
         by_section.setdefault(fact["section"], []).append(fact)
     section_index = {name: facts_lib.Index(members) for name, members in by_section.items()}
-    phrasing.use_proper_nouns(facts_lib.proper_nouns(fact_list))
     document_index = facts_lib.Index(fact_list) if fact_list else None
     chunk_plan: dict[str, dict] = {c["id"]: {"facts": [], "unanswerable": []} for c in chunks}
     rejected_drafts: list[dict] = []
+    with phrasing.document_names(facts_lib.proper_nouns(fact_list)):
+        templates = {fact["id"]: questions.templates(fact) for fact in fact_list}
     for fact in fact_list:
         drafts = []
-        for draft in questions.templates(fact):
+        for draft in templates[fact["id"]]:
             problem = questions.consistent(draft["question"], fact, section_index[fact["section"]],
                                            margin=0.0 if draft.get("anchored") else 1.05)
             # a question that already holds its whole answer teaches only copying (the quality gate drops it too)
@@ -139,6 +140,12 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
                                  "reason": "the document may answer it", "fact_id": hit["id"], "fact": hit["text"]})
             else:
                 survivors.append((name, candidate))
+    # Providers the policy mentions without naming them ("our occupational health provider"): asked by name.
+    if document_index is not None:
+        named, unnamed_dropped = unstated.near_misses(fact_list, document_index)
+        answered += [{**d, "section": ""} for d in unnamed_dropped]
+        survivors += [(item["fact"]["section"], {"question": item["question"], "aspect": item["aspect"]})
+                      for item in named if item["question"] not in seen_questions]
     # No aspect above a quarter of the near misses: a model that sees mostly "backdate" questions refused learns to
     # refuse a word, not what the policy leaves out.
     # Taken round-robin over aspects, so a share met early is met by every aspect alike.
@@ -155,7 +162,7 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
                 continue
             name, candidate = queue.pop(0)
             per_aspect[aspect] += 1
-            home = by_section[name][0]
+            home = candidate.get("fact") or by_section[name][0]
             chunk_plan[home["chunk_id"]]["unanswerable"].append(
                 {"question": candidate["question"], "aspect": aspect, "fact": home})
             chosen += 1

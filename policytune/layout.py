@@ -209,6 +209,8 @@ def _is_heading(line: Line, body: Typography) -> bool:
         return False  # "1. Submit the form" in body type is a list item; "1. Purpose" in bold is a heading
     if larger:
         return not text.rstrip().endswith(".") or bool(SECTION_NUMBER.match(text))
+    if emphasised and line.height >= 1.05 * body.size and not text.rstrip().endswith("."):
+        return True  # "New hire benefits enrollment:" in bold type a size up names a section
     # Same size, different (bold) font: a heading only when it is not a sentence or a lead-in
     # ("Overview:" in bold opens a paragraph or list; it names no section).
     return emphasised and not text.rstrip().endswith((".", ":"))
@@ -323,6 +325,14 @@ def _same_block(previous: Line, line: Line, label: DocItemLabel) -> bool:
     if label == DocItemLabel.LIST_ITEM:
         return line.left > previous.words[0].box.l + 2 and not _starts_list_item(line)
     same_fonts = {w.font for w in line.words} == {w.font for w in previous.words}
+    if label == DocItemLabel.SECTION_HEADER:
+        # A heading wraps onto a line that reads on from it ("... extend it longer" / "than 12-weeks?"); a line that
+        # starts afresh is the next heading ("FAQ" / "FAQ for all Teammates", "Reason for the policy" / "Resources").
+        reads_on = bool(re.match(r"[a-z0-9(]", line.text)) or bool(
+            re.search(r"(?:\b(?:and|or|of|the|a|an|to|for|in|on|with|by)|[,:–-])$", previous.text.strip())) or \
+            previous.text.count("(") > previous.text.count(")")  # "... (this only applies to US" / "Employees)"
+        # word boxes follow the glyphs ("event (QLE)?" stands taller than "a qualifying life"): a loose size match
+        return reads_on and abs(line.height - previous.height) < 0.25 * previous.height
     return same_fonts or abs(line.height - previous.height) < 0.15 * previous.height
 
 
@@ -478,3 +488,67 @@ def register() -> None:
     tables = get_table_structure_factory(allow_external_plugins=False)
     if RuleTableOptions not in tables.classes:
         tables.register(RuleTableModel, "policytune", __name__)
+
+
+def heading_styles(result: ConversionResult, path: str) -> dict[int, tuple[float, bool]]:
+    """(font size, bold) of every section heading of the converted PDF at `path`, keyed by id(item).
+
+    Read from the PDF's own text objects (pdfium's font size and weight of the characters under the heading), not
+    from box heights: Docling's style fallback measures text-line cells, which a two-line heading or the glyphs
+    distort (on the Sourcegraph handbook five FAQ questions ranked above every policy title), and word boxes vary
+    with ascenders and descenders as much as 18pt and 16pt type differ."""
+    import ctypes
+
+    import pypdfium2
+    import pypdfium2.raw as pdfium_c
+    from docling_core.types.doc import SectionHeaderItem
+
+    by_page: dict[int, list] = {}
+    for item in result.document.texts:
+        if isinstance(item, SectionHeaderItem) and item.prov:
+            by_page.setdefault(item.prov[0].page_no, []).append(item)
+    styles: dict[int, tuple[float, bool]] = {}
+    if not by_page:
+        return styles
+    pdf = pypdfium2.PdfDocument(path)
+    try:
+        for page_no, items in by_page.items():
+            textpage = pdf[page_no - 1].get_textpage()
+            page_height = pdf[page_no - 1].get_height()
+            chars = []
+            left, right, bottom, top = (ctypes.c_double() for _ in range(4))
+            name = ctypes.create_string_buffer(128)
+            flags = ctypes.c_int()
+            for i in range(textpage.count_chars()):
+                size = pdfium_c.FPDFText_GetFontSize(textpage.raw, i)
+                if size <= 0 or not pdfium_c.FPDFText_GetCharBox(textpage.raw, i, left, right, bottom, top):
+                    continue
+                pdfium_c.FPDFText_GetFontInfo(textpage.raw, i, name, len(name), ctypes.byref(flags))
+                bold = bool(BOLD_NAME.search(name.value.decode("latin-1", "replace")))
+                chars.append(((left.value + right.value) / 2, bottom.value, top.value, size, bold))
+            for item in items:
+                # characters whose box meets the heading's: a word box can be flatter than its glyphs ("FAQ")
+                box = item.prov[0].bbox.to_bottom_left_origin(page_height)
+                under = [(size, bold) for x, low, high, size, bold in chars
+                         if box.l - 1 <= x <= box.r + 1 and low <= box.t + 1 and high >= box.b - 1]
+                if under:
+                    styles[id(item)] = (round(statistics.median(s for s, _ in under), 1),
+                                        sum(b for _, b in under) * 2 >= len(under))
+    finally:
+        pdf.close()
+    return styles
+
+
+def style_levels(styles: dict[int, tuple[float, bool]], tolerance: float = 0.04) -> dict[int, int]:
+    """Heading level from style: larger type first, bold before regular at the same size (1 = most prominent).
+    Sizes within `tolerance` of the next larger one share a level (word boxes vary a little with the glyphs)."""
+    cluster: dict[float, int] = {}
+    index, previous = 0, None
+    for size in sorted({size for size, _ in styles.values()}, reverse=True):
+        if previous is not None and previous - size > tolerance * previous:
+            index += 1
+        cluster[size] = index
+        previous = size
+    keys = {key: (cluster[size], not bold) for key, (size, bold) in styles.items()}
+    ranked = {value: level for level, value in enumerate(sorted(set(keys.values())), start=1)}
+    return {key: ranked[value] for key, value in keys.items()}

@@ -102,10 +102,9 @@ def make_converter(ocr: bool = False, artifacts_path: str | None = None):
         raise UserError("--ocr needs the 'ocr' extra (onnxruntime and rapidocr): uv sync --extra ocr")
     options = PdfPipelineOptions(
         do_ocr=ocr,
-        # Levels from numbering (5. > 5.2 > (a)), then font size and weight for unnumbered headings.
-        # Not from bookmarks: Docling ranks them above numbering, and exported outlines are often
-        # flat or partial (LibreOffice's HTML import puts h2 sections at the outline's top level).
-        heading_hierarchy_options=HeadingHierarchyOptions(enabled=True, use_bookmarks=False),
+        # Heading levels are assigned after conversion (assign_heading_levels), where a FAQ's "Q:" is
+        # not read as the letter Q of an (a), (b), (c) enumeration.
+        heading_hierarchy_options=HeadingHierarchyOptions(enabled=False),
         generate_parsed_pages=True,  # the heading-level style fallback reads the parsed cells
     )
     if ocr:
@@ -139,6 +138,8 @@ def convert(converter, path: str, ocr: bool = False):
         reason = "; ".join(sorted({_first_line(e.error_message) for e in result.errors})) or "no reason given"
         raise UserError(f"{path}: conversion failed ({reason})")
     document = result.document
+    if result.pages:  # a PDF: DOCX, HTML and Markdown carry their heading levels
+        assign_heading_levels(result, path)
     if result.status == ConversionStatus.PARTIAL_SUCCESS:
         failed = sorted({e.page_no for e in result.errors if e.page_no is not None})
         print(f"warning: {path}: pages {failed or '?'} could not be parsed and are skipped", file=sys.stderr, flush=True)
@@ -150,6 +151,44 @@ def convert(converter, path: str, ocr: bool = False):
         raise UserError(f"{path}: no text layer (scanned/image-only?); install the 'ocr' extra and pass --ocr")
     drop_running_text(document)
     return document
+
+
+# "Q: How do I ...?", "Q. When ...?" and "Step 2: ..." open a question or a step, not the 17th item of a lettered
+# list or a numbered section.
+KEYWORD_MARKER = re.compile(r"^\s*(?:[QA]\s?[:.]|Step\s+\d+\s*[:.])\s+", re.I)
+UNSET_LEVEL = 99
+
+
+def assign_heading_levels(result, path: str) -> None:
+    """Heading levels of a PDF: from numbering (5. > 5.2 > (a)), else from type size and weight.
+
+    Not from bookmarks: Docling ranks them above numbering, and exported outlines are often flat or partial
+    (LibreOffice's HTML import puts h2 sections at the outline's top level). Docling's numbering reads a FAQ's "Q:"
+    as a letter enumerator and "Step 2:" as a section number, and ranked every question above the sections around
+    it (on the Sourcegraph handbook a question became the parent of the next policy), so those markers are hidden
+    from it; its style fallback is replaced by the layout model's own measure of type size (`layout.style_levels`).
+    """
+    from docling.datamodel.pipeline_options import HeadingHierarchyOptions
+    from docling.models.stages.heading_hierarchy.heading_hierarchy_model import HeadingHierarchyModel
+    from docling_core.types.doc import SectionHeaderItem
+
+    headings = [item for item in result.document.texts if isinstance(item, SectionHeaderItem)]
+    hidden = []
+    for item in headings:
+        item.level = UNSET_LEVEL
+        if KEYWORD_MARKER.match(item.text):
+            hidden.append((item, item.text, item.orig))
+            item.text = item.orig = KEYWORD_MARKER.sub("", item.text)
+    try:
+        numbering = HeadingHierarchyOptions(enabled=True, use_bookmarks=False, use_style=False)
+        HeadingHierarchyModel(numbering).assign_heading_levels(result.document)
+    finally:
+        for item, text, orig in hidden:
+            item.text, item.orig = text, orig
+    by_style = layout.style_levels(layout.heading_styles(result, path))
+    for item in headings:
+        if item.level == UNSET_LEVEL:
+            item.level = min(by_style.get(id(item), 1), 6)
 
 
 def _first_line(exc: object) -> str:

@@ -10,6 +10,8 @@ not recognised these return None rather than a malformed question.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 
 _MODALS = {"may": "can", "can": "can", "cannot": "can", "must": "must", "will": "will", "should": "should",
@@ -22,7 +24,8 @@ _OBJECT_VERBS = {"receive", "get", "take", "claim", "use", "submit", "complete",
 _HAPPENS_TO = re.compile(r"(?:forfeited|paid|carried|deducted|reimbursed|lost|suspended|recorded|credited|cancelled|"
                          r"extended|refunded|transferred|reduced|converted|rolled|counted|kept|held|"
                          r"frozen|continued|stopped|withdrawn|returned|prorated|pro-rated)$")
-_DETERMINERS = {"the", "a", "an", "their", "his", "her", "my", "its", "this", "these", "those", "any", "each",
+# Words that open an object: "works on", "receives the", "matches 100%" make the word before them a verb.
+_OBJECT_START = {"the", "a", "an", "their", "his", "her", "my", "its", "this", "these", "those", "any", "each",
                 "every", "no", "all", "some", "up", "to", "on", "for", "in", "at", "with", "from", "only", "both",
                 "it", "them", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
                 "ten", "whole", "half", "full", "paid", "unpaid", "additional", "reasonable", "same"}
@@ -51,7 +54,7 @@ def verb_form(word: str, previous: str = "", following: str = "", plural: bool =
         return None
     base = lemmas["VERB"][0]
     ambiguous = any(pos in lemmas for pos in ("NOUN", "ADJ", "PROPN"))
-    starts_object = following in _DETERMINERS or following[:1].isdigit() or following[:1] in "£$€"
+    starts_object = following in _OBJECT_START or following[:1].isdigit() or following[:1] in "£$€"
     if lowered != base and lowered.endswith("s"):
         if ambiguous and not following:
             return None  # "... information services" ending the clause is a noun
@@ -88,13 +91,21 @@ does can must may should will how what which who whom whose why there it they we
 requests claims pay hours days weeks months time work managers line""".split())
 
 
-PROPER_NOUNS: set[str] = set()  # set per document by `use_proper_nouns`
+PROPER_NOUNS: set[str] = set()  # the document's names while `document_names` is in effect
 
 
-def use_proper_nouns(names: set[str]) -> None:
-    """The words the document only ever writes capitalised ("Northwind", "PeopleHub"): kept as written in questions."""
+@contextmanager
+def document_names(names: set[str]) -> Iterator[None]:
+    """While drafting one document's questions: the words it only ever writes capitalised ("Northwind", "PeopleHub"),
+    kept as written in questions."""
+    saved = set(PROPER_NOUNS)
     PROPER_NOUNS.clear()
     PROPER_NOUNS.update(names)
+    try:
+        yield
+    finally:
+        PROPER_NOUNS.clear()
+        PROPER_NOUNS.update(saved)
 
 
 def lower_first(text: str) -> str:
@@ -105,7 +116,6 @@ def lower_first(text: str) -> str:
         return text
     if first.lower() in _FUNCTION_WORDS:
         return text[0].lower() + text[1:]
-    # without the document's names (a statement asked on its own) a capitalised word is kept as written
     # without the document's names (a statement asked on its own) a word the English lexicon does not know is a name
     name = first in PROPER_NOUNS or (not PROPER_NOUNS and not _lemmas(first.lower().split("-")[0])) or \
         (len(words) > 1 and re.match(r"[A-Z][a-z]", words[1]) is not None)

@@ -44,6 +44,11 @@ def grounded_reply(body: dict) -> dict:
     return {"question": f"Is there a rule about {io.content_hash(user, length=6)} for this leave?"}
 
 
+def statement_of(answer: str) -> str:
+    """The policy statement of an evidence answer, without the "Yes." or "No." that leads a yes/no question's."""
+    return re.sub(r"^(?:Yes|No)\. ", "", answer)
+
+
 def fault_options(server_url: str, **overrides) -> llm.LLMOptions:
     return llm.LLMOptions(base_url=server_url, **{"model": "fault-teacher", "max_retries": 1, "request_timeout": 1.0, **overrides})
 
@@ -114,8 +119,12 @@ def test_evidence_answers_ask_only_for_a_question_and_answer_with_the_fact(tmp_p
     answerable = [r for r in records if r["answerable"]]
     assert answerable and summary["failures"] == 0 and summary["teacher_answers"] is False
     for record in answerable:
-        assert record["answer_source"] == "evidence" and record["answer"] == record["evidence"]
-        assert record["answer"] in next(c["text"] for c in chunks if c["id"] == record["chunk_id"])
+        # the policy's own statement, led by "Yes." or "No." where the question is a yes/no one
+        reply, _, statement = record["answer"].partition(" ") if record["answer"].startswith(("Yes. ", "No. ")) \
+            else ("", "", record["answer"])
+        assert record["answer_source"] == "evidence" and statement == record["evidence"]
+        assert statement in next(c["text"] for c in chunks if c["id"] == record["chunk_id"])
+        assert not reply or re.match(r"(?:Is|Are|Do|Does|Can|Must|Will|Should|Am)\b", record["question"])
 
 
 @pytest.mark.parametrize("fault", [invalid_json(), status(500), status(429, retry_after=1), hang(3),
@@ -258,8 +267,9 @@ def test_ungrounded_teacher_answer_is_replaced_by_the_policy_sentence(tmp_path):
     with FaultServer(default=ok(wrong_answer)) as server:
         records, _ = run_generation(server.url, chunk, tmp_path / "c.jsonl", questions_per_fact=2, unanswerable_ratio=0.0)
     assert any(r["style"] == "teacher" for r in records)
-    assert records and all(r["answer_source"] == "evidence" and r["answer"] == r["evidence"] for r in records)
-    assert all(r["answer"] in chunk[0]["text"] for r in records)
+    assert records and all(r["answer_source"] == "evidence" and statement_of(r["answer"]) == r["evidence"]
+                           for r in records)
+    assert all(statement_of(r["answer"]) in chunk[0]["text"] for r in records)
 
 
 def test_question_cleaning_keeps_one_question_and_rejects_non_questions():

@@ -77,10 +77,8 @@ def test_misread_grammar_is_caught_and_every_draft_reads_as_one_question():
 
 
 def test_names_keep_their_capitals_and_other_words_are_lowered_inside_a_question():
-    phrasing.use_proper_nouns(facts.proper_nouns([{"text": "Claims go through PeopleHub, which Northwind runs."}]))
-    try:
+    with phrasing.document_names(facts.proper_nouns([{"text": "Claims go through PeopleHub, which Northwind runs."}])):
         assert phrasing.lower_first("Northwind provides paid leave") == "Northwind provides paid leave"
         assert phrasing.lower_first("Itemised receipts are required") == "itemised receipts are required"
         assert phrasing.lower_first("PeopleHub sends reminders") == "PeopleHub sends reminders"
-    finally:
-        phrasing.use_proper_nouns(set())
+    assert not phrasing.PROPER_NOUNS, "the names of one document do not leak into the next"
