@@ -82,7 +82,10 @@ class Line:
 
     @property
     def height(self) -> float:
-        return statistics.median(w.size for w in self.words)
+        # words of three letters or more: only they can correct a box that is too flat (Word.size), and a line of
+        # questions is mostly "do", "I", "if", "my"
+        sized = [w.size for w in self.words if len(w.text.strip()) >= 3] or [w.size for w in self.words]
+        return statistics.median(sized)
 
     @property
     def text(self) -> str:
@@ -510,7 +513,10 @@ def heading_styles(result: ConversionResult, path: str) -> dict[int, tuple[float
     styles: dict[int, tuple[float, bool]] = {}
     if not by_page:
         return styles
-    pdf = pypdfium2.PdfDocument(path)
+    try:
+        pdf = pypdfium2.PdfDocument(path)
+    except pypdfium2.PdfiumError:
+        return styles  # a damaged file whose pages Docling's own parser recovered: the caller measures otherwise
     try:
         for page_no, items in by_page.items():
             textpage = pdf[page_no - 1].get_textpage()

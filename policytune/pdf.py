@@ -186,6 +186,14 @@ def assign_heading_levels(result, path: str) -> None:
         for item, text, orig in hidden:
             item.text, item.orig = text, orig
     by_style = layout.style_levels(layout.heading_styles(result, path))
+    if not by_style and headings:  # pdfium cannot open the file: Docling's own (text-line) measure of type size
+        numbered = {id(item): item.level for item in headings if item.level != UNSET_LEVEL}
+        parsed = {page.page_no: page.parsed_page for page in result.pages if page.parsed_page is not None}
+        style_only = HeadingHierarchyOptions(enabled=True, use_bookmarks=False, use_numbering=False)
+        HeadingHierarchyModel(style_only).assign_heading_levels(result.document, parsed_pages=parsed)
+        by_style = {id(item): item.level for item in headings}
+        for item in headings:
+            item.level = numbered.get(id(item), UNSET_LEVEL)
     for item in headings:
         if item.level == UNSET_LEVEL:
             item.level = min(by_style.get(id(item), 1), 6)
