@@ -99,6 +99,27 @@ def summary(records: list[dict]) -> dict:
             "by_type": dict(sorted(Counter(r.get("type", "?") for r in records).items()))}
 
 
+def coverage(cfg: QualityConfig, records: list[dict], kept: list[dict]) -> dict | None:
+    """Facts of the inventory with at least the wanted number of kept questions after this gate, and each uncovered
+    fact with why: too few questions generated (the generation summary's reason) or questions rejected here."""
+    facts_path, summary_path = cfg.data_path("facts.json"), cfg.data_path("syntheticdata_summary.json")
+    if not facts_path.exists():
+        return None
+    fact_list = io.read_records(facts_path, "fact inventory")
+    generation = io.read_json(summary_path, "generation summary") if summary_path.exists() else {}
+    wanted = int(generation.get("questions_per_fact") or 3)
+    before = Counter(r.get("fact_id") for r in records if r["answerable"])
+    after = Counter(r.get("fact_id") for r in kept if r["answerable"])
+    generated_reason = {f["fact_id"]: f["reason"] for f in generation.get("uncovered_facts", [])}
+    uncovered = [{"fact_id": f["id"], "section": f["section"], "text": f["text"][:200], "kept": after[f["id"]],
+                  "reason": generated_reason.get(f["id"]) if before[f["id"]] < wanted else
+                  f"{before[f['id']] - after[f['id']]} of its questions rejected by the quality gate"}
+                 for f in fact_list if after[f["id"]] < wanted]
+    covered = len(fact_list) - len(uncovered)
+    return {"facts": len(fact_list), "questions_per_fact": wanted, "facts_covered": covered,
+            "facts_covered_share": round(covered / max(1, len(fact_list)), 3), "uncovered_facts": uncovered}
+
+
 def write_report(cfg: QualityConfig, records: list[dict], kept: list[dict], rejected: list[dict],
                  stages: list[dict], verdicts: dict, judge_mode: str, seconds: float) -> dict:
     reasons = Counter(heuristics.rule_name(r["reason"]) for r in rejected)
@@ -127,6 +148,7 @@ def write_report(cfg: QualityConfig, records: list[dict], kept: list[dict], reje
         "examples": examples,
         "preprocess": {k: v for k, v in preprocess.items() if k != "dropped_records"} if isinstance(preprocess, dict) else None,
         "rejected_records": [{"id": r.get("id"), "reason": r["reason"]} for r in rejected],
+        "coverage": coverage(cfg, records, kept),
     }
     assert report["in"] == report["kept"] + sum(reasons.values()), "every input record is kept or has a reason"
     io.write_json_atomic(cfg.data_path("quality_report.json"), report)
@@ -155,6 +177,14 @@ def markdown(report: dict) -> str:
               "", "## Per type", "", "| Type | Before | After |", "|---|---|---|"]
     types = sorted(set(before["by_type"]) | set(after["by_type"]))
     lines += [f"| {t} | {before['by_type'].get(t, 0)} | {after['by_type'].get(t, 0)} |" for t in types]
+    cover = report.get("coverage")
+    if cover:
+        lines += ["", "## Coverage of the fact inventory", "",
+                  f"{cover['facts_covered']} of {cover['facts']} facts ({cover['facts_covered_share']:.0%}) have at least "
+                  f"{cover['questions_per_fact']} kept questions.", ""]
+        lines += [f"- {f['kept']} kept: {f['text'][:100]} ({f['reason']})" for f in cover["uncovered_facts"][:40]]
+        if len(cover["uncovered_facts"]) > 40:
+            lines.append(f"- ... {len(cover['uncovered_facts']) - 40} more in quality_report.json")
     lines += ["", "## Examples of rejected records", ""]
     for name, items in report["examples"].items():
         lines += [f"### {name}", ""]

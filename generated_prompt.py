@@ -121,7 +121,7 @@ UNANSWERABLE_TEMPLATES = {
     "age": {"cues": ["age ", "aged", "years old", "minimum age", "age-", "retire", "young", "older"],
             "questions": ["Is there an age limit for {topic}?", "Does my age affect {topic}?"]},
     "union": {"cues": ["union", "collective", "works council", "staff representative"],
-              "questions": ["Is {topic} different for union members?", "Do union members get different {topic}?"]},
+              "questions": ["Is {topic} different for union members?", "Does our union agreement change {topic}?"]},
     "bonus": {"cues": ["bonus", "commission", "incentive", "performance", "rating"], "topics": LEAVE_TOPICS,
               "questions": ["Does taking {topic} affect my bonus?", "Will {topic} count against my performance review?"]},
     "weekends": {"cues": ["weekend", "saturday", "sunday", "calendar day", "business day", "working day", "consecutive"],

@@ -116,6 +116,18 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
                 distinct.append(draft)
         drafts = distinct + questions.wrapped(distinct, fact, questions_per_fact, not_near_copy)
         chunk_plan[fact["chunk_id"]]["facts"].append({"fact": fact, "drafts": drafts})
+    # Across facts too: preprocessing keeps the first of two near-copies wherever they come from, so a fact whose
+    # question copies an earlier fact's gets its next draft instead ("What is the form for annual leave?").
+    entries = [entry for chunk in chunks for entry in chunk_plan[chunk["id"]]["facts"]]
+    taken = normalize.NearDuplicates([d["question"] for e in entries for d in e["drafts"]], NEAR_DUPLICATE)
+    for entry in entries:
+        fresh = [d for d in entry["drafts"] if taken.find(d["question"]) is None]
+        rejected_drafts += [{"fact_id": entry["fact"]["id"], "question": d["question"],
+                             "reason": "near-copy of another fact's question"}
+                            for d in entry["drafts"] if d not in fresh]
+        for draft in fresh[:questions_per_fact]:
+            taken.add(draft["question"])
+        entry["drafts"] = fresh
 
     wanted = round(len(fact_list) * questions_per_fact * unanswerable_ratio / max(1e-9, 1.0 - unanswerable_ratio))
     candidates = {name: questions.unanswerable_candidates(members, unanswerable_templates, near_miss_topics,

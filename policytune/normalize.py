@@ -132,36 +132,61 @@ def content_tokens(text: str) -> set[str]:
     return set(w for w in words(text) if w not in STOPWORDS) or set(words(text))
 
 
-def near_duplicates(texts: Iterable[str], threshold: float = 0.8) -> dict[int, int]:
-    """Map index -> index of the earlier text it duplicates (same key, or token Jaccard >= threshold).
+class NearDuplicates:
+    """Texts seen so far, to ask whether a new one is a near-copy of one of them (same content words, or token Jaccard
+    >= threshold).
 
     Exact all-pairs similarity with prefix filtering (Bayardo et al., "Scaling up all pairs
     similarity search", 2007): two sets with Jaccard >= t must share a token among the first
-    |s| - ceil(t*|s|) + 1 tokens of each under one global order, so only those are indexed.
-    """
-    import math
+    |s| - ceil(t*|s|) + 1 tokens of each under one global order (rare first, counted over `corpus`),
+    so only those are indexed."""
 
-    token_sets = [content_tokens(t) for t in texts]
-    frequency: dict[str, int] = {}
-    for tokens in token_sets:
-        for token in tokens:
-            frequency[token] = frequency.get(token, 0) + 1
-    index: dict[str, list[int]] = {}
-    seen_keys: dict[str, int] = {}
-    duplicate_of: dict[int, int] = {}
-    for i, tokens in enumerate(token_sets):
+    def __init__(self, corpus: Iterable[str], threshold: float = 0.8) -> None:
+        self.threshold = threshold
+        self.frequency: dict[str, int] = {}
+        for text in corpus:
+            for token in content_tokens(text):
+                self.frequency[token] = self.frequency.get(token, 0) + 1
+        self.sets: list[set[str]] = []
+        self.index: dict[str, list[int]] = {}
+        self.keys: dict[str, int] = {}
+
+    def _prefix(self, tokens: set[str]) -> list[str]:
+        import math
+
+        ordered = sorted(tokens, key=lambda tok: (self.frequency.get(tok, 0), tok))
+        return ordered[:len(ordered) - math.ceil(self.threshold * len(ordered)) + 1] if ordered else []
+
+    def find(self, text: str) -> int | None:
+        """The index of the earlier text this one copies, or None."""
+        tokens = content_tokens(text)
         key = " ".join(sorted(tokens))
-        if key in seen_keys:
-            duplicate_of[i] = seen_keys[key]
-            continue
-        ordered = sorted(tokens, key=lambda tok: (frequency[tok], tok))  # rare tokens first
-        prefix = ordered[:len(ordered) - math.ceil(threshold * len(ordered)) + 1] if ordered else []
-        candidates = sorted({j for token in prefix for j in index.get(token, ())})
-        match = next((j for j in candidates if jaccard(tokens, token_sets[j]) >= threshold), None)
+        if key in self.keys:
+            return self.keys[key]
+        candidates = sorted({j for token in self._prefix(tokens) for j in self.index.get(token, ())})
+        return next((j for j in candidates if jaccard(tokens, self.sets[j]) >= self.threshold), None)
+
+    def add(self, text: str) -> int:
+        tokens = content_tokens(text)
+        self.sets.append(tokens)
+        i = len(self.sets) - 1
+        self.keys.setdefault(" ".join(sorted(tokens)), i)
+        for token in self._prefix(tokens):
+            self.index.setdefault(token, []).append(i)
+        return i
+
+
+def near_duplicates(texts: Iterable[str], threshold: float = 0.8) -> dict[int, int]:
+    """Map index -> index of the earlier text it duplicates (same content words, or token Jaccard >= threshold)."""
+    texts = list(texts)
+    seen = NearDuplicates(texts, threshold)
+    duplicate_of: dict[int, int] = {}
+    position: list[int] = []  # the seen-set entry of each kept text -> its index in `texts`
+    for i, text in enumerate(texts):
+        match = seen.find(text)
         if match is not None:
-            duplicate_of[i] = match
+            duplicate_of[i] = position[match]
             continue
-        seen_keys[key] = i
-        for token in prefix:
-            index.setdefault(token, []).append(i)
+        seen.add(text)
+        position.append(i)
     return duplicate_of
