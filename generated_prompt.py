@@ -60,6 +60,8 @@ TYPE_HINTS = {
 # "topics" says which sections an aspect fits (a regex over the heading; absent: every section), so
 # "Is accrual taxed?" is not asked: tax fits what is paid, carry-over fits what is taken or used.
 LEAVE_TOPICS = r"leave|holiday|sabbatical|time off|vacation|absence|toil|lieu|days|jury|volunteer|bereavement|study"
+# Balances an employee builds up and could trade (not jury duty or a public holiday).
+BALANCE_TOPICS = r"annual|vacation|pto|paid time off|floating|toil|lieu|sabbatical"
 MONEY_TOPICS = (r"allowance|pay|salary|bonus|reimburs|expense|insurance|pension|benefit|assistance|contribution|fund|"
                 r"budget|stipend|wellness|wellbeing|travel|relocation|equipment|savings|plan|match|cover")
 # Headings that name a process or part of the document rather than a benefit ("Booking Leave", "Purpose and
@@ -108,11 +110,12 @@ UNANSWERABLE_TEMPLATES = {
                "questions": ["Can I appeal if my request for {topic} is turned down?",
                              "Who do I complain to if my {topic} request is refused?"]},
     "seniority": {"cues": ["grade", "level", "band", "senior", "executive", "role", "length of service", "years of"],
+                  "topics": BALANCE_TOPICS + "|" + MONEY_TOPICS,
                   "questions": ["Do senior staff get more {topic}?", "Does {topic} depend on my job grade?"]},
-    "transfer": {"cues": ["transfer", "donate", "share", "colleague", "pool", "give"], "topics": LEAVE_TOPICS,
+    "transfer": {"cues": ["transfer", "donate", "share", "colleague", "pool", "give"], "topics": BALANCE_TOPICS,
                  "questions": ["Can I give my unused {topic} to a colleague?", "Can {topic} be shared with my partner?"]},
     "sell_back": {"cues": ["sell", "buy", "exchange", "paid out", "cash", "purchase", "in lieu"],
-                  "topics": LEAVE_TOPICS,
+                  "topics": BALANCE_TOPICS,
                   "questions": ["Can I sell back {topic} I do not use?", "Can I buy extra {topic}?"]},
     "notice_period": {"cues": ["notice period", "resign", "termination", "leaving", "last day", "employment ends",
                                "dismiss", "leave the company"],

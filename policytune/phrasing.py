@@ -497,7 +497,11 @@ def who_or_what(text: str, max_words: int = 30) -> str | None:
     if not parts or _GENERIC_SUBJECT.match(parts["subject"].strip(" ,")) or parts["negated"]:
         return None
     subject = parts["subject"].strip(" ,")
-    person = _PERSON.search(subject) or re.fullmatch(r"the company|we", subject, re.I) or (
+    if parts["aux"] in ("is", "are") and re.match(r"[\d$£€]", parts["rest"]):
+        return None  # "The standard working week is 37.5 hours" asks for the value (a wh question), not a subject
+    # the head noun decides: "A public holiday that falls during an employee's leave" is a thing
+    head = re.split(r"\s(?:who|that|which|whose|of|for|in|on|at|with|during|from|under)\s|'s\s", subject)[0].split()[-1]
+    person = _PERSON.search(head) or re.fullmatch(r"the company|we", subject, re.I) or (
         subject in PROPER_NOUNS and not subject.isupper())  # "Northwind" is somebody, "TOIL" is something
     wh_word = "who" if person else "what"
     aux, verb = parts["aux"], parts["verb"]

@@ -109,8 +109,7 @@ def table_questions(fact: dict) -> list[str]:
     first, second = [], []
     for header, _ in parts[1:]:
         if re.match(r"(?:how|what|who|when|where|which)\b", header, re.I):
-            first.append(_question(f"{header} for {row}"))
-            continue
+            continue  # "How to reach: ..." makes no question of its own
         first.append(_question(f"What is the {header.lower()} for {row}"))
         second.append(_question(f"What is the {header.lower()} when the {row_header} is {row}"))
     return first + second
@@ -179,6 +178,9 @@ def list_item_questions(fact: dict) -> list[dict[str, str]]:
     item = re.sub(r"^[(]?[a-z][).]\s+", "", item)  # "(a) that they are unwell" reads on from its opening
     if opening.endswith(","):  # "During any period of unpaid leave, [the following rules apply:] Life assurance ..."
         item = _lower_first(item)
+    elif opening and re.match(r"[\d$£€]", item) and not phrasing.verb_form(opening.split()[-1], "they", "the") and \
+            opening.split()[-1].lower() not in ("is", "are", "be", "receive", "receives", "repay", "get", "gets"):
+        item = f"at {item}"  # "The company matches employee contributions [as follows:] 100% of ..." reads "at 100%"
     sentence = f"{opening} {item}" if opening else item
     return sentence_questions(sentence, topic)
 
@@ -222,7 +224,8 @@ def _clause_questions(text: str) -> list[dict[str, str]]:
     out += [{"question": q, "style": "what_happens", "slot": "condition"} for q in phrasing.what_happens(text)]
     subject = phrasing.subject_phrase(text)
     content = [w for w in re.findall(r"[A-Za-z][\w'-]*", subject or "") if w.lower() not in facts_lib._STOP]
-    if subject and len(content) >= 2 and not re.search(r"\b(?:following|above|below|these|those|remaining|relevant|"
+    organisation = subject and all(w in phrasing.PROPER_NOUNS or w in ("Ltd", "Inc", "LLC", "plc") for w in content)
+    if subject and len(content) >= 2 and not organisation and not re.search(r"\b(?:following|above|below|these|those|remaining|relevant|"
                                                        r"questions|it|this|that)\b", subject, re.I):
         out.append({"question": _question(f"What does the policy say about {subject}"), "style": "about", "slot": kind})
     return out
