@@ -25,7 +25,8 @@ _HAPPENS_TO = re.compile(r"(?:forfeited|paid|carried|deducted|reimbursed|lost|su
                          r"extended|refunded|transferred|reduced|converted|rolled|counted|kept|held|"
                          r"frozen|continued|stopped|withdrawn|returned|prorated|pro-rated)$")
 # Words that open an object: "works on", "receives the", "matches 100%" make the word before them a verb.
-_OBJECT_START = {"the", "a", "an", "their", "his", "her", "my", "its", "this", "these", "those", "any", "each",
+_OBJECT_START = {"the", "a", "an", "their", "his", "her", "my", "its", "our", "your", "everyone", "everybody",
+                 "anyone", "people", "us", "you", "team", "teams", "staff", "employees", "this", "these", "those", "any", "each",
                 "every", "no", "all", "some", "up", "to", "on", "for", "in", "at", "with", "from", "only", "both",
                 "it", "them", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
                 "ten", "whole", "half", "full", "paid", "unpaid", "additional", "reasonable", "same"}
@@ -59,22 +60,29 @@ def verb_form(word: str, previous: str = "", following: str = "", plural: bool =
         if ambiguous and not following:
             return None  # "... information services" ending the clause is a noun
         return (base, "does") if not ambiguous or starts_object or named_subject else None
+    if lowered != base and re.search(r"(?:ed|ent|ook|ave|ade|ought|old)$", lowered) and \
+            previous in ("we", "they", "you", "i", "he", "she", "it"):
+        return (base, "did")  # "We extended our bereavement policy": a past tense straight after a pronoun
     if lowered == base:
         plural_subject = previous.endswith("s") or previous in ("they", "we", "you", "i", "staff", "people")
         if not ambiguous:
             return (base, "do") if plural_subject or plural else None
-        return (base, "do") if plural_subject and starts_object else None
+        pronoun = previous in ("they", "we", "you", "i")  # "We offer parental leave": after a pronoun, a verb
+        return (base, "do") if plural_subject and (starts_object or pronoun) else None
     return None
 
 
 # "An employee who works on a recognised public holiday receives ..." -> "... if I work on a recognised public holiday?"
 _EMPLOYEE = re.compile(r"^(?:all |any |every |each |eligible |full-time |part-time |new |hourly-paid )?(?:employees?|staff|"
-                       r"staff members?|the employee|an employee|the employees)(?: (who|whose|that) (.+))?$", re.I)
+                       r"staff members?|the employee|an employee|the employees|you|team members?|teammates?)"
+                       r"(?: (who|whose|that) (.+))?$", re.I)
 _LEAD = re.compile(r"^((?:where|if|when|once|after|before|during|for|on|following|unless|while|until|in|from|as|to|because|"
                    r"although|since)\b[^,]{3,160}),\s+",
                    re.I)
 _CUT = re.compile(r";|\s[—–]\s|, (?:for example|e\.g\.|which|including|unless|otherwise|so that|and|or|but|plus|in which|"
                   r"whichever|whether)\b|\.\s|\s\(")
+_ADVERBS = {"also", "only", "normally", "usually", "always", "strongly", "generally", "still", "then", "now", "often",
+            "typically", "automatically", "currently", "actively", "fully", "already"}
 _NOT_BEFORE_VERB = {"the", "a", "an", "to", "of", "and", "or", "for", "in", "on", "with", "by", "this", "that", "their",
                     "its", "any", "each", "every", "no", "not"}
 _PREPOSITIONS = {"by", "on", "from", "until", "before", "after", "within", "at", "for", "in", "to", "through", "via",
@@ -86,7 +94,7 @@ _DROP_BEFORE_AMOUNT = re.compile(r"\b(?:up to|at least|a maximum of|a minimum of
 # Words that start a statement in capitals only because they start it; any other capitalised word
 # ("Northwind", "Leave" of a heading) is kept as written inside a question.
 _FUNCTION_WORDS = set("""a an the this these those that each every any all some no our your their its his her my if in on
-for by within after before during under to through where when once while until unless following from as is are am do
+for by within after before during under to through where when once while until unless following from as is are am do at with
 does can must may should will how what which who whom whose why there it they we you i employees employee staff leave
 requests claims pay hours days weeks months time work managers line""".split())
 
@@ -122,9 +130,31 @@ def lower_first(text: str) -> str:
     return text if name else text[0].lower() + text[1:]
 
 
+_CONTRACTIONS = {"won't": "will not", "can't": "cannot", "don't": "do not", "doesn't": "does not", "isn't": "is not",
+                 "aren't": "are not", "it's": "it is", "they're": "they are", "we're": "we are", "you're": "you are",
+                 "we've": "we have", "you've": "you have", "didn't": "did not", "shouldn't": "should not",
+                 "wouldn't": "would not", "haven't": "have not", "hasn't": "has not", "we'll": "we will",
+                 "you'll": "you will"}
+
+
 def _tidy(text: str) -> str:
-    """The statement without the asides that interrupt its clause (", or decline cover,", "(including weekends)")."""
-    text = re.sub(r"\b(Ltd|Inc|Co|No|e\.g|i\.e|etc)\.", r"\1", " ".join(text.split()))
+    """The statement without the asides that interrupt its clause (", or decline cover,", "(including weekends)"),
+    contractions spelled out, and a handbook's instruction ("Please take at least 2 weeks", "Book it in Slack") read
+    as what the reader should do ("You should take at least 2 weeks")."""
+    text = " ".join(text.replace("’", "'").split())
+    text = re.sub(r"\b(" + "|".join(_CONTRACTIONS) + r")\b",
+                  lambda m: _CONTRACTIONS[m.group(1).lower()] if m.group(1).islower() else
+                  _CONTRACTIONS[m.group(1).lower()].capitalize(), text, flags=re.I)
+    text = re.sub(r"^(?:Instead|However|Also|Additionally|Otherwise|In addition|In practice|Generally|Usually|"
+                  r"Typically|Of course|Importantly|Note that|So|But|And),?\s+", "", text)
+    text = text[:1].upper() + text[1:]
+    text = re.sub(r"^Please\s+", "You should ", text)
+    words = text.split(" ", 2)
+    if len(words) == 3 and words[0][:1].isupper() and words[0].lower() not in _FUNCTION_WORDS and \
+            _lemmas(words[0].lower()).get("VERB") == (words[0].lower(),) and \
+            words[1].lower() in _OBJECT_START | {"as", "it", "them", "us", "out", "up", "off"}:
+        text = f"You should {words[0].lower()} {words[1]} {words[2]}"  # "Take as much time as you need"
+    text = re.sub(r"\b(Ltd|Inc|Co|No|e\.g|i\.e|etc)\.", r"\1", text)
     # "Unplanned absences, such as sickness, bereavement and family emergencies, are reported": the example list runs
     # to the comma before the verb
     text = re.sub(r", (?:such as|including|for example|e\.g\.) [^;]{1,100}?,(?= (?:are|is|must|may|can|will|should|do|"
@@ -154,8 +184,8 @@ def _split_lead(text: str) -> tuple[str, str]:
         if comma.start() < len(match.group(1)):
             continue
         rest = text[comma.end():]
-        if not re.match(r"(?:or|and|after|before|including|such as|for|in|on|with|which|who|unless|except|but)\b", rest,
-                        re.I):
+        if not re.match(r"(?:or|and|after|before|including|such as|for|in|on|with|which|who|unless|except|but|if|when|"
+                        r"where|while|once)\b", rest, re.I):
             return text[: comma.start()], rest
     return "", text
 
@@ -178,7 +208,9 @@ def clauses(text: str) -> list[str]:
 
 def _first_person(rest: str) -> str:
     rest = re.sub(r"\b(?:they are|I am) members of\b", "I am a member of", rest)
-    rest = re.sub(r"\b(their|his or her|the employee's)\b", "my", rest)
+    rest = re.sub(r"\b(their|his or her|the employee's|your)\b", "my", rest)
+    rest = re.sub(r"\byou are\b", "I am", rest)
+    rest = re.sub(r"\byou\b", "I", rest)
     rest = re.sub(r"\bthemselves\b", "myself", rest)
     rest = re.sub(r"\bthem\b", "me", rest)
     return re.sub(r"\bthey\b", "I", rest)
@@ -223,7 +255,11 @@ def parse(text: str) -> dict | None:
             continue
         if i == 0:
             continue
-        previous = words[i - 1].lower()
+        # the subject's last word, past an adverb: "We also offer", "we strongly encourage"
+        back = i - 1
+        while back > 0 and words[back].lower() in _ADVERBS:
+            back -= 1
+        previous = words[back].lower()
         following = words[i + 1].lower() if i + 1 < len(words) else ""
         plural = any(w.lower().endswith("s") and not w.lower().endswith("ss") or w.lower() == "and" for w in words[:i])
         named = (i == 2 and words[0].lower() in ("the", "a", "an", "each", "every", "this", "our")) or bool(
@@ -245,7 +281,7 @@ def parse(text: str) -> dict | None:
             verb, aux = form
         if aux is None:
             continue
-        subject = " ".join(words[:i])
+        subject = " ".join(words[:back + 1]) if back < i - 1 else " ".join(words[:i])  # "We also" -> "We"
 
         if len(words[:i]) > 16 or re.search(r"\bthat (?:the|a|an|their|its)\b|^(?:nothing|none|no one)\b", subject, re.I):
             return None  # too long, or "fees for modules that the employee fails ...": a relative clause's subject
@@ -307,8 +343,9 @@ def _finish(text: str) -> str:
 
 
 def _tail(parts: dict, body: str) -> str:
-    body = _first_person(body) if parts["person"] else body
-    lead = parts["lead"]
+    # "you" in a handbook is the employee asking: "if you need ..." -> "if I need ..."
+    body = _first_person(body) if parts["person"] else re.sub(r"\byour\b", "my", body)
+    lead = re.sub(r"\byour\b", "my", re.sub(r"\byou\b", "I", parts["lead"]))
     if lead:
         lead = lower_first(lead)
         return f"{body}, {lead}" if parts["person"] and lead.startswith("if I") else f"{body} {lead}"

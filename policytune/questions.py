@@ -19,7 +19,7 @@ from policytune import facts as facts_lib
 from policytune import phrasing
 
 _UNIT = r"(?:business |calendar |working |full |consecutive |complete |paid |unpaid )?(?:days?|weeks?|months?|years?|hours?|times?|sessions?|nights?|minutes?|instalments?)"
-_NUMBER = r"(?:\d[\d,]*(?:\.\d+)?|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|twenty|thirty)"
+_NUMBER = r"(?:\d[\d,]*(?:\.\d+)?(?:\s?[-–]\s?\d[\d,]*)?|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|twenty|thirty)"
 _SLOT_PATTERNS = [
     ("money", re.compile(r"[£$€]\s?\d[\d,]*(?:\.\d+)?(?:\s?(?:per|a|each) (?:calendar |academic |leave |working )?\w+)?")),
     ("percent", re.compile(rf"\b{_NUMBER}\s?(?:%|per ?cent)")),
@@ -202,7 +202,7 @@ def _clause_questions(text: str) -> list[dict[str, str]]:
     for slot in found[:2]:
         question = phrasing.wh(text, slot, _wh(slot))
         clause = phrasing.main_clause(text)
-        if not question and parts and not parts["lead"] and slot["value"] in clause and \
+        if not question and parts and not parts["lead"] and not parts["person"] and slot["value"] in clause and \
                 clause.find(slot["value"]) >= clause.find(parts["subject"]) >= 0:
             # the statement with its slot asked for reads as a question when the slot is in a short main clause
             at = clause.find(slot["value"])

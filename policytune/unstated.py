@@ -64,7 +64,7 @@ def near_misses(fact_list: list[dict], index: facts_lib.Index) -> tuple[list[dic
     for fact in fact_list:
         for name in set(" ".join(_NAME.findall(fact["text"])).split()):
             counts[name] = counts.get(name, 0) + 1
-    common = {name for name, n in counts.items() if n > 0.05 * len(fact_list)}
+    common = {name for name, n in counts.items() if n >= 3 and n > 0.05 * len(fact_list)}
     kept, dropped, seen = [], [], set()
     for fact in fact_list:
         for kind, mention in mentions(fact["text"]):

@@ -82,3 +82,29 @@ def test_names_keep_their_capitals_and_other_words_are_lowered_inside_a_question
         assert phrasing.lower_first("Itemised receipts are required") == "itemised receipts are required"
         assert phrasing.lower_first("PeopleHub sends reminders") == "PeopleHub sends reminders"
     assert not phrasing.PROPER_NOUNS, "the names of one document do not leak into the next"
+
+
+def test_handbook_prose_in_the_second_person_and_the_imperative_is_asked_by_the_reader():
+    assert phrasing.polar("Please take at least 2 weeks of paid leave.") == "Should I take at least 2 weeks of paid leave?"
+    assert phrasing.polar("If you don't do this, your holiday won't show up in the team calendar.") == \
+        "Will my holiday show up in the team calendar if I do not do this?"
+    assert phrasing.polar("We also offer parental leave for new parents.") == "Do we offer parental leave for new parents?"
+    assert phrasing.polar("We extended our bereavement policy to cover pregnancy loss.") == \
+        "Did we extend our bereavement policy to cover pregnancy loss?"
+    asked = [d["question"] for d in questions.templates(
+        {"kind": "sentence", "topic": "Sabbaticals", "text": "Instead, we encourage team members to take a full month "
+                                                           "off every 3-4 years."})]
+    assert all(not q.startswith(("Do Instead", "Instead")) for q in asked) and all("3-how" not in q for q in asked)
+
+
+def test_providers_named_nowhere_are_asked_for_and_named_ones_are_not():
+    from policytune import unstated
+
+    fact_list = facts.inventory([{"id": "c1", "doc": "p.pdf", "pages": [1], "headings": ["4. Sick Leave"], "text": (
+        "After 20 days of absence the line manager will refer the employee to the company's occupational health "
+        "provider. Dental insurance is provided by BrightSmile Dental. The company pays 80% of the dental insurance "
+        "premium.")}])[0]
+    kept, dropped = unstated.near_misses(fact_list, facts.Index(fact_list))
+    assert "Which company is our occupational health provider?" in [k["question"] for k in kept]
+    assert not any("dental insurance" in k["question"] for k in kept)
+    assert any("dental insurance" in d["question"] for d in dropped), "BrightSmile names the dental insurer"
