@@ -188,6 +188,13 @@ def proper_nouns(facts: list[dict]) -> set[str]:
     return {w for w in capital if w.lower() not in lower}
 
 
+def organisation_names(facts: list[dict]) -> set[str]:
+    """The names in the document's title (its facts' outermost heading): the organisation's own ("PostHog Handbook")."""
+    titles = Counter(f["headings"][0] for f in facts if f.get("headings"))
+    title = titles.most_common(1)[0][0] if titles else ""
+    return set(re.findall(r"\b[A-Z][A-Za-z]+\b", title))
+
+
 def per_section(facts: list[dict]) -> Counter:
     """Facts per heading path, in document order."""
     return Counter(f["section"] or "(no heading)" for f in facts)

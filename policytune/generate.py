@@ -97,7 +97,7 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
     document_index = facts_lib.Index(fact_list) if fact_list else None
     chunk_plan: dict[str, dict] = {c["id"]: {"facts": [], "unanswerable": []} for c in chunks}
     rejected_drafts: list[dict] = []
-    with phrasing.document_names(facts_lib.proper_nouns(fact_list)):
+    with phrasing.document_names(facts_lib.proper_nouns(fact_list), facts_lib.organisation_names(fact_list)):
         templates = {fact["id"]: questions.templates(fact) for fact in fact_list}
     for fact in fact_list:
         drafts = []

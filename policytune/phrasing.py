@@ -77,7 +77,7 @@ _EMPLOYEE = re.compile(r"^(?:all |any |every |each |eligible |full-time |part-ti
                        r"staff members?|the employee|an employee|the employees|you|team members?|teammates?)"
                        r"(?: (who|whose|that) (.+))?$", re.I)
 _LEAD = re.compile(r"^((?:where|if|when|once|after|before|during|for|on|following|unless|while|until|in|from|as|to|because|"
-                   r"although|since)\b[^,]{3,160}),\s+",
+                   r"although|since|wherever|whenever|like|unlike|whether)\b[^,]{3,160}),\s+",
                    re.I)
 _CUT = re.compile(r";|\s[—–]\s|, (?:for example|e\.g\.|which|including|unless|otherwise|so that|and|or|but|plus|in which|"
                   r"whichever|whether)\b|\.\s|\s\(")
@@ -100,20 +100,25 @@ requests claims pay hours days weeks months time work managers line""".split())
 
 
 PROPER_NOUNS: set[str] = set()  # the document's names while `document_names` is in effect
+ORGANISATION: set[str] = set()  # names in many of its statements: the organisation itself ("PostHog", "Northwind")
 
 
 @contextmanager
-def document_names(names: set[str]) -> Iterator[None]:
+def document_names(names: set[str], organisation: set[str] = frozenset()) -> Iterator[None]:
     """While drafting one document's questions: the words it only ever writes capitalised ("Northwind", "PeopleHub"),
-    kept as written in questions."""
-    saved = set(PROPER_NOUNS)
+    kept as written in questions, and the organisation's own name, which is never the system or form asked about."""
+    saved = set(PROPER_NOUNS), set(ORGANISATION)
     PROPER_NOUNS.clear()
     PROPER_NOUNS.update(names)
+    ORGANISATION.clear()
+    ORGANISATION.update(organisation)
     try:
         yield
     finally:
         PROPER_NOUNS.clear()
-        PROPER_NOUNS.update(saved)
+        PROPER_NOUNS.update(saved[0])
+        ORGANISATION.clear()
+        ORGANISATION.update(saved[1])
 
 
 def lower_first(text: str) -> str:
@@ -301,6 +306,8 @@ def parse(text: str) -> dict | None:
         if verb == "" and aux in ("does", "do") and rest:  # "does not include" -> aux "does", verb "include"
             first, _, tail = rest.partition(" ")
             verb, rest = first, tail
+        if aux in ("has", "have") and rest and not re.match(r"(?:been|\w+(?:ed|en|wn|ne|ght))\b", rest.split()[0]):
+            aux, verb = ("does" if aux == "has" else "do"), "have"  # "We have an annual budget": to have, not a tense
         # "must be taken as whole days and require ..." asks about the first of two coordinated verbs only.
         for coordinated in re.finditer(r"\s(?:and|or)\s(?:not\s)?(\w+)\s?(\w*)", rest):
             word, after = coordinated.group(1).lower(), coordinated.group(2).lower()
@@ -531,8 +538,9 @@ def who_or_what(text: str, max_words: int = 30) -> str | None:
     import lemminflect
 
     parts = parse(text)
-    if not parts or _GENERIC_SUBJECT.match(parts["subject"].strip(" ,")) or parts["negated"]:
-        return None
+    if not parts or _GENERIC_SUBJECT.match(parts["subject"].strip(" ,")) or parts["negated"] or \
+            (len(parts["subject"].split()) < 2 and not _PERSON.search(parts["subject"])):
+        return None  # "Codecademy is a good place to start" -> "What is a good place to start?" asks nothing
     subject = parts["subject"].strip(" ,")
     if parts["aux"] in ("is", "are") and re.match(r"[\d$£€]", parts["rest"]):
         return None  # "The standard working week is 37.5 hours" asks for the value (a wh question), not a subject

@@ -42,6 +42,8 @@ def slots(text: str) -> list[dict[str, Any]]:
             start, end = match.span()
             if match.start() == 0 and kind == "role" and not text[:end].istitle():
                 continue
+            if kind == "system" and match.group(0) in phrasing.ORGANISATION:
+                continue  # "advertise PostHog": the organisation is not a system to ask for
             if any(start < b and a < end for a, b in taken):
                 continue
             taken.append((start, end))
