@@ -26,7 +26,8 @@ _HAPPENS_TO = re.compile(r"(?:forfeited|paid|carried|deducted|reimbursed|lost|su
                          r"frozen|continued|stopped|withdrawn|returned|prorated|pro-rated)$")
 # Words that open an object: "works on", "receives the", "matches 100%" make the word before them a verb.
 _OBJECT_START = {"the", "a", "an", "their", "his", "her", "my", "its", "our", "your", "everyone", "everybody",
-                 "anyone", "people", "us", "you", "team", "teams", "staff", "employees", "this", "these", "those", "any", "each",
+                 "anyone", "people", "us", "you", "team", "teams", "staff", "employees", "over", "out", "off", "back",
+                 "down", "away", "this", "these", "those", "any", "each",
                 "every", "no", "all", "some", "up", "to", "on", "for", "in", "at", "with", "from", "only", "both",
                 "it", "them", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
                 "ten", "whole", "half", "full", "paid", "unpaid", "additional", "reasonable", "same"}
@@ -76,7 +77,7 @@ def verb_form(word: str, previous: str = "", following: str = "", plural: bool =
 _EMPLOYEE = re.compile(r"^(?:all |any |every |each |eligible |full-time |part-time |new |hourly-paid )?(?:employees?|staff|"
                        r"staff members?|the employee|an employee|the employees|you|team members?|teammates?)"
                        r"(?: (who|whose|that) (.+))?$", re.I)
-_LEAD = re.compile(r"^((?:where|if|when|once|after|before|during|for|on|following|unless|while|until|in|from|as|to|because|"
+_LEAD = re.compile(r"^((?:where|if|when|once|after|before|during|for|on|at|following|unless|while|until|in|from|as|to|because|"
                    r"although|since|wherever|whenever|like|unlike|whether)\b[^,]{3,160}),\s+",
                    re.I)
 _CUT = re.compile(r";|\s[—–]\s|, (?:for example|e\.g\.|which|including|unless|otherwise|so that|and|or|but|plus|in which|"
@@ -155,7 +156,7 @@ def _tidy(text: str) -> str:
     text = text[:1].upper() + text[1:]
     text = re.sub(r"^Please\s+", "You should ", text)
     words = text.split(" ", 2)
-    if len(words) == 3 and words[0][:1].isupper() and words[0].lower() not in _FUNCTION_WORDS and \
+    if len(words) == 3 and words[0][:1].isupper() and words[0].lower() not in _FUNCTION_WORDS | {"like"} and \
             _lemmas(words[0].lower()).get("VERB") == (words[0].lower(),) and \
             words[1].lower() in _OBJECT_START | {"as", "it", "them", "us", "out", "up", "off"}:
         text = f"You should {words[0].lower()} {words[1]} {words[2]}"  # "Take as much time as you need"
@@ -215,6 +216,7 @@ def _first_person(rest: str) -> str:
     rest = re.sub(r"\b(?:they are|I am) members of\b", "I am a member of", rest)
     rest = re.sub(r"\b(their|his or her|the employee's|your)\b", "my", rest)
     rest = re.sub(r"\byou are\b", "I am", rest)
+    rest = re.sub(r"\b(to|for|with|about|from|on|at|of|by|help|let|ask|tell|give|require) you\b", r"\1 me", rest)
     rest = re.sub(r"\byou\b", "I", rest)
     rest = re.sub(r"\bthemselves\b", "myself", rest)
     rest = re.sub(r"\bthem\b", "me", rest)
@@ -292,11 +294,13 @@ def parse(text: str) -> dict | None:
             return None  # too long, or "fees for modules that the employee fails ...": a relative clause's subject
         if not lead and re.match(r"(?:during|in|on|after|before|for|within|from|following|under)\b", subject, re.I):
             # "During the 3-month probationary period an employee may ...": the subject starts at its last determiner
-            starts = [m.start() for m in re.finditer(r"\b(?:an?|the|each|every|all|any)\b", subject, re.I) if m.start()]
-            if starts and len(subject[: starts[-1]].split()) >= 2:
+            starts = [m.start() for m in re.finditer(r"\b(?:an?|the|each|every|all|any|we|you|they|employees)\b", subject,
+                                                     re.I) if m.start()]
+            if starts and (len(subject[: starts[-1]].split()) >= 2 or
+                           re.match(r"(?:we|you|they|employees)\b", subject[starts[-1]:], re.I)):
                 lead, subject = subject[: starts[-1]].strip(" ,"), subject[starts[-1]:]
         if re.match(r"(?:if|when|where|unless|while|whether|although|because|as|once|to|since|after|before|during|"
-                    r"until|with|without|by)\b", subject, re.I) and not lead:
+                    r"until|with|without|by|in|on|at|for|under|outside)\b", subject, re.I) and not lead:
             return None  # a subordinate clause too long to split off: not a subject
         rest = " ".join(words[i + 1:])
         negated = False
@@ -309,6 +313,10 @@ def parse(text: str) -> dict | None:
         if aux in ("has", "have") and rest and not re.match(r"(?:been|\w+(?:ed|en|wn|ne|ght))\b", rest.split()[0]):
             aux, verb = ("does" if aux == "has" else "do"), "have"  # "We have an annual budget": to have, not a tense
         # "must be taken as whole days and require ..." asks about the first of two coordinated verbs only.
+        second_clause = re.search(r",?\s(?:and|but)\s(?:the|a|an|any|their|this|these|our|your)\s\w+\s(?:\w+\s)?"
+                                  r"(?:is|are|will|must|may|can|\w+s)\b", rest)
+        if second_clause:  # "rolls over and the contribution limit resets": a second statement
+            rest = rest[: second_clause.start()]
         for coordinated in re.finditer(r"\s(?:and|or)\s(?:not\s)?(\w+)\s?(\w*)", rest):
             word, after = coordinated.group(1).lower(), coordinated.group(2).lower()
             if word in _MODALS or word in _BE_HAVE_DO or verb_form(word, "they", after or "the"):
@@ -352,7 +360,7 @@ def _finish(text: str) -> str:
 def _tail(parts: dict, body: str) -> str:
     # "you" in a handbook is the employee asking: "if you need ..." -> "if I need ..."
     body = _first_person(body) if parts["person"] else re.sub(r"\byour\b", "my", body)
-    lead = re.sub(r"\byour\b", "my", re.sub(r"\byou\b", "I", parts["lead"]))
+    lead = _first_person(parts["lead"]) if re.search(r"\byou\b", parts["lead"]) else parts["lead"]
     if lead:
         lead = lower_first(lead)
         return f"{body}, {lead}" if parts["person"] and lead.startswith("if I") else f"{body} {lead}"
