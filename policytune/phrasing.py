@@ -319,7 +319,7 @@ def parse(text: str) -> dict | None:
             rest = rest[: second_clause.start()]
         for coordinated in re.finditer(r"\s(?:and|or)\s(?:not\s)?(\w+)\s?(\w*)", rest):
             word, after = coordinated.group(1).lower(), coordinated.group(2).lower()
-            if word in _MODALS or word in _BE_HAVE_DO or verb_form(word, "they", after or "the"):
+            if word in _MODALS or word in _BE_HAVE_DO or verb_form(word, "employees", after):
                 rest = rest[: coordinated.start()]
                 break
         if not rest and not verb:
