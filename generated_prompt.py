@@ -69,7 +69,8 @@ MONEY_TOPICS = (r"allowance|pay|salary|bonus|reimburs|expense|insurance|pension|
 NOT_A_BENEFIT = (r"\b(?:booking|cancel+ing|changing|requesting|applying|working on|purpose|scope|ownership|review|"
                  r"definitions|contacts|records|history|effect of|interrupted|timing|notice|approval|overview|balances|"
                  r"returning|return to work|recording|policy|enrolment|eligibility|repayment|payout|forfeiture|"
-                 r"keeping in touch|certificates|self-certification|hours|accrual|accrued|requests?|submitting|approvals|claims)\b")
+                 r"keeping in touch|certificates|self-certification|hours|accrual|accrued|requests?|submitting|approvals|claims|"
+                 r"how to|book|specific)\b")
 UNANSWERABLE_TEMPLATES = {
     "amount": {"cues": ["$", "£", "€", "amount", "salary", "pay", "paid", "%", "allowance of", "up to", "budget",
                         "euro", "dollar", "pound", "cost", "fee", "reimburse"], "topics": MONEY_TOPICS,

@@ -24,6 +24,7 @@ _CAPTION = re.compile(r"^(Table|Figure|Chart|Exhibit)\s+[\dA-Z]+[.:]", re.I)
 _URL = re.compile(r"https?://\S+|www\.\S+")
 _SEPARATOR_CELL = re.compile(r"^:?-{1,}:?$")
 # Lines that only point elsewhere or restate the document's own structure say nothing to ask about.
+_NOTICE_HEADING = re.compile(r"\b(?:licen[cs]e|copyright|terms of use)\b", re.I)
 _BOILERPLATE = re.compile(r"^(see|read|click|visit|for more|more information|back to|contents|page \d+|this page)\b", re.I)
 
 
@@ -141,8 +142,9 @@ def section_of(headings: list[str]) -> str:
 
 
 def topic(headings: list[str], doc: str = "the policy") -> str:
-    """The innermost heading in words (numbering stripped): what a question about the fact is about."""
-    names = [re.sub(r"^[\d.]+\s*", "", h).strip() for h in headings or []]
+    """The innermost heading in words (numbering stripped, not a name's digits: "401k contribution"): what a question
+    about the fact is about."""
+    names = [re.sub(r"^\d+(?:\.\d+)*\.?\s+", "", h).strip() for h in headings or []]
     names = [n for n in names if n]
     return names[-1] if names else doc
 
@@ -154,6 +156,11 @@ def inventory(chunks: list[dict]) -> tuple[list[dict], list[dict]]:
     seen: set[str] = set()
     for chunk in chunks:
         headings = list(chunk.get("headings") or [])
+        # A licence or copyright notice appended to a document states nothing about the policy.
+        if any(_NOTICE_HEADING.search(h) for h in headings):
+            skipped += [{"chunk_id": chunk["id"], "text": text, "reason": "licence notice"}
+                        for _, text, _ in statements(chunk.get("text") or "")]
+            continue
         for kind, text, intro in statements(chunk.get("text") or ""):
             text = " ".join(text.split())
             reason = _is_fact(text, kind)

@@ -382,11 +382,12 @@ _GENERIC_HEADING = re.compile(r"\b(overview|eligibility|purpose|scope|definition
 
 
 def near_miss_topic(headings: list[str], topic: str) -> str:
-    """The benefit a near-miss question names: the subsection, or its parent where the subsection name is generic."""
-    names = [re.sub(r"^[\d.]+\s*", "", h).strip() for h in headings if h and h.strip()]
+    """The benefit a near-miss question names: the subsection, or its parent where the subsection name is generic;
+    its first name only ("Jury duty / voting / childcare disasters, aka 'life stuff'" -> "Jury duty")."""
+    names = [re.sub(r"^\d+(?:\.\d+)*\.?\s+", "", h).strip() for h in headings if h and h.strip()]
     if _GENERIC_HEADING.search(topic) and len(names) >= 2:
-        return names[-2]
-    return topic
+        topic = names[-2]
+    return re.split(r"\s+/\s+|,\s*aka\b|,\s|\s+\(", topic)[0].strip()
 
 
 def unanswerable_candidates(section_facts: list[dict], templates_by_aspect: dict[str, dict], benefit_topics: str = ".",
@@ -397,6 +398,8 @@ def unanswerable_candidates(section_facts: list[dict], templates_by_aspect: dict
     if not re.search(benefit_topics, topic, re.I) or re.search(not_a_benefit, topic, re.I):
         return []
     text = " ".join(f["text"] for f in section_facts).lower()
+    if re.search(r"\b(?:do(?:es)?n[o']?t|not|never|no longer)\s+(?:offer|provide|have|cover|apply|exist)", text.replace("'", "'")):
+        return []  # "PostHog doesn't offer sabbaticals": whatever is asked about them, the section answers "none"
     out = []
     for aspect, spec in templates_by_aspect.items():
         if spec.get("topics") and not re.search(spec["topics"], topic, re.I):
