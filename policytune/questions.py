@@ -387,6 +387,7 @@ def near_miss_topic(headings: list[str], topic: str) -> str:
     names = [re.sub(r"^\d+(?:\.\d+)*\.?\s+", "", h).strip() for h in headings if h and h.strip()]
     if _GENERIC_HEADING.search(topic) and len(names) >= 2:
         topic = names[-2]
+    topic = topic.split(": ", 1)[-1]  # "PostHog Handbook: Time Off, Benefits and Training" names "Time Off"
     return re.split(r"\s+/\s+|,\s*aka\b|,\s|\s+\(", topic)[0].strip()
 
 
