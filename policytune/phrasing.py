@@ -74,7 +74,8 @@ def verb_form(word: str, previous: str = "", following: str = "", plural: bool =
 
 
 # "An employee who works on a recognised public holiday receives ..." -> "... if I work on a recognised public holiday?"
-_EMPLOYEE = re.compile(r"^(?:all |any |every |each |eligible |full-time |part-time |new |hourly-paid )?(?:employees?|staff|"
+# Only an employee as such: "Hourly-paid employees clock in" is not "Do I clock in?" for every reader.
+_EMPLOYEE = re.compile(r"^(?:all |any |every |each )?(?:employees?|staff|"
                        r"staff members?|the employee|an employee|the employees|you|team members?|teammates?)"
                        r"(?: (who|whose|that) (.+))?$", re.I)
 _LEAD = re.compile(r"^((?:where|if|when|once|after|before|during|for|on|at|following|unless|while|until|in|from|as|to|because|"
@@ -282,6 +283,9 @@ def parse(text: str) -> dict | None:
             relative = 2 if lowered in _MODALS or lowered in _BE_HAVE_DO else 0
             continue
         aux, verb = None, ""
+        if lowered in _BE_HAVE_DO and re.search(r"\b(?:who|that|which)\b", " ".join(words[:i]), re.I) and any(
+                w.lower() in _MODALS for w in words[i + 1:18]):
+            continue  # "An employee who believes a request has been declined may appeal": the verb is "may appeal"
         if lowered in _MODALS or lowered in _BE_HAVE_DO:
             aux = lowered
         elif form:
@@ -428,7 +432,7 @@ def wh(text: str, slot: dict, wh_phrase: str, max_words: int = 34) -> str | None
             wh_phrase, after = f"{wh_phrase} {span.group(0).strip()}", after[span.end():]
     if slot["kind"] == "date":
         after = re.sub(r"^\s+of the (?:\w+ ){0,2}year\b", "", after)
-    lead_words = f"{preposition} {wh_phrase}".strip()
+    lead_words = f"{preposition} {'whom' if preposition and wh_phrase == 'who' else wh_phrase}".strip()
     for tail in (after.strip(), after.split(",")[0].strip()):  # long: without what follows a comma, then the condition
         body = " ".join(w for w in (_aux_for(parts), parts["verb"], before.strip(), tail) if w)
         for question in (_finish(_tail(parts, f"{lead_words} {body}")), _finish(f"{lead_words} {body}")):

@@ -285,7 +285,7 @@ def shorter(question: str) -> str | None:
         if pattern.startswith("[:,]") and (re.search(r"\b(?:whether|that|which|who|if|when|where|between)\b",
                                                     " ".join(cut.split()[2:]), re.I) or not re.match(
                 r"[:,] (?:and|or|but|in|on|at|by|for|with|from|within|before|after|unless|while|provided|giving|"
-                r"using|including|less|plus|which|where|when|[a-z]+ed|[a-z]+ing)\b|:", body[len(cut):])):
+                r"using|including|less|plus|which|where|when|[a-z]+ing)\b|:", body[len(cut):])):
             continue  # "Should I say whether any urgent work" or "have a safe, private workspace" cut in half
         return cut + "?"
     return None
