@@ -141,7 +141,7 @@ UNANSWERABLE_TEMPLATES = {
     "form": {"cues": ["form", "system", "portal", "hub", "apply", "request", "submit", "claim", "through", "online"],
              "questions": ["Which form do I fill in for {topic}?", "Which system do I use to request {topic}?"]},
     "retroactive": {"cues": ["retroactive", "backdate", "back-date", "retrospective", "after the event", "afterwards",
-                             "after it"],
+                             "after it", "in advance", "before the leave", "before it", "notice", "approved before"],
                     "questions": ["Can {topic} be claimed retroactively?", "Can I backdate a request for {topic}?"]},
 }
 
