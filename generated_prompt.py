@@ -93,7 +93,7 @@ UNANSWERABLE_TEMPLATES = {
                               "Does {topic} work the same way in every country we operate in?"]},
     "carry_over": {"cues": ["carry", "carried", "paid out", "unused", "lapse", "forfeit", "expire", "roll"],
                    "topics": LEAVE_TOPICS + "|allowance|budget",
-                   "questions": ["Can unused {topic} be carried over into next year?",
+                   "questions": ["Can I carry unused {topic} forward to next year?",
                                  "What happens to unused {topic} at the end of the year?"]},
     "probation": {"cues": ["probation", "waiting period", "start date", "months of service", "months' continuous",
                            "first day", "continuous service", "eligib"],

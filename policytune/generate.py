@@ -166,13 +166,16 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
     for name, candidate in survivors:
         by_aspect.setdefault(candidate["aspect"], []).append((name, candidate))
     per_aspect: Counter = Counter()
+    per_section: Counter = Counter()
     chosen = 0
     while chosen < wanted and any(by_aspect.values()):
         for aspect, queue in by_aspect.items():
             if chosen >= wanted or not queue or per_aspect[aspect] >= cap:
                 queue.clear()
                 continue
-            name, candidate = queue.pop(0)
+            # within an aspect, the topic asked least so far: "home office equipment" does not take every aspect
+            name, candidate = queue.pop(min(range(len(queue)), key=lambda i: per_section[queue[i][0]]))
+            per_section[name] += 1
             per_aspect[aspect] += 1
             home = candidate.get("fact") or by_section[name][0]
             chunk_plan[home["chunk_id"]]["unanswerable"].append(
@@ -257,7 +260,10 @@ def generate_chunk(endpoint: llm.Endpoint, chunk: dict, chunk_plan: dict, prompt
         # The teacher also fills in where the code could not draft enough questions that point at the fact.
         wanted_teacher = min(questions_per_fact, max(rewordings_per_fact, questions_per_fact - len(drafts))) \
             if rewordings_per_fact else 0
-        pool = drafts or questions.templates(fact)[:1]
+        # a fact the code cannot phrase still has a target for the teacher to word: its topic
+        pool = drafts or questions.templates(fact)[:1] or [
+            {"question": f"What does the policy say about {fact.get('topic') or 'this'}?", "style": "topic_only",
+             "slot": "statement"}]
         for attempt in range(2 * wanted_teacher if pool else 0):
             if sum(k["style"] == "teacher" for k in kept) >= wanted_teacher:
                 break

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import resource
 import shutil
 import time
@@ -74,14 +75,24 @@ def split_records(records: list[dict], eval_fraction: float, max_eval: int = 0) 
 def _facts_first(stratum: list[dict]) -> list[dict]:
     """Order answerable records so the held-out ones ask about a fact that training still teaches.
 
-    Records with the same answer ask about one fact (generation's --questions-per-fact). One of each
-    such group comes first, in hash order, and the others stay behind it, so a held-out question is
-    a new phrasing of a trained fact: a closed-book model cannot know a fact it never saw.
+    Records with the same fact (or the same answer) ask about one fact (generation's --questions-per-fact).
+    One of each such group comes first, the one whose question holds least of its answer, and the others
+    stay behind it, so a held-out question is a new phrasing of a trained fact that asks for what the fact
+    says rather than repeating it: a closed-book model cannot know a fact it never saw.
     """
     groups: dict[str, list[dict]] = {}
     for record in stratum:
-        groups.setdefault(normalize.question_key(str(record.get("output", ""))), []).append(record)
-    first = [group[0] for group in groups.values() if len(group) >= 2]
+        # one fact: its id where generation recorded it, else the answer without a yes/no question's "Yes."
+        statement = re.sub(r"^(?:Yes|No)\.\s+", "", str(record.get("output", "")))
+        groups.setdefault(record.get("fact_id") or normalize.question_key(statement), []).append(record)
+
+    def copied(record: dict) -> float:
+        # the share of its answer's words a question already holds: a yes/no question copies the fact, a
+        # wh-question asks for it, so the held-out one is the question that copies least
+        question, answer = (normalize.content_tokens(str(record.get(k, ""))) for k in ("instruction", "output"))
+        return len(question & answer) / max(1, len(answer))
+
+    first = [min(group, key=copied) for group in groups.values() if len(group) >= 2]
     chosen = {id(r) for r in first}
     return first + [r for r in stratum if id(r) not in chosen]
 
