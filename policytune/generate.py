@@ -177,7 +177,7 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
             name, candidate = queue.pop(min(range(len(queue)), key=lambda i: per_section[queue[i][0]]))
             per_section[name] += 1
             per_aspect[aspect] += 1
-            home = candidate.get("fact") or by_section[name][0]
+            home = by_section[name][0]
             chunk_plan[home["chunk_id"]]["unanswerable"].append(
                 {"question": candidate["question"], "aspect": aspect, "fact": home})
             chosen += 1
