@@ -142,6 +142,8 @@ UNANSWERABLE_TEMPLATES = {
              "questions": ["Which form do I fill in for {topic}?", "Which system do I use to request {topic}?"]},
     "retroactive": {"cues": ["retroactive", "backdate", "back-date", "retrospective", "after the event", "afterwards",
                              "after it", "in advance", "before the leave", "before it", "notice", "approved before"],
+                    # insurance and pensions start on dates the policy sets: "backdating" them is answered there
+                    "topics": LEAVE_TOPICS + "|allowance|expense|reimburs",
                     "questions": ["Can {topic} be claimed retroactively?", "Can I backdate a request for {topic}?"]},
 }
 

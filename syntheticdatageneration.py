@@ -43,6 +43,17 @@ class GenerationConfig(llm.LLMOptions):
     unanswerable_ratio: float = field(default=0.3, metadata={
         "help": "share of questions the document does not answer (answer: the exact refusal); near misses that the "
                 "whole document is silent on, so fewer may be found"})
+    # A fact's own yes/no question is answered "Yes." (363 of 409 on the sample) and the model learned to say
+    # "Yes." to any yes/no question, near misses included.
+    contrast_figures: bool = field(default=True, metadata={
+        "help": "ask a fact's yes/no question with a wrong figure where it has one, answered \"No.\" and the fact"})
+    detail_near_misses: bool = field(default=True, metadata={
+        "help": "also ask for a detail (amount, approver, notice, ...) of something the policy names but leaves "
+                "unspecified, where no fact naming it gives that detail (policytune/unstated.py)"})
+    near_miss_check: str = field(default="topic", metadata={
+        "help": "drop a near miss when a fact alike holds its aspect's cue words: any such fact (document), or one not "
+                "about another of the policy's topics (topic: 'study leave ... performance' says nothing of sick leave)",
+        "choices": ["topic", "document"]})
     temperature: float = field(default=0.7, metadata={"help": "teacher sampling temperature (>0 so the slots of one chunk differ)"})
     max_tokens: int = field(default=200, metadata={"help": "max tokens per teacher reply; a reply cut here is retried, then skipped"})
     answers: str = field(default="auto", metadata={
@@ -115,7 +126,8 @@ def main(cfg: GenerationConfig) -> None:
             rewordings_per_fact=rewordings,
             unanswerable_ratio=cfg.unanswerable_ratio, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
             concurrency=cfg.concurrency, progress=cfg.progress, teacher_answers=teacher_answers,
-            questions_per_fact=cfg.questions_per_fact)
+            questions_per_fact=cfg.questions_per_fact, contrast_figures=cfg.contrast_figures,
+            near_miss_check=cfg.near_miss_check, detail_near_misses=cfg.detail_near_misses)
     io.write_json_atomic(output_path, records)
     io.write_json_atomic(cfg.data_path("syntheticdata_summary.json"), summary)
     print(generate.format_summary(summary), flush=True)

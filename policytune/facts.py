@@ -238,6 +238,7 @@ class Index:
 
         self.facts = facts
         self.words = [set(tokens(f["text"])) for f in facts]  # each fact's word set, tokenised once
+        self.heading_words = [set(tokens(" ".join(f.get("headings") or []))) for f in facts]
         self._bm25 = bm25s.BM25()
         corpus = [tokens(f"{f.get('topic', '')} {f['text']}") or ["_"] for f in facts]
         self._bm25.index(corpus, show_progress=False)
@@ -256,9 +257,26 @@ class Index:
         counts = {w: sum(w in fact_words for fact_words in self.words) for w in set(words)}
         return {w for w, n in counts.items() if n <= max_share * len(self.facts)}
 
+    def specific(self, words: list[str], max_share: float = 0.05) -> set[str]:
+        """The distinctive words most of whose facts sit under a heading that holds them: "volunteer" is used under
+        "Volunteer Leave"; "term" of "Long-Term Disability" is used all over ("their terms are set by ...")."""
+        out = set()
+        for word in self.distinctive(words, max_share):
+            under = [word in heading_words for fact_words, heading_words in zip(self.words, self.heading_words)
+                     if word in fact_words]
+            if under and 2 * sum(under) >= len(under):
+                out.add(word)
+        return out
+
     def naming(self, words: set[str]) -> list[dict]:
         """The facts that contain any of these words."""
         return [f for f, fact_words in zip(self.facts, self.words) if fact_words & words]
+
+    def about(self, words: set[str]) -> list[dict]:
+        """The facts that contain any of these words, or sit under a heading that does ("Requesting Bereavement and
+        Compassionate Leave: The leave should be recorded in PeopleHub" is about compassionate leave)."""
+        return [f for f, fact_words, heading_words in zip(self.facts, self.words, self.heading_words)
+                if (fact_words | heading_words) & words]
 
     def top(self, question: str, k: int = 5) -> list[tuple[dict, float]]:
         """The k facts that best match the question, best first."""

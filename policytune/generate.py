@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from policytune import chat, heuristics, io, llm, normalize, phrasing, questions, unstated
+from policytune import chat, details, heuristics, io, llm, normalize, phrasing, questions, unstated
 from policytune import facts as facts_lib
 
 TYPES = ("numeric", "entity", "procedure", "eligibility")
@@ -81,14 +81,16 @@ def not_near_copy(question: str, others: list[str]) -> bool:
 
 def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, unanswerable_ratio: float,
          unanswerable_templates: dict[str, dict], near_miss_topics: str = ".",
-         not_a_benefit: str = r"$^") -> tuple[dict[str, dict], dict]:
+         not_a_benefit: str = r"$^", contrast_figures: bool = True,
+         near_miss_check: str = "topic", detail_near_misses: bool = True) -> tuple[dict[str, dict], dict]:
     """Decide every question of every chunk before asking the teacher anything.
 
     Per chunk: its facts, each with the code's drafts that point at it (consistency-checked
     against the other facts of its section), and the unanswerable questions assigned to it. The
     unanswerable count hits `unanswerable_ratio` of all planned questions, drawn round-robin over
     sections so every topic gets near misses; a candidate that some fact of the document may
-    answer is dropped with that fact named. Returns (plan by chunk id, report of what was left out).
+    answer is dropped with that fact named ("document": any fact alike that holds a cue word; "topic": not one that
+    is about another of the document's topics). Returns (plan by chunk id, report of what was left out).
     """
     by_section: dict[str, list[dict]] = {}
     for fact in fact_list:
@@ -98,7 +100,7 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
     chunk_plan: dict[str, dict] = {c["id"]: {"facts": [], "unanswerable": []} for c in chunks}
     rejected_drafts: list[dict] = []
     with phrasing.document_names(facts_lib.proper_nouns(fact_list), facts_lib.organisation_names(fact_list)):
-        templates = {fact["id"]: questions.templates(fact) for fact in fact_list}
+        templates = {fact["id"]: questions.templates(fact, contrast_figures) for fact in fact_list}
     for fact in fact_list:
         drafts = []
         for draft in templates[fact["id"]]:
@@ -133,6 +135,13 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
     candidates = {name: questions.unanswerable_candidates(members, unanswerable_templates, near_miss_topics,
                                                           not_a_benefit)
                   for name, members in by_section.items()}
+    # What each benefit asked about is called in words few facts use ("sabbatical", "tuition"), for telling a fact
+    # about another benefit from one that may answer a near miss. Only benefits: "Who This Policy Covers" is not one,
+    # and its "Contractors ... are not covered" answers every "Does X apply to contractors?".
+    topic_words: set[str] = set()
+    if document_index is not None and near_miss_check == "topic":
+        for topic in {c["topic"] for queue in candidates.values() for c in queue}:
+            topic_words |= document_index.specific(facts_lib.tokens(topic))
     answered: list[dict] = []
     survivors: list[tuple[str, dict]] = []
     seen_questions: set[str] = set()
@@ -146,25 +155,40 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
                 continue  # sibling sections under a generic heading ask about their parent: once is enough
             seen_questions.add(candidate["question"])
             hit = questions.answered_elsewhere(candidate["question"], candidate["cues"], document_index,
-                                               candidate["topic"])
+                                               candidate["topic"], other_topics=topic_words,
+                                               by_heading=near_miss_check == "topic")
             if hit:
                 answered.append({"question": candidate["question"], "aspect": candidate["aspect"], "section": name,
                                  "reason": "the document may answer it", "fact_id": hit["id"], "fact": hit["text"]})
             else:
                 survivors.append((name, candidate))
+    # One phrasing found answered is enough to doubt the others of the same aspect and topic: "How far in advance
+    # ...?" met "agreed at least 2 business days in advance" while "What is the deadline ...?" ranked other facts.
+    doubted = {(item["section"], item["aspect"]) for item in answered} if near_miss_check == "topic" else set()
+    answered += [{"question": c["question"], "aspect": c["aspect"], "section": name,
+                  "reason": "another phrasing of the same aspect may be answered"}
+                 for name, c in survivors if (name, c["aspect"]) in doubted]
+    survivors = [(name, c) for name, c in survivors if (name, c["aspect"]) not in doubted]
     # Providers the policy mentions without naming them ("our occupational health provider"): asked by name.
     if document_index is not None:
         named, unnamed_dropped = unstated.near_misses(fact_list, document_index)
         answered += [{**d, "section": ""} for d in unnamed_dropped]
         survivors += [(item["fact"]["section"], {"question": item["question"], "aspect": item["aspect"]})
                       for item in named if item["question"] not in seen_questions]
-    # No aspect above a quarter of the near misses: a model that sees mostly "backdate" questions refused learns to
+    # Details of a named benefit that no fact about it gives ("Is volunteer leave paid?").
+    if document_index is not None and detail_near_misses:
+        kept, details_dropped = details.near_misses(fact_list, document_index)
+        answered += [{**d, "section": ""} for d in details_dropped]
+        survivors += [(item["fact"]["section"], {"question": item["question"], "aspect": item["aspect"]})
+                      for item in kept if item["question"] not in seen_questions]
+    # No aspect above a quarter of the near misses (nor above an equal share): a model that sees mostly "backdate" questions refused learns to
     # refuse a word, not what the policy leaves out.
     # Taken round-robin over aspects, so a share met early is met by every aspect alike.
-    cap = max(8, round(MAX_ASPECT_SHARE * len(survivors)))
     by_aspect: dict[str, list[tuple[str, dict]]] = {}
     for name, candidate in survivors:
         by_aspect.setdefault(candidate["aspect"], []).append((name, candidate))
+    # an equal share where one or two aspects survive for every topic ("Is X different for union members?")
+    cap = max(8, round(min(MAX_ASPECT_SHARE, 1 / max(1, len(by_aspect))) * len(survivors)))
     per_aspect: Counter = Counter()
     per_section: Counter = Counter()
     chosen = 0
@@ -181,6 +205,20 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
             chunk_plan[home["chunk_id"]]["unanswerable"].append(
                 {"question": candidate["question"], "aspect": aspect, "fact": home})
             chosen += 1
+    # Fewer near misses than wanted: each is also asked in the openings employees use, as facts are, so a refusal
+    # is learnt from the question and not from one wording of it.
+    planned = [item for chunk in chunks for item in chunk_plan[chunk["id"]]["unanswerable"]]
+    for wrapper in questions.WRAPPERS:
+        for item in planned:
+            if chosen >= wanted:
+                break
+            topic = questions.near_miss_topic(item["fact"].get("headings") or [], item["fact"].get("topic") or "")
+            question = wrapper.format(q=phrasing.lower_first(item["question"]), topic=questions.topic_phrase(topic))
+            if topic and question not in seen_questions:
+                seen_questions.add(question)
+                chunk_plan[item["fact"]["chunk_id"]]["unanswerable"].append(
+                    {**item, "question": question})
+                chosen += 1
     return chunk_plan, {"rejected_drafts": rejected_drafts, "unanswerable_answered_by_document": answered,
                         "unanswerable_wanted": wanted, "unanswerable_planned": chosen,
                         "unanswerable_per_aspect": dict(per_aspect.most_common())}
@@ -334,7 +372,8 @@ SECONDS_PER_REQUEST = (1.4, 2.2)
 def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str | Path, *, questions_per_fact: int = 3,
                    rewordings_per_fact: int = 1, unanswerable_ratio: float = 0.3, temperature: float = 0.7,
                    max_tokens: int = 200, concurrency: int = 4, progress: bool = True, teacher_answers: bool = True,
-                   fact_list: list[dict] | None = None) -> tuple[list[dict], dict]:
+                   fact_list: list[dict] | None = None, contrast_figures: bool = True,
+                   near_miss_check: str = "topic", detail_near_misses: bool = True) -> tuple[list[dict], dict]:
     """Generate (or resume) questions for every fact of every chunk; returns (records in chunk order, summary)."""
     from tqdm import tqdm
 
@@ -345,7 +384,8 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
         fact_list, _ = facts_lib.inventory(chunks)
     chunk_plan, plan_report = plan(chunks, fact_list, questions_per_fact, unanswerable_ratio,
                                    prompt_set["unanswerable_templates"], prompt_set["near_miss_topics"],
-                                   prompt_set["not_a_benefit"])
+                                   prompt_set["not_a_benefit"], contrast_figures, near_miss_check,
+                                   detail_near_misses)
     section_indexes = {}
     for fact in fact_list:
         section_indexes.setdefault(fact["section"], []).append(fact)

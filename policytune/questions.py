@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
+from policytune import contrast
 from policytune import facts as facts_lib
 from policytune import phrasing
 
@@ -78,7 +79,7 @@ def _lower_first(text: str) -> str:
     return phrasing.lower_first(text)
 
 
-def _topic(topic: str) -> str:
+def topic_phrase(topic: str) -> str:
     """A heading as it reads inside a question: "Adoption and Surrogacy Leave" -> "adoption and surrogacy leave"."""
     return " ".join(w.lower() if re.fullmatch(r"[A-Z][a-z]+(?:-[a-z]+)*", w) else w for w in topic.split())
 
@@ -94,7 +95,7 @@ def table_questions(fact: dict) -> list[str]:
             parts[-1][1] += f"; {piece}"
         else:
             return []
-    topic = _topic(fact.get("topic") or "the policy")
+    topic = topic_phrase(fact.get("topic") or "the policy")
     if len(parts) == 1:
         key, value = parts[0][0].rstrip(":").strip(), parts[0][1].lstrip(": ")
         step = re.match(r"step (\d+)$", key, re.I)
@@ -105,7 +106,7 @@ def table_questions(fact: dict) -> list[str]:
             return out + [item["question"] for item in steps if item["style"] != "check"]
         if re.search(r"\b(?:by|of|to|for|from|with)$", key, re.I):
             return []  # "Approved by: ..." does not make "What is the approved by?"
-        return [_question(f"What is the {key.lower()} of the {_topic(fact.get('topic') or 'policy')}"),
+        return [_question(f"What is the {key.lower()} of the {topic_phrase(fact.get('topic') or 'policy')}"),
                 _question(f"What is the policy's {key.lower()}")]
     row, row_header = _lower_first(parts[0][1]), parts[0][0].lower()
     first, second = [], []
@@ -128,7 +129,7 @@ def list_item_questions(fact: dict) -> list[dict[str, str]]:
     intro = fact.get("intro", "")
     item = fact["text"][len(intro):].strip() if intro and fact["text"].startswith(intro) else fact["text"]
     topic = fact.get("topic") or "the policy"
-    topic_l = _topic(topic)
+    topic_l = topic_phrase(topic)
     out: list[dict[str, str]] = []
 
     def add(question: str | None, style: str, slot: str = "statement") -> None:
@@ -266,7 +267,7 @@ def with_topic(question: str, topic: str) -> str | None:
     its topic (a question employees ask names the benefit)."""
     if not topic or set(facts_lib.tokens(topic)) <= set(facts_lib.tokens(question)):
         return None
-    return f"For {_topic(topic)}, {_lower_first(question)}"
+    return f"For {topic_phrase(topic)}, {_lower_first(question)}"
 
 
 _DANGLING = {"the", "a", "an", "of", "to", "for", "in", "on", "at", "by", "or", "and", "with", "from", "their", "its",
@@ -299,14 +300,15 @@ def wrapped(drafts: list[dict], fact: dict, wanted: int, distinct: Callable[[str
     """More phrasings of a fact's checked drafts, until `wanted`: each (shortened where it can be) in an opening
     employees use. `distinct(question, others)` says whether a new question is not a near-copy of the others."""
     out: list[dict] = []
-    topic = _topic(fact.get("topic") or "the policy")
+    topic = topic_phrase(fact.get("topic") or "the policy")
     for item in drafts:
         if len(drafts) + len(out) >= wanted:
             break
         if item["style"] in ("topic", "wrapped"):
             continue
         for wrapper in WRAPPERS:
-            for base in dict.fromkeys(q for q in (shorter(item["question"]), item["question"]) if q):
+            for base in dict.fromkeys(q for q in (shorter(item["question"]), item["question"])
+                                      if q and item.get("figure", "") in q):
                 question = wrapper.format(q=_lower_first(base), topic=topic)
                 if len(drafts) + len(out) < wanted and distinct(question, [d["question"] for d in drafts + out]):
                     out.append({**item, "question": question, "style": "wrapped"})
@@ -314,8 +316,21 @@ def wrapped(drafts: list[dict], fact: dict, wanted: int, distinct: Callable[[str
     return out
 
 
-def templates(fact: dict) -> list[dict[str, str]]:
-    """Code-written questions about one fact, most specific first: [{"question", "style", "slot"}]."""
+def contrasted(items: list[dict], fact_text: str) -> list[dict]:
+    """Each yes/no question answered "Yes." asked instead with a wrong figure where it has one, answered "No."
+    (`contrast.py`): a fact's own yes/no question only repeats it."""
+    out = []
+    for item in items:
+        changed = contrast.wrong_figure(item["question"], fact_text) \
+            if item["style"] == "yes_no" and item.get("reply") == "Yes." else None
+        out.append({**item, "question": changed[0], "style": "contrast", "reply": "No.", "figure": changed[1]}
+                   if changed else item)
+    return out
+
+
+def templates(fact: dict, contrast_figures: bool = True) -> list[dict[str, str]]:
+    """Code-written questions about one fact, most specific first: [{"question", "style", "slot"}]. With
+    `contrast_figures`, a yes/no question with a figure asks a wrong one and is answered "No." (`contrasted`)."""
     found = slots(fact["text"])
     kind = found[0]["kind"] if found else "statement"
     out: list[dict[str, str]] = []
@@ -328,8 +343,12 @@ def templates(fact: dict) -> list[dict[str, str]]:
                 for item in list_item_questions(fact)]
     if not out and not fact.get("intro"):  # a list item is asked as its opening reads with it, or not at all
         out += sentence_questions(fact["text"], fact.get("topic") or "")
+    if contrast_figures:
+        out = contrasted(out, fact["text"])
+    # a shorter form must keep the wrong figure its "No." denies
     out += [{**item, "question": short, "style": "short"} for item in list(out)
-            if item["style"] in ("yes_no", "wh", "what") and (short := shorter(item["question"]))]
+            if item["style"] in ("yes_no", "wh", "what", "contrast") and (short := shorter(item["question"]))
+            and item.get("figure", "") in short]
     topical = [with_topic(item["question"], fact.get("topic") or "") if item["style"] != "about" else None
                for item in out[:2]]
     out += [{**item, "question": q, "style": "topic"} for q, item in zip(topical, out) if q]
@@ -408,14 +427,19 @@ def unanswerable_candidates(section_facts: list[dict], templates_by_aspect: dict
         if any(cue.lower() in text for cue in spec["cues"]):
             continue
         for template in spec["questions"]:
-            out.append({"aspect": aspect, "question": _question(template.format(topic=_topic(topic))),
+            out.append({"aspect": aspect, "question": _question(template.format(topic=topic_phrase(topic))),
                         "cues": spec["cues"], "topic": topic})
     return out
 
 
-def answered_elsewhere(question: str, cues: list[str], index: facts_lib.Index, topic: str = "", k: int = 20) -> dict | None:
+def answered_elsewhere(question: str, cues: list[str], index: facts_lib.Index, topic: str = "", k: int = 20,
+                       other_topics: set[str] = frozenset(), by_heading: bool = True) -> dict | None:
     """A fact of the whole document that may answer the question: one holding an aspect cue word among the k facts
-    most like the question, or anywhere in a fact that names the topic's distinctive words.
+    most like the question, or anywhere in a fact that names the topic's distinctive words (in its text, or with
+    `by_heading` in its headings too). Among the k most alike,
+    a fact that names another topic's distinctive words and none of this one's (`other_topics`) is about that other
+    topic: "Study leave is available after 12 months ... performance" does not say whether sick leave counts
+    against a performance review.
 
     A section's own facts fill the top of the ranking ("The recognised holidays are: ..." ten times), so the
     ranking alone missed "Contractors ... are not covered by this policy" for "Do public holidays apply to
@@ -424,10 +448,16 @@ def answered_elsewhere(question: str, cues: list[str], index: facts_lib.Index, t
         lowered = fact["text"].lower()
         return any(cue.lower() in lowered for cue in cues)
 
+    own = index.distinctive(facts_lib.tokens(topic))
+    foreign = set(other_topics) - own
+    about = index.about(own) if by_heading else index.naming(own)
+    about_ids = {fact["id"] for fact in about}
     for fact, _ in index.top(question, k):
+        if foreign & set(facts_lib.tokens(fact["text"])) and fact["id"] not in about_ids:
+            continue
         if holds_cue(fact):
             return fact
-    for fact in index.naming(index.distinctive(facts_lib.tokens(topic))):
+    for fact in about:
         if holds_cue(fact):
             return fact
     return None

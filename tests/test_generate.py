@@ -349,3 +349,81 @@ def questions_of(section: list[dict], spec: dict) -> list[str]:
 
     return [c["question"] for c in questions.unanswerable_candidates(section, spec["unanswerable_templates"],
                                                                      spec["near_miss_topics"], spec["not_a_benefit"])]
+
+
+def test_a_yes_no_question_is_asked_with_a_wrong_figure_and_answered_no():
+    """The fact's own yes/no question would be answered "Yes." and only repeat the fact; the figure it asserts is
+    changed and the reply is "No." with the fact. A condition's figure is never the one changed."""
+    from policytune import contrast, questions
+
+    fact = {"id": "f", "kind": "sentence", "topic": "Annual Leave", "headings": ["2. Annual Leave"],
+            "text": "Employees receive 25 days of annual leave per calendar year."}
+    drafts = questions.templates(fact)
+    denied = [d for d in drafts if d["style"] == "contrast"]
+    assert denied and all(d["reply"] == "No." and "25 days" not in d["question"] for d in denied)
+    assert generate.answer_for(fact, denied[0]) == "No. " + fact["text"]
+    assert not [d for d in questions.templates(fact, contrast_figures=False) if d["style"] == "contrast"]
+
+    stated = "Employees with 10 or more years of service receive 28 days of annual leave."
+    assert contrast.wrong_figure("Do employees with 10 or more years of service receive 28 days?", stated) == \
+        ("Do employees with 10 or more years of service receive 42 days?", "42")
+    assert contrast.wrong_figure("Is leave after 6 months of service paid?", "Leave after 6 months is paid.") is None
+    # a wrong figure the statement gives elsewhere might make the answer "Yes.": the next one is asked
+    assert contrast.wrong_figure("Do I get 10 days?", "You get 10 days, or 15 after five years.")[1] == "20"
+    assert contrast.wrong_figure("Is the 2026 rate $40?", "The 2026 rate is $40.")[0] == "Is the 2026 rate $60?"
+
+
+def test_details_a_named_benefit_leaves_out_are_asked_and_stated_ones_are_not():
+    """"Volunteer leave" is named with no figure, pay, approver or notice: each is a near miss. The relocation
+    allowance's amount is stated in another section, so "How much is the relocation allowance?" is not asked."""
+    from policytune import details
+
+    def fact(headings: list[str], text: str) -> dict:
+        return {"id": io.content_hash(text), "headings": headings, "text": text, "section": " > ".join(headings)}
+
+    fact_list = [fact(["7. Civic Leave", "7.4 Volunteer Leave"],
+                      "Volunteer leave may be available to support a registered charity."),
+                 fact(["13. Allowances", "13.4 Relocation"], "The company may offer a relocation allowance."),
+                 fact(["13. Allowances", "13.5 Amounts"], "The relocation allowance is up to $5,000."),
+                 *[fact(["2. Annual Leave"], f"Annual leave rule {i} is applied by the line manager.")
+                   for i in range(60)]]
+    kept, dropped = details.near_misses(fact_list, facts.Index(fact_list))
+    asked = {k["question"] for k in kept}
+    assert {"Is volunteer leave paid?", "How many days of volunteer leave can I take?",
+            "Who approves volunteer leave?", "How much notice do I need to give for volunteer leave?"} <= asked
+    assert "How much is the relocation allowance?" not in asked
+    assert any(d["question"] == "How much is the relocation allowance?" and "$5,000" in d["fact"] for d in dropped)
+    assert not any("annual leave" in q for q in asked), "named in too many facts to tell which speak of it"
+    assert details.things("Leave booked before joining (for example, a pre-paid holiday) is honoured.") == []
+
+
+def test_a_near_miss_is_not_dropped_for_a_fact_about_another_benefit_but_is_for_a_scope_rule():
+    """Sick leave never mentions performance reviews; study leave does. With the topic check the study leave fact
+    does not answer "Will sick leave count against my performance review?"; a scope rule naming no benefit still
+    answers "Does sick leave apply to contractors?"."""
+    def chunk(headings: list[str], text: str) -> dict:
+        return {"id": io.content_hash(text), "doc": "p.pdf", "pages": [1], "headings": headings, "text": text,
+                "context_text": text, "n_tokens": 40, "kind": "text"}
+
+    chunks = [chunk(["1. Scope", "1.2 Who This Policy Covers"], "Contractors and interns are not covered."),
+              chunk(["4. Sick Leave"], "Employees receive 10 days of paid sick leave per year. Sick leave is "
+                    "recorded in PeopleHub on the first day of absence."),
+              chunk(["8. Study Leave"], "Study leave is available to employees whose last performance rating was "
+                    "good. Study leave needs a course with a recognised college."),
+              chunk(["2. Annual Leave"], " ".join(f"Annual leave rule {i} is applied by the line manager."
+                                                  for i in range(40)))]
+    fact_list, _ = facts.inventory(chunks)
+    templates = {"bonus": {"cues": ["performance"], "questions": ["Will {topic} count against my performance review?"]},
+                 "contractors": {"cues": ["contractor"], "questions": ["Does {topic} apply to contractors?"]}}
+
+    def planned(check: str) -> tuple[set[str], set[str]]:
+        chunk_plan, report = generate.plan(chunks, fact_list, 3, 0.5, templates, near_miss_check=check,
+                                           detail_near_misses=False)
+        return ({u["question"] for c in chunks for u in chunk_plan[c["id"]]["unanswerable"]},
+                {d["question"] for d in report["unanswerable_answered_by_document"]})
+
+    asked, dropped = planned("topic")
+    assert "Will sick leave count against my performance review?" in asked
+    assert "Does sick leave apply to contractors?" in dropped and "Does sick leave apply to contractors?" not in asked
+    asked, dropped = planned("document")
+    assert "Will sick leave count against my performance review?" in dropped

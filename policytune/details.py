@@ -1,0 +1,115 @@
+"""Details a policy leaves out about something it names: near misses that ask for them.
+
+A policy says "The company offers a pet bereavement day in some circumstances" and nothing more: not
+whether it is paid, how much notice it needs, who approves it. Employees ask exactly that, and a small
+model trained only on what the policy states answers with an invented figure. Each benefit the policy
+names (a leave, a day, an allowance, a pilot, ...) is asked for the details of each kind that no fact
+about it gives: a fact about it is one that names its distinctive words, in its text or headings. The
+check is by cue words over those facts; any cue drops the question. A benefit named in too many facts
+for its words to pick them out ("annual leave") is not asked about.
+"""
+from __future__ import annotations
+
+import re
+
+from policytune import facts as facts_lib
+
+LEAVE_HEADS = r"leave|day|holiday|time off"
+MONEY_HEADS = r"allowance|assistance|reimbursement|budget|bonus|stipend|grant|subsidy|fund"
+PROGRAMME_HEADS = r"pilot|programme|program|scheme"
+ANY_HEAD = "|".join((LEAVE_HEADS, MONEY_HEADS, PROGRAMME_HEADS, "pay"))
+# A named benefit: a determiner, one to three modifiers, the head noun ("the childcare support pilot").
+_THING = re.compile(rf"\b(?:[Tt]he|[Aa]n?|[Oo]ur|[Aa]ny|[Ii]ts|[Tt]heir)\s+((?:[a-z][a-z-]+\s+){{1,3}}?(?:{ANY_HEAD}))\b")
+_NOT_MODIFIER = re.compile(r"\b(?:the|a|an|to|have|has|had|take|takes|taking|use|get|this|that|each|every|following|"
+                           r"same|other|any|all|own|relevant|such|more|less|further|additional|extra|unused|remaining|"
+                           r"new|current|one|first|last|next|per|whole|half|full|normal|usual|standard|separate|"
+                           r"which|what|and|or|of|for|in|on|at|by|with|from|is|are|be|may|can|will|must|should|receives?|accrues?|"
+                           r"provides?|offers?|needs?|gives?|gets?|requests?|books?|qualif\w*)\b")
+
+# kind: (heads it applies to, cue words any fact about the benefit may answer it with, questions)
+KINDS = {
+    "amount": (MONEY_HEADS + "|pay", r"[$£€%]|\d|\bper ?cent|\bamount|\brate\b|\bsalary|\bcost|\bfull\b|\bhalf\b|\bfree\b|"
+                            r"\bcover|\bup to\b|\bmaximum|\blimit",
+               ["How much is {the}{thing}?", "What is the maximum {thing} I can get?"]),
+    "days": (LEAVE_HEADS, r"\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|single|a day|a week|"
+                          r"unlimited|no limit|as much|as many|as long)\b",
+             ["How many days of {thing} can I take?", "How much {thing} do I get a year?"]),
+    "paid": (LEAVE_HEADS, r"\bpaid\b|\bunpaid\b|\bpay\b|\bsalary|\bwage|\bdaily rate|\bfull pay|\bsick pay|"
+                          r"\ballowance|\bcompensat|\bearn",
+             ["Is {the}{thing} paid?", "Do I still get my salary during {the}{thing}?"]),
+    "approver": (f"{LEAVE_HEADS}|{MONEY_HEADS}|{PROGRAMME_HEADS}", r"approv|authori|sign(?:ed|s)? off|\bdecid|decision|discretion|\bagree|consent|manager|"
+                      r"director|committee|people operations|\bhr\b|\bteam lead",
+                 ["Who approves {the}{thing}?", "Who has to sign off on {the}{thing}?"]),
+    "notice": (LEAVE_HEADS, r"notice|advance|\bbefore\b|\bprior\b|\bahead\b|\bwithin\b|as soon as|deadline|"
+                            r"\brequest|\bbook|\bnotify|\btell|\binform|\bimmediately|\bfirst day",
+               ["How much notice do I need to give for {the}{thing}?", "How far ahead must I request {the}{thing}?"]),
+    "eligibility": (f"{LEAVE_HEADS}|{MONEY_HEADS}|{PROGRAMME_HEADS}", r"eligib|available to|entitle|qualif|employees who|staff who|anyone|everyone|all employees|"
+                         r"\bafter\b|\bservice\b|\bonly\b|apply to|applies to|open to|must have|probation|"
+                         r"\bif\b|\bwhere\b|\bwhen\b|\bwho\b|circumstances|\bcase",
+                    ["Who is eligible for {the}{thing}?", "Do I qualify for {the}{thing}?"]),
+    "apply": (f"{LEAVE_HEADS}|{MONEY_HEADS}|{PROGRAMME_HEADS}", r"\bappl|\brequest|\bform\b|\bsystem|\bsubmit|\bportal|hub\b|\bemail|\bcontact|\bbook|\bclaim|"
+                   r"\brecord|\bthrough\b|\bvia\b|\bask\b|\bspeak|\bnotify|\btell\b|\binform|\bregister|\bsign up|"
+                   r"\benrol|\bjoin",
+              ["How do I apply for {the}{thing}?", "Where do I sign up for {the}{thing}?"]),
+    "tax": (MONEY_HEADS + "|pay", r"\btax|\bgross\b|\bnet\b|\bpayroll|\bsacrifice|national insurance|social security",
+            ["Is {the}{thing} taxed?", "Do I pay tax on {the}{thing}?"]),
+    "repay": (MONEY_HEADS, r"\brepa|\bpay back|\bpaid back|\brefund|\breturn|\brecover|\bclaw|\bleave the company|"
+                           r"\bresign|employment ends|\bleaver|\bleaves\b",
+              ["Do I have to pay back {the}{thing} if I leave?", "Is {the}{thing} repayable if I resign?"]),
+}
+# Heads read without "the": "Is volunteer leave paid?", "Is the pet bereavement day paid?".
+_BARE = re.compile(r"(?:leave|time off|pay|assistance|reimbursement)$")
+
+
+def things(text: str) -> list[str]:
+    """The benefits a statement names: "a pet bereavement day", "the childcare support pilot" ->
+    ["pet bereavement day", "childcare support pilot"]; not a name ("the Keystone Pension Plan")."""
+    out = []
+    for match in _THING.finditer(text):
+        phrase = match.group(1).strip()
+        if re.search(r"\b(?:for example|e\.g\.|such as|like)\b[^.;)]*$|\([^)]*$", text[:match.start()]):
+            continue  # "(for example, a wedding or a pre-paid holiday)": an example, not a benefit
+        if not _NOT_MODIFIER.search(" ".join(phrase.split()[:-1])):
+            out.append(phrase)
+    return out
+
+
+def _question(template: str, thing: str) -> str:
+    question = template.format(the="" if _BARE.search(thing) else "the ", thing=thing)
+    return question[0].upper() + question[1:]
+
+
+def near_misses(fact_list: list[dict], index: facts_lib.Index, max_share: float = 0.05) -> tuple[list[dict], list[dict]]:
+    """Questions for the details of each named benefit that no fact about it gives: (kept, dropped with the fact
+    that may give it). A benefit's facts are those naming at least half of its words found in at most `max_share`
+    of the facts; a benefit with no such word is skipped."""
+    kept, dropped, seen = [], [], set()
+    for fact in fact_list:
+        # the benefit a section is about, named by its heading ("7.4 Volunteer Leave"), and those its facts name
+        heading = re.sub(r"^\d+(?:\.\d+)*\.?\s+", "", (fact.get("headings") or [""])[-1]).strip().lower()
+        titled = [heading] if re.fullmatch(rf"(?:[a-z][a-z-]+\s+){{1,3}}(?:{ANY_HEAD})", heading) and \
+            not _NOT_MODIFIER.search(heading.rsplit(" ", 1)[0]) else []
+        for thing in titled + things(fact["text"]):
+            if thing in seen:
+                continue
+            seen.add(thing)
+            distinctive = index.distinctive(facts_lib.tokens(thing), max_share=max_share)
+            if not distinctive:
+                continue
+            about = [f for f, words, heading_words in zip(index.facts, index.words, index.heading_words)
+                     if 2 * len(distinctive & (words | heading_words)) >= len(distinctive)]
+            for kind, (heads, cues, templates) in KINDS.items():
+                if not re.search(rf"(?:{heads})$", thing):
+                    continue
+                if kind == "days" and re.search(r"(?:day|holiday)$", thing):
+                    templates = ["How many {thing}s can I take a year?"]
+                hit = next((f for f in about if re.search(cues, f["text"], re.I)), None)
+                for template in templates:
+                    question = _question(template, thing)
+                    if hit:
+                        dropped.append({"question": question, "aspect": f"detail_{kind}",
+                                        "reason": "a fact about it may give it", "fact_id": hit["id"],
+                                        "fact": hit["text"]})
+                    else:
+                        kept.append({"question": question, "aspect": f"detail_{kind}", "fact": fact})
+    return kept, dropped
