@@ -203,9 +203,21 @@ def load_items(cfg: EvalConfig, gold: str) -> list[dict[str, Any]]:
     return items
 
 
+def tuned_weights(folder: Path) -> Path:
+    """The file that holds what training changed: the adapter, or the whole model."""
+    names = ("model.safetensors",) if models.is_full_model(folder) else ("adapter_model.safetensors", "adapter_model.bin")
+    return next(folder / name for name in names if (folder / name).is_file())
+
+
 def find_adapter(cfg: EvalConfig) -> tuple[Path, models.BaseModel]:
-    """The adapter folder and the base model it belongs to (checked before anything loads)."""
+    """The adapter (or fully fine-tuned model) folder and the base model it belongs to (checked before anything
+    loads)."""
     adapter = Path(cfg.adapter or cfg.checkpoint_dir)
+    if models.is_full_model(adapter):
+        base_spec = cfg.base_model or models.trained_base_name(adapter)
+        if not base_spec:
+            raise config.UserError(f"{adapter}: a full model without training_config.json; pass --base-model")
+        return adapter, models.resolve(base_spec)
     adapter_config = adapter / "adapter_config.json"
     if not adapter_config.is_file():
         raise config.UserError(f"{adapter}: no adapter_config.json (train an adapter with train.py, or pass --adapter)")
@@ -220,14 +232,50 @@ def find_adapter(cfg: EvalConfig) -> tuple[Path, models.BaseModel]:
 
 # ---------------------------------------------------------------- models
 
+class FullModel:
+    """A fully fine-tuned model beside its base, answering to the adapter calls evaluation makes: with
+    `disable_adapter()` the base model answers; merging is nothing to do."""
+
+    def __init__(self, base, tuned) -> None:
+        self.base, self.tuned, self.current = base, tuned, tuned
+
+    @property
+    def device(self):
+        return self.current.device
+
+    def __call__(self, *args, **kwargs):
+        return self.current(*args, **kwargs)
+
+    def generate(self, *args, **kwargs):
+        return self.current.generate(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def disable_adapter(self):
+        previous, self.current = self.current, self.base
+        try:
+            yield
+        finally:
+            self.current = previous
+
+    def merge_adapter(self) -> None:
+        pass
+
+    def unmerge_adapter(self) -> None:
+        pass
+
+
 def load_tuned(base: models.BaseModel, adapter: Path, dtype: str):
-    """The base model with the adapter attached (disable it to get the base model back)."""
+    """The base model with the adapter attached (disable it to get the base model back), or a FullModel."""
     import torch
     from peft import PeftModel
 
     from peft.utils import get_peft_model_state_dict
 
     model = models.load_model(base, dtype=dtype)
+    if models.is_full_model(adapter):
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        tuned = models.load_model(models.BaseModel(name=str(adapter), hf_path=str(adapter)), dtype=dtype)
+        return FullModel(model.to(device).eval(), tuned.to(device).eval())
     with warnings.catch_warnings():
         # PEFT looks up base_model_name_or_path ("embedded") as a hub id to check the vocabulary.
         warnings.filterwarnings("ignore", message="Could not find a config file")
@@ -319,7 +367,7 @@ def merged(model):
 def answer_questions(model, tokenizer, questions: list[str], cfg: EvalConfig, base: models.BaseModel,
                      adapter: Path, log_path: Path) -> dict[str, list[str]]:
     """Base answers (adapter disabled) and tuned answers, logged per batch so a rerun resumes."""
-    weights = next(p for p in (adapter / "adapter_model.safetensors", adapter / "adapter_model.bin") if p.is_file())
+    weights = tuned_weights(adapter)
     # A logged answer is reused only when everything that determines it is unchanged.
     setting = (base.hf_path, cfg.dtype, cfg.max_new_tokens, chat.SYSTEM_PROMPT)
     run_keys = {"base": io.content_hash(*setting), "tuned": io.content_hash(*setting, io.file_sha256(weights))}

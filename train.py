@@ -1,8 +1,9 @@
-"""Stage 4: LoRA (or QLoRA) supervised fine-tuning on the kept instruction pairs.
+"""Stage 4: LoRA (or QLoRA, or full) supervised fine-tuning on the kept instruction pairs.
 
     uv run python train.py                                     # embedded SmolLM2-135M, CPU, defaults
     uv run python train.py --epochs 6 --learning-rate 5e-4     # longer / different schedule
     uv run python train.py --resume                            # continue after a kill
+    uv run python train.py --method full                       # every weight, saved as model.safetensors
     uv run python train.py --base-model meta-llama/Llama-3.2-1B --quantization 4bit   # QLoRA on a GPU
     uv run torchrun --nproc_per_node 2 train.py                # several processes (CPU: gloo)
     uv run accelerate launch --num_processes 2 train.py        # several GPUs
@@ -44,6 +45,12 @@ class TrainConfig(config.Base):
         "help": "share of records held out for evaluation, per answerable/unanswerable stratum"})
     # Every held-out record costs an eval-loss pass at every evaluation, and is a phrasing training does not see.
     eval_max_records: int = field(default=80, metadata={"help": "cap on the held-out records (0: no cap)"})
+    # The user's design deploys a LoRA adapter on the base GGUF. Full fine-tuning is measured against it
+    # (Biderman et al. 2024: LoRA learns new knowledge less); at 135M parameters it trains as fast on a CPU.
+    method: str = field(default="lora", metadata={
+        "help": "lora: a LoRA adapter (adapter_model.safetensors, loaded on the base by the Modelfile); full: every "
+                "weight trained, saved as a whole model (model.safetensors, deployed as its own GGUF)",
+        "choices": ["lora", "full"]})
     # LoRA: r=64/alpha=128 from the seed text (QLoRA-style adapters on every linear projection).
     lora_r: int = field(default=64, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=128, metadata={"help": "LoRA alpha (scale = alpha / r)"})
@@ -58,7 +65,8 @@ class TrainConfig(config.Base):
     # question per pass): raise --epochs when there is time or a GPU.
     epochs: float = field(default=1.0, metadata={"help": "passes over the training split"})
     max_steps: int = field(default=0, metadata={"help": "stop after this many optimizer steps (0: use --epochs)"})
-    learning_rate: float = field(default=1e-3, metadata={"help": "peak learning rate (LoRA tolerates 10x full fine-tuning)"})
+    learning_rate: float = field(default=0.0, metadata={
+        "help": "peak learning rate (0: 1e-3 for LoRA, 1e-4 for full fine-tuning, which moves every weight)"})
     warmup_ratio: float = field(default=0.05, metadata={"help": "share of steps with a linear warm-up"})
     batch_size: int = field(default=8, metadata={"help": "examples per device per step"})
     grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
@@ -119,6 +127,13 @@ class TrainConfig(config.Base):
             raise ValueError("--batch-size, --grad-accum and --max-length must be positive")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise ValueError("set --epochs or --max-steps to a positive number")
+        if self.method == "full" and self.quantization in ("4bit", "8bit"):
+            raise ValueError("--method full trains every weight: quantized weights cannot be trained (use --quantization none)")
+        if self.learning_rate < 0:
+            raise ValueError("--learning-rate must be positive (0: the method's default)")
+
+    def peak_learning_rate(self) -> float:
+        return self.learning_rate or (1e-4 if self.method == "full" else 1e-3)
 
 
 def _read_key(path: Path) -> str | None:
@@ -164,7 +179,8 @@ def main(cfg: TrainConfig) -> None:
     physical_cores = cpu.physical_cores()
     torch.set_num_threads(cfg.threads or physical_cores)
     on_cuda = torch.cuda.is_available()
-    quantization = ("4bit" if on_cuda else "none") if cfg.quantization == "auto" else cfg.quantization
+    quantization = ("4bit" if on_cuda and cfg.method == "lora" else "none") if cfg.quantization == "auto" \
+        else cfg.quantization
     tokenizer = models.load_tokenizer(base)
     train_tok = training.tokenize_examples(training.build_examples(train_records), tokenizer, cfg.max_length)
     eval_tok = training.tokenize_examples(training.build_examples(eval_records), tokenizer, cfg.max_length)
@@ -178,14 +194,15 @@ def main(cfg: TrainConfig) -> None:
               + (f"; {train_tok.dropped_too_long + eval_tok.dropped_too_long} longer than {cfg.max_length} tokens dropped"
                  if train_tok.dropped_too_long + eval_tok.dropped_too_long else ""), flush=True)
 
-    # 2. Base model and LoRA adapter.
+    # 2. Base model and LoRA adapter (none with --method full: every weight is trained).
     model = models.load_model(base, quantization=quantization)
     if cfg.attention == "per-example" and cfg.padding_free:
         training.use_varlen_attention(model)
     if quantization != "none":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, task_type="CAUSAL_LM",
-                      target_modules=cfg.target_modules[0] if cfg.target_modules == ["all-linear"] else cfg.target_modules)
+                      target_modules=cfg.target_modules[0] if cfg.target_modules == ["all-linear"] else cfg.target_modules
+                      ) if cfg.method == "lora" else None
 
     # 3. Schedule: evaluate and checkpoint at the same steps so the best checkpoint can be kept.
     steps_per_epoch = math.ceil(len(train_tok.rows) / (cfg.batch_size * cfg.grad_accum * world))
@@ -219,7 +236,7 @@ def main(cfg: TrainConfig) -> None:
         num_train_epochs=cfg.epochs, max_steps=cfg.max_steps if cfg.max_steps > 0 else -1,
         per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=math.ceil(cfg.warmup_ratio * total_steps),
+        learning_rate=cfg.peak_learning_rate(), lr_scheduler_type="cosine", warmup_steps=math.ceil(cfg.warmup_ratio * total_steps),
         max_length=None if cfg.padding_free else cfg.max_length,  # examples are already filtered to max_length
         padding_free=cfg.padding_free, packing=False, completion_only_loss=True,
         gradient_checkpointing=cfg.gradient_checkpointing,
@@ -266,8 +283,13 @@ def main(cfg: TrainConfig) -> None:
     if is_main:
         print(f"loss mask check: {mask_check['label_tokens']} label tokens = {mask_check['answer_tokens']} answer tokens "
               f"in the first {mask_check['checked_examples']} examples", flush=True)
-        trainable, total = trainer.model.get_nb_trainable_parameters()
-        print(f"training {trainable:,} LoRA parameters ({100 * trainable / total:.2f}% of {total:,}) for {total_steps} steps, "
+        if lora is not None:
+            trainable, total = trainer.model.get_nb_trainable_parameters()
+        else:
+            total = sum(p.numel() for p in trainer.model.parameters())
+            trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+        print(f"training {trainable:,} {'LoRA' if lora is not None else 'model'} parameters "
+              f"({100 * trainable / total:.2f}% of {total:,}) at learning rate {cfg.peak_learning_rate():g} for {total_steps} steps, "
               f"{steps_per_epoch} steps/epoch, world size {trainer.args.world_size}, quantization {quantization}, "
               f"{torch.get_num_threads()} threads", flush=True)
 
@@ -281,15 +303,19 @@ def main(cfg: TrainConfig) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".publish-", dir=out_dir))
     try:
+        if lora is None:
+            trainer.model.set_attn_implementation("sdpa")  # the per-example attention is registered by train.py only
         trainer.model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        adapter_config = json.loads((staging / "adapter_config.json").read_text())
-        adapter_config["base_model_name_or_path"] = base.name  # resolvable again, not the cache folder
-        io.write_json_atomic(staging / "adapter_config.json", adapter_config)
+        if lora is not None:
+            adapter_config = json.loads((staging / "adapter_config.json").read_text())
+            adapter_config["base_model_name_or_path"] = base.name  # resolvable again, not the cache folder
+            io.write_json_atomic(staging / "adapter_config.json", adapter_config)
         io.write_json_atomic(staging / "training_config.json", {
             **config.as_dict(cfg), "base_model_name": base.name, "quantization_used": quantization,
             "train_records": len(train_records), "eval_records": len(eval_records),
-            "world_size": trainer.args.world_size, "chat_format": "chatml", "system_prompt": chat.SYSTEM_PROMPT,
+            "world_size": trainer.args.world_size, "method": cfg.method, "learning_rate_used": cfg.peak_learning_rate(),
+            "chat_format": "chatml", "system_prompt": chat.SYSTEM_PROMPT,
             "refusal": chat.REFUSAL})
         history = trainer.state.log_history
         train_log = [h for h in history if "loss" in h]
@@ -314,11 +340,14 @@ def main(cfg: TrainConfig) -> None:
             "loss_mask_check": mask_check,
         }
         io.write_json_atomic(staging / "metrics.json", metrics)
-        training.publish(staging, out_dir, last="metrics.json")
+        # what the other method left here would be loaded instead of (or beside) this run's weights
+        training.publish(staging, out_dir, last="metrics.json",
+                         stale=training.FULL_FILES if lora is not None else training.ADAPTER_FILES)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     key_path.unlink(missing_ok=True)  # finished: a rerun trains again instead of resuming a complete run
-    print(f"adapter saved: {out_dir}/adapter_model.safetensors (best {metrics['selected_by']} {metrics['best_metric']}, "
+    saved = "adapter_model.safetensors" if lora is not None else "model.safetensors"
+    print(f"{'adapter' if lora is not None else 'model'} saved: {out_dir}/{saved} (best {metrics['selected_by']} {metrics['best_metric']}, "
           f"{metrics['tokens_per_second']} tokens/s, peak RSS {metrics['peak_rss_mb']} MB, {metrics['seconds']} s)", flush=True)
 
 

@@ -42,6 +42,8 @@ from policytune import config, io
 RECIPE_STAGES = ["generate", "preprocess", "quality", "train", "evaluate"]
 SAMPLE_GOLD = common.ROOT / "sample" / "gold.jsonl"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# A gold question this close to a training question (content-word Jaccard) is counted as seen in training.
+NEAR_COPY = 0.6
 METRICS = [("answerable_accuracy", "answerable acc"), ("refusal_recall", "refusal recall"),
            ("false_refusal_rate", "false refusals"), ("hallucination_rate", "hallucination")]
 
@@ -264,7 +266,33 @@ def measure(folder: Path, stages: dict[str, dict]) -> dict[str, Any]:
     trained = read_optional(folder / "checkpoints" / "metrics.json")
     if isinstance(trained, dict):
         out["train_tokens"] = trained.get("tokens")
+    if isinstance(evaluation, dict) and isinstance(train, list):
+        out.update(gold_overlap([i for i in evaluation.get("items", []) if i.get("split") == "gold"], train))
     return out
+
+
+def gold_overlap(gold_items: list[dict], train: list[dict], threshold: float = NEAR_COPY) -> dict[str, Any]:
+    """How many gold questions a training question nearly copies (content-word Jaccard >= threshold), and the tuned
+    model's gold figures on the others: generic near-miss templates ("Is volunteer leave paid?") can land on the very
+    question a gold writer asked, and a figure earned by copying is not generalisation."""
+    from policytune import normalize
+
+    asked = [normalize.content_tokens(r.get("question", "")) for r in train if isinstance(r, dict)]
+    near = [any(normalize.jaccard(normalize.content_tokens(item["question"]), t) >= threshold for t in asked)
+            for item in gold_items]
+    rest = [item for item, copied in zip(gold_items, near) if not copied]
+    answerable = [i for i in rest if i.get("answerable")]
+    unanswerable = [i for i in rest if not i.get("answerable")]
+
+    def share(items: list[dict], model: str) -> float | None:
+        return round(sum(bool(i.get(f"{model}_correct")) for i in items) / len(items), 3) if items else None
+
+    return {"gold_near_copies": {"answerable": sum(c for i, c in zip(gold_items, near) if i.get("answerable")),
+                                 "unanswerable": sum(c for i, c in zip(gold_items, near) if not i.get("answerable")),
+                                 "threshold": threshold},
+            "gold_rest": {"answerable": len(answerable), "unanswerable": len(unanswerable),
+                          **{f"{m}_{k}": share(items, m) for m in ("base", "tuned")
+                             for k, items in (("accuracy", answerable), ("refusal_recall", unanswerable))}}}
 
 
 def cell(interval: dict[str, Any] | None, signed: bool = False) -> str:
@@ -289,6 +317,10 @@ def table_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                    "model": {"difference": "tuned − base"}.get(model, model)}
             row.update({label: cell(intervals.get(model, {}).get(key), signed=model == "difference") for key, label in METRICS})
             if model == "tuned":
+                copies, rest = measured.get("gold_near_copies"), measured.get("gold_rest")
+                row["gold copied a/u"] = f"{copies['answerable']}/{copies['unanswerable']}" if copies else ""
+                row["tuned acc / RR, rest"] = (f"{rest['tuned_accuracy']} / {rest['tuned_refusal_recall']}"
+                                               if rest else "")
                 row.update({"n gold": measured.get("n_gold", ""), "train records": measured.get("train_records", ""),
                             "facts covered": facts, "train tokens": measured.get("train_tokens", "")})
                 row.update({f"{s} s": stages[s]["seconds"] if s in stages else "" for s in RECIPE_STAGES})

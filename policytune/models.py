@@ -35,6 +35,23 @@ class BaseModel:
     gguf_path: str | None = None  # a GGUF of the same weights, for llama.cpp, when we have one
 
 
+def is_full_model(folder: str | os.PathLike) -> bool:
+    """A folder `train.py --method full` wrote: the whole fine-tuned model, no adapter."""
+    folder = Path(folder)
+    return not (folder / "adapter_config.json").is_file() and (folder / "model.safetensors").is_file() \
+        and (folder / "config.json").is_file()
+
+
+def trained_base_name(folder: str | os.PathLike) -> str:
+    """The base model a checkpoint folder was trained from, as training_config.json records it ("" if unknown)."""
+    path = Path(folder) / "training_config.json"
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return ""
+    return saved.get("base_model_name", "") if isinstance(saved, dict) else ""
+
+
 def cache_dir() -> Path:
     root = os.environ.get("POLICYTUNE_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "policytune")

@@ -199,14 +199,22 @@ def remove_incomplete_checkpoints(trainer_dir: Path) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def publish(staging: Path, target: Path, last: str) -> None:
-    """Move every file from staging into target, the file named `last` at the very end.
+# What each training method publishes (and deploy derives), so the other method's files can be cleared away.
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin", "adapter_config.json", "adapter.gguf")
+FULL_FILES = ("model.safetensors", "config.json", "generation_config.json", "model.gguf")
+
+
+def publish(staging: Path, target: Path, last: str, stale: tuple[str, ...] = ()) -> None:
+    """Move every file from staging into target, the file named `last` at the very end, after removing the
+    `stale` files a run of another kind left in target.
 
     The marker file of a finished run (metrics.json) is removed first and moved in last, so a kill
     at any point never leaves a directory that looks finished but holds a mix of two runs.
     """
     target.mkdir(parents=True, exist_ok=True)
     (target / last).unlink(missing_ok=True)
+    for name in stale:
+        (target / name).unlink(missing_ok=True)
     for path in sorted(staging.iterdir()):
         if path.name != last and path.is_file():
             os.replace(path, target / path.name)

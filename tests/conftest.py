@@ -132,3 +132,17 @@ def trained_checkpoint(tmp_path_factory, embedded_base) -> TrainedCheckpoint:
     checkpoint = root / "checkpoints"
     assert json.loads((checkpoint / "adapter_config.json").read_text())["base_model_name_or_path"] == "embedded"
     return TrainedCheckpoint(checkpoint, held_out_records(), round(time.monotonic() - started, 1))
+
+
+def stage_module(script: str):
+    """A stage script (evaluate.py, ...) imported as a module once per session, for in-process checks that skip a
+    second interpreter start."""
+    import importlib.util
+
+    name = f"{Path(script).stem}_stage"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / script)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up here
+        spec.loader.exec_module(module)
+    return sys.modules[name]

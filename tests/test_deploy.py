@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_script
+from conftest import ROOT, run_script, stage_module
 from policytune import chat, deploy, gguf_adapter, llm, modelfile
 from policytune.config import UserError
 
@@ -212,3 +212,43 @@ def test_merge_writes_a_16bit_model_that_reproduces_base_plus_adapter(trained_ad
     parsed = modelfile.read_modelfile(Path(cfg.checkpoint_dir) / "Modelfile.merged")
     assert parsed["FROM"] == "./merged" and "ADAPTER" not in parsed
     assert parsed["TEMPLATE"] == chat.OLLAMA_TEMPLATE
+
+
+@pytest.mark.slow
+def test_a_full_fine_tune_deploys_as_its_own_gguf_and_evaluates_like_the_adapter(trained_adapter, tmp_path):
+    """A fully fine-tuned model (here: the session's adapter folded into every weight, saved as train.py --method full
+    saves) is written as model.gguf with FROM pointing at it, verified against transformers, and evaluation loads it
+    beside its base: its logits are the adapter's."""
+    import torch
+    from peft import PeftModel
+
+    from policytune import models
+
+    base = models.resolve("embedded")
+    with_adapter = PeftModel.from_pretrained(models.load_model(base, dtype="float32"), str(trained_adapter)).eval()
+    folder = tmp_path / "full"
+    copy = PeftModel.from_pretrained(models.load_model(base, dtype="float32"), str(trained_adapter)).merge_and_unload()
+    copy.save_pretrained(folder)
+    models.load_tokenizer(base).save_pretrained(folder)
+    (folder / "training_config.json").write_text(json.dumps({"base_model_name": "embedded", "method": "full"}))
+    shutil.copy(trained_adapter / "held_out.json", folder / "held_out.json")
+    assert models.is_full_model(folder) and not models.is_full_model(trained_adapter)
+
+    cfg = deploy_config(folder)
+    figures = deploy.run(cfg)
+    assert figures["passed"], figures["failures"]
+    parsed = modelfile.read_modelfile(cfg.modelfile)
+    assert parsed["FROM"] == "./model.gguf" and "ADAPTER" not in parsed
+    fine_tuned = figures["bases"]["model"]
+    assert fine_tuned["top1_agreement"] >= 0.95 and fine_tuned["max_logprob_diff"] <= 0.1
+    assert fine_tuned["adapter_effect_llama"] > 1.0 and fine_tuned["effect_correlation"] > 0.95
+    assert json.loads((folder / "deploy_report.json").read_text())["model_gguf"].endswith("model.gguf")
+
+    stage = stage_module("evaluate.py")
+    found, found_base = stage.find_adapter(stage.EvalConfig(adapter=str(folder)))
+    pair = stage.load_tuned(found_base, found, "float32")
+    ids = torch.tensor([models.load_tokenizer(base)(chat.format_prompt("How many days of annual leave?"))["input_ids"]])
+    with torch.no_grad():
+        assert torch.allclose(pair(ids).logits, with_adapter(ids).logits, atol=1e-3)
+        with pair.disable_adapter(), with_adapter.disable_adapter():
+            assert torch.allclose(pair(ids).logits, with_adapter(ids).logits, atol=1e-4)

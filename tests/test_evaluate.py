@@ -12,24 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_script
+from conftest import ROOT, run_script, stage_module
 from policytune import chat, config, metrics, report
 
 EVALUATE = str(ROOT / "evaluate.py")
 
 
 def _stage_module():
-    """evaluate.py imported as a module, for in-process checks that skip a second interpreter start."""
-    import importlib.util
-
-    import sys
-
-    if "evaluate_stage" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("evaluate_stage", EVALUATE)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["evaluate_stage"] = module  # dataclasses look their module up here
-        spec.loader.exec_module(module)
-    return sys.modules["evaluate_stage"]
+    return stage_module("evaluate.py")
 
 # ---------------------------------------------------------------- metrics on hand-made predictions
 

@@ -211,6 +211,35 @@ def test_tiny_model_trains_and_writes_a_reloadable_adapter(workdir, tiny_model):
     assert (logits(tuned, tokenizer) - before).abs().max() > 1e-3
 
 
+def test_full_fine_tuning_writes_a_whole_model_in_place_of_the_adapter(workdir, tiny_model):
+    """--method full trains every weight and saves the model itself; the adapter of an earlier LoRA run in the same
+    folder is removed, so nothing later loads it instead; a LoRA run afterwards removes the whole model again."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    lora = train(workdir, "--base-model", str(tiny_model), "--max-steps", "2", *TINY_FLAGS)
+    assert lora.returncode == 0, lora.stderr[-3000:]
+    ckpt = workdir / "ckpt"
+    assert (ckpt / "adapter_model.safetensors").is_file()
+    result = train(workdir, "--base-model", str(tiny_model), "--method", "full", "--max-steps", "6",
+                   "--eval-steps", "3", *[f for f in TINY_FLAGS if f not in ("--learning-rate", "3e-3")])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "at learning rate 0.0001" in result.stdout, "full fine-tuning takes its own default learning rate"
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "training_config.json", "metrics.json"):
+        assert (ckpt / name).is_file(), name
+    assert not (ckpt / "adapter_model.safetensors").exists() and not (ckpt / "adapter_config.json").exists()
+    assert json.loads((ckpt / "training_config.json").read_text())["method"] == "full"
+    metrics = json.loads((ckpt / "metrics.json").read_text())
+    assert metrics["train_loss"][-1] < metrics["train_loss"][0]
+
+    tokenizer = AutoTokenizer.from_pretrained(ckpt)
+    tuned = AutoModelForCausalLM.from_pretrained(ckpt)  # loads with stock attention, no policytune code
+    assert (logits(tuned, tokenizer) - logits(AutoModelForCausalLM.from_pretrained(tiny_model), tokenizer)).abs().max() > 1e-3
+    again = train(workdir, "--base-model", str(tiny_model), "--max-steps", "2", "--fresh", *TINY_FLAGS)
+    assert again.returncode == 0 and not (ckpt / "model.safetensors").exists()
+    bad = train(workdir, "--base-model", str(tiny_model), "--method", "full", "--quantization", "4bit")
+    assert bad.returncode == 2 and "quantized weights cannot be trained" in bad.stderr
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_from_its_checkpoint_not_from_zero(workdir, tiny_model):
     flags = ["--base-model", str(tiny_model), "--max-steps", "30", "--eval-steps", "2", "--early-stopping-patience", "0",
