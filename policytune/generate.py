@@ -75,8 +75,10 @@ def answer_for(fact: dict, draft: dict) -> str:
 def not_near_copy(question: str, others: list[str]) -> bool:
     """True when the question is not a near-copy of any of the others, as preprocessing measures it (content-word
     Jaccard >= NEAR_DUPLICATE): a copy planned here would be dropped there."""
-    tokens = normalize.content_tokens(question)
-    return all(normalize.jaccard(tokens, normalize.content_tokens(o)) < NEAR_DUPLICATE for o in others)
+    seen = normalize.NearDuplicates([*others, question], NEAR_DUPLICATE)
+    for other in others:
+        seen.add(other)
+    return seen.find(question) is None
 
 
 def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, unanswerable_ratio: float,
