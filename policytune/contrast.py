@@ -17,7 +17,8 @@ import re
 # A figure preceded by one of these words, or followed by "or more", is a condition, not what the statement gives.
 _CONDITION = re.compile(r"\b(?:with|after|if|where|when|once|over|exceeding|beyond|than|under|within the first|"
                         r"for (?:a|an|any)? ?(?:period|absence|stay|trip|flight)s? of|lasting|aged?|from|between|"
-                        r"of service|completed|reached?|reaching)\s+(?:(?:at least|up to|about|around|a total of|the first)\s+)?$", re.I)
+                        r"of service|completed|reached?|reaching)\s+"
+                        r"(?:(?:at least|up to|about|around|a total of|the first)\s+)?$", re.I)
 # A figure inside a subordinate clause ("if I have taken up to 26 weeks", "who joined in the last 3 months") is one too.
 _CLAUSE = re.compile(r"\b(?:if|where|when|whenever|unless|once|while|who|whose|which|that|provided|until)\b[^,;]*$",
                      re.I)

@@ -19,42 +19,53 @@ MONEY_HEADS = r"allowance|assistance|reimbursement|budget|bonus|stipend|grant|su
 PROGRAMME_HEADS = r"pilot|programme|program|scheme"
 ANY_HEAD = "|".join((LEAVE_HEADS, MONEY_HEADS, PROGRAMME_HEADS, "pay"))
 # A named benefit: a determiner, one to three modifiers, the head noun ("the childcare support pilot").
-_THING = re.compile(rf"\b(?:[Tt]he|[Aa]n?|[Oo]ur|[Aa]ny|[Ii]ts|[Tt]heir)\s+((?:[a-z][a-z-]+\s+){{1,3}}?(?:{ANY_HEAD}))\b")
-_NOT_MODIFIER = re.compile(r"\b(?:the|a|an|to|have|has|had|take|takes|taking|use|get|this|that|each|every|following|"
-                           r"same|other|any|all|own|relevant|such|more|less|further|additional|extra|unused|remaining|"
-                           r"new|current|one|first|last|next|per|whole|half|full|normal|usual|standard|separate|"
-                           r"which|what|and|or|of|for|in|on|at|by|with|from|is|are|be|may|can|will|must|should|receives?|accrues?|"
-                           r"provides?|offers?|needs?|gives?|gets?|requests?|books?|qualif\w*)\b")
+_THING = re.compile(rf"\b(?:[Tt]he|[Aa]n?|[Oo]ur|[Aa]ny|[Ii]ts|[Tt]heir)\s+"
+                    rf"((?:[a-z][a-z-]+\s+){{1,3}}?(?:{ANY_HEAD}))\b")
+_NOT_MODIFIER = re.compile(
+    r"\b(?:the|a|an|to|have|has|had|take|takes|taking|use|get|this|that|each|every|following|same|other|any|all|own|"
+    r"relevant|such|more|less|further|additional|extra|unused|remaining|new|current|one|first|last|next|per|whole|"
+    r"half|full|normal|usual|standard|separate|which|what|and|or|of|for|in|on|at|by|with|from|is|are|be|may|can|"
+    r"will|must|should|receives?|accrues?|provides?|offers?|needs?|gives?|gets?|requests?|books?|qualif\w*)\b")
+BENEFIT_HEADS = f"{LEAVE_HEADS}|{MONEY_HEADS}|{PROGRAMME_HEADS}"
 
-# kind: (heads it applies to, cue words any fact about the benefit may answer it with, questions)
+# kind: (heads it applies to, cue words by which a fact about the benefit may give that detail, questions)
 KINDS = {
-    "amount": (MONEY_HEADS + "|pay", r"[$£€%]|\d|\bper ?cent|\bamount|\brate\b|\bsalary|\bcost|\bfull\b|\bhalf\b|\bfree\b|"
-                            r"\bcover|\bup to\b|\bmaximum|\blimit",
+    "amount": (MONEY_HEADS + "|pay",
+               r"[$£€%]|\d|\bper ?cent|\bamount|\brate\b|\bsalary|\bcost|\bfull\b|\bhalf\b|\bfree\b|\bcover|"
+               r"\bup to\b|\bmaximum|\blimit",
                ["How much is {the}{thing}?", "What is the maximum {thing} I can get?"]),
-    "days": (LEAVE_HEADS, r"\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|single|a day|a week|"
-                          r"unlimited|no limit|as much|as many|as long)\b",
+    "days": (LEAVE_HEADS,
+             r"\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|single|a day|a week|unlimited|no limit|"
+             r"as much|as many|as long)\b",
              ["How many days of {thing} can I take?", "How much {thing} do I get a year?"]),
-    "paid": (LEAVE_HEADS, r"\bpaid\b|\bunpaid\b|\bpay\b|\bsalary|\bwage|\bdaily rate|\bfull pay|\bsick pay|"
-                          r"\ballowance|\bcompensat|\bearn",
+    "paid": (LEAVE_HEADS,
+             r"\bpaid\b|\bunpaid\b|\bpay\b|\bsalary|\bwage|\bdaily rate|\bfull pay|\bsick pay|\ballowance|"
+             r"\bcompensat|\bearn",
              ["Is {the}{thing} paid?", "Do I still get my salary during {the}{thing}?"]),
-    "approver": (f"{LEAVE_HEADS}|{MONEY_HEADS}|{PROGRAMME_HEADS}", r"approv|authori|sign(?:ed|s)? off|\bdecid|decision|discretion|\bagree|consent|manager|"
-                      r"director|committee|people operations|\bhr\b|\bteam lead",
+    "approver": (BENEFIT_HEADS,
+                 r"approv|authori|sign(?:ed|s)? off|\bdecid|decision|discretion|\bagree|consent|manager|director|"
+                 r"committee|people operations|\bhr\b|\bteam lead",
                  ["Who approves {the}{thing}?", "Who has to sign off on {the}{thing}?"]),
-    "notice": (LEAVE_HEADS, r"notice|advance|\bbefore\b|\bprior\b|\bahead\b|\bwithin\b|as soon as|deadline|"
-                            r"\brequest|\bbook|\bnotify|\btell|\binform|\bimmediately|\bfirst day",
+    "notice": (LEAVE_HEADS,
+               r"notice|advance|\bbefore\b|\bprior\b|\bahead\b|\bwithin\b|as soon as|deadline|\brequest|\bbook|"
+               r"\bnotify|\btell|\binform|\bimmediately|\bfirst day",
                ["How much notice do I need to give for {the}{thing}?", "How far ahead must I request {the}{thing}?"]),
-    "eligibility": (f"{LEAVE_HEADS}|{MONEY_HEADS}|{PROGRAMME_HEADS}", r"eligib|available to|entitle|qualif|employees who|staff who|anyone|everyone|all employees|"
-                         r"\bafter\b|\bservice\b|\bonly\b|apply to|applies to|open to|must have|probation|"
-                         r"\bif\b|\bwhere\b|\bwhen\b|\bwho\b|circumstances|\bcase",
+    "eligibility": (BENEFIT_HEADS,
+                    r"eligib|available to|entitle|qualif|employees who|staff who|anyone|everyone|all employees|"
+                    r"\bafter\b|\bservice\b|\bonly\b|apply to|applies to|open to|must have|probation|\bif\b|"
+                    r"\bwhere\b|\bwhen\b|\bwho\b|circumstances|\bcase",
                     ["Who is eligible for {the}{thing}?", "Do I qualify for {the}{thing}?"]),
-    "apply": (f"{LEAVE_HEADS}|{MONEY_HEADS}|{PROGRAMME_HEADS}", r"\bappl|\brequest|\bform\b|\bsystem|\bsubmit|\bportal|hub\b|\bemail|\bcontact|\bbook|\bclaim|"
-                   r"\brecord|\bthrough\b|\bvia\b|\bask\b|\bspeak|\bnotify|\btell\b|\binform|\bregister|\bsign up|"
-                   r"\benrol|\bjoin",
+    "apply": (BENEFIT_HEADS,
+              r"\bappl|\brequest|\bform\b|\bsystem|\bsubmit|\bportal|hub\b|\bemail|\bcontact|\bbook|\bclaim|"
+              r"\brecord|\bthrough\b|\bvia\b|\bask\b|\bspeak|\bnotify|\btell\b|\binform|\bregister|\bsign up|"
+              r"\benrol|\bjoin",
               ["How do I apply for {the}{thing}?", "Where do I sign up for {the}{thing}?"]),
-    "tax": (MONEY_HEADS + "|pay", r"\btax|\bgross\b|\bnet\b|\bpayroll|\bsacrifice|national insurance|social security",
+    "tax": (MONEY_HEADS + "|pay",
+            r"\btax|\bgross\b|\bnet\b|\bpayroll|\bsacrifice|national insurance|social security",
             ["Is {the}{thing} taxed?", "Do I pay tax on {the}{thing}?"]),
-    "repay": (MONEY_HEADS, r"\brepa|\bpay back|\bpaid back|\brefund|\breturn|\brecover|\bclaw|\bleave the company|"
-                           r"\bresign|employment ends|\bleaver|\bleaves\b",
+    "repay": (MONEY_HEADS,
+              r"\brepa|\bpay back|\bpaid back|\brefund|\breturn|\brecover|\bclaw|\bleave the company|\bresign|"
+              r"employment ends|\bleaver|\bleaves\b",
               ["Do I have to pay back {the}{thing} if I leave?", "Is {the}{thing} repayable if I resign?"]),
 }
 # Heads read without "the": "Is volunteer leave paid?", "Is the pet bereavement day paid?".
@@ -79,7 +90,8 @@ def _question(template: str, thing: str) -> str:
     return question[0].upper() + question[1:]
 
 
-def near_misses(fact_list: list[dict], index: facts_lib.Index, max_share: float = 0.05) -> tuple[list[dict], list[dict]]:
+def near_misses(fact_list: list[dict], index: facts_lib.Index,
+                max_share: float = 0.05) -> tuple[list[dict], list[dict]]:
     """Questions for the details of each named benefit that no fact about it gives: (kept, dropped with the fact
     that may give it). A benefit's facts are those naming at least half of its words found in at most `max_share`
     of the facts; a benefit with no such word is skipped."""
