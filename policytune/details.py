@@ -43,8 +43,8 @@ KINDS = {
              r"\bcompensat|\bearn",
              ["Is {the}{thing} paid?", "Do I still get my salary during {the}{thing}?"]),
     "approver": (BENEFIT_HEADS,
-                 r"approv|authori|sign(?:ed|s)? off|\bdecid|decision|discretion|\bagree|consent|manager|director|"
-                 r"committee|people operations|\bhr\b|\bteam lead",
+                 r"approv|authori|permission|sign(?:ed|s)? off|\bdecid|decision|discretion|\bagree|consent|manager|"
+                 r"director|committee|people operations|\bhr\b|\bteam lead|\bmessage|\bsee fit|\bcheck with",
                  ["Who approves {the}{thing}?", "Who has to sign off on {the}{thing}?"]),
     "notice": (LEAVE_HEADS,
                r"notice|advance|\bbefore\b|\bprior\b|\bahead\b|\bwithin\b|as soon as|deadline|\brequest|\bbook|"
@@ -58,7 +58,8 @@ KINDS = {
     "apply": (BENEFIT_HEADS,
               r"\bappl|\brequest|\bform\b|\bsystem|\bsubmit|\bportal|hub\b|\bemail|\bcontact|\bbook|\bclaim|"
               r"\brecord|\bthrough\b|\bvia\b|\bask\b|\bspeak|\bnotify|\btell\b|\binform|\bregister|\bsign up|"
-              r"\benrol|\bjoin",
+              r"\benrol|\bjoin|\bmessage|\bset (?:it |this )?up|\bget started|\bactivat|\bcheck with|\bsend|\bfill|"
+              r"\bslack\b|\bcontact|\bsee fit|without asking|no need to",
               ["How do I apply for {the}{thing}?", "Where do I sign up for {the}{thing}?"]),
     "tax": (MONEY_HEADS + "|pay",
             r"\btax|\bgross\b|\bnet\b|\bpayroll|\bsacrifice|national insurance|social security",
@@ -68,6 +69,9 @@ KINDS = {
               r"employment ends|\bleaver|\bleaves\b",
               ["Do I have to pay back {the}{thing} if I leave?", "Is {the}{thing} repayable if I resign?"]),
 }
+# Details a policy often sets once for every leave, under a heading of its own ("14. Leave Requests and Approvals").
+GENERAL_KINDS = ("approver", "notice", "apply", "paid")
+PROCESS_HEADING = r"\b(?:book\w*|request\w*|apply\w*|approv\w*|notice|notif\w*|permission\w*|absence)\b"
 # Heads read without "the": "Is volunteer leave paid?", "Is the pet bereavement day paid?".
 _BARE = re.compile(r"(?:leave|time off|pay|assistance|reimbursement)$")
 
@@ -94,7 +98,9 @@ def near_misses(fact_list: list[dict], index: facts_lib.Index,
                 max_share: float = 0.05) -> tuple[list[dict], list[dict]]:
     """Questions for the details of each named benefit that no fact about it gives: (kept, dropped with the fact
     that may give it). A benefit's facts are those naming at least half of its words found in at most `max_share`
-    of the facts; a benefit with no such word is skipped."""
+    of the facts (in their text or headings), and for a leave's approver, notice, application and pay also the facts
+    under a heading about booking, requesting or approving; a benefit less than half of whose words are that rare is
+    skipped."""
     kept, dropped, seen = [], [], set()
     for fact in fact_list:
         # the benefit a section is about, named by its heading ("7.4 Volunteer Leave"), and those its facts name
@@ -105,17 +111,22 @@ def near_misses(fact_list: list[dict], index: facts_lib.Index,
             if thing in seen:
                 continue
             seen.add(thing)
-            distinctive = index.distinctive(facts_lib.tokens(thing), max_share=max_share)
-            if not distinctive:
-                continue
-            about = [f for f, words, heading_words in zip(index.facts, index.words, index.heading_words)
-                     if 2 * len(distinctive & (words | heading_words)) >= len(distinctive)]
+            words = set(facts_lib.tokens(thing))
+            distinctive = index.distinctive(list(words), max_share=max_share)
+            if 2 * len(distinctive) < len(words):
+                continue  # "team unlimited time off" is the policy's time off: "unlimited" cannot find its facts
+            about = [f for f, fact_words, heading_words in zip(index.facts, index.words, index.heading_words)
+                     if 2 * len(distinctive & (fact_words | heading_words)) >= len(distinctive)]
             for kind, (heads, cues, templates) in KINDS.items():
                 if not re.search(rf"(?:{heads})$", thing):
                     continue
                 if kind == "days" and re.search(r"(?:day|holiday)$", thing):
                     templates = ["How many {thing}s can I take a year?"]
-                hit = next((f for f in about if re.search(cues, f["text"], re.I)), None)
+                # how any leave is booked and approved ("Book it on the PTO by Roots app", "All planned leave must
+                # be requested through PeopleHub") answers it for this one too
+                scope = about + [f for f in index.facts if kind in GENERAL_KINDS and re.search(LEAVE_HEADS, thing)
+                                 and re.search(PROCESS_HEADING, " ".join(f.get("headings") or []), re.I)]
+                hit = next((f for f in scope if re.search(cues, f["text"], re.I)), None)
                 for template in templates:
                     question = _question(template, thing)
                     if hit:
