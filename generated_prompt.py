@@ -106,8 +106,9 @@ UNANSWERABLE_TEMPLATES = {
                           "doctor's note", "note from"],
                  "questions": ["What documents do I need to provide for {topic}?",
                                "Do I need to show any proof to get {topic}?"]},
+    # "You do not need to get approval for time off": a request that cannot be turned down has no appeal
     "appeal": {"cues": ["appeal", "review", "reconsider", "dispute", "grievance", "complain", "escalat", "refuse",
-                        "declin"],
+                        "declin", "approv", "permission"],
                "topics": LEAVE_TOPICS,
                "questions": ["Can I appeal if my request for {topic} is turned down?",
                              "Who do I complain to if my {topic} request is refused?"]},

@@ -210,14 +210,21 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
     # Fewer near misses than wanted: each is also asked in the openings employees use, as facts are, so a refusal
     # is learnt from the question and not from one wording of it.
     planned = [item for chunk in chunks for item in chunk_plan[chunk["id"]]["unanswerable"]]
+    # preprocessing drops a near-copy ("Under our policy, ..." adds only stopwords): only distinct forms are planned
+    asked = normalize.NearDuplicates([item["question"] for item in planned], NEAR_DUPLICATE)
+    for item in planned:
+        asked.add(item["question"])
     for wrapper in questions.WRAPPERS:
         for item in planned:
             if chosen >= wanted:
                 break
             topic = questions.near_miss_topic(item["fact"].get("headings") or [], item["fact"].get("topic") or "")
+            if "{topic}" in wrapper and not questions.speakable(topic):
+                continue
             question = wrapper.format(q=phrasing.lower_first(item["question"]), topic=questions.topic_phrase(topic))
-            if topic and question not in seen_questions:
+            if topic and question not in seen_questions and asked.find(question) is None:
                 seen_questions.add(question)
+                asked.add(question)
                 chunk_plan[item["fact"]["chunk_id"]]["unanswerable"].append(
                     {**item, "question": question})
                 chosen += 1

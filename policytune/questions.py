@@ -192,6 +192,7 @@ def sentence_questions(text: str, topic: str = "") -> list[dict[str, str]]:
     """A statement's questions, clause by clause: a wh-question per slot (fronted, else the statement with the slot
     asked for), its yes/no form, when / what questions, and "what does the policy say about <subject>?"."""
     out: list[dict[str, str]] = []
+    text = re.sub(r"!+(?=\s|$)", ".", text)  # "... with the team afterwards!" is a statement too
     for clause in phrasing.clauses(text)[:3]:
         out += _clause_questions(clause)
     return out
@@ -242,7 +243,18 @@ _MALFORMED = re.compile(
     r"\b(?:of|the|a|an|to|for|with|by|and|or|whose|which|that|from|in|on|at)\?$|"
     r"^what \w+ (?:I|\w+) \w+ to [$£€]?\d|"
     r"^(?:does|do|is|are|can|must|will|should) (?:if|when|where|to|any other)\b|"
-    r"\?.+\?|\bI (?:is|are|has|does)\b|\b(?:in|for) (?:that|this) case\b|\bthe above\b|\babove\?", re.I)
+    r"\?.+\?|\bI (?:is|are|has|does)\b|\b(?:in|for) (?:that|this) case\b|\bthe above\b|\babove\?|"
+    # a subject that points back at a sentence the question does not have: "Does this apply ...?", "Are both of
+    # these taxable?", "Does the same rule as above apply?"; a pronoun left at the end: "... interested in this?"
+    r"(?:^|, )(?:does|do|is|are|can|will|should|must|was|were|has|have|would|could|may) (?:this|these|those|that|"
+    r"they|both|such|the same)\b|\bas above\b|\b(?:this|these|that|those|them)\?$|"
+    # a sentence adverb left after the verb ("Are unfortunately, we ...?"), a conjunction at the end ("..., nor?"),
+    # a cut number ("What does the policy say about a lump sum equal to 3?")
+    r"^\w+ (?:unfortunately|likewise|however|also|instead|otherwise|additionally|alternatively|similarly|"
+    r"therefore|thus|finally|first|then),|\b(?:nor|but|as|than|if|because)\?$|\babout [^?]*\b\d+\?$|"
+    # a list or an exclamation run into the question, a condition that says nothing
+    r"!|\s-\s|:\s*-|^what happens if (?:possible|necessary|needed|applicable|so|not)\?|"
+    r"\bthis (?:purpose|reason)\b", re.I)
 
 
 def malformed(question: str) -> str | None:
@@ -265,9 +277,16 @@ def yes_or_no(parts: dict | None) -> str:
 def with_topic(question: str, topic: str) -> str | None:
     """ "How many days do I get?" -> "For bereavement leave, how many days do I get?" when the question does not name
     its topic (a question employees ask names the benefit)."""
-    if not topic or set(facts_lib.tokens(topic)) <= set(facts_lib.tokens(question)):
+    if not topic or set(facts_lib.tokens(topic)) <= set(facts_lib.tokens(question)) or not speakable(topic):
         return None
     return f"For {topic_phrase(topic)}, {_lower_first(question)}"
+
+
+def speakable(topic: str) -> bool:
+    """Whether a heading reads as the name of a benefit inside a question: not "You are sick", "How to book time off
+    in PTO by Roots" or "Relationship to Law and Employment Contracts"."""
+    return len(topic.split()) <= 5 and not re.match(r"(?:if|when|how|why|what|who|where|you|your|we|our|my|i)\b",
+                                                    topic, re.I)
 
 
 _DANGLING = {"the", "a", "an", "of", "to", "for", "in", "on", "at", "by", "or", "and", "with", "from", "their", "its",
@@ -300,13 +319,15 @@ def wrapped(drafts: list[dict], fact: dict, wanted: int, distinct: Callable[[str
     """More phrasings of a fact's checked drafts, until `wanted`: each (shortened where it can be) in an opening
     employees use. `distinct(question, others)` says whether a new question is not a near-copy of the others."""
     out: list[dict] = []
-    topic = topic_phrase(fact.get("topic") or "the policy")
+    topic = near_miss_topic(fact.get("headings") or [], fact.get("topic") or "")
+    wrappers = WRAPPERS if speakable(topic) else [w for w in WRAPPERS if "{topic}" not in w]
+    topic = topic_phrase(topic)
     for item in drafts:
         if len(drafts) + len(out) >= wanted:
             break
         if item["style"] in ("topic", "wrapped"):
             continue
-        for wrapper in WRAPPERS:
+        for wrapper in wrappers:
             for base in dict.fromkeys(q for q in (shorter(item["question"]), item["question"])
                                       if q and item.get("figure", "") in q):
                 question = wrapper.format(q=_lower_first(base), topic=topic)
