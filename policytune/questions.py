@@ -198,11 +198,16 @@ def sentence_questions(text: str, topic: str = "") -> list[dict[str, str]]:
     return out
 
 
+_POINTS_BACK = re.compile(r"(?:this|these|those|both|such|each of these|all of these|the same)\b", re.I)
+
+
 def _clause_questions(text: str) -> list[dict[str, str]]:
     out: list[dict[str, str]] = []
     found = slots(text)
     kind = found[0]["kind"] if found else "statement"
     parts = phrasing.parse(text)
+    if parts and _POINTS_BACK.match(parts["subject"].strip()):
+        return out  # "Both of these are taxable benefits": no question keeps what "these" are
     for slot in found[:2]:
         question = phrasing.wh(text, slot, _wh(slot))
         clause = phrasing.main_clause(text)
@@ -254,7 +259,7 @@ _MALFORMED = re.compile(
     r"therefore|thus|finally|first|then),|\b(?:nor|but|as|than|if|because)\?$|\babout [^?]*\b\d+\?$|"
     # a list or an exclamation run into the question, a condition that says nothing
     r"!|\s-\s|:\s*-|^what happens if (?:possible|necessary|needed|applicable|so|not)\?|"
-    r"\bthis (?:purpose|reason)\b", re.I)
+    r"\bthis (?:purpose|reason)\b|\b(?:for example|for instance|e\.g)\.?\?$", re.I)
 
 
 def malformed(question: str) -> str | None:
