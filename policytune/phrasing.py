@@ -247,7 +247,11 @@ def parse(text: str) -> dict | None:
     words = clause.split()
     relative = 0  # verbs after "who"/"that" belong to the relative clause ("who do not have ..." holds two)
     skip_noun = False
-    for i, word in enumerate(words[:18]):
+    # "Employees whose working hours do not allow them enough time to vote ... may take": an employee subject with a
+    # relative clause can be long, and becomes the question's condition
+    employee_subject = bool(_EMPLOYEE.match(clause))
+    window, longest = (26, 24) if employee_subject else (18, 16)
+    for i, word in enumerate(words[:window]):
         lowered = word.lower().strip(",;:")
         if skip_noun:  # "whose partner gives birth": the noun after "whose" is not a verb
             skip_noun = False
@@ -273,10 +277,12 @@ def parse(text: str) -> dict | None:
         named = (i == 2 and words[0].lower() in ("the", "a", "an", "each", "every", "this", "our")) or bool(
             i >= 2 and re.match(r"[A-Z]", words[i - 1]) and following and following.strip(",") not in _MODALS
             and following.strip(",") not in _BE_HAVE_DO)  # "The Employee Assistance Programme offers"
-        form = verb_form(lowered, previous, following, plural, named) if i else None
+        # "... enough time to vote in a public election ... may take": an infinitive is never the finite verb
+        form = verb_form(lowered, previous, following, plural, named) if i and words[i - 1].lower() != "to" else None
         if relative == 2 and lowered == "not":
             continue
-        if relative == 2 and form and previous in (_MODALS.keys() | _BE_HAVE_DO | {"not"}):
+        if relative == 2 and (form or "VERB" in _lemmas(lowered.strip(","))) and \
+                previous in (_MODALS.keys() | _BE_HAVE_DO | {"not"}):
             relative = 0  # "who do not allow": the lexical verb after the relative clause's auxiliary
             continue
         if relative == 1 and ("VERB" in _lemmas(lowered.strip(",")) or lowered in _MODALS or lowered in _BE_HAVE_DO):
@@ -294,7 +300,7 @@ def parse(text: str) -> dict | None:
             continue
         subject = " ".join(words[:back + 1]) if back < i - 1 else " ".join(words[:i])  # "We also" -> "We"
 
-        if len(words[:i]) > 16 or re.search(r"\bthat (?:the|a|an|their|its)\b|^(?:nothing|none|no one)\b", subject, re.I):
+        if len(words[:i]) > longest or re.search(r"\bthat (?:the|a|an|their|its)\b|^(?:nothing|none|no one)\b", subject, re.I):
             return None  # too long, or "fees for modules that the employee fails ...": a relative clause's subject
         if not lead and re.match(r"(?:during|in|on|after|before|for|within|from|following|under)\b", subject, re.I):
             # "During the 3-month probationary period an employee may ...": the subject starts at its last determiner
@@ -337,7 +343,8 @@ def parse(text: str) -> dict | None:
         elif employee:
             person = "I"
             if employee.group(1) and employee.group(1).lower() == "whose":
-                condition = f"if my {employee.group(2)}"  # "whose partner gives birth" -> "if my partner gives birth"
+                # "whose partner gives birth" -> "if my partner gives birth"; "... allow them" -> "... allow me"
+                condition = _first_person(f"if my {employee.group(2)}")
             elif employee.group(1):
                 condition = _first_person(f"if I {_verb_to_base(_first_person(employee.group(2)))}")
         return {"lead": f"{lead}, {condition}" if lead and condition else lead or condition, "condition": lead,
