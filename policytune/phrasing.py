@@ -224,6 +224,24 @@ def _first_person(rest: str) -> str:
     return re.sub(r"\bthey\b", "I", rest)
 
 
+def you_as_me(question: str) -> str:
+    """A question asked in the first person with the handbook's "you" left in it, in the first person throughout:
+    "Do we care about my results, not how long you work?" -> "..., not how long I work?"."""
+    if not re.search(r"\b(?:I|my|me)\b", question) or not re.search(r"\byou(?:r|rs|rself)?\b", question, re.I):
+        return question
+    question = re.sub(r"\byou are\b", "I am", question)
+    question = re.sub(r"\byou were\b", "I was", question)
+    question = re.sub(r"\byourself\b", "myself", question)
+    question = re.sub(r"\byours\b", "mine", question)
+    question = re.sub(r"\byour\b", "my", question)
+    question = re.sub(r"\b(to|for|with|about|from|on|at|of|by|help|let|ask|tell|give|require|trust|contact) you\b",
+                      r"\1 me", question)
+    # an object ("pay you according to", "expect you to") before a subject ("if you spend")
+    question = re.sub(r"\byou(?=\s+(?:to|according|for|with|a|an|the|some|any|up|back|in|at|on|by|as|well)\b|[?,.])",
+                      "me", question)
+    return re.sub(r"\byou\b", "I", question)
+
+
 def _verb_to_base(clause: str) -> str:
     """ "works on a holiday" -> "work on a holiday" (the verb of a who-clause, for "if I ...")."""
     words = clause.split()

@@ -298,11 +298,14 @@ _DANGLING = {"the", "a", "an", "of", "to", "for", "in", "on", "at", "by", "or", 
              "that", "which", "who", "is", "are", "be"}
 
 
-def shorter(question: str) -> str | None:
+def shorter(question: str, keep_condition: bool = False) -> str | None:
     """The question without its condition, list or trailing clause, as employees ask it in few words:
-    "Do I have to tell my line manager ... on the first day of absence, if I am unable to work?" -> "... absence?"."""
+    "Do I have to tell my line manager ... on the first day of absence, if I am unable to work?" -> "... absence?".
+    With `keep_condition` only a list or trailing clause goes: a yes/no question's "Yes." may hold only under its
+    condition ("Should I let my manager know?" is true if I am sick)."""
     body = question.rstrip("?")
-    for pattern in (r",? if I [^?]+$", r" (?:where|when|if|unless|except|provided) [^?]{10,}$", r"[:,] [^?]+$"):
+    patterns = (r",? if I [^?]+$", r" (?:where|when|if|unless|except|provided) [^?]{10,}$", r"[:,] [^?]+$")
+    for pattern in patterns[2:] if keep_condition else patterns:
         cut = re.sub(pattern, "", body).rstrip(" ,:;")
         if cut == body or len(cut.split()) < 6 or re.search(r"\b(?:" + "|".join(_DANGLING) + r")$", cut, re.I) or \
                 re.search(r"\b(?:that|who|which)(?: \w+){0,2}$", cut):
@@ -333,7 +336,8 @@ def wrapped(drafts: list[dict], fact: dict, wanted: int, distinct: Callable[[str
         if item["style"] in ("topic", "wrapped"):
             continue
         for wrapper in wrappers:
-            for base in dict.fromkeys(q for q in (shorter(item["question"]), item["question"])
+            bases = (shorter(item["question"], keep_condition=item["style"] == "yes_no"), item["question"])
+            for base in dict.fromkeys(q for q in bases
                                       if q and item.get("figure", "") in q):
                 question = wrapper.format(q=_lower_first(base), topic=topic)
                 if len(drafts) + len(out) < wanted and distinct(question, [d["question"] for d in drafts + out]):
@@ -373,11 +377,14 @@ def templates(fact: dict, contrast_figures: bool = True) -> list[dict[str, str]]
         out = contrasted(out, fact["text"])
     # a shorter form must keep the wrong figure its "No." denies
     out += [{**item, "question": short, "style": "short"} for item in list(out)
-            if item["style"] in ("yes_no", "wh", "what", "contrast") and (short := shorter(item["question"]))
+            if item["style"] in ("yes_no", "wh", "what", "contrast")
+            and (short := shorter(item["question"], keep_condition=item["style"] == "yes_no"))
             and item.get("figure", "") in short]
     topical = [with_topic(item["question"], fact.get("topic") or "") if item["style"] != "about" else None
                for item in out[:2]]
     out += [{**item, "question": q, "style": "topic"} for q, item in zip(topical, out) if q]
+    # "Do we care about my results, not how long you work?": a first-person question keeps one person throughout
+    out = [{**item, "question": phrasing.you_as_me(item["question"])} for item in out]
     seen, unique = set(), []
     for item in out:
         key = item["question"].lower()
