@@ -258,7 +258,10 @@ _MALFORMED = re.compile(
     r"^\w+ (?:unfortunately|likewise|however|also|instead|otherwise|additionally|alternatively|similarly|"
     r"therefore|thus|finally|first|then),|\b(?:nor|but|as|than|if|because)\?$|\babout [^?]*\b\d+\?$|"
     # a list or an exclamation run into the question, a condition that says nothing
-    r"!|\s-\s|:\s*-|^what happens if (?:possible|necessary|needed|applicable|so|not)\?|"
+    r"!|\s-\s|:\s*-|(?:^|, )what happens if (?:possible|necessary|needed|applicable|so|not)\?|\?\?|"
+    # a subject phrase cut at a comma ("about permissionless time off, PostHog?"), a quote left open ('a "use it?'),
+    # a second clause run into a wh-question ("What is managed by Vestwell and we match up to 4%?")
+    r"\babout [^?]*, [^?]*\?$|^[^\"]*\"[^\"]*\?$|^(?:what|who|which)\b[^?]* and (?:we|you|I|they)\b|"
     r"\bthis (?:purpose|reason)\b|\b(?:for example|for instance|e\.g)\.?\?$", re.I)
 
 
