@@ -277,7 +277,9 @@ def gold_overlap(gold_items: list[dict], train: list[dict], threshold: float = N
     question a gold writer asked, and a figure earned by copying is not generalisation."""
     from policytune import normalize
 
-    asked = [normalize.content_tokens(r.get("question", "")) for r in train if isinstance(r, dict)]
+    # training records hold the question as "instruction" (Alpaca layout); "question" where one was generated so
+    asked = [normalize.content_tokens(r.get("instruction") or r.get("question") or "") for r in train
+             if isinstance(r, dict)]
     near = [any(normalize.jaccard(normalize.content_tokens(item["question"]), t) >= threshold for t in asked)
             for item in gold_items]
     rest = [item for item, copied in zip(gold_items, near) if not copied]

@@ -63,7 +63,8 @@ class FakeStages:
             if _option(command, "--epochs") == "0":
                 return 2, 0.5
             (data / "train_split.json").write_text(json.dumps(
-                [{"answerable": True, "fact_id": "f0", "output": "25 days"}, {"answerable": True, "fact_id": "f0", "output": "25"},
+                [{"answerable": True, "fact_id": "f0", "output": "25 days", "instruction": "How many days of annual leave?"},
+                 {"answerable": True, "fact_id": "f0", "output": "25"},
                  {"answerable": True, "fact_id": "f2", "output": "x"}, {"answerable": False, "output": "Not specified."}]))
             ckpt.mkdir(parents=True, exist_ok=True)
             (ckpt / "metrics.json").write_text(json.dumps({"tokens": 1234}))
@@ -72,7 +73,12 @@ class FakeStages:
             block = {"n": 6, "intervals": {m: {k: interval for k, _ in quality.METRICS} for m in ("base", "tuned", "difference")}}
             reports = Path(_option(command, "--reports-dir"))
             reports.mkdir(parents=True, exist_ok=True)
-            (reports / "eval.json").write_text(json.dumps({"splits": {"gold": block}}))
+            # one gold question nearly copies a training question; the other is scored as "the rest"
+            items = [{"question": "How many days of annual leave do I get?", "split": "gold", "answerable": True,
+                      "tuned_correct": True, "base_correct": False},
+                     {"question": "Is the relocation allowance taxed?", "split": "gold", "answerable": False,
+                      "tuned_correct": True, "base_correct": False}]
+            (reports / "eval.json").write_text(json.dumps({"splits": {"gold": block}, "items": items}))
         return 0, 1.5
 
     def stages(self) -> list[tuple[str, str]]:
@@ -110,11 +116,16 @@ def test_recipes_share_one_parse_a_failure_is_reported_and_skip_existing_resumes
     ok, broken = saved["recipes"]
     assert ok["state"]["status"] == "ok" and list(ok["state"]["stages"]) == quality.RECIPE_STAGES
     assert ok["measured"] == {"n_gold": 6, "intervals": ok["measured"]["intervals"], "train_records": 4, "facts_covered": 2,
-                              "facts_total": 3, "facts_basis": ok["measured"]["facts_basis"], "train_tokens": 1234}
+                              "facts_total": 3, "facts_basis": ok["measured"]["facts_basis"], "train_tokens": 1234,
+                              "gold_near_copies": {"answerable": 1, "unanswerable": 0, "threshold": quality.NEAR_COPY},
+                              "gold_rest": {"answerable": 0, "unanswerable": 1, "base_accuracy": None,
+                                            "base_refusal_recall": 0.0, "tuned_accuracy": None,
+                                            "tuned_refusal_recall": 1.0}}
     assert broken["state"]["status"] == "failed at train (exit 2)" and "evaluate" not in broken["state"]["stages"]
     assert broken["measured"] == {}
     out = capsys.readouterr().out
     assert "| ok " in out and "0.50 [0.25, 0.75]" in out and "+0.50 [+0.25, +0.75]" in out and "2/3" in out
+    assert "| 1/0 " in out, "gold questions a training question nearly copies, answerable/unanswerable"
     assert "failed at train (exit 2)" in out and "error: something broke" in out
     assert [r["model"] for r in saved["rows"]] == ["tuned", "base", "tuned − base", "tuned"]
 
