@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_script
+from conftest import ROOT, run_script, stage_module
 from policytune import chat, cpu, training
 
 FACTS = [
@@ -213,7 +213,7 @@ def test_tiny_model_trains_and_writes_a_reloadable_adapter(workdir, tiny_model):
 
 def test_full_fine_tuning_writes_a_whole_model_in_place_of_the_adapter(workdir, tiny_model):
     """--method full trains every weight and saves the model itself; the adapter of an earlier LoRA run in the same
-    folder is removed, so nothing later loads it instead; a LoRA run afterwards removes the whole model again."""
+    folder is removed, so nothing later loads it instead."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     lora = train(workdir, "--base-model", str(tiny_model), "--max-steps", "2", *TINY_FLAGS)
@@ -234,10 +234,26 @@ def test_full_fine_tuning_writes_a_whole_model_in_place_of_the_adapter(workdir, 
     tokenizer = AutoTokenizer.from_pretrained(ckpt)
     tuned = AutoModelForCausalLM.from_pretrained(ckpt)  # loads with stock attention, no policytune code
     assert (logits(tuned, tokenizer) - logits(AutoModelForCausalLM.from_pretrained(tiny_model), tokenizer)).abs().max() > 1e-3
-    again = train(workdir, "--base-model", str(tiny_model), "--max-steps", "2", "--fresh", *TINY_FLAGS)
-    assert again.returncode == 0 and not (ckpt / "model.safetensors").exists()
-    bad = train(workdir, "--base-model", str(tiny_model), "--method", "full", "--quantization", "4bit")
-    assert bad.returncode == 2 and "quantized weights cannot be trained" in bad.stderr
+
+
+def test_publishing_one_method_clears_the_other_methods_files(tmp_path):
+    """A LoRA run after a full one (or the reverse) must not leave the other's weights where evaluate and deploy look
+    first; a full fine-tune cannot train quantized weights."""
+    target, staging = tmp_path / "ckpt", tmp_path / "staging"
+    target.mkdir()
+    for name in training.FULL_FILES + ("tokenizer.json",):
+        (target / name).write_text("old")
+    staging.mkdir()
+    for name in ("adapter_model.safetensors", "adapter_config.json", "metrics.json"):
+        (staging / name).write_text("new")
+    training.publish(staging, target, last="metrics.json", stale=training.FULL_FILES)
+    assert sorted(p.name for p in target.iterdir()) == ["adapter_config.json", "adapter_model.safetensors",
+                                                        "metrics.json", "tokenizer.json"]
+    stage = stage_module("train.py")
+    with pytest.raises(ValueError, match="quantized weights cannot be trained"):
+        stage.TrainConfig(method="full", quantization="4bit")
+    assert stage.TrainConfig(method="full").peak_learning_rate() == 1e-4
+    assert stage.TrainConfig().peak_learning_rate() == 1e-3
 
 
 @pytest.mark.slow
