@@ -274,7 +274,7 @@ def load_tuned(base: models.BaseModel, adapter: Path, dtype: str):
     model = models.load_model(base, dtype=dtype)
     if models.is_full_model(adapter):
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        tuned = models.load_model(models.BaseModel(name=str(adapter), hf_path=str(adapter)), dtype=dtype)
+        tuned = models.load_full_model(adapter, dtype=dtype)
         return FullModel(model.to(device).eval(), tuned.to(device).eval())
     with warnings.catch_warnings():
         # PEFT looks up base_model_name_or_path ("embedded") as a hub id to check the vocabulary.

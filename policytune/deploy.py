@@ -230,8 +230,7 @@ def _hf_logprobs(cfg: DeployConfig, deployment: Deployment, sequences: list[tupl
     torch.set_num_threads(_threads(cfg.threads))
     model = models.load_model(deployment.base, dtype="float32")
     if deployment.model_gguf is not None:
-        fine_tuned = models.load_model(models.BaseModel(name=str(deployment.adapter_dir),
-                                                        hf_path=str(deployment.adapter_dir)), dtype="float32").eval()
+        fine_tuned = models.load_full_model(deployment.adapter_dir, dtype="float32").eval()
         tuned_model, plain_model, plain_context = fine_tuned, model.eval(), contextlib.nullcontext
     else:
         model = PeftModel.from_pretrained(model, str(deployment.adapter_dir)).eval()

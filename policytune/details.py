@@ -115,8 +115,7 @@ def near_misses(fact_list: list[dict], index: facts_lib.Index,
             distinctive = index.distinctive(list(words), max_share=max_share)
             if 2 * len(distinctive) < len(words):
                 continue  # "team unlimited time off" is the policy's time off: "unlimited" cannot find its facts
-            about = [f for f, fact_words, heading_words in zip(index.facts, index.words, index.heading_words)
-                     if 2 * len(distinctive & (fact_words | heading_words)) >= len(distinctive)]
+            about = index.mostly_naming(distinctive, headings=True)
             for kind, (heads, cues, templates) in KINDS.items():
                 if not re.search(rf"(?:{heads})$", thing):
                     continue

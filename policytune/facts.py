@@ -272,6 +272,12 @@ class Index:
         """The facts that contain any of these words."""
         return [f for f, fact_words in zip(self.facts, self.words) if fact_words & words]
 
+    def mostly_naming(self, words: set[str], headings: bool = False) -> list[dict]:
+        """The facts that name at least half of these words (in their headings too, with `headings`): facts about
+        "occupational health", not every "health" benefit."""
+        return [f for f, fact_words, heading_words in zip(self.facts, self.words, self.heading_words)
+                if 2 * len(words & (fact_words | heading_words if headings else fact_words)) >= len(words)]
+
     def about(self, words: set[str]) -> list[dict]:
         """The facts that contain any of these words, or sit under a heading that does ("Requesting Bereavement and
         Compassionate Leave: The leave should be recorded in PeopleHub" is about compassionate leave)."""

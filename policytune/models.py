@@ -35,6 +35,11 @@ class BaseModel:
     gguf_path: str | None = None  # a GGUF of the same weights, for llama.cpp, when we have one
 
 
+def load_full_model(folder: str | os.PathLike, dtype: str = "auto"):
+    """A model `train.py --method full` saved (see is_full_model), loaded as a base model is."""
+    return load_model(BaseModel(name=str(folder), hf_path=str(folder)), dtype=dtype)
+
+
 def is_full_model(folder: str | os.PathLike) -> bool:
     """A folder `train.py --method full` wrote: the whole fine-tuned model, no adapter."""
     folder = Path(folder)

@@ -47,9 +47,7 @@ def stated_anywhere(mention: str, index: facts_lib.Index, common: set[str]) -> d
     `common`): the provider may be named there."""
     words = set(facts_lib.tokens(mention))
     distinctive = index.distinctive(list(words), max_share=0.2) or words
-    for fact, fact_words in zip(index.facts, index.words):
-        if 2 * len(distinctive & fact_words) < len(distinctive):
-            continue  # facts about this provider ("occupational health"), not every "health" benefit
+    for fact in index.mostly_naming(distinctive):
         names = {n for n in _NAME.findall(fact["text"]) if not set(n.split()) <= common}
         if names:
             return fact
