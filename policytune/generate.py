@@ -118,6 +118,7 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
         for draft in drafts:
             if not_near_copy(draft["question"], [d["question"] for d in distinct]):
                 distinct.append(draft)
+        distinct = questions.recall_first(distinct, fact["text"])
         drafts = distinct + questions.wrapped(distinct, fact, questions_per_fact, not_near_copy)
         chunk_plan[fact["chunk_id"]]["facts"].append({"fact": fact, "drafts": drafts})
     # Across facts too: preprocessing keeps the first of two near-copies wherever they come from, so a fact whose

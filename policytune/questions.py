@@ -19,7 +19,10 @@ from policytune import contrast
 from policytune import facts as facts_lib
 from policytune import phrasing
 
-_UNIT = r"(?:business |calendar |working |full |consecutive |complete |paid |unpaid )?(?:days?|weeks?|months?|years?|hours?|times?|sessions?|nights?|minutes?|instalments?)"
+# "3 consecutive calendar days", "10 paid public holidays": a count with up to three modifiers before its noun
+_UNIT = (r"(?:(?!(?:or|and|of|the|to|more|less|than|per|a|an|in|at|for|by|with|on|from|each|every)\b)[a-z-]+ ){0,3}"
+         r"(?:days?|weeks?|months?|years?|hours?|times?|sessions?|nights?|minutes?|instalments?|holidays?|appointments?|"
+         r"kilometres?|miles?)")
 _NUMBER = r"(?:\d[\d,]*(?:\.\d+)?(?:\s?[-–]\s?\d[\d,]*)?|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|twenty|thirty)"
 _SLOT_PATTERNS = [
     ("money", re.compile(r"[£$€]\s?\d[\d,]*(?:\.\d+)?(?:\s?(?:per|a|each) (?:calendar |academic |leave |working )?\w+)?")),
@@ -209,7 +212,7 @@ def _clause_questions(text: str) -> list[dict[str, str]]:
     if parts and _POINTS_BACK.match(parts["subject"].strip()):
         return out  # "Both of these are taxable benefits": no question keeps what "these" are
     for slot in found[:2]:
-        question = phrasing.wh(text, slot, _wh(slot))
+        question = phrasing.wh(text, slot, _wh(slot), max_words=25)
         clause = phrasing.main_clause(text)
         if not question and parts and not parts["lead"] and not parts["person"] and slot["value"] in clause and \
                 clause.find(slot["value"]) >= clause.find(parts["subject"]) >= 0:
@@ -307,8 +310,11 @@ def shorter(question: str, keep_condition: bool = False) -> str | None:
     With `keep_condition` only a list or trailing clause goes: a yes/no question's "Yes." may hold only under its
     condition ("Should I let my manager know?" is true if I am sick)."""
     body = question.rstrip("?")
-    patterns = (r",? if I [^?]+$", r" (?:where|when|if|unless|except|provided) [^?]{10,}$", r"[:,] [^?]+$")
-    for pattern in patterns[2:] if keep_condition else patterns:
+    # "... can I take per calendar year to deal with a serious illness, ...?": the purpose after a period goes too
+    patterns = (r",? if I [^?]+$", r" (?:where|when|if|unless|except|provided) [^?]{10,}$",
+                r"(?:(?<=year)|(?<=month)|(?<=week)|(?<=days)|(?<=weeks)|(?<=months)|(?<=leave)|(?<=hours)|(?<= off)) to (?!(?:the|a|an|my|their|be|work)\b)"
+                r"[a-z]+ [^?]{8,}$", r"[:,] [^?]+$")
+    for pattern in patterns[3:] if keep_condition else patterns:
         cut = re.sub(pattern, "", body).rstrip(" ,:;")
         if cut == body or len(cut.split()) < 6 or re.search(r"\b(?:" + "|".join(_DANGLING) + r")$", cut, re.I) or \
                 re.search(r"\b(?:that|who|which)(?: \w+){0,2}$", cut):
@@ -359,6 +365,23 @@ def contrasted(items: list[dict], fact_text: str) -> list[dict]:
         out.append({**item, "question": changed[0], "style": "contrast", "reply": "No.", "figure": changed[1]}
                    if changed else item)
     return out
+
+
+def recalls(question: str, fact_text: str) -> bool:
+    """Whether answering the question means recalling one of the fact's figures or names: the question leaves it out
+    ("How many days of compassionate leave can I take?" against "Can I take up to 5 days ...?")."""
+    asked = question.lower()
+    return any(slot["value"].lower() not in asked for slot in slots(fact_text))
+
+
+def recall_first(drafts: list[dict], fact_text: str) -> list[dict]:
+    """The drafts in the order a fact's few questions are taken: one that makes the model recall a figure or name,
+    then a yes/no question with a wrong figure (its answer gives the right one), then the other recall questions.
+    A question holding its fact's figures only teaches copying them from the question."""
+    recall = [d for d in drafts if d["style"] not in ("contrast", "yes_no", "about") and recalls(d["question"], fact_text)]
+    contrasts = [d for d in drafts if d["style"] == "contrast"]
+    head = recall[:1] + contrasts[:1] + recall[1:]
+    return head + [d for d in drafts if d not in head]
 
 
 def templates(fact: dict, contrast_figures: bool = True) -> list[dict[str, str]]:
