@@ -108,3 +108,32 @@ def test_providers_named_nowhere_are_asked_for_and_named_ones_are_not():
     assert "Which company is our occupational health provider?" in [k["question"] for k in kept]
     assert not any("dental insurance" in k["question"] for k in kept)
     assert any("dental insurance" in d["question"] for d in dropped), "BrightSmile names the dental insurer"
+
+
+def test_each_fact_is_first_asked_so_that_the_model_must_recall_its_figure():
+    # counts with modifiers are slots, asked for with their modifiers
+    assert [s["value"] for s in questions.slots("Northwind recognises 10 paid public holidays in each calendar year.")] \
+        == ["10 paid public holidays"]
+    assert questions._wh(questions.slots("absences of up to 3 consecutive calendar days")[0]) == \
+        "how many consecutive calendar days"
+    assert questions.slots("2 or more days") == []  # "or more" is not a modifier of the count
+    fact = {"text": "Employees may take up to 5 days of paid compassionate leave per calendar year to deal with a "
+                    "serious illness, serious injury or emergency affecting a member of their immediate family or a "
+                    "dependant, such as a hospital admission.", "kind": "sentence", "topic": "Compassionate Leave"}
+    drafts = questions.templates(fact)
+    asked = [d["question"] for d in drafts]
+    # a fronted question too long for an employee falls back to its first clause; the purpose after the period goes
+    assert "How many days of paid compassionate leave can I take per calendar year to deal with a serious illness?" in asked
+    assert "How many days of paid compassionate leave can I take per calendar year?" in asked
+    ordered = questions.recall_first(drafts, fact["text"])
+    # first a question whose answer holds a figure the question leaves out, then one asking a wrong figure ("No."),
+    # never first one that holds the figure ("Who can take up to 5 days ...?")
+    assert "5 days" not in ordered[0]["question"] and ordered[0]["style"] != "contrast"
+    assert ordered[1]["style"] == "contrast" and "5 days" not in ordered[1]["question"]
+    assert sorted(map(id, ordered)) == sorted(map(id, drafts))
+    given = [{"question": "Who can take up to 5 days of paid compassionate leave?", "style": "who_what"},
+             {"question": "Can I take up to 5 days of paid compassionate leave?", "style": "yes_no"},
+             {"question": "What does the policy say about compassionate leave?", "style": "about"},
+             {"question": "How many days of paid compassionate leave can I take?", "style": "wh"}]
+    assert [d["style"] for d in questions.recall_first(given, fact["text"])] == ["wh", "who_what", "yes_no", "about"]
+    assert not questions.recalls("Who can take up to 5 days of paid compassionate leave?", fact["text"])
