@@ -132,6 +132,10 @@ def content_tokens(text: str) -> set[str]:
     return set(w for w in words(text) if w not in STOPWORDS) or set(words(text))
 
 
+def _numbers(tokens: set[str]) -> set[str]:
+    return {t for t in tokens if any(c.isdigit() for c in t)}
+
+
 class NearDuplicates:
     """Texts seen so far, to ask whether a new one is a near-copy of one of them (same content words, or token Jaccard
     >= threshold).
@@ -164,7 +168,11 @@ class NearDuplicates:
         if key in self.keys:
             return self.keys[key]
         candidates = sorted({j for token in self._prefix(tokens) for j in self.index.get(token, ())})
-        return next((j for j in candidates if jaccard(tokens, self.sets[j]) >= self.threshold), None)
+        # "... for less than 2 years?" and "... for 2 to less than 5 years?" ask for different rows: texts whose
+        # numbers differ are never copies of each other, however many words they share
+        numbers = _numbers(tokens)
+        return next((j for j in candidates if jaccard(tokens, self.sets[j]) >= self.threshold
+                     and _numbers(self.sets[j]) == numbers), None)
 
     def add(self, text: str) -> int:
         tokens = content_tokens(text)

@@ -112,11 +112,16 @@ def table_questions(fact: dict) -> list[str]:
         return [_question(f"What is the {key.lower()} of the {topic_phrase(fact.get('topic') or 'policy')}"),
                 _question(f"What is the policy's {key.lower()}")]
     row, row_header = _lower_first(parts[0][1]), parts[0][0].lower()
+    # "Years of service: 2 to less than 5 years" reads as "with 2 to less than 5 years of service"
+    measure = re.match(r"(\w+?)s? of (.+)$", row_header)
+    row_phrase = f"with {row} of {measure.group(2)}" if measure and re.search(
+        rf"\b{measure.group(1)}s?\b", row) else f"for {row}"
     first, second = [], []
     for header, _ in parts[1:]:
         if re.match(r"(?:how|what|who|when|where|which)\b", header, re.I):
             continue  # "How to reach: ..." makes no question of its own
-        first.append(_question(f"What is the {header.lower()} for {row}"))
+        counted = re.match(r"(?:\w+ )?(?:days|weeks|months|hours|years)\b", header, re.I)  # "Days per year: 22 days"
+        first.append(_question(f"{'How many' if counted else 'What is the'} {header.lower()} {row_phrase}"))
         second.append(_question(f"What is the {header.lower()} when the {row_header} is {row}"))
     return first + second
 

@@ -28,6 +28,9 @@ def test_table_rows_read_with_their_header_and_captions_links_and_headings_are_n
     found, skipped = facts.inventory([chunk()])
     texts = [f["text"] for f in found]
     assert "Years of service: Less than 2 years; Days per year: 20 days; Maximum carry-over: 5 days." in texts
+    row = next(f for f in found if f["text"].startswith("Years of service: 2 to less"))
+    # a row is asked as an employee names it: its measure with its unit, its key with what it counts
+    assert "How many days per year with 2 to less than 5 years of service?" in questions.table_questions(row)
     assert not any(t.startswith("Table 1") or "https://" in t or t == "Annual Leave" for t in texts)
     assert {s["reason"] for s in skipped} >= {"caption", "link only"}
     assert all(f["section"] == "2. Annual Leave > 2.1 Accrual" and f["topic"] == "Accrual" for f in found)

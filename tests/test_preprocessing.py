@@ -142,6 +142,11 @@ def test_near_duplicates_keep_the_first_and_spare_different_questions():
                  "Who approves volunteer leave?"]
     assert normalize.near_duplicates(questions, 0.8) == {1: 0, 2: 0}
     assert normalize.near_duplicates(questions, 1.0) == {1: 0, 2: 0}  # differs only in "the"
+    # rows of one table differ only in their numbers, and ask different things
+    rows = ["How many days per year with less than 2 years of service?",
+            "How many days per year with 2 to less than 5 years of service?",
+            "How many days per year, with less than 2 years of service?"]
+    assert normalize.near_duplicates(rows, 0.8) == {2: 0}
 
 
 def test_stage_flattens_normalises_deduplicates_and_counts_every_drop(tmp_path):
