@@ -53,6 +53,37 @@ TYPE_HINTS = {
     "eligibility": "Ask who qualifies, or under which condition the rule applies.",
 }
 
+# How employees say what a policy words formally: policy phrase (a regex, case-insensitive) -> everyday phrasings.
+# Each fact gets one more question in these words (besides the document's own abbreviations, "EAP"), so its
+# answer is recalled from the way people ask, not only from the policy's vocabulary. A phrasing that one of the
+# document's headings uses ("holiday" where a section is "Public Holidays") is skipped: it names another part of
+# the policy. Add your organisation's words; keep both sides meaning the same thing.
+EMPLOYEE_WORDS = {
+    r"\b(?:per|in each|in any|in a|each) (?:calendar |leave )?year\b": ["a year", "every year", "each year"],
+    r"\bannual leave\b": ["holiday", "vacation", "annual holiday"],
+    r"\b(?:paid )?sick leave\b": ["sick days", "sick time"],
+    r"\bbusiness days\b|\bworking days\b": ["work days", "working days"],
+    r"\bcalendar days\b": ["days"],
+    r"\b(?:my|the|their|the employee's) line manager\b": ["my manager", "my boss"],
+    r"\bline manager\b": ["manager"],
+    r"\bdo I receive\b": ["do I get"],
+    r"\bI receive\b": ["I get"],
+    r"\bcontinuous service\b": ["service", "time with the company"],
+    r"\bprobationary period\b": ["probation"],
+    r"\bmedical certificate\b": ["doctor's note", "sick note"],
+    r"\bpublic holidays\b": ["bank holidays"],
+    r"\bpublic holiday\b": ["bank holiday"],
+    r"\breimburse\b": ["pay back", "cover"],
+    r"\breimbursed\b": ["paid back", "covered"],
+    r"\bnotify\b": ["tell", "inform"],
+    r"\bsubmit\b": ["send", "hand in"],
+    r"\bprior to\b": ["before"],
+    r"\bcommence\b": ["start"],
+    r"\bbase salary\b": ["salary", "basic pay"],
+    r"\bremuneration\b": ["pay"],
+    r"\bemployees\b": ["staff"],
+}
+
 # Near-miss unanswerable questions about each section's topic ({topic}: the section heading). An
 # aspect is used for a section only when none of its cue words occur in the section, and a question
 # is kept only when none of the facts of the whole document most similar to it holds a cue word

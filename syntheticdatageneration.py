@@ -50,6 +50,9 @@ class GenerationConfig(llm.LLMOptions):
     detail_near_misses: bool = field(default=True, metadata={
         "help": "also ask for a detail (amount, approver, notice, ...) of something the policy names but leaves "
                 "unspecified, where no fact naming it gives that detail (policytune/unstated.py)"})
+    employee_words: bool = field(default=True, metadata={
+        "help": "ask each fact once more in everyday words (generated_prompt.EMPLOYEE_WORDS) and the document's "
+                "abbreviations: employees say 'a year' and 'my manager', not 'per calendar year' and 'the line manager'"})
     near_miss_check: str = field(default="topic", metadata={
         "help": "drop a near miss when a fact alike holds its aspect's cue words: any such fact (document), or one not "
                 "about another of the policy's topics (topic: 'study leave ... performance' says nothing of sick leave)",
@@ -127,7 +130,8 @@ def main(cfg: GenerationConfig) -> None:
             unanswerable_ratio=cfg.unanswerable_ratio, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
             concurrency=cfg.concurrency, progress=cfg.progress, teacher_answers=teacher_answers,
             questions_per_fact=cfg.questions_per_fact, contrast_figures=cfg.contrast_figures,
-            near_miss_check=cfg.near_miss_check, detail_near_misses=cfg.detail_near_misses)
+            near_miss_check=cfg.near_miss_check, detail_near_misses=cfg.detail_near_misses,
+            employee_words=cfg.employee_words)
     io.write_json_atomic(output_path, records)
     io.write_json_atomic(cfg.data_path("syntheticdata_summary.json"), summary)
     print(generate.format_summary(summary), flush=True)

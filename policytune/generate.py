@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from policytune import chat, details, heuristics, io, llm, normalize, phrasing, questions, unstated
+from policytune import chat, details, employee, heuristics, io, llm, normalize, phrasing, questions, unstated
 from policytune import facts as facts_lib
 
 TYPES = ("numeric", "entity", "procedure", "eligibility")
@@ -47,7 +47,7 @@ def prompts() -> dict[str, Any]:
     return {"system": gp.GENERATION_SYSTEM_PROMPT, "answerable": gp.ANSWERABLE_PROMPT,
             "question_only": gp.QUESTION_ONLY_PROMPT, "type_hints": gp.TYPE_HINTS,
             "unanswerable_templates": gp.UNANSWERABLE_TEMPLATES, "not_a_benefit": gp.NOT_A_BENEFIT,
-            "near_miss_topics": f"{gp.LEAVE_TOPICS}|{gp.MONEY_TOPICS}"}
+            "near_miss_topics": f"{gp.LEAVE_TOPICS}|{gp.MONEY_TOPICS}", "employee_words": gp.EMPLOYEE_WORDS}
 
 
 def prompt_sha(prompt_set: dict[str, Any] | None = None) -> str:
@@ -84,7 +84,8 @@ def not_near_copy(question: str, others: list[str]) -> bool:
 def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, unanswerable_ratio: float,
          unanswerable_templates: dict[str, dict], near_miss_topics: str = ".",
          not_a_benefit: str = r"$^", contrast_figures: bool = True,
-         near_miss_check: str = "topic", detail_near_misses: bool = True) -> tuple[dict[str, dict], dict]:
+         near_miss_check: str = "topic", detail_near_misses: bool = True,
+         employee_words: dict[str, list[str]] | None = None) -> tuple[dict[str, dict], dict]:
     """Decide every question of every chunk before asking the teacher anything.
 
     Per chunk: its facts, each with the code's drafts that point at it (consistency-checked
@@ -92,7 +93,8 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
     unanswerable count hits `unanswerable_ratio` of all planned questions, drawn round-robin over
     sections so every topic gets near misses; a candidate that some fact of the document may
     answer is dropped with that fact named ("document": any fact alike that holds a cue word; "topic": not one that
-    is about another of the document's topics). Returns (plan by chunk id, report of what was left out).
+    is about another of the document's topics). With `employee_words`, each fact's third question is one of its
+    first ones in everyday words (`employee.py`). Returns (plan by chunk id, report of what was left out).
     """
     by_section: dict[str, list[dict]] = {}
     for fact in fact_list:
@@ -101,6 +103,7 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
     document_index = facts_lib.Index(fact_list) if fact_list else None
     chunk_plan: dict[str, dict] = {c["id"]: {"facts": [], "unanswerable": []} for c in chunks}
     rejected_drafts: list[dict] = []
+    short_names, headings = employee.abbreviations(fact_list), employee.headings(fact_list)
     with phrasing.document_names(facts_lib.proper_nouns(fact_list), facts_lib.organisation_names(fact_list)):
         templates = {fact["id"]: questions.templates(fact, contrast_figures) for fact in fact_list}
     for fact in fact_list:
@@ -119,6 +122,12 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
             if not_near_copy(draft["question"], [d["question"] for d in distinct]):
                 distinct.append(draft)
         distinct = questions.recall_first(distinct, fact["text"])
+        if employee_words:
+            everyday = [{**d, "question": q, "style": "everyday"} for d in distinct
+                        if (q := employee.reword(d["question"], employee_words, short_names, headings))
+                        and not questions.malformed(q)]
+            everyday = [d for d in everyday if not_near_copy(d["question"], [x["question"] for x in distinct])]
+            distinct = distinct[:2] + everyday[:1] + distinct[2:] + everyday[1:]
         drafts = distinct + questions.wrapped(distinct, fact, questions_per_fact, not_near_copy)
         chunk_plan[fact["chunk_id"]]["facts"].append({"fact": fact, "drafts": drafts})
     # Across facts too: preprocessing keeps the first of two near-copies wherever they come from, so a fact whose
@@ -383,7 +392,8 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
                    rewordings_per_fact: int = 1, unanswerable_ratio: float = 0.3, temperature: float = 0.7,
                    max_tokens: int = 200, concurrency: int = 4, progress: bool = True, teacher_answers: bool = True,
                    fact_list: list[dict] | None = None, contrast_figures: bool = True,
-                   near_miss_check: str = "topic", detail_near_misses: bool = True) -> tuple[list[dict], dict]:
+                   near_miss_check: str = "topic", detail_near_misses: bool = True,
+                   employee_words: bool = True) -> tuple[list[dict], dict]:
     """Generate (or resume) questions for every fact of every chunk; returns (records in chunk order, summary)."""
     from tqdm import tqdm
 
@@ -395,7 +405,7 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
     chunk_plan, plan_report = plan(chunks, fact_list, questions_per_fact, unanswerable_ratio,
                                    prompt_set["unanswerable_templates"], prompt_set["near_miss_topics"],
                                    prompt_set["not_a_benefit"], contrast_figures, near_miss_check,
-                                   detail_near_misses)
+                                   detail_near_misses, prompt_set["employee_words"] if employee_words else None)
     section_indexes = {}
     for fact in fact_list:
         section_indexes.setdefault(fact["section"], []).append(fact)

@@ -296,7 +296,10 @@ def parse(text: str) -> dict | None:
             i >= 2 and re.match(r"[A-Z]", words[i - 1]) and following and following.strip(",") not in _MODALS
             and following.strip(",") not in _BE_HAVE_DO)  # "The Employee Assistance Programme offers"
         # "... enough time to vote in a public election ... may take": an infinitive is never the finite verb
-        form = verb_form(lowered, previous, following, plural, named) if i and words[i - 1].lower() != "to" else None
+        # "The specific dates are published": a word followed by an auxiliary ends the subject, it is not the verb
+        form = verb_form(lowered, previous, following, plural, named) \
+            if i and words[i - 1].lower() != "to" and following.strip(",") not in _MODALS \
+            and following.strip(",") not in _BE_HAVE_DO else None
         if relative == 2 and lowered == "not":
             continue
         if relative == 2 and (form or "VERB" in _lemmas(lowered.strip(","))) and \

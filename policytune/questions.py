@@ -105,7 +105,10 @@ def table_questions(fact: dict) -> list[str]:
         if step:
             out = [_question(f"What is step {step.group(1)} of {topic}"),
                    _question(f"What do I do at step {step.group(1)} when it comes to {topic}")]
-            steps = sentence_questions(f"The employee must {value[:1].lower()}{value[1:]}")  # "Complete Form ED-3 ..."
+            # "Complete Form ED-3 ..." is an instruction to the employee; "The line manager will respond ..." a statement
+            first = value.split()[0].lower() if value.split() else ""
+            instruction = "VERB" in phrasing._lemmas(first) and first not in ("the", "a", "an", "your", "their")
+            steps = sentence_questions(f"The employee must {value[:1].lower()}{value[1:]}" if instruction else value)
             return out + [item["question"] for item in steps if item["style"] != "check"]
         if re.search(r"\b(?:by|of|to|for|from|with)$", key, re.I):
             return []  # "Approved by: ..." does not make "What is the approved by?"

@@ -1,5 +1,5 @@
 """Questions written by rule from policy statements: they read as questions and ask what the statement answers."""
-from policytune import facts, phrasing, questions
+from policytune import employee, facts, phrasing, questions
 
 
 def test_statements_become_yes_no_questions_in_the_first_person_with_their_condition():
@@ -137,3 +137,25 @@ def test_each_fact_is_first_asked_so_that_the_model_must_recall_its_figure():
              {"question": "How many days of paid compassionate leave can I take?", "style": "wh"}]
     assert [d["style"] for d in questions.recall_first(given, fact["text"])] == ["wh", "who_what", "yes_no", "about"]
     assert not questions.recalls("Who can take up to 5 days of paid compassionate leave?", fact["text"])
+
+
+def test_a_question_is_also_asked_in_everyday_words_and_the_documents_abbreviations():
+    import generated_prompt
+
+    # "ClearPath Wellbeing (CPW)": the capitals do not spell it, so it is not taken for an abbreviation
+    facts_ = [{"text": "The Employee Assistance Programme (EAP) is provided by ClearPath Wellbeing (CPW).",
+               "headings": ["11. Health", "11.3 Employee Assistance Programme"]},
+              {"text": "Northwind recognises 10 paid public holidays.", "headings": ["3. Public Holidays"]}]
+    assert employee.abbreviations(facts_) == {"Employee Assistance Programme": "EAP"}
+    words = generated_prompt.EMPLOYEE_WORDS
+    headings = employee.headings(facts_)
+    assert employee.reword("Does the Employee Assistance Programme offer counselling?", words,
+                           employee.abbreviations(facts_), headings) == "Does the EAP offer counselling?"
+    said = employee.reword("How many days of annual leave do I receive per calendar year?", words, {}, headings)
+    assert "annual leave" not in said and "per calendar year" not in said and "do I get" in said
+    # "holiday" names this policy's public holidays, so annual leave is never called that here
+    assert all("holiday" not in employee.reword(f"Is annual leave paid {n}?", {r"\bannual leave\b": ["holiday", "vacation"]},
+                                                {}, headings) for n in range(20))
+    # a policy phrase inside a name is the name: the form keeps its title
+    assert employee.reword("Must the Form MED-1 Medical Certificate be uploaded?", words, {}, headings) is None
+    assert employee.reword("Who approves it?", words, {}, headings) is None  # nothing to say differently

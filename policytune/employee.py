@@ -1,0 +1,61 @@
+"""One more phrasing of a fact's question, in the words employees use instead of the policy's.
+
+Employees do not ask in the policy's vocabulary: they say "a year" for "per calendar year", "my manager" for "the
+line manager", "EAP" for "the Employee Assistance Programme". A question trained only in the policy's words is
+recalled only from those words. The everyday words come from `generated_prompt.EMPLOYEE_WORDS` (users edit it
+for their domain); abbreviations come from the document itself ("Employee Assistance Programme (EAP)").
+"""
+from __future__ import annotations
+
+import re
+import zlib
+
+_ABBREVIATION = re.compile(r"((?:[A-Z][\w'-]*\s+){1,8})\(([A-Z]{2,6})\)")
+_CONTRACTIONS = [(r"^What is\b", "What's"), (r"^Who is\b", "Who's"), (r"^How much is\b", "How much's"),
+                 (r"\bI am\b", "I'm"), (r"\bdo not\b", "don't"), (r"\bcannot\b", "can't")]
+
+
+def abbreviations(facts: list[dict]) -> dict[str, str]:
+    """{"Employee Assistance Programme": "EAP"} for every name the document abbreviates in brackets, where the
+    capitals of the words before the brackets spell the abbreviation."""
+    found: dict[str, str] = {}
+    for fact in facts:
+        for match in _ABBREVIATION.finditer(fact["text"]):
+            words, short = match.group(1).split(), match.group(2)
+            name = words[-len(short):]
+            if len(name) == len(short) and "".join(w[0] for w in name) == short:
+                found[" ".join(name)] = short
+    return found
+
+
+def headings(facts: list[dict]) -> list[str]:
+    """The document's headings: an everyday phrase found in one ("holiday" in "Recognised Public Holidays", "time
+    off" in "Time Off in Lieu") names another part of this policy, and would ask about that part instead."""
+    return sorted({heading.lower() for fact in facts for heading in fact.get("headings", [])})
+
+
+def reword(question: str, everyday: dict[str, list[str]], short_names: dict[str, str] | None = None,
+           taken: list[str] = ()) -> str | None:
+    """The question in everyday words: each policy phrase of `everyday` that it holds replaced by one of its
+    everyday phrasings (picked by the question's hash, so reruns write the same), the document's abbreviations used,
+    and the opening contracted. None when nothing but the contraction changed: that is the same question."""
+    out = question
+    for name, short in (short_names or {}).items():
+        out = re.sub(rf"\b{re.escape(name)}\b", short, out, flags=re.I)
+    pick = zlib.crc32(question.encode())
+    for pattern, choices in everyday.items():
+        usable = [c for c in choices if not any(re.search(rf"\b{re.escape(c.lower())}s?\b", h) for h in taken)]
+        if usable:
+            choice = usable[pick % len(usable)]
+            out = re.sub(pattern, lambda m: _same_case(m.group(0), choice, m.start()), out, count=1, flags=re.I)
+    if out == question:
+        return None
+    for pattern, short in _CONTRACTIONS:
+        out = re.sub(pattern, short, out)
+    return out[0].upper() + out[1:]
+
+
+def _same_case(original: str, replacement: str, at: int) -> str:
+    if at and any(w[0].isupper() for w in original.split() if w != "I"):
+        return original  # inside a name: "Form MED-1 Medical Certificate" keeps its words
+    return replacement[0].upper() + replacement[1:] if original[:1].isupper() else replacement
