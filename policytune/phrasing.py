@@ -216,7 +216,8 @@ def clauses(text: str) -> list[str]:
 def _first_person(rest: str) -> str:
     rest = re.sub(r"\b(?:they are|I am) members of\b", "I am a member of", rest)
     rest = re.sub(r"\b(their|his or her|the employee's|your)\b", "my", rest)
-    rest = re.sub(r"\byou are\b", "I am", rest)
+    rest = re.sub(r"\b(?:you|they) are\b", "I am", rest)
+    rest = re.sub(r"\bthey were\b", "I was", rest)
     rest = re.sub(r"\b(to|for|with|about|from|on|at|of|by|help|let|ask|tell|give|require) you\b", r"\1 me", rest)
     rest = re.sub(r"\byou\b", "I", rest)
     rest = re.sub(r"\bthemselves\b", "myself", rest)

@@ -74,7 +74,10 @@ def cloze(fact: str, slot: dict) -> str:
     before, after = fact[: slot["start"]], fact[slot["end"]:]
     if slot["kind"] in ("role", "form", "system"):
         before = re.sub(r"\b(the|a|an|their|its)\s+$", "", before, flags=re.I)  # "the who" reads as nonsense
-    return _question(f"{before}{_wh(slot)}{after}")
+    wh = _wh(slot)
+    if wh == "who" and re.search(r"\b(?:by|to|with|from|for)\s+$", before, re.I):
+        wh = "whom"  # "granted only in writing by whom?"
+    return _question(f"{before}{wh}{after}")
 
 
 def _lower_first(text: str) -> str:
@@ -273,7 +276,11 @@ _MALFORMED = re.compile(
     # a subject phrase cut at a comma ("about permissionless time off, PostHog?"), a quote left open ('a "use it?'),
     # a second clause run into a wh-question ("What is managed by Vestwell and we match up to 4%?")
     r"\babout [^?]*, [^?]*\?$|^[^\"]*\"[^\"]*\?$|^(?:what|who|which)\b[^?]* and (?:we|you|I|they)\b|"
-    r"\bthis (?:purpose|reason)\b|\b(?:for example|for instance|e\.g)\.?\?$", re.I)
+    r"\bthis (?:purpose|reason)\b|\b(?:for example|for instance|e\.g)\.?\?$|"
+    # "What will be deducted from their final pay?": whose, the question never says
+    r"^(?!who\b)(?:(?!\b(?!(?:does|goes|this|thus|less|unless|always|perhaps|whereas)\b)(?:[a-z]{2,}[^su\W]s|everyone|"
+    r"anyone|someone|everybody|staff|people|children|both|each|every|an? \w+|the employee|employee's)\b)[^?])*"
+    r"\b(?:their|they|them)\b", re.I)
 
 
 def malformed(question: str) -> str | None:
@@ -494,9 +501,19 @@ def unanswerable_candidates(section_facts: list[dict], templates_by_aspect: dict
         if any(cue.lower() in text for cue in spec["cues"]):
             continue
         for template in spec["questions"]:
-            out.append({"aspect": aspect, "question": _question(template.format(topic=topic_phrase(topic))),
+            out.append({"aspect": aspect, "question": _agree(_question(template.format(topic=topic_phrase(topic))),
+                                                             topic_phrase(topic)),
                         "cues": spec["cues"], "topic": topic})
     return out
+
+
+def _agree(question: str, topic: str) -> str:
+    """"Is floating holidays different ...?" -> "Are floating holidays different ...?": the verb before a plural topic."""
+    plural = " and " in topic or re.search(r"[a-z]s$", topic) and not re.search(r"(?:ss|us|is)$", topic)
+    for singular, many in (("Is", "Are"), ("Does", "Do"), ("Has", "Have")):
+        if plural and question.lower().startswith(f"{singular} {topic}".lower()):
+            return f"{many}{question[len(singular):]}"
+    return question
 
 
 def answered_elsewhere(question: str, cues: list[str], index: facts_lib.Index, topic: str = "", k: int = 20,

@@ -159,3 +159,25 @@ def test_a_question_is_also_asked_in_everyday_words_and_the_documents_abbreviati
     # a policy phrase inside a name is the name: the form keeps its title
     assert employee.reword("Must the Form MED-1 Medical Certificate be uploaded?", words, {}, headings) is None
     assert employee.reword("Who approves it?", words, {}, headings) is None  # nothing to say differently
+
+
+def test_pronouns_and_agreement_read_right_in_rule_built_questions():
+    # an employee subject's "they are" becomes "I am"; a "their" nobody in the question owns is a misparse
+    assert phrasing.polar("Employees who join part way through the year accrue leave only for the months in which "
+                          "they are employed.") == \
+        "Do I accrue leave only for the months in which I am employed, if I join part way through the year?"
+    assert questions.malformed("What will be deducted from their final pay?")
+    assert not questions.malformed("Must blackout periods be published at least 3 months before they begin?")
+    assert not questions.malformed("Who accrues leave only for the months in which they are employed?")
+    # a role asked for after a preposition is "whom"
+    assert questions.cloze("Exceptions may be granted only in writing by the Director of People Operations.",
+                           next(s for s in questions.slots("Exceptions may be granted only in writing by the Director "
+                                                           "of People Operations.") if s["kind"] == "role")) == \
+        "Exceptions may be granted only in writing by whom?"
+    # a near miss about a plural topic takes a plural verb
+    section = [{"text": "Floating holidays must be booked in advance.", "headings": ["3. Public Holidays",
+                                                                                    "3.3 Floating Holidays"],
+                "topic": "Floating Holidays"}]
+    asked = [c["question"] for c in questions.unanswerable_candidates(
+        section, {"union": {"cues": ["union"], "questions": ["Is {topic} different for union members?"]}})]
+    assert asked == ["Are floating holidays different for union members?"]
