@@ -278,6 +278,7 @@ _MALFORMED = re.compile(
     r"\babout [^?]*, [^?]*\?$|^[^\"]*\"[^\"]*\?$|^(?:what|who|which)\b[^?]* and (?:we|you|I|they)\b|"
     r"\bthis (?:purpose|reason)\b|\b(?:for example|for instance|e\.g)\.?\?$|"
     # "What will be deducted from their final pay?": whose, the question never says
+    r"\b(?:those|these) \w+s\b(?! (?:who|which|that|whose|with|in|on|at|for|of)\b)|"  # "used for those books"
     r"^(?!who\b)(?:(?!\b(?!(?:does|goes|this|thus|less|unless|always|perhaps|whereas)\b)(?:[a-z]{2,}[^su\W]s|everyone|"
     r"anyone|someone|everybody|staff|people|children|both|each|every|an? \w+|the employee|employee's)\b)[^?])*"
     r"\b(?:their|they|them)\b", re.I)

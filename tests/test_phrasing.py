@@ -181,3 +181,8 @@ def test_pronouns_and_agreement_read_right_in_rule_built_questions():
     asked = [c["question"] for c in questions.unanswerable_candidates(
         section, {"union": {"cues": ["union"], "questions": ["Is {topic} different for union members?"]}})]
     assert asked == ["Are floating holidays different for union members?"]
+    # "The reason we think ...", "The better you are at your job, the better ...": no subject to ask about
+    assert phrasing.parse("The reason we think books can be more helpful than just Googling stuff, is that the level "
+                          "of quality has to be higher.") is None
+    assert phrasing.parse("The better you are at your job, the better PostHog is overall!") is None
+    assert questions.malformed("What can be used for those books as well?")
