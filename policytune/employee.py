@@ -28,25 +28,26 @@ def abbreviations(facts: list[dict]) -> dict[str, str]:
     return found
 
 
-def headings(facts: list[dict]) -> list[str]:
-    """The document's headings: an everyday phrase found in one ("holiday" in "Recognised Public Holidays", "time
-    off" in "Time Off in Lieu") names another part of this policy, and would ask about that part instead."""
-    return sorted({heading.lower() for fact in facts for heading in fact.get("headings", [])})
+def usable(everyday: dict[str, list[str]], facts: list[dict]) -> dict[str, list[str]]:
+    """The everyday phrasings this document can take: one that a heading of the document uses ("holiday" where a
+    section is "Recognised Public Holidays", "time off" where one is "Time Off in Lieu") names another part of this
+    policy, and would ask about that part instead."""
+    headings = {heading.lower() for fact in facts for heading in fact.get("headings", [])}
+    return {pattern: [c for c in choices if not any(re.search(rf"\b{re.escape(c.lower())}s?\b", h) for h in headings)]
+            for pattern, choices in everyday.items()}
 
 
-def reword(question: str, everyday: dict[str, list[str]], short_names: dict[str, str] | None = None,
-           taken: list[str] = ()) -> str | None:
-    """The question in everyday words: each policy phrase of `everyday` that it holds replaced by one of its
-    everyday phrasings (picked by the question's hash, so reruns write the same), the document's abbreviations used,
-    and the opening contracted. None when nothing but the contraction changed: that is the same question."""
+def reword(question: str, everyday: dict[str, list[str]], short_names: dict[str, str] | None = None) -> str | None:
+    """The question in everyday words: each policy phrase of `everyday` (as `usable` leaves it) that it holds replaced
+    by one of its everyday phrasings (picked by the question's hash, so reruns write the same), the document's
+    abbreviations used, and the opening contracted. None when nothing else changed: that is the same question."""
     out = question
     for name, short in (short_names or {}).items():
         out = re.sub(rf"\b{re.escape(name)}\b", short, out, flags=re.I)
     pick = zlib.crc32(question.encode())
     for pattern, choices in everyday.items():
-        usable = [c for c in choices if not any(re.search(rf"\b{re.escape(c.lower())}s?\b", h) for h in taken)]
-        if usable:
-            choice = usable[pick % len(usable)]
+        if choices:
+            choice = choices[pick % len(choices)]
             out = re.sub(pattern, lambda m: _same_case(m.group(0), choice, m.start()), out, count=1, flags=re.I)
     if out == question:
         return None

@@ -103,7 +103,8 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
     document_index = facts_lib.Index(fact_list) if fact_list else None
     chunk_plan: dict[str, dict] = {c["id"]: {"facts": [], "unanswerable": []} for c in chunks}
     rejected_drafts: list[dict] = []
-    short_names, headings = employee.abbreviations(fact_list), employee.headings(fact_list)
+    short_names = employee.abbreviations(fact_list)
+    employee_words = employee.usable(employee_words, fact_list) if employee_words else None
     with phrasing.document_names(facts_lib.proper_nouns(fact_list), facts_lib.organisation_names(fact_list)):
         templates = {fact["id"]: questions.templates(fact, contrast_figures) for fact in fact_list}
     for fact in fact_list:
@@ -124,7 +125,7 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
         distinct = questions.recall_first(distinct, fact["text"])
         if employee_words:
             everyday = [{**d, "question": q, "style": "everyday"} for d in distinct
-                        if (q := employee.reword(d["question"], employee_words, short_names, headings))
+                        if (q := employee.reword(d["question"], employee_words, short_names))
                         and not questions.malformed(q)]
             everyday = [d for d in everyday if not_near_copy(d["question"], [x["question"] for x in distinct])]
             distinct = distinct[:2] + everyday[:1] + distinct[2:] + everyday[1:]
