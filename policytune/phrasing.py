@@ -324,8 +324,8 @@ def parse(text: str) -> dict | None:
 
         # "The reason we think ...": a subject ending in a pronoun is a clause's subject; "The better you are ..., the
         # better ...": a comparison, not a statement about a subject
-        if re.search(r"\w \b(?:we|you|they|I|he|she)$", subject) or re.match(r"the (?:better|more|less|sooner|earlier)\b",
-                                                                           subject, re.I):
+        if re.search(r"\w \b(?:we|you|they|I|he|she)$", subject) or \
+                re.match(r"the (?:better|more|less|sooner|earlier)\b", subject, re.I):
             return None
         if len(words[:i]) > longest or re.search(r"\bthat (?:the|a|an|their|its)\b|^(?:nothing|none|no one)\b", subject, re.I):
             return None  # too long, or "fees for modules that the employee fails ...": a relative clause's subject

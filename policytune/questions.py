@@ -328,7 +328,8 @@ def shorter(question: str, keep_condition: bool = False) -> str | None:
     body = question.rstrip("?")
     # "... can I take per calendar year to deal with a serious illness, ...?": the purpose after a period goes too
     patterns = (r",? if I [^?]+$", r" (?:where|when|if|unless|except|provided) [^?]{10,}$",
-                r"(?:(?<=year)|(?<=month)|(?<=week)|(?<=days)|(?<=weeks)|(?<=months)|(?<=leave)|(?<=hours)|(?<= off)) to (?!(?:the|a|an|my|their|be|work)\b)"
+                r"(?:(?<=year)|(?<=month)|(?<=week)|(?<=days)|(?<=weeks)|(?<=months)|(?<=leave)|(?<=hours)|(?<= off))"
+                r" to (?!(?:the|a|an|my|their|be|work)\b)"
                 r"[a-z]+ [^?]{8,}$", r"[:,] [^?]+$")
     for pattern in patterns[3:] if keep_condition else patterns:
         cut = re.sub(pattern, "", body).rstrip(" ,:;")
@@ -394,7 +395,8 @@ def recall_first(drafts: list[dict], fact_text: str) -> list[dict]:
     """The drafts in the order a fact's few questions are taken: one that makes the model recall a figure or name,
     then a yes/no question with a wrong figure (its answer gives the right one), then the other recall questions.
     A question holding its fact's figures only teaches copying them from the question."""
-    recall = [d for d in drafts if d["style"] not in ("contrast", "yes_no", "about") and recalls(d["question"], fact_text)]
+    recall = [d for d in drafts
+              if d["style"] not in ("contrast", "yes_no", "about") and recalls(d["question"], fact_text)]
     contrasts = [d for d in drafts if d["style"] == "contrast"]
     head = recall[:1] + contrasts[:1] + recall[1:]
     return head + [d for d in drafts if d not in head]
