@@ -387,16 +387,21 @@ def contrasted(items: list[dict], fact_text: str) -> list[dict]:
 def recalls(question: str, fact_text: str) -> bool:
     """Whether answering the question means recalling one of the fact's figures or names: the question leaves it out
     ("How many days of compassionate leave can I take?" against "Can I take up to 5 days ...?")."""
+    return _leaves_out(question, [slot["value"].lower() for slot in slots(fact_text)])
+
+
+def _leaves_out(question: str, values: list[str]) -> bool:
     asked = question.lower()
-    return any(slot["value"].lower() not in asked for slot in slots(fact_text))
+    return any(value not in asked for value in values)
 
 
 def recall_first(drafts: list[dict], fact_text: str) -> list[dict]:
     """The drafts in the order a fact's few questions are taken: one that makes the model recall a figure or name,
     then a yes/no question with a wrong figure (its answer gives the right one), then the other recall questions.
     A question holding its fact's figures only teaches copying them from the question."""
+    values = [slot["value"].lower() for slot in slots(fact_text)]  # once per fact, not once per draft
     recall = [d for d in drafts
-              if d["style"] not in ("contrast", "yes_no", "about") and recalls(d["question"], fact_text)]
+              if d["style"] not in ("contrast", "yes_no", "about") and _leaves_out(d["question"], values)]
     contrasts = [d for d in drafts if d["style"] == "contrast"]
     head = recall[:1] + contrasts[:1] + recall[1:]
     return head + [d for d in drafts if d not in head]
