@@ -329,8 +329,9 @@ def parse(text: str) -> dict | None:
             return None
         if len(words[:i]) > longest or re.search(r"\bthat (?:the|a|an|their|its)\b|^(?:nothing|none|no one)\b", subject, re.I):
             return None  # too long, or "fees for modules that the employee fails ...": a relative clause's subject
-        if not lead and re.match(r"(?:during|in|on|after|before|for|within|from|following|under)\b", subject, re.I):
-            # "During the 3-month probationary period an employee may ...": the subject starts at its last determiner
+        if not lead and re.match(r"(?:during|in|on|after|before|for|within|from|following|under|to)\b", subject, re.I):
+            # "During the 3-month probationary period an employee may ...", "To take maternity leave the employee must":
+            # the subject starts at its last determiner
             starts = [m.start() for m in re.finditer(r"\b(?:an?|the|each|every|all|any|we|you|they|employees)\b", subject,
                                                      re.I) if m.start()]
             if starts and (len(subject[: starts[-1]].split()) >= 2 or
@@ -356,6 +357,8 @@ def parse(text: str) -> dict | None:
             rest = rest[: second_clause.start()]
         for coordinated in re.finditer(r"\s(?:and|or)\s(?:not\s)?(\w+)\s?(\w*)", rest):
             word, after = coordinated.group(1).lower(), coordinated.group(2).lower()
+            if not verb and " " not in rest[: coordinated.start()] and word not in _MODALS and word not in _BE_HAVE_DO:
+                continue  # "must approve or decline a request": two verbs sharing one object stay together
             if word in _MODALS or word in _BE_HAVE_DO or verb_form(word, "employees", after):
                 rest = rest[: coordinated.start()]
                 break
