@@ -24,6 +24,7 @@ _THING = re.compile(rf"\b(?:[Tt]he|[Aa]n?|[Oo]ur|[Aa]ny|[Ii]ts|[Tt]heir)\s+"
 _NOT_MODIFIER = re.compile(
     r"\b(?:the|a|an|to|have|has|had|take|takes|taking|use|get|this|that|each|every|following|same|other|any|all|own|"
     r"relevant|such|more|less|further|additional|extra|unused|remaining|new|current|one|first|last|next|per|whole|"
+    r"generous|competitive|fair|good|great|flexible|reasonable|"
     r"half|full|normal|usual|standard|separate|which|what|and|or|of|for|in|on|at|by|with|from|is|are|be|may|can|"
     r"will|must|should|receives?|accrues?|provides?|offers?|needs?|gives?|gets?|requests?|books?|qualif\w*)\b")
 BENEFIT_HEADS = f"{LEAVE_HEADS}|{MONEY_HEADS}|{PROGRAMME_HEADS}"
@@ -98,7 +99,7 @@ def near_misses(fact_list: list[dict], index: facts_lib.Index,
                 max_share: float = 0.05) -> tuple[list[dict], list[dict]]:
     """Questions for the details of each named benefit that no fact about it gives: (kept, dropped with the fact
     that may give it). A benefit's facts are those naming at least half of its words found in at most `max_share`
-    of the facts (in their text or headings), and for a leave's approver, notice, application and pay also the facts
+    of the facts (in their text or headings; every such word but the head noun's where it has others), and for a leave's approver, notice, application and pay also the facts
     under a heading about booking, requesting or approving; a benefit less than half of whose words are that rare is
     skipped."""
     kept, dropped, seen = [], [], set()
@@ -115,7 +116,10 @@ def near_misses(fact_list: list[dict], index: facts_lib.Index,
             distinctive = index.distinctive(list(words), max_share=max_share)
             if 2 * len(distinctive) < len(words):
                 continue  # "team unlimited time off" is the policy's time off: "unlimited" cannot find its facts
-            about = index.mostly_naming(distinctive, headings=True)
+            # a benefit's facts name what sets it apart ("relocation" of "the relocation allowance"), not only its
+            # kind: the jury service's "loss-of-earnings allowance" says nothing of relocation
+            modifiers = distinctive - set(facts_lib.tokens(thing.split()[-1]))
+            about = index.naming_all(modifiers) if modifiers else index.mostly_naming(distinctive, headings=True)
             for kind, (heads, cues, templates) in KINDS.items():
                 if not re.search(rf"(?:{heads})$", thing):
                     continue

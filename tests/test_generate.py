@@ -385,6 +385,9 @@ def test_details_a_named_benefit_leaves_out_are_asked_and_stated_ones_are_not():
                       "Volunteer leave may be available to support a registered charity."),
                  fact(["13. Allowances", "13.4 Relocation"], "The company may offer a relocation allowance."),
                  fact(["13. Allowances", "13.5 Amounts"], "The relocation allowance is up to $5,000."),
+                 # another allowance's repayment says nothing of relocation's
+                 fact(["7. Civic Leave", "7.1 Jury Service"],
+                      "The employee must repay any loss-of-earnings allowance received from the court."),
                  *[fact(["2. Annual Leave"], f"Annual leave rule {i} is applied by the line manager.")
                    for i in range(60)]]
     kept, dropped = details.near_misses(fact_list, facts.Index(fact_list))
@@ -393,6 +396,8 @@ def test_details_a_named_benefit_leaves_out_are_asked_and_stated_ones_are_not():
             "Who approves volunteer leave?", "How much notice do I need to give for volunteer leave?"} <= asked
     assert "How much is the relocation allowance?" not in asked
     assert any(d["question"] == "How much is the relocation allowance?" and "$5,000" in d["fact"] for d in dropped)
+    assert "Do I have to pay back the relocation allowance if I leave?" in asked
+    assert not any("loss-of-earnings" in q for q in asked), "the allowance it names is stated: repaid to the company"
     assert not any("annual leave" in q for q in asked), "named in too many facts to tell which speak of it"
     assert details.things("Leave booked before joining (for example, a pre-paid holiday) is honoured.") == []
 
@@ -427,3 +432,4 @@ def test_a_near_miss_is_not_dropped_for_a_fact_about_another_benefit_but_is_for_
     assert "Does sick leave apply to contractors?" in dropped and "Does sick leave apply to contractors?" not in asked
     asked, dropped = planned("document")
     assert "Will sick leave count against my performance review?" in dropped
+
