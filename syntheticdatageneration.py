@@ -53,6 +53,9 @@ class GenerationConfig(llm.LLMOptions):
     employee_words: bool = field(default=True, metadata={
         "help": "ask each fact once more in everyday words (generated_prompt.EMPLOYEE_WORDS) and the document's "
                 "abbreviations: employees say 'a year' and 'my manager', not 'per calendar year' and 'the line manager'"})
+    about_phrases: bool = field(default=True, metadata={
+        "help": "give a fact the rules could not ask enough about questions on its own noun phrases ('What should I "
+                "know about routine check-ups and hygiene visits?', policytune/keyphrases.py)"})
     near_miss_check: str = field(default="topic", metadata={
         "help": "drop a near miss when a fact alike holds its aspect's cue words: any such fact (document), or one not "
                 "about another of the policy's topics (topic: 'study leave ... performance' says nothing of sick leave)",
@@ -131,7 +134,7 @@ def main(cfg: GenerationConfig) -> None:
             concurrency=cfg.concurrency, progress=cfg.progress, teacher_answers=teacher_answers,
             questions_per_fact=cfg.questions_per_fact, contrast_figures=cfg.contrast_figures,
             near_miss_check=cfg.near_miss_check, detail_near_misses=cfg.detail_near_misses,
-            employee_words=cfg.employee_words)
+            employee_words=cfg.employee_words, about_phrases=cfg.about_phrases)
     io.write_json_atomic(output_path, records)
     io.write_json_atomic(cfg.data_path("syntheticdata_summary.json"), summary)
     print(generate.format_summary(summary), flush=True)

@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from policytune import chat, details, employee, heuristics, io, llm, normalize, phrasing, questions, unstated
+from policytune import chat, details, employee, heuristics, io, keyphrases, llm, normalize, phrasing, questions, unstated
 from policytune import facts as facts_lib
 
 TYPES = ("numeric", "entity", "procedure", "eligibility")
@@ -85,7 +85,8 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
          unanswerable_templates: dict[str, dict], near_miss_topics: str = ".",
          not_a_benefit: str = r"$^", contrast_figures: bool = True,
          near_miss_check: str = "topic", detail_near_misses: bool = True,
-         employee_words: dict[str, list[str]] | None = None) -> tuple[dict[str, dict], dict]:
+         employee_words: dict[str, list[str]] | None = None,
+         about_phrases: bool = True) -> tuple[dict[str, dict], dict]:
     """Decide every question of every chunk before asking the teacher anything.
 
     Per chunk: its facts, each with the code's drafts that point at it (consistency-checked
@@ -94,7 +95,8 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
     sections so every topic gets near misses; a candidate that some fact of the document may
     answer is dropped with that fact named ("document": any fact alike that holds a cue word; "topic": not one that
     is about another of the document's topics). With `employee_words`, each fact's third question is one of its
-    first ones in everyday words (`employee.py`). Returns (plan by chunk id, report of what was left out).
+    first ones in everyday words (`employee.py`). With `about_phrases`, a fact still short of questions is asked about its
+    own noun phrases (`keyphrases.py`). Returns (plan by chunk id, report of what was left out).
     """
     by_section: dict[str, list[dict]] = {}
     for fact in fact_list:
@@ -104,6 +106,7 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
     chunk_plan: dict[str, dict] = {c["id"]: {"facts": [], "unanswerable": []} for c in chunks}
     rejected_drafts: list[dict] = []
     short_names = employee.abbreviations(fact_list)
+    frequency = keyphrases.document_frequency(fact_list)
     employee_words = employee.usable(employee_words, fact_list) if employee_words else None
     with phrasing.document_names(facts_lib.proper_nouns(fact_list), facts_lib.organisation_names(fact_list)):
         templates = {fact["id"]: questions.templates(fact, contrast_figures) for fact in fact_list}
@@ -130,6 +133,17 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
             everyday = [d for d in everyday if not_near_copy(d["question"], [x["question"] for x in distinct])]
             distinct = distinct[:2] + everyday[:1] + distinct[2:] + everyday[1:]
         drafts = distinct + questions.wrapped(distinct, fact, questions_per_fact, not_near_copy)
+        if len(drafts) < questions_per_fact and about_phrases:
+            # what the rules could not read is still named: "What should I know about routine check-ups?"
+            for draft in keyphrases.questions(fact, frequency, questions_per_fact):
+                if len(drafts) >= questions_per_fact:
+                    break
+                problem = questions.consistent(draft["question"], fact, section_index[fact["section"]]) or \
+                    questions.malformed(draft["question"])
+                if problem:
+                    rejected_drafts.append({"fact_id": fact["id"], "question": draft["question"], "reason": problem})
+                elif not_near_copy(draft["question"], [d["question"] for d in drafts]):
+                    drafts.append(draft)
         chunk_plan[fact["chunk_id"]]["facts"].append({"fact": fact, "drafts": drafts})
     # Across facts too: preprocessing keeps the first of two near-copies wherever they come from, so a fact whose
     # question copies an earlier fact's gets its next draft instead ("What is the form for annual leave?").
@@ -394,7 +408,7 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
                    max_tokens: int = 200, concurrency: int = 4, progress: bool = True, teacher_answers: bool = True,
                    fact_list: list[dict] | None = None, contrast_figures: bool = True,
                    near_miss_check: str = "topic", detail_near_misses: bool = True,
-                   employee_words: bool = True) -> tuple[list[dict], dict]:
+                   employee_words: bool = True, about_phrases: bool = True) -> tuple[list[dict], dict]:
     """Generate (or resume) questions for every fact of every chunk; returns (records in chunk order, summary)."""
     from tqdm import tqdm
 
@@ -406,7 +420,8 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
     chunk_plan, plan_report = plan(chunks, fact_list, questions_per_fact, unanswerable_ratio,
                                    prompt_set["unanswerable_templates"], prompt_set["near_miss_topics"],
                                    prompt_set["not_a_benefit"], contrast_figures, near_miss_check,
-                                   detail_near_misses, prompt_set["employee_words"] if employee_words else None)
+                                   detail_near_misses, prompt_set["employee_words"] if employee_words else None,
+                                   about_phrases)
     section_indexes = {}
     for fact in fact_list:
         section_indexes.setdefault(fact["section"], []).append(fact)

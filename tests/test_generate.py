@@ -8,12 +8,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 
 import pytest
 
 from conftest import ROOT
 from fault_server import FaultServer, hang, invalid_json, length_cut, ok, refused_url, schema_mismatch, status
-from policytune import chat, facts, generate, io, llm
+from policytune import chat, facts, generate, io, llm, questions
 
 RECORD_FIELDS = {"id", "chunk_id", "doc", "pages", "headings", "question", "answer", "answerable", "type", "model",
                  "prompt_sha", "sampling"}
@@ -433,3 +434,37 @@ def test_a_near_miss_is_not_dropped_for_a_fact_about_another_benefit_but_is_for_
     asked, dropped = planned("document")
     assert "Will sick leave count against my performance review?" in dropped
 
+
+def test_a_fact_the_rules_cannot_read_is_asked_about_its_own_noun_phrases():
+    from policytune import keyphrases
+
+    # the phrases an employee would name, never a verb with its object, a contraction or a figure's unit
+    assert keyphrases.noun_phrases("Dental insurance covers routine check-ups and hygiene visits twice a year, as well "
+                                   "as fillings.")[:2] == ["Dental insurance", "routine check-ups and hygiene visits"]
+    assert "fees for modules" in keyphrases.ranked(
+        "Fees for modules that the employee fails, withdraws from or does not complete are not reimbursed.", Counter())[0].lower()
+    said = keyphrases.noun_phrases("You can take time off whenever you don't need to be around, and we won't mind if "
+                                   "you save money on 6 months of continuous service.")
+    assert not {"take time", "save money", "don't", "won't mind", "months of continuous service"} & set(said)
+
+    def chunk(headings: list[str], text: str) -> dict:
+        return {"id": io.content_hash(text), "doc": "p.pdf", "pages": [1], "headings": headings, "text": text,
+                "context_text": text, "n_tokens": 40, "kind": "text"}
+
+    unreadable = ("Dental insurance covers routine check-ups and hygiene visits twice a year, as well as fillings, "
+                  "extractions and emergency treatment.")
+    chunks = [chunk(["11. Insurance Benefits", "11.2 Teeth"], unreadable + " Orthodontic treatment for children under 16 "
+                    "is covered up to $1,500 per child.")]
+    fact_list, _ = facts.inventory(chunks)
+    target = next(f for f in fact_list if f["text"] == unreadable)
+    assert questions.templates(target) == [], "the phrasing rules find no subject and verb they trust here"
+    for about, wanted in ((False, 0), (True, 3)):
+        chunk_plan, _ = generate.plan(chunks, fact_list, 3, 0.0, {}, about_phrases=about)
+        drafts = next(e["drafts"] for e in chunk_plan[chunks[0]["id"]]["facts"] if e["fact"]["id"] == target["id"])
+        assert len(drafts) == wanted
+    asked = [d["question"] for d in drafts]
+    assert all(q.startswith("What") and q.endswith("?") and not questions.malformed(q) for q in asked)
+    assert "What does the policy say about routine check-ups and hygiene visits?" in asked
+    # each question points at its fact, not at the section's other one
+    index = facts.Index(fact_list)
+    assert all(index.top(q, 1)[0][0]["id"] == target["id"] for q in asked)
