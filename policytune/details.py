@@ -99,7 +99,7 @@ def near_misses(fact_list: list[dict], index: facts_lib.Index,
                 max_share: float = 0.05) -> tuple[list[dict], list[dict]]:
     """Questions for the details of each named benefit that no fact about it gives: (kept, dropped with the fact
     that may give it). A benefit's facts are those naming at least half of its words found in at most `max_share`
-    of the facts (in their text or headings; every such word but the head noun's where it has others), and for a leave's approver, notice, application and pay also the facts
+    of the facts (in their text or headings; of those but the head noun's where it has others), and for a leave's approver, notice, application and pay also the facts
     under a heading about booking, requesting or approving; a benefit less than half of whose words are that rare is
     skipped."""
     kept, dropped, seen = [], [], set()
@@ -117,9 +117,10 @@ def near_misses(fact_list: list[dict], index: facts_lib.Index,
             if 2 * len(distinctive) < len(words):
                 continue  # "team unlimited time off" is the policy's time off: "unlimited" cannot find its facts
             # a benefit's facts name what sets it apart ("relocation" of "the relocation allowance"), not only its
-            # kind: the jury service's "loss-of-earnings allowance" says nothing of relocation
+            # kind: the jury service's "loss-of-earnings allowance" says nothing of relocation. Half of it is enough:
+            # "check with your nursery that they are part of the scheme" is about "the workplace nursery scheme"
             modifiers = distinctive - set(facts_lib.tokens(thing.split()[-1]))
-            about = index.naming_all(modifiers) if modifiers else index.mostly_naming(distinctive, headings=True)
+            about = index.mostly_naming(modifiers or distinctive, headings=True)
             for kind, (heads, cues, templates) in KINDS.items():
                 if not re.search(rf"(?:{heads})$", thing):
                     continue

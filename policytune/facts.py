@@ -278,11 +278,6 @@ class Index:
         return [f for f, fact_words, heading_words in zip(self.facts, self.words, self.heading_words)
                 if 2 * len(words & (fact_words | heading_words if headings else fact_words)) >= len(words)]
 
-    def naming_all(self, words: set[str]) -> list[dict]:
-        """The facts that name every one of these words, in their text or their headings."""
-        return [f for f, fact_words, heading_words in zip(self.facts, self.words, self.heading_words)
-                if words <= fact_words | heading_words]
-
     def about(self, words: set[str]) -> list[dict]:
         """The facts that contain any of these words, or sit under a heading that does ("Requesting Bereavement and
         Compassionate Leave: The leave should be recorded in PeopleHub" is about compassionate leave)."""

@@ -78,7 +78,7 @@ def _word_kind(word: str, next_word: str, has_noun: bool, first: bool, previous:
     if "VERB" in kinds and lowered.endswith("ing") and not set(phrasing._lemmas(following)) & {"NOUN"}:
         return "stop"  # "comfortable doing": not "standing desk", "working hours"
     if "VERB" in kinds and has_noun and (lowered.endswith("ing") or re.search(r"[^s]s$", lowered) and (
-            not following or following in _BOUNDARY or following in _DETERMINERS or following == "because")):
+            not following or following in _BOUNDARY - _JOINS or following in _DETERMINERS or following == "because")):
         return "stop"  # "team members working", "the employee works beyond": not "hygiene visits twice a year"
     if "NOUN" in kinds and "VERB" in kinds and has_noun:
         # "Dental insurance covers routine check-ups": after a noun, a noun/verb word with an object is the verb
