@@ -117,6 +117,7 @@ _convert_lock = threading.Lock()
 
 def gguf_to_folder(gguf: Path) -> Path:
     """Dequantise a GGUF into a safetensors folder in the cache, once."""
+    from policytune import io
     from policytune.io import file_sha256
 
     gguf = Path(gguf).resolve()
@@ -125,7 +126,9 @@ def gguf_to_folder(gguf: Path) -> Path:
     target = cache_dir() / "models" / key
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return target
-    with _convert_lock:
+    with _convert_lock, io.exclusive(target.with_name(target.name + ".lock")):
+        if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+            return target  # another process converted it while this one waited
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
