@@ -41,7 +41,8 @@ _NOT_IN_LEXICON = {"and", "although", "because", "cannot", "against", "unless", 
 _EVERYDAY = {"time", "day", "days", "year", "years", "week", "month", "people", "thing", "way", "lot", "bit", "kind",
              "part", "work", "job", "team", "member", "one", "two", "three", "first", "new", "good", "better", "best"}
 # phrases that name everyone's subject, not one fact's
-_GENERIC = {"employee", "employees", "company", "policy", "section", "staff", "line manager", "manager", "people",
+_GENERIC = {"employee", "employees", "company", "policy", "section", "staff", "line manager", "line managers",
+            "manager", "managers", "people",
             "person", "day", "days", "week", "weeks", "month", "months", "year", "years", "time", "case", "cases",
             "amount", "number", "period", "reason", "request", "requests"}
 
@@ -80,7 +81,7 @@ def _word_kind(word: str, next_word: str, has_noun: bool, first: bool, previous:
     if "VERB" in kinds and has_noun and (lowered.endswith("ing") or re.search(r"[^s]s$", lowered) and (
             not following or following in _BOUNDARY - _JOINS or following in _DETERMINERS or following == "because")):
         return "stop"  # "team members working", "the employee works beyond": not "hygiene visits twice a year"
-    if "NOUN" in kinds and "VERB" in kinds and has_noun:
+    if "NOUN" in kinds and "VERB" in kinds and has_noun and "ADJ" not in phrasing._lemmas(previous.lower()):
         # "Dental insurance covers routine check-ups": after a noun, a noun/verb word with an object is the verb
         following = next_word.lower().strip(",.;:")
         if following and (following in _DETERMINERS or following in _OBJECT_START or
@@ -160,12 +161,12 @@ def questions(fact: dict, document_frequency: Counter, wanted: int) -> list[dict
     """Up to `wanted` "about" questions for the fact, one phrase per opening (`ABOUT`)."""
     avoid = set(facts_lib.tokens(" ".join(fact.get("headings") or []) + " " + (fact.get("topic") or "")))
     phrases = ranked(fact["text"], document_frequency, avoid)
-    out = []
-    for phrase, opening in zip(phrases, ABOUT):
-        if phrase[:1].isupper() and not re.match(r"[A-Z][a-z]+ [A-Z]|[A-Z]{2}|[A-Z]\w*[A-Z]", phrase):
-            phrase = phrase[0].lower() + phrase[1:]  # a sentence's first word is not a name
-        out.append({"question": opening.format(phrase=phrase), "style": "keyphrase", "slot": "statement"})
-    return out[:wanted]
+    phrases = [p[0].lower() + p[1:] if p[:1].isupper() and not re.match(r"[A-Z][a-z]+ [A-Z]|[A-Z]{2}|[A-Z]\w*[A-Z]", p)
+               else p for p in phrases]  # a sentence's first word is not a name
+    # each phrase in its own opening, then the best phrase in the openings left (the plan drops near-copies)
+    pairs = list(zip(phrases, ABOUT)) + [(phrases[0], opening) for opening in ABOUT[len(phrases):]] if phrases else []
+    return [{"question": opening.format(phrase=phrase), "style": "keyphrase", "slot": "statement"}
+            for phrase, opening in pairs][:wanted]
 
 
 def document_frequency(fact_list: list[dict]) -> Counter:
