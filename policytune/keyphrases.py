@@ -30,7 +30,8 @@ _BOUNDARY = {"their", "its", "his", "her", "your", "our", "my", "this", "these",
              "after", "during", "until", "between", "through", "without", "other", "same", "further", "down", "once",
              "out", "off", "away", "over", "back", "otherwise", "instead", "while", "outside", "inside", "just", "then",
              "very", "really", "quite", "even", "still", "already", "own", "like", "beyond", "us", "me",
-             "him", "much", "many", "few"} | _JOINS
+             "him", "much", "many", "few", "under", "above", "below", "across", "along", "around", "among", "upon",
+             "about", "near", "past", "since", "kind", "sort", "first"} | _JOINS
 _OBJECT_START = {"their", "its", "his", "her", "your", "our", "my", "this", "these", "those", "each", "every", "any",
                  "all", "some", "no", "up", "not", "only", "also"}
 _VERB_BEFORE = {"to", "can", "could", "will", "would", "may", "might", "must", "should", "shall", "we", "you", "they",
