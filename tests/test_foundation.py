@@ -70,6 +70,27 @@ def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
 
 
+def test_a_cache_entry_being_filled_by_one_process_is_waited_for_by_another(tmp_path):
+    """Two test workers (or two runs) on a fresh cache: the second waits for the first's lock, then finds the entry."""
+    import subprocess
+    import sys
+
+    lock, entry = tmp_path / "entry.lock", tmp_path / "entry"
+    holder = subprocess.Popen([sys.executable, "-c", f"""
+import sys, time
+sys.path.insert(0, {str(ROOT)!r})
+from policytune import io
+with io.exclusive({str(lock)!r}):
+    print("held", flush=True)
+    time.sleep(1.0)
+    open({str(entry)!r}, "w").write("filled")
+"""], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with io.exclusive(lock):
+        assert entry.read_text() == "filled", "the lock was taken while the other process still held it"
+    assert holder.wait(timeout=30) == 0
+
+
 def test_corrupt_json_is_a_one_line_error_naming_the_file(tmp_path):
     path = tmp_path / "chunks.json"
     path.write_text('[{"id": "a", "text": "cut')
