@@ -105,7 +105,21 @@ def _is_fact(text: str, kind: str = "sentence") -> str | None:
         return "list introduction"
     if _BOILERPLATE.match(text):
         return "navigation"
+    if kind == "sentence" and _untitled_line(text):
+        return "title"
     return None
+
+
+def _untitled_line(text: str) -> bool:
+    """ "PostHog team policies (handbook snapshot)": a short line with no full stop and no verb is a title the
+    layout did not mark, not a statement ("Policy reference: HR-POL-007." and table rows are kept)."""
+    from policytune import phrasing
+
+    words = re.findall(r"[A-Za-z][\w'-]*", text)
+    if re.search(r"[.!?:;][\"”’)]?$", text.strip()) or re.search(r"\d", text) or len(words) > 10:
+        return False
+    return not any(set(phrasing._lemmas(w.lower())) & {"VERB", "AUX"} and
+                   not set(phrasing._lemmas(w.lower())) & {"NOUN", "ADJ"} for w in words)
 
 
 def statements(text: str) -> list[tuple[str, str, str]]:
