@@ -31,7 +31,7 @@ _BOUNDARY = {"their", "its", "his", "her", "your", "our", "my", "this", "these",
              "out", "off", "away", "over", "back", "otherwise", "instead", "while", "outside", "inside", "just", "then",
              "very", "really", "quite", "even", "still", "already", "own", "like", "beyond", "us", "me",
              "him", "much", "many", "few", "under", "above", "below", "across", "along", "around", "among", "upon",
-             "about", "near", "past", "since", "kind", "sort", "first"} | _JOINS
+             "about", "near", "past", "since", "kind", "sort", "first", "better", "worse"} | _JOINS
 _OBJECT_START = {"their", "its", "his", "her", "your", "our", "my", "this", "these", "those", "each", "every", "any",
                  "all", "some", "no", "up", "not", "only", "also"}
 _VERB_BEFORE = {"to", "can", "could", "will", "would", "may", "might", "must", "should", "shall", "we", "you", "they",
@@ -71,7 +71,8 @@ def _word_kind(word: str, next_word: str, has_noun: bool, first: bool, previous:
         # "paid sick leave", "an approved qualification": a participle before a noun modifies it; elsewhere it is
         # the statement's verb ("the enhanced pay described in Table 2")
         following = phrasing._lemmas(next_word.lower().strip(",.;:")) if next_word else {}
-        if re.search(r"(?:ed|en)$", lowered) and ("NOUN" in following or "ADJ" in following) and not has_noun:
+        if re.search(r"(?:ed|en)$", lowered) and ("NOUN" in following or "ADJ" in following) and not has_noun \
+                and next_word[:1].islower():  # "paid sick leave", not "(we) included Mexico"
             return "adj"
         return "stop"
     if "VERB" in kinds and not has_noun and previous.lower().strip(",") in _VERB_BEFORE:
@@ -91,8 +92,8 @@ def _word_kind(word: str, next_word: str, has_noun: bool, first: bool, previous:
         return "noun"
     if "NOUN" in kinds:
         return "noun"
-    if "ADJ" in kinds:
-        return "adj"
+    if "ADJ" in kinds and not ("VERB" in kinds and re.match(r"[A-Z]", next_word)):
+        return "adj"  # "an included benefit"; not "(we have) included Mexico"
     return "stop"
 
 
@@ -126,6 +127,9 @@ def noun_phrases(text: str) -> list[str]:
             current.append(word), kinds.append("join")
             joins += 1
             continue
+        if re.match(r"[\"'“‘]", word) and kinds:
+            close()  # "doesn't offer 'sabbaticals'": a quoted word starts a phrase of its own
+            joins = 0
         kind = _word_kind(word, next_word, "noun" in kinds, i == 0, words[i - 1] if i else "")
         if kind == "stop" or (kind == "det" and kinds):
             close()
