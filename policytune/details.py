@@ -99,9 +99,9 @@ def near_misses(fact_list: list[dict], index: facts_lib.Index,
                 max_share: float = 0.05) -> tuple[list[dict], list[dict]]:
     """Questions for the details of each named benefit that no fact about it gives: (kept, dropped with the fact
     that may give it). A benefit's facts are those naming at least half of its words found in at most `max_share`
-    of the facts (in their text or headings; of those but the head noun's where it has others), and for a leave's approver, notice, application and pay also the facts
-    under a heading about booking, requesting or approving; a benefit less than half of whose words are that rare is
-    skipped."""
+    of the facts (in their text or headings; of those but the head noun's where it has others), and for a leave's
+    approver, notice, application and pay also the facts under a heading about booking, requesting or approving; a
+    benefit less than half of whose words are that rare is skipped."""
     kept, dropped, seen = [], [], set()
     for fact in fact_list:
         # the benefit a section is about, named by its heading ("7.4 Volunteer Leave"), and those its facts name

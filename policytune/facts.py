@@ -12,7 +12,7 @@ import re
 from collections import Counter
 from typing import Any
 
-from policytune import io
+from policytune import io, phrasing
 
 MIN_FACT_WORDS = 4
 
@@ -113,13 +113,11 @@ def _is_fact(text: str, kind: str = "sentence") -> str | None:
 def _untitled_line(text: str) -> bool:
     """ "PostHog team policies (handbook snapshot)": a short line with no full stop and no verb is a title the
     layout did not mark, not a statement ("Policy reference: HR-POL-007." and table rows are kept)."""
-    from policytune import phrasing
-
     words = re.findall(r"[A-Za-z][\w'-]*", text)
     if re.search(r"[.!?:;][\"”’)]?$", text.strip()) or re.search(r"\d", text) or len(words) > 10:
         return False
-    return not any(set(phrasing._lemmas(w.lower())) & {"VERB", "AUX"} and
-                   not set(phrasing._lemmas(w.lower())) & {"NOUN", "ADJ"} for w in words)
+    classes = [set(phrasing._lemmas(w.lower())) for w in words]
+    return not any(c & {"VERB", "AUX"} and not c & {"NOUN", "ADJ"} for c in classes)
 
 
 def statements(text: str) -> list[tuple[str, str, str]]:
@@ -252,6 +250,7 @@ class Index:
 
         self.facts = facts
         self.words = [set(tokens(f["text"])) for f in facts]  # each fact's word set, tokenised once
+        self.frequency = Counter(w for fact_words in self.words for w in fact_words)  # in how many facts each word is
         self.heading_words = [set(tokens(" ".join(f.get("headings") or []))) for f in facts]
         self._bm25 = bm25s.BM25()
         corpus = [tokens(f"{f.get('topic', '')} {f['text']}") or ["_"] for f in facts]
@@ -268,8 +267,7 @@ class Index:
 
     def distinctive(self, words: list[str], max_share: float = 0.1) -> set[str]:
         """The words that occur in at most max_share of the facts ("leave" is in most; "sabbatical" is not)."""
-        counts = {w: sum(w in fact_words for fact_words in self.words) for w in set(words)}
-        return {w for w, n in counts.items() if n <= max_share * len(self.facts)}
+        return {w for w in set(words) if self.frequency[w] <= max_share * len(self.facts)}
 
     def specific(self, words: list[str], max_share: float = 0.05) -> set[str]:
         """The distinctive words most of whose facts sit under a heading that holds them: "volunteer" is used under

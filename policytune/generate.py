@@ -20,7 +20,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from policytune import chat, details, employee, heuristics, io, keyphrases, llm, normalize, phrasing, questions, unstated
+from policytune import chat, details, employee, heuristics, io, keyphrases, llm, normalize, phrasing, questions
+from policytune import unstated
 from policytune import facts as facts_lib
 
 TYPES = ("numeric", "entity", "procedure", "eligibility")
@@ -95,8 +96,8 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
     sections so every topic gets near misses; a candidate that some fact of the document may
     answer is dropped with that fact named ("document": any fact alike that holds a cue word; "topic": not one that
     is about another of the document's topics). With `employee_words`, each fact's third question is one of its
-    first ones in everyday words (`employee.py`). With `about_phrases`, a fact still short of questions is asked about its
-    own noun phrases (`keyphrases.py`). Returns (plan by chunk id, report of what was left out).
+    first ones in everyday words (`employee.py`). With `about_phrases`, a fact still short of questions is asked
+    about its own noun phrases (`keyphrases.py`). Returns (plan by chunk id, report of what was left out).
     """
     by_section: dict[str, list[dict]] = {}
     for fact in fact_list:
@@ -106,21 +107,22 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
     chunk_plan: dict[str, dict] = {c["id"]: {"facts": [], "unanswerable": []} for c in chunks}
     rejected_drafts: list[dict] = []
     short_names = employee.abbreviations(fact_list)
-    frequency = keyphrases.document_frequency(fact_list)
     employee_words = employee.usable(employee_words, fact_list) if employee_words else None
     with phrasing.document_names(facts_lib.proper_nouns(fact_list), facts_lib.organisation_names(fact_list)):
         templates = {fact["id"]: questions.templates(fact, contrast_figures) for fact in fact_list}
+
+    def passes(draft: dict, fact: dict) -> bool:
+        """Whether the draft points at its fact and does not hold its answer; a failure is recorded with its reason."""
+        problem = questions.consistent(draft["question"], fact, section_index[fact["section"]],
+                                       margin=0.0 if draft.get("anchored") else 1.05)
+        # a question that already holds its whole answer teaches only copying (the quality gate drops it too)
+        problem = problem or heuristics.no_answer_leak(draft["question"], answer_for(fact, draft))
+        if problem:
+            rejected_drafts.append({"fact_id": fact["id"], "question": draft["question"], "reason": problem})
+        return not problem
+
     for fact in fact_list:
-        drafts = []
-        for draft in templates[fact["id"]]:
-            problem = questions.consistent(draft["question"], fact, section_index[fact["section"]],
-                                           margin=0.0 if draft.get("anchored") else 1.05)
-            # a question that already holds its whole answer teaches only copying (the quality gate drops it too)
-            problem = problem or heuristics.no_answer_leak(draft["question"], answer_for(fact, draft))
-            if problem:
-                rejected_drafts.append({"fact_id": fact["id"], "question": draft["question"], "reason": problem})
-            else:
-                drafts.append(draft)
+        drafts = [draft for draft in templates[fact["id"]] if passes(draft, fact)]
         distinct = []  # near-copies do not count towards the questions a fact has
         for draft in drafts:
             if not_near_copy(draft["question"], [d["question"] for d in distinct]):
@@ -135,14 +137,12 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
         drafts = distinct + questions.wrapped(distinct, fact, questions_per_fact, not_near_copy)
         if len(drafts) < questions_per_fact and about_phrases:
             # what the rules could not read is still named: "What should I know about routine check-ups?"
-            for draft in keyphrases.questions(fact, frequency, questions_per_fact):
+            for draft in keyphrases.questions(fact, document_index.frequency, questions_per_fact):
                 if len(drafts) >= questions_per_fact:
                     break
-                problem = questions.consistent(draft["question"], fact, section_index[fact["section"]]) or \
-                    questions.malformed(draft["question"])
-                if problem:
+                if (problem := questions.malformed(draft["question"])):
                     rejected_drafts.append({"fact_id": fact["id"], "question": draft["question"], "reason": problem})
-                elif not_near_copy(draft["question"], [d["question"] for d in drafts]):
+                elif passes(draft, fact) and not_near_copy(draft["question"], [d["question"] for d in drafts]):
                     drafts.append(draft)
         chunk_plan[fact["chunk_id"]]["facts"].append({"fact": fact, "drafts": drafts})
     # Across facts too: preprocessing keeps the first of two near-copies wherever they come from, so a fact whose

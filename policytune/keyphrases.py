@@ -36,8 +36,8 @@ _OBJECT_START = {"their", "its", "his", "her", "your", "our", "my", "this", "the
                  "all", "some", "no", "up", "not", "only", "also"}
 _VERB_BEFORE = {"to", "can", "could", "will", "would", "may", "might", "must", "should", "shall", "we", "you", "they",
                 "i", "just", "then", "please", "also", "not", "and", "or", "never", "always", "simply"}
-_NOT_IN_LEXICON = {"and", "although", "because", "cannot", "against", "unless", "whether", "upon", "though",
-                   "whereas", "whilst", "among", "amongst", "towards", "onto", "etc", "ie", "eg"}
+_NOT_IN_LEXICON = {"although", "because", "cannot", "against", "whether", "though", "whereas", "whilst", "amongst",
+                   "towards", "onto", "etc", "ie", "eg"}
 # words too common to be what a question is about ("take time", "two years")
 _EVERYDAY = {"time", "day", "days", "year", "years", "week", "month", "people", "thing", "way", "lot", "bit", "kind",
              "part", "work", "job", "team", "member", "one", "two", "three", "first", "new", "good", "better", "best"}
@@ -52,8 +52,8 @@ def _word_kind(word: str, next_word: str, has_noun: bool, first: bool, previous:
     """ "det", "adj", "noun" or "stop" for one word in its place."""
     bare = word.strip(",.;:()\"'“”‘’")
     lowered = bare.lower()
-    if not re.search(r"[A-Za-z]", bare) or lowered in _BOUNDARY or re.search(r"n['’]t$|['’](?:ll|re|ve|d|m)$", lowered) \
-            or re.fullmatch(r"[\d.,%$£€]+", bare):
+    if not re.search(r"[A-Za-z]", bare) or lowered in _BOUNDARY or re.fullmatch(r"[\d.,%$£€]+", bare) \
+            or re.search(r"n['’]t$|['’](?:ll|re|ve|d|m)$", lowered):
         return "stop"
     if lowered in _DETERMINERS:
         return "det"
@@ -62,12 +62,12 @@ def _word_kind(word: str, next_word: str, has_noun: bool, first: bool, previous:
         return "noun"  # PeopleHub, Form PL-1, ClockWise, TOIL; not "Employed under ..."
     if lowered.endswith("'s") or lowered.endswith("’s"):
         return "adj"  # "the employee's department"
-    kinds = known
+    kinds = set(known)
     if not kinds:  # not in the lexicon: "long-term" modifies, "lifecycle" names; "although", "cannot" are neither
         if "-" in lowered and not has_noun:
             return "adj"
         return "stop" if lowered in phrasing._FUNCTION_WORDS or lowered in _NOT_IN_LEXICON else "noun"
-    if set(kinds) <= {"VERB", "AUX"}:
+    if kinds <= {"VERB", "AUX"}:
         # "paid sick leave", "an approved qualification": a participle before a noun modifies it; elsewhere it is
         # the statement's verb ("the enhanced pay described in Table 2")
         following = phrasing._lemmas(next_word.lower().strip(",.;:")) if next_word else {}
@@ -85,9 +85,9 @@ def _word_kind(word: str, next_word: str, has_noun: bool, first: bool, previous:
         return "stop"  # "team members working", "the employee works beyond": not "hygiene visits twice a year"
     if "NOUN" in kinds and "VERB" in kinds and has_noun and "ADJ" not in phrasing._lemmas(previous.lower()):
         # "Dental insurance covers routine check-ups": after a noun, a noun/verb word with an object is the verb
-        following = next_word.lower().strip(",.;:")
-        if following and (following in _DETERMINERS or following in _OBJECT_START or
-                          following not in _BOUNDARY and set(phrasing._lemmas(following)) & {"ADJ", "NOUN"}) and not re.match(r"[A-Z]", next_word):
+        if following and not re.match(r"[A-Z]", next_word) and (
+                following in _DETERMINERS or following in _OBJECT_START or
+                following not in _BOUNDARY and set(phrasing._lemmas(following)) & {"ADJ", "NOUN"}):
             return "stop"
         return "noun"
     if "NOUN" in kinds:
@@ -121,8 +121,8 @@ def noun_phrases(text: str) -> list[str]:
     for i, word in enumerate(words):
         next_word = words[i + 1] if i + 1 < len(words) else ""
         lowered = word.lower().strip(",.;:")
-        if lowered in _JOINS and word == lowered and kinds and kinds[-1] == "noun" and not re.search(r"[,;:.]$", current[-1]) \
-                and joins < 1 \
+        if lowered in _JOINS and word == lowered and kinds and kinds[-1] == "noun" and joins < 1 \
+                and not re.search(r"[,;:.]$", current[-1]) \
                 and _word_kind(next_word, "", False, False) in ("det", "adj", "noun"):
             current.append(word), kinds.append("join")
             joins += 1
@@ -173,7 +173,3 @@ def questions(fact: dict, document_frequency: Counter, wanted: int) -> list[dict
     return [{"question": opening.format(phrase=phrase), "style": "keyphrase", "slot": "statement"}
             for phrase, opening in pairs][:wanted]
 
-
-def document_frequency(fact_list: list[dict]) -> Counter:
-    """In how many facts each content word occurs."""
-    return Counter(w for fact in fact_list for w in set(facts_lib.tokens(fact["text"])))

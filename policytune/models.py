@@ -118,16 +118,19 @@ _convert_lock = threading.Lock()
 def gguf_to_folder(gguf: Path) -> Path:
     """Dequantise a GGUF into a safetensors folder in the cache, once."""
     from policytune import io
-    from policytune.io import file_sha256
 
     gguf = Path(gguf).resolve()
     stat = gguf.stat()
     key = f"{gguf.stem}-{stat.st_size}-{int(stat.st_mtime)}"
     target = cache_dir() / "models" / key
-    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+
+    def converted() -> bool:
+        return (target / "config.json").is_file() and (target / "model.safetensors").is_file()
+
+    if converted():
         return target
     with _convert_lock, io.exclusive(target.with_name(target.name + ".lock")):
-        if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        if converted():
             return target  # another process converted it while this one waited
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -142,7 +145,7 @@ def gguf_to_folder(gguf: Path) -> Path:
         model.is_quantized = False
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-        model.config.policytune_source_gguf_sha256 = file_sha256(gguf)
+        model.config.policytune_source_gguf_sha256 = io.file_sha256(gguf)
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         if target.exists():
