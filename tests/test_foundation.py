@@ -36,6 +36,18 @@ def test_choices_are_checked_for_single_and_list_values(monkeypatch):
         config.parse(ChoiceConfig, [])
 
 
+@dataclass
+class PercentConfig(config.Base):
+    level: float = field(default=0.5, metadata={"help": "share kept, e.g. 50% of the rows"})
+
+
+def test_help_prints_a_percent_sign_in_a_flag_description(capsys):
+    with pytest.raises(SystemExit) as stop:
+        config.parse(PercentConfig, ["--help"])
+    assert stop.value.code == 0
+    assert "50% of the rows" in capsys.readouterr().out
+
+
 def test_flags_override_env_override_defaults(monkeypatch):
     assert config.parse(DemoConfig, []).steps == 3
     monkeypatch.setenv("POLICYTUNE_STEPS", "5")
