@@ -137,8 +137,9 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
         drafts = distinct + questions.wrapped(distinct, fact, questions_per_fact, not_near_copy)
         if len(drafts) < questions_per_fact and about_phrases:
             # what the rules could not read is still named: "What should I know about routine check-ups?"
-            for draft in keyphrases.questions(fact, document_index.frequency, questions_per_fact):
-                if len(drafts) >= questions_per_fact:
+            # two spares: another fact may already ask about the same phrase (the cross-fact pass below drops it)
+            for draft in keyphrases.questions(fact, document_index.frequency, questions_per_fact + 2):
+                if len(drafts) >= questions_per_fact + 2:
                     break
                 if (problem := questions.malformed(draft["question"])):
                     rejected_drafts.append({"fact_id": fact["id"], "question": draft["question"], "reason": problem})

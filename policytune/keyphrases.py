@@ -169,7 +169,8 @@ def questions(fact: dict, document_frequency: Counter, wanted: int) -> list[dict
     phrases = [p[0].lower() + p[1:] if p[:1].isupper() and not re.match(r"[A-Z][a-z]+ [A-Z]|[A-Z]{2}|[A-Z]\w*[A-Z]", p)
                else p for p in phrases]  # a sentence's first word is not a name
     # each phrase in its own opening, then the best phrase in the openings left (the plan drops near-copies)
-    pairs = list(zip(phrases, ABOUT)) + [(phrases[0], opening) for opening in ABOUT[len(phrases):]] if phrases else []
+    pairs = [(phrase, ABOUT[i % len(ABOUT)]) for i, phrase in enumerate(phrases)]
+    pairs += [(phrases[0], opening) for opening in ABOUT[len(phrases):]] if phrases else []
     return [{"question": opening.format(phrase=phrase), "style": "keyphrase", "slot": "statement"}
             for phrase, opening in pairs][:wanted]
 

@@ -126,14 +126,22 @@ def jaccard(a: set[str], b: set[str]) -> float:
     return len(a & b) / len(a | b) if a or b else 1.0
 
 
+# Small words that turn a question into another one: "the day after Christmas Day" is not "Christmas Day".
+_MEANING_WORDS = frozenset({"after", "before", "not", "without"})
+
+
 def content_tokens(text: str) -> set[str]:
     """The token set near-duplicate checks compare: content words ("sick leave" vs "study leave" differ by more than one
-    word in ten), all words where a text has no content word."""
-    return set(w for w in words(text) if w not in STOPWORDS) or set(words(text))
+    word in ten) and the few small words that change what is asked, all words where a text has no content word."""
+    return set(w for w in words(text) if w not in STOPWORDS or w in _MEANING_WORDS) or set(words(text))
 
 
 def _numbers(tokens: set[str]) -> set[str]:
     return {t for t in tokens if any(c.isdigit() for c in t)}
+
+
+def _asks(tokens: set[str]) -> tuple[set[str], set[str]]:
+    return _numbers(tokens), tokens & _MEANING_WORDS
 
 
 class NearDuplicates:
@@ -169,10 +177,11 @@ class NearDuplicates:
             return self.keys[key]
         candidates = sorted({j for token in self._prefix(tokens) for j in self.index.get(token, ())})
         # "... for less than 2 years?" and "... for 2 to less than 5 years?" ask for different rows: texts whose
-        # numbers differ are never copies of each other, however many words they share
-        numbers = _numbers(tokens)
+        # numbers differ are never copies of each other, however many words they share; nor are "the day after
+        # Christmas Day" and "Christmas Day"
+        asks = _asks(tokens)
         return next((j for j in candidates if jaccard(tokens, self.sets[j]) >= self.threshold
-                     and _numbers(self.sets[j]) == numbers), None)
+                     and _asks(self.sets[j]) == asks), None)
 
     def add(self, text: str) -> int:
         tokens = content_tokens(text)

@@ -445,6 +445,8 @@ def wh(text: str, slot: dict, wh_phrase: str, max_words: int = 34) -> str | None
         if any(w.lower() in _PREPOSITIONS for w in _DROP_BEFORE_AMOUNT.sub("", before).split()[:-1]):
             return None  # "for a full-time employee working 37.5 hours": inside a prepositional phrase
     before = _DROP_BEFORE_AMOUNT.sub("", before)
+    if slot["kind"] in ("time", "date"):
+        before = re.sub(r"\bno later than\s*$", "by ", before)  # "By what time ...?", not "... no later than?"
     preposition = ""
     trailing = before.rstrip().split(" ")[-1].lower() if before.strip() else ""
     if trailing in _PREPOSITIONS:
@@ -452,7 +454,9 @@ def wh(text: str, slot: dict, wh_phrase: str, max_words: int = 34) -> str | None
         before = before.rstrip()[: -len(trailing)]
     if re.search(r"\b(?:and|or)\s*$", before) or re.match(r"\s+(?:and|or)\b", after) or slot["value"].endswith(" times"):
         return None  # "... Director and People Operations" or "1.5 times the rate" do not front
-    if before.strip() and slot["kind"] in ("form", "system", "role"):
+    if slot["kind"] == "provider" and re.match(r"(?:a|an)\s", before):
+        return None  # "is a defined contribution plan administered by Keystone Pensions": inside the complement
+    if before.strip() and slot["kind"] in ("form", "system", "role", "provider"):
         if len(before.split()) > 6:
             return None  # "reimburse up to $40 of any fee charged for completing <form>" fronts into nonsense
         before = re.sub(r"\b(the|a|an|their|its)\s+$", "", before.rstrip() + " ")
@@ -605,7 +609,7 @@ def who_or_what(text: str, max_words: int = 30) -> str | None:
     else:
         head = {"are": "is", "were": "was", "have": "has", "do": "does"}.get(aux, aux)
         head = "can" if head == "may" else head
-    rest = re.split(r",? (?:and|or|but) (?:the|a|an|their|this|these|it|they)\b|:", parts["rest"])[0]
+    rest = re.split(r",? (?:and|or|but) (?:the|a|an|their|this|these|it|they)\b|:(?!\d)", parts["rest"])[0]  # not 12:00
     rest = rest if len(rest.split()) <= 18 else rest.split(",")[0]
     question = _finish(f"{wh_word} {head} {rest}")
     return question if 5 <= len(question.split()) <= max_words else None

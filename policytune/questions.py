@@ -34,25 +34,48 @@ _SLOT_PATTERNS = [
     ("role", re.compile(r"\b(?:(?:Director|Head|Chief|Vice President) of [A-Z][a-z]+(?: [A-Z][a-z]+)*|"
                         r"(?:[A-Z][a-z]+ )+(?:Administrator|Officer|Manager|Committee|Team|Operations|Desk)\b|"
                         r"(?:line|skip-level) manager)")),
+    # "by 12:00 on the following Monday"; a range ("between 07:30 and 10:00") does not front as one time
+    ("time", re.compile(r"(?<!between )(?<![\d:])\b(?:[01]?\d|2[0-3]):[0-5]\d\b(?! (?:and|to) \d)")),
+    # a named provider or plan that ends its phrase ("through the Meridian Health Plan.", "administered by Keystone
+    # Pensions"), not a name that qualifies a noun ("via the Deel platform") or a product's ("PTO by Roots");
+    # kept only when it holds one of the document's own names (`_provider`)
+    ("provider", re.compile(r"(?<=[a-z] )(?:through|by|via|from) (?:the )?(?P<slot>(?:[A-Z][a-z]+ ){0,3}[A-Z][a-z]+)"
+                            r"(?=[.,;:)]|$| and | or | for | in | to )")),
 ]
 _WH = {"money": "how much", "percent": "what percentage", "date": "what date", "form": "which form",
-       "system": "which system", "role": "who"}
+       "system": "which system", "role": "who", "time": "what time", "provider": "which provider"}
+_NOT_A_PROVIDER = re.compile(r"(?:January|February|March|April|May|June|July|August|September|October|November|"
+                             r"December|Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday|Table|Section|"
+                             r"Christmas|Year's|Day|Ltd|Limited|Inc|LLC|plc)\b")
 def slots(text: str) -> list[dict[str, Any]]:
     """What a fact can be asked about: quantities with units, money, dates, forms, systems, roles (left to right)."""
     found: list[dict[str, Any]] = []
     taken: list[tuple[int, int]] = []
     for kind, pattern in _SLOT_PATTERNS:
         for match in pattern.finditer(text):
-            start, end = match.span()
+            group = "slot" if "slot" in pattern.groupindex else 0
+            start, end = match.span(group)
             if match.start() == 0 and kind == "role" and not text[:end].istitle():
                 continue
             if kind == "system" and match.group(0) in phrasing.ORGANISATION:
                 continue  # "advertise PostHog": the organisation is not a system to ask for
+            if kind == "provider" and not _provider(match.group(group)):
+                continue
+            if kind == "time" and re.search(r"\d (?:and|to) $", text[:start]):
+                continue  # the end of "between 07:30 and 10:00", "09:00 to 17:30"
             if any(start < b and a < end for a, b in taken):
                 continue
             taken.append((start, end))
-            found.append({"kind": kind, "value": match.group(0), "start": start, "end": end})
+            found.append({"kind": kind, "value": match.group(group), "start": start, "end": end})
     return sorted(found, key=lambda s: s["start"])
+
+
+def _provider(name: str) -> bool:
+    """Whether a capitalised run names a provider or plan: one of the document's own names ("Meridian", "Keystone"),
+    not the organisation alone, a date, a day or a heading word."""
+    words = name.split()
+    return (any(w in phrasing.PROPER_NOUNS for w in words) and not _NOT_A_PROVIDER.search(name)
+            and not all(w in phrasing.ORGANISATION for w in words))
 
 
 def _wh(slot: dict) -> str:

@@ -35,6 +35,25 @@ def test_wh_questions_front_the_slot_with_its_preposition_and_never_invert_a_neg
     assert ask("It offers a confidential telephone helpline available 24 hours a day.", "quantity") is None
 
 
+def test_times_and_named_providers_are_asked_for_and_ranges_or_qualifying_names_are_not():
+    facts_text = ["Line managers must approve or query timesheets by 12:00 on the following Monday.",
+                  "Employees on flexible hours must notify their line manager no later than 09:45 on the first day.",
+                  "Northwind provides private medical insurance through the Meridian Health Plan.",
+                  "The standard working day is 09:00 to 17:30 with a one-hour unpaid lunch break.",
+                  "Activate your account via the Deel platform.", "Book it on the PTO by Roots app in Slack."]
+    fact_list = [{"text": t} for t in facts_text]
+    with phrasing.document_names(facts.proper_nouns(fact_list) | {"Northwind"}, {"Northwind"}):
+        asked = [[d["question"] for d in questions.templates({"text": t, "kind": "sentence", "topic": "Hours"})]
+                 for t in facts_text]
+        assert [s["value"] for s in questions.slots(facts_text[2])] == ["Meridian Health Plan"]
+        assert [questions.slots(t) for t in facts_text[3:]] == [[], [], []]
+    assert "By what time must line managers approve or query timesheets on the following Monday?" in asked[0]
+    # a time's colon is not a clause break: "Who must approve or query timesheets by 12?" was asked
+    assert "Who must approve or query timesheets by 12:00 on the following Monday?" in asked[0]
+    assert "By what time must employees on flexible hours notify their line manager on the first day?" in asked[1]
+    assert "Which provider does Northwind provide private medical insurance through?" in asked[2]
+
+
 def test_conditions_and_things_done_to_a_subject_become_what_happens_questions():
     assert phrasing.what_happens("If the employee is absent for a pregnancy-related reason in the 4 weeks before the "
                                  "birth, maternity leave will start automatically.") == \
