@@ -68,6 +68,8 @@ class TrainConfig(config.Base):
     learning_rate: float = field(default=0.0, metadata={
         "help": "peak learning rate (0: 1e-3 for LoRA, 1e-4 for full fine-tuning, which moves every weight)"})
     warmup_ratio: float = field(default=0.05, metadata={"help": "share of steps with a linear warm-up"})
+    loraplus_ratio: float = field(default=0.0, metadata={
+        "help": "LoRA+ (Hayou et al. 2024): the B matrices learn this many times faster than A (0: plain LoRA)"})
     batch_size: int = field(default=8, metadata={"help": "examples per device per step"})
     grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
     max_length: int = field(default=384, metadata={
@@ -131,6 +133,8 @@ class TrainConfig(config.Base):
             raise ValueError("--method full trains every weight: quantized weights cannot be trained (use --quantization none)")
         if self.learning_rate < 0:
             raise ValueError("--learning-rate must be positive (0: the method's default)")
+        if self.loraplus_ratio < 0 or 0 < self.loraplus_ratio < 1:
+            raise ValueError("--loraplus-ratio must be 0 (off) or at least 1")
 
     def peak_learning_rate(self) -> float:
         return self.learning_rate or (1e-4 if self.method == "full" else 1e-3)
@@ -267,6 +271,8 @@ def main(cfg: TrainConfig) -> None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     trainer_class = (training.answer_only_trainer_class(share_prefix=cfg.share_prompt_prefix and cfg.attention == "per-example")
                      if cfg.answer_only_head else SFTTrainer)
+    if cfg.loraplus_ratio and lora is not None:
+        trainer_class = training.loraplus_trainer_class(trainer_class, cfg.loraplus_ratio)
     trainer = trainer_class(
         model=model, args=args, processing_class=tokenizer, peft_config=lora,
         train_dataset=Dataset.from_list(train_tok.rows),

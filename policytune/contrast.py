@@ -28,7 +28,7 @@ _REFERENCE = re.compile(r"\b(?:table|section|form|step|figure|appendix|part|clau
 _DATE_AFTER = re.compile(r"^(?:st|nd|rd|th)\b|^\s+(?:January|February|March|April|May|June|July|August|September|"
                          r"October|November|December)\b")
 _OR_MORE = re.compile(r"^\s*(?:\S+\s+){0,2}(?:or (?:more|longer|over|above|less|fewer|under)|\+)", re.I)
-_FIGURE = re.compile(r"(?<![\w.,:/-])([£$€]?)(\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(%| per ?cent)?(?![\w.,:/-]*\d)")
+_FIGURE = re.compile(r"(?<![\w.,:/-])([£$€]?)(\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(%| per ?cent)?(?!(?!(?:st|nd|rd|th)\b)[A-Za-z])(?![\w.,:/-]*\d)")  # "15th", not "401k"
 
 
 def _bumped(value: int, percent: bool) -> list[int]:

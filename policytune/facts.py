@@ -22,6 +22,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\"'“‘])")
 _BULLET = re.compile(r"^\s*(?:[-*•·▪◦]|\(?[a-z0-9]{1,3}[.)])\s+")
 _CAPTION = re.compile(r"^(Table|Figure|Chart|Exhibit)\s+[\dA-Z]+[.:]", re.I)
 _URL = re.compile(r"https?://\S+|www\.\S+")
+_MARKDOWN_LINK = re.compile(r"\[([^\[\]]+)\]\([^()\s]*\)")
 _SEPARATOR_CELL = re.compile(r"^:?-{1,}:?$")
 # Lines that only point elsewhere or restate the document's own structure say nothing to ask about.
 _NOTICE_HEADING = re.compile(r"\b(?:licen[cs]e|copyright|terms of use)\b", re.I)
@@ -174,7 +175,7 @@ def inventory(chunks: list[dict]) -> tuple[list[dict], list[dict]]:
                         for _, text, _ in statements(chunk.get("text") or "")]
             continue
         for kind, text, intro in statements(chunk.get("text") or ""):
-            text = " ".join(text.split())
+            text = " ".join(_MARKDOWN_LINK.sub(r"\1", text).split())  # a web page's "[text](url)" reads as its text
             reason = _is_fact(text, kind)
             # A statement that only repeats a heading is the heading, not a fact.
             if reason is None and any(text.rstrip(".").lower() == re.sub(r"^[\d.]+\s*", "", h).lower() for h in headings):

@@ -47,6 +47,14 @@ _GENERIC = {"employee", "employees", "company", "policy", "section", "staff", "l
             "person", "day", "days", "week", "weeks", "month", "months", "year", "years", "time", "case", "cases",
             "amount", "number", "period", "reason", "request", "requests"}
 
+# nouns that name no subject of their own: "a hard limit", "sole source", "the holiday length and type", "legal right"
+_NOT_A_HEAD = _EVERYDAY | _GENERIC | {
+    "limit", "limits", "source", "type", "types", "length", "return", "way", "ways", "thing", "things", "idea", "ideas",
+    "sense", "matter", "point", "fact", "example", "examples", "basis", "side", "end", "level", "situation",
+    "circumstances", "purpose", "note", "question", "questions", "expectation", "right", "rights", "terms", "term",
+    "area", "areas", "place", "rest", "whole", "range", "instance", "approach", "period", "periods", "hours",
+    "event", "events"}
+
 
 def _word_kind(word: str, next_word: str, has_noun: bool, first: bool, previous: str = "") -> str:
     """ "det", "adj", "noun" or "stop" for one word in its place."""
@@ -85,7 +93,7 @@ def _word_kind(word: str, next_word: str, has_noun: bool, first: bool, previous:
         return "stop"  # "team members working", "the employee works beyond": not "hygiene visits twice a year"
     if "NOUN" in kinds and "VERB" in kinds and has_noun and "ADJ" not in phrasing._lemmas(previous.lower()):
         # "Dental insurance covers routine check-ups": after a noun, a noun/verb word with an object is the verb
-        if following and not re.match(r"[A-Z]", next_word) and (
+        if following and not re.match(r"[A-Z]", next_word) and not re.search(r"[,;:.]$", word) and (
                 following in _DETERMINERS or following in _OBJECT_START or
                 following not in _BOUNDARY and set(phrasing._lemmas(following)) & {"ADJ", "NOUN"}):
             return "stop"
@@ -153,8 +161,9 @@ def ranked(text: str, document_frequency: Counter, avoid: set[str] = frozenset()
     for at, phrase in enumerate(dict.fromkeys(noun_phrases(text))):
         words = facts_lib.tokens(phrase)
         bare = re.sub(r"^the ", "", phrase.lower())
+        head = phrase.split()[-1]  # a name's last word is part of the name ("Executive Leadership Team")
         if len(words) < 2 or len(phrase.split()) > 8 or bare in _GENERIC or not set(words) - avoid or \
-                not set(words) - _EVERYDAY or \
+                not set(words) - _EVERYDAY or head.islower() and head in _NOT_A_HEAD or \
                 re.search(r"\b(?:Ltd|Inc|LLC|plc)$", phrase):
             continue
         rarity = sum(1.0 / (1 + document_frequency.get(w, 0)) for w in set(words))
@@ -166,8 +175,7 @@ def questions(fact: dict, document_frequency: Counter, wanted: int) -> list[dict
     """Up to `wanted` "about" questions for the fact, one phrase per opening (`ABOUT`)."""
     avoid = set(facts_lib.tokens(" ".join(fact.get("headings") or []) + " " + (fact.get("topic") or "")))
     phrases = ranked(fact["text"], document_frequency, avoid)
-    phrases = [p[0].lower() + p[1:] if p[:1].isupper() and not re.match(r"[A-Z][a-z]+ [A-Z]|[A-Z]{2}|[A-Z]\w*[A-Z]", p)
-               else p for p in phrases]  # a sentence's first word is not a name
+    phrases = [phrasing.lower_first(p) for p in phrases]  # a sentence's first word is not a name; "Roots app" is
     # each phrase in its own opening, then the best phrase in the openings left (the plan drops near-copies)
     pairs = [(phrase, ABOUT[i % len(ABOUT)]) for i, phrase in enumerate(phrases)]
     pairs += [(phrases[0], opening) for opening in ABOUT[len(phrases):]] if phrases else []

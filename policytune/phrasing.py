@@ -82,7 +82,9 @@ _LEAD = re.compile(r"^((?:where|if|when|once|after|before|during|for|on|at|follo
                    r"although|since|wherever|whenever|like|unlike|whether)\b[^,]{3,160}),\s+",
                    re.I)
 _CUT = re.compile(r";|\s[—–]\s|, (?:for example|e\.g\.|which|including|unless|otherwise|so that|and|or|but|plus|in which|"
-                  r"whichever|whether)\b|\.\s|\s\(")
+                  r"whichever|whether)\b|\.\s|\s\("
+                  # a second clause with its own subject: "contribute 5% and PostHog contributes 4%", "and we match"
+                  r"|\s(?:and|but) (?=[A-Z][a-z]+[A-Za-z]* [a-z]+s\b|(?:we|they|you|he|she) [a-z]+\b)")
 _ADVERBS = {"also", "only", "normally", "usually", "always", "strongly", "generally", "still", "then", "now", "often",
             "typically", "automatically", "currently", "actively", "fully", "already"}
 _NOT_BEFORE_VERB = {"the", "a", "an", "to", "of", "and", "or", "for", "in", "on", "with", "by", "this", "that", "their",
@@ -133,7 +135,7 @@ def lower_first(text: str) -> str:
         return text[0].lower() + text[1:]
     # without the document's names (a statement asked on its own) a word the English lexicon does not know is a name
     name = first in PROPER_NOUNS or (not PROPER_NOUNS and not _lemmas(first.lower().split("-")[0])) or \
-        (len(words) > 1 and re.match(r"[A-Z][a-z]", words[1]) is not None)
+        (len(words) > 1 and re.match(r"[A-Z]", words[1]) is not None)  # "Form MED-1", "Meridian Health"
     return text if name else text[0].lower() + text[1:]
 
 
@@ -153,7 +155,7 @@ def _tidy(text: str) -> str:
                   lambda m: _CONTRACTIONS[m.group(1).lower()] if m.group(1).islower() else
                   _CONTRACTIONS[m.group(1).lower()].capitalize(), text, flags=re.I)
     text = re.sub(r"^(?:Instead|However|Also|Additionally|Otherwise|In addition|In practice|Generally|Usually|"
-                  r"Typically|Of course|Importantly|Note that|So|But|And),?\s+", "", text)
+                  r"Typically|Of course|Importantly|Note that|So|But|And|After this|After that|Then),?\s+", "", text)
     text = text[:1].upper() + text[1:]
     text = re.sub(r"^Please\s+", "You should ", text)
     words = text.split(" ", 2)
@@ -166,8 +168,9 @@ def _tidy(text: str) -> str:
     # to the comma before the verb
     text = re.sub(r", (?:such as|including|for example|e\.g\.) [^;]{1,100}?,(?= (?:are|is|must|may|can|will|should|do|"
                   r"does|have|has|cannot)\b)", "", text)
-    text = re.sub(r", (?:(?:or|and) )?(?:who|which|whose)\b[^,;]{1,90},", "", text)
-    text = re.sub(r", (?:under|where possible)\b[^,;]{1,60},", "", text)
+    # an aside runs to its closing comma, not to the comma inside "$3,400"
+    text = re.sub(r", (?:(?:or|and) )?(?:who|which|whose)\b(?:[^,;]|(?<=\d),(?=\d)){1,90},(?!\d)", "", text)
+    text = re.sub(r", (?:under|where possible)\b(?:[^,;]|(?<=\d),(?=\d)){1,60},(?!\d)", "", text)
     text = re.sub(r",? (?:such as|for example|e\.g\.)\b[^;]*", "", text)  # an example list runs to the clause's end
     text = re.sub(r", (?:or|and|but) (?:\w+ ){1,3}\w+,(?= (?:in|on|at|by|to|for|with|through|from|within)\b)", "", text)
     return re.sub(r"\s*\([^()]{1,80}\)", "", text)
@@ -191,6 +194,9 @@ def _split_lead(text: str) -> tuple[str, str]:
         if comma.start() < len(match.group(1)):
             continue
         rest = text[comma.end():]
+        first = rest.split(" ", 1)[0]
+        if first.islower() and first not in _FUNCTION_WORDS and (not _lemmas(first) or set(_lemmas(first)) <= {"ADJ", "ADV"}):
+            continue  # "As we have unlimited, permissionless time off, PostHog ...": a list of modifiers, not a subject
         if not re.match(r"(?:or|and|after|before|including|such as|for|in|on|with|which|who|unless|except|but|if|when|"
                         r"where|while|once)\b", rest, re.I):
             return text[: comma.start()], rest
@@ -438,6 +444,8 @@ def wh(text: str, slot: dict, wh_phrase: str, max_words: int = 34) -> str | None
     if re.search(r"\b(?:unless|if|when|where|because|although|while|that|which|who|whose)\b", before, re.I):
         return None  # the slot belongs to a subordinate clause ("forfeited unless the line manager cancelled ...")
     if slot["kind"] in ("quantity", "money", "percent"):
+        if re.search(r"\d", before):
+            return None  # "contribute 5% and PostHog contributes 4%": the second figure's clause does not front
         last = _DROP_BEFORE_AMOUNT.sub("", before).split()
         last = [w for w in last if w.lower() not in _PREPOSITIONS]
         if last and "VERB" not in _lemmas(last[-1].lower()) and last[-1].lower() not in _BE_HAVE_DO:
@@ -502,7 +510,7 @@ def subject_phrase(text: str) -> str | None:
 
 _TIME = re.compile(r"\b(?:no later than|on|by|at|before|after|until|from)\s+(?:midnight|noon|\d{1,2}:\d{2}|\d{1,2}(?:st|nd|rd|th)? "
                    r"(?:January|February|March|April|May|June|July|August|September|October|November|December)|"
-                   r"the (?:last|first|next) (?:\w+ ){0,2}day)")
+                   r"the (?:last|first|next|\d{1,2}(?:st|nd|rd|th)) (?:\w+ ){0,2}day)")
 
 
 def when(text: str, max_words: int = 30) -> str | None:

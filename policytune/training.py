@@ -292,6 +292,24 @@ def answer_only_trainer_class(share_prefix: bool = False):
     return AnswerOnlySFTTrainer
 
 
+def loraplus_trainer_class(base: type, ratio: float) -> type:
+    """`base` with PEFT's LoRA+ optimizer: AdamW whose learning rate on the B matrices is `ratio` times that on A."""
+    import torch
+
+    class LoraPlusTrainer(base):
+        def create_optimizer(self):
+            if self.optimizer is None:
+                from peft.optimizers import create_loraplus_optimizer
+
+                self.optimizer = create_loraplus_optimizer(
+                    self.model, torch.optim.AdamW, lr=self.args.learning_rate, loraplus_lr_ratio=ratio,
+                    weight_decay=self.args.weight_decay, betas=(self.args.adam_beta1, self.args.adam_beta2),
+                    eps=self.args.adam_epsilon)
+            return self.optimizer
+
+    return LoraPlusTrainer
+
+
 VARLEN_ATTENTION = "policytune_varlen_sdpa"
 SHARED_PREFIX_KEY = "shared_prefix_length"  # batch key: the first N tokens are one prompt prefix every example shares
 

@@ -1,4 +1,6 @@
 """Questions written by rule from policy statements: they read as questions and ask what the statement answers."""
+from collections import Counter
+
 from policytune import employee, facts, phrasing, questions
 
 
@@ -52,6 +54,31 @@ def test_times_and_named_providers_are_asked_for_and_ranges_or_qualifying_names_
     assert "Who must approve or query timesheets by 12:00 on the following Monday?" in asked[0]
     assert "By what time must employees on flexible hours notify their line manager on the first day?" in asked[1]
     assert "Which provider does Northwind provide private medical insurance through?" in asked[2]
+
+
+def test_handbook_prose_with_lists_asides_and_second_clauses_reads_as_one_question():
+    from policytune import contrast, keyphrases
+
+    assert phrasing.polar("As we have unlimited, permissionless time off, PostHog doesn't offer 'sabbaticals' in the "
+                          "way that some companies do.").startswith("Does PostHog offer 'sabbaticals'")
+    assert phrasing.polar("After this, if you need to stagger your return to work, you can come back at 50% capacity "
+                          "on 50% pay afterwards.") == \
+        "Can I come back at 50% capacity on 50% pay afterwards, if I need to stagger my return to work?"
+    # a second clause with its own subject is not asked as part of the first
+    asked = [d["question"] for d in questions.templates(
+        {"text": "Team members contribute 5% and PostHog contributes 4%.", "kind": "sentence", "topic": "Pensions"})]
+    assert "What percentage do I contribute?" in asked and not any("PostHog contributes" in q for q in asked)
+    # an aside ends at its own comma, not at the one inside "$3,400"
+    assert "$3,400 per year" in phrasing._tidy("We offer a Flexible Savings Account (FSA), which is an account that "
+                                               "allows you to contribute up to $3,400 per year to be used on expenses.")
+    assert contrast.wrong_figure("Is our 401k plan managed by Vestwell?", "Our 401k plan is managed by Vestwell.") is None
+    # a phrase about nothing in particular is not asked about
+    assert keyphrases.ranked("Like the training budget, this isn't a hard limit.", Counter()) == \
+        ["the training budget"]
+    link = "[Everyone in the team has unlimited, permissionless time off.](file:///handbook/people/time-off)"
+    assert [f["text"] for f in facts.inventory([{"id": "c", "doc": "d", "pages": [1], "headings": ["Time off"],
+                                                 "text": link}])[0]] == \
+        ["Everyone in the team has unlimited, permissionless time off."]
 
 
 def test_conditions_and_things_done_to_a_subject_become_what_happens_questions():
