@@ -31,7 +31,8 @@ _BOUNDARY = {"their", "its", "his", "her", "your", "our", "my", "this", "these",
              "out", "off", "away", "over", "back", "otherwise", "instead", "while", "outside", "inside", "just", "then",
              "very", "really", "quite", "even", "still", "already", "own", "like", "beyond", "us", "me",
              "him", "much", "many", "few", "under", "above", "below", "across", "along", "around", "among", "upon",
-             "about", "near", "past", "since", "kind", "sort", "first", "better", "worse"} | _JOINS
+             "about", "near", "past", "since", "kind", "sort", "first", "better", "worse", "entire", "enough",
+             "everyone", "everybody", "anyone", "someone", "need", "various", "several", "certain", "quick"} | _JOINS
 _OBJECT_START = {"their", "its", "his", "her", "your", "our", "my", "this", "these", "those", "each", "every", "any",
                  "all", "some", "no", "up", "not", "only", "also"}
 _VERB_BEFORE = {"to", "can", "could", "will", "would", "may", "might", "must", "should", "shall", "we", "you", "they",
@@ -53,7 +54,8 @@ _NOT_A_HEAD = _EVERYDAY | _GENERIC | {
     "sense", "matter", "point", "fact", "example", "examples", "basis", "side", "end", "level", "situation",
     "circumstances", "purpose", "note", "question", "questions", "expectation", "right", "rights", "terms", "term",
     "area", "areas", "place", "rest", "whole", "range", "instance", "approach", "period", "periods", "hours",
-    "event", "events"}
+    "event", "events", "market", "quality", "concept", "concepts", "industry", "update", "updates", "scenery",
+    "cheerleader", "money", "startups"}
 
 
 def _word_kind(word: str, next_word: str, has_noun: bool, first: bool, previous: str = "") -> str:
@@ -161,9 +163,15 @@ def ranked(text: str, document_frequency: Counter, avoid: set[str] = frozenset()
     for at, phrase in enumerate(dict.fromkeys(noun_phrases(text))):
         words = facts_lib.tokens(phrase)
         bare = re.sub(r"^the ", "", phrase.lower())
-        head = phrase.split()[-1]  # a name's last word is part of the name ("Executive Leadership Team")
+        # what the phrase is about: each side of "and" names something, on either side of "of"/"for" ("the expected
+        # week of childbirth", not "the level of quality"); a name's last word is part of the name ("Executive
+        # Leadership Team")
+        vague = any(all(piece.split()[-1].islower() and piece.split()[-1] in _NOT_A_HEAD
+                        for piece in re.split(r" (?:of|for) ", side) if piece.split())
+                    for side in phrase.split(" and "))
         if len(words) < 2 or len(phrase.split()) > 8 or bare in _GENERIC or not set(words) - avoid or \
-                not set(words) - _EVERYDAY or head.islower() and head in _NOT_A_HEAD or \
+                not set(words) - _EVERYDAY or vague or \
+                re.search(r"(?<![A-Za-z-])\d", phrase) or \
                 re.search(r"\b(?:Ltd|Inc|LLC|plc)$", phrase):
             continue
         rarity = sum(1.0 / (1 + document_frequency.get(w, 0)) for w in set(words))

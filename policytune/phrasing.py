@@ -81,7 +81,7 @@ _EMPLOYEE = re.compile(r"^(?:all |any |every |each )?(?:employees?|staff|"
 _LEAD = re.compile(r"^((?:where|if|when|once|after|before|during|for|on|at|following|unless|while|until|in|from|as|to|because|"
                    r"although|since|wherever|whenever|like|unlike|whether)\b[^,]{3,160}),\s+",
                    re.I)
-_CUT = re.compile(r";|\s[—–]\s|, (?:for example|e\.g\.|which|including|unless|otherwise|so that|and|or|but|plus|in which|"
+_CUT = re.compile(r";|\s[—–-]\s|, (?:for example|e\.g\.|which|including|unless|otherwise|so that|and|or|but|plus|in which|"
                   r"whichever|whether)\b|\.\s|\s\("
                   # a second clause with its own subject: "contribute 5% and PostHog contributes 4%", "and we match"
                   r"|\s(?:and|but) (?=[A-Z][a-z]+[A-Za-z]* [a-z]+s\b|(?:we|they|you|he|she) [a-z]+\b)")
@@ -155,7 +155,8 @@ def _tidy(text: str) -> str:
                   lambda m: _CONTRACTIONS[m.group(1).lower()] if m.group(1).islower() else
                   _CONTRACTIONS[m.group(1).lower()].capitalize(), text, flags=re.I)
     text = re.sub(r"^(?:Instead|However|Also|Additionally|Otherwise|In addition|In practice|Generally|Usually|"
-                  r"Typically|Of course|Importantly|Note that|So|But|And|After this|After that|Then),?\s+", "", text)
+                  r"Typically|Of course|Importantly|Note that|So|But|And|After this|After that|Then|Unfortunately|"
+                  r"Fortunately),?\s+", "", text)
     text = text[:1].upper() + text[1:]
     text = re.sub(r"^Please\s+", "You should ", text)
     words = text.split(" ", 2)
@@ -365,6 +366,8 @@ def parse(text: str) -> dict | None:
             word, after = coordinated.group(1).lower(), coordinated.group(2).lower()
             if not verb and " " not in rest[: coordinated.start()] and word not in _MODALS and word not in _BE_HAVE_DO:
                 continue  # "must approve or decline a request": two verbs sharing one object stay together
+            if after == "to" and word.endswith("s") and word not in _BE_HAVE_DO:
+                continue  # "encourage people and teams to meet up": a plural noun with its infinitive
             if word in _MODALS or word in _BE_HAVE_DO or verb_form(word, "employees", after):
                 rest = rest[: coordinated.start()]
                 break
@@ -446,6 +449,10 @@ def wh(text: str, slot: dict, wh_phrase: str, max_words: int = 34) -> str | None
     if slot["kind"] in ("quantity", "money", "percent"):
         if re.search(r"\d", before):
             return None  # "contribute 5% and PostHog contributes 4%": the second figure's clause does not front
+        if slot["kind"] != "quantity" and re.match(r"\s+[a-z]+\b", after) and \
+                not re.match(r"\s+(?:of|per|a|an|each|every|in|on|at|for|from|to|and|or|if|when|up|off|more|less|"
+                             r"over|under|after|before|within|until|by|with)\b", after):
+            return None  # "come back at 50% capacity": the amount modifies the noun after it
         last = _DROP_BEFORE_AMOUNT.sub("", before).split()
         last = [w for w in last if w.lower() not in _PREPOSITIONS]
         if last and "VERB" not in _lemmas(last[-1].lower()) and last[-1].lower() not in _BE_HAVE_DO:

@@ -357,7 +357,8 @@ def shorter(question: str, keep_condition: bool = False) -> str | None:
     for pattern in patterns[3:] if keep_condition else patterns:
         cut = re.sub(pattern, "", body).rstrip(" ,:;")
         if cut == body or len(cut.split()) < 6 or re.search(r"\b(?:" + "|".join(_DANGLING) + r")$", cut, re.I) or \
-                re.search(r"\b(?:that|who|which)(?: \w+){0,2}$", cut):
+                re.search(r"\b(?:that|who|which)(?: \w+){0,2}$", cut) or re.search(r"\b(?:in|for) \w+s$", cut):
+            # "... in countries where it is market to do so" without its clause: "in countries" says nothing
             continue
         if pattern.startswith("[:,]") and (re.search(r"\b(?:whether|that|which|who|if|when|where|between)\b",
                                                     " ".join(cut.split()[2:]), re.I) or not re.match(

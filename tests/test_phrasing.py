@@ -68,6 +68,19 @@ def test_handbook_prose_with_lists_asides_and_second_clauses_reads_as_one_questi
     asked = [d["question"] for d in questions.templates(
         {"text": "Team members contribute 5% and PostHog contributes 4%.", "kind": "sentence", "topic": "Pensions"})]
     assert "What percentage do I contribute?" in asked and not any("PostHog contributes" in q for q in asked)
+    def drafts(text: str) -> list[str]:
+        return [d["question"] for d in questions.templates({"text": text, "kind": "sentence", "topic": "X"})]
+
+    assert "Do we encourage people and teams to meet up in person in addition to the offsites?" in \
+        drafts("We also encourage people and teams to meet up in person in addition to the offsites.")
+    assert "What do we offer in countries?" not in \
+        drafts("We offer private health insurance in countries where it is considered market to do so.")
+    assert drafts("Unfortunately, we are currently legally unable to provide pensions to contractors.")[0] == \
+        "Are we currently legally unable to provide pensions to contractors?"
+    assert "Do we offer a Training budget and free books?" in \
+        drafts("We currently offer a Training budget and free books - you can find more on the relevant pages.")
+    assert not any(q.startswith("At what percentage") for q in drafts(
+        "You can come back at 50% capacity on 50% pay afterwards."))
     # an aside ends at its own comma, not at the one inside "$3,400"
     assert "$3,400 per year" in phrasing._tidy("We offer a Flexible Savings Account (FSA), which is an account that "
                                                "allows you to contribute up to $3,400 per year to be used on expenses.")
