@@ -168,7 +168,8 @@ def ranked(text: str, document_frequency: Counter, avoid: set[str] = frozenset()
         # Leadership Team")
         vague = any(all(piece.split()[-1].islower() and piece.split()[-1] in _NOT_A_HEAD
                         for piece in re.split(r" (?:of|for) ", side) if piece.split())
-                    for side in phrase.split(" and "))
+                    for side in phrase.split(" and ")) or (
+            " and " in phrase and any(all(w in phrasing.ORGANISATION for w in side.split()) for side in phrase.split(" and ")))
         if len(words) < 2 or len(phrase.split()) > 8 or bare in _GENERIC or not set(words) - avoid or \
                 not set(words) - _EVERYDAY or vague or \
                 re.search(r"(?<![A-Za-z-])\d", phrase) or \

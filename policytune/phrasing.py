@@ -198,6 +198,8 @@ def _split_lead(text: str) -> tuple[str, str]:
         first = rest.split(" ", 1)[0]
         if first.islower() and first not in _FUNCTION_WORDS and (not _lemmas(first) or set(_lemmas(first)) <= {"ADJ", "ADV"}):
             continue  # "As we have unlimited, permissionless time off, PostHog ...": a list of modifiers, not a subject
+        if re.match(r"[A-Z][a-z]+(?:,| &| and) ", rest):
+            continue  # "For Ireland, Spain, Netherlands, Portugal & Canada the health insurer ...": a list of names
         if not re.match(r"(?:or|and|after|before|including|such as|for|in|on|with|which|who|unless|except|but|if|when|"
                         r"where|while|once)\b", rest, re.I):
             return text[: comma.start()], rest
@@ -354,7 +356,10 @@ def parse(text: str) -> dict | None:
             rest = re.sub(r"^not\s+", "", rest)
         if verb == "" and aux in ("does", "do") and rest:  # "does not include" -> aux "does", verb "include"
             first, _, tail = rest.partition(" ")
-            verb, rest = first, tail
+            if negated or "VERB" in _lemmas(first.lower()):
+                verb, rest = first, tail
+            else:  # "We do regular team offsites": "do" is the verb itself
+                verb = "do"
         if aux in ("has", "have") and rest and not re.match(r"(?:been|\w+(?:ed|en|wn|ne|ght))\b", rest.split()[0]):
             aux, verb = ("does" if aux == "has" else "do"), "have"  # "We have an annual budget": to have, not a tense
         # "must be taken as whole days and require ..." asks about the first of two coordinated verbs only.
@@ -422,7 +427,14 @@ def polar(text: str, max_words: int = 34) -> str | None:
     parts = parse(text)
     if not parts:
         return None
-    for rest in (parts["rest"], parts["rest"].split(",")[0]):
+    whole = _tidy(text).rstrip(".")
+    following = whole[whole.find(parts["rest"]) + len(parts["rest"]):] if parts["rest"] in whole else ""
+    if "," in parts["rest"] and re.match(r",? (?:or|and) ", following):
+        return None  # the clause was cut inside a list: "outside of your birthday kit, work anniversary kit"
+    first, _, after = parts["rest"].partition(",")
+    # "outside of your birthday kit, work anniversary kit, or new hire kit": a list is not cut at its first comma
+    in_list = re.match(r"\s*(?:[\w'-]+ ){0,4}[\w'-]+,? (?:or|and) ", after)
+    for rest in (parts["rest"],) + (() if in_list else (first,)):
         body = " ".join(w for w in (_aux_for(parts), parts["verb"], rest) if w)
         for question in (_finish(_tail(parts, body)), _finish(body)):  # long: without its list, then its condition
             if len(question.split()) <= max_words:

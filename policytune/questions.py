@@ -271,7 +271,9 @@ def _clause_questions(text: str) -> list[dict[str, str]]:
     subject = phrasing.subject_phrase(text)
     content = [w for w in re.findall(r"[A-Za-z][\w'-]*", subject or "") if w.lower() not in facts_lib._STOP]
     organisation = subject and all(w in phrasing.PROPER_NOUNS or w in ("Ltd", "Inc", "LLC", "plc") for w in content)
-    if subject and len(content) >= 2 and not organisation and not re.search(r"\b(?:following|above|below|these|those|remaining|relevant|"
+    if subject and len(content) >= 2 and not organisation and not re.match(
+            r"(?:some|any|many|most|few|several|all|each|every|no|other|such|both)\b", subject, re.I) \
+            and not re.search(r"\b(?:following|above|below|these|those|remaining|relevant|"
                                                        r"questions|it|this|that)\b", subject, re.I):
         out.append({"question": _question(f"What does the policy say about {subject}"), "style": "about", "slot": kind})
     return out
@@ -340,7 +342,7 @@ def speakable(topic: str) -> bool:
 
 
 _DANGLING = {"the", "a", "an", "of", "to", "for", "in", "on", "at", "by", "or", "and", "with", "from", "their", "its",
-             "that", "which", "who", "is", "are", "be"}
+             "that", "which", "who", "is", "are", "be", "even", "only", "just"}
 
 
 def shorter(question: str, keep_condition: bool = False) -> str | None:

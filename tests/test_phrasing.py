@@ -81,6 +81,15 @@ def test_handbook_prose_with_lists_asides_and_second_clauses_reads_as_one_questi
         drafts("We currently offer a Training budget and free books - you can find more on the relevant pages.")
     assert not any(q.startswith("At what percentage") for q in drafts(
         "You can come back at 50% capacity on 50% pay afterwards."))
+    assert phrasing.polar("We do regular team offsites - recent trips have included Mexico.") == \
+        "Do we do regular team offsites?"
+    assert phrasing.polar("For Ireland, Spain, Netherlands, Portugal & Canada the health insurer varies depending on "
+                          "market.") == "Does the health insurer vary depending on market for Ireland, Spain, " \
+                                       "Netherlands, Portugal & Canada?"
+    assert drafts("Please note that any free merch received outside of your birthday kit, work anniversary kit, or new "
+                  "hire kit is considered a taxable benefit.") == []  # never a list cut at its first comma
+    assert not any("about some people" in q or q.endswith(" even?") for q in drafts(
+        "Some people also prefer to work on certain days even if they are considered a public holiday in the country."))
     # an aside ends at its own comma, not at the one inside "$3,400"
     assert "$3,400 per year" in phrasing._tidy("We offer a Flexible Savings Account (FSA), which is an account that "
                                                "allows you to contribute up to $3,400 per year to be used on expenses.")
