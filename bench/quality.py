@@ -59,6 +59,9 @@ class QualityBenchConfig(config.Base):
                 "a cheaper run for curves such as accuracy against epochs"})
     skip_existing: bool = field(default=False, metadata={
         "help": "keep what a recipe with unchanged flags already finished (resume a killed bench)"})
+    trained_wordings: bool = field(default=True, metadata={
+        "help": "also ask each answerable gold question in the closest training wording of its fact (reports_trained/): "
+                "a fact stored but not recalled in an employee's words scores there, not on the gold set"})
 
 
 def pull_recipes(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -202,7 +205,10 @@ def run_recipe(name: str, flags: list[str], cfg: QualityBenchConfig, pipeline, c
     plan_cfg = pipeline.PipelineConfig(pdf=cfg.pdf, data_dir=str(data), checkpoint_dir=str(folder / "checkpoints"),
                                        reports_dir=str(folder / "reports"))
     state["status"] = "ok"
+    evaluate_command: list[str] = []
     for step in (s for s in pipeline.plan(plan_cfg, extra) if s.name in RECIPE_STAGES):
+        if step.name == "evaluate":
+            evaluate_command = step.command
         done = state["stages"].get(step.name)
         if done and done["exit"] == 0:
             print(f"== {name} / {step.name}: finished before ({done['seconds']}s), kept", flush=True)
@@ -215,7 +221,7 @@ def run_recipe(name: str, flags: list[str], cfg: QualityBenchConfig, pipeline, c
         code, seconds = run_stage(step.command, log)
         state["stages"][step.name] = {"exit": code, "seconds": seconds, "log": str(log)}
         # A rerun stage makes what later stages made stale: they run again too.
-        for later in RECIPE_STAGES[RECIPE_STAGES.index(step.name) + 1:]:
+        for later in RECIPE_STAGES[RECIPE_STAGES.index(step.name) + 1:] + ["trained_wordings"]:
             state["stages"].pop(later, None)
         io.write_json_atomic(state_path, state)
         print(f"   exit {code} in {seconds}s (log: {log})", flush=True)
@@ -223,8 +229,65 @@ def run_recipe(name: str, flags: list[str], cfg: QualityBenchConfig, pipeline, c
             state["status"] = f"failed at {step.name} (exit {code})"
             print(tail(log), flush=True)
             break
+    if cfg.trained_wordings and state["status"] == "ok" and evaluate_command and \
+            state["stages"].get("trained_wordings", {}).get("exit") != 0:
+        run_trained_wordings(name, folder, state, evaluate_command, Path(gold))
     io.write_json_atomic(state_path, state)
     return state
+
+
+# Noun-phrase and section questions ask about a topic, not for the fact a gold question asks for.
+_TOPIC_OPENINGS = ("What does the policy say about", "What should I know about", "What are the rules on")
+
+
+def trained_wordings(gold_items: list[dict], train: list[dict]) -> list[dict]:
+    """Each answerable gold question asked instead in the training question closest to it: one whose answer holds the
+    gold keywords and at least half of the gold answer's content words. The tuned model's accuracy on these against
+    the gold set's separates a fact it did not store from one it stored but cannot recall in an employee's words."""
+    from policytune import normalize
+
+    def has_keywords(item: dict, text: str) -> bool:
+        text = text.lower()
+        return all(any(alt.lower() in text for alt in str(k).split("|")) for k in item.get("keywords") or [])
+
+    candidates = [r for r in train if isinstance(r, dict) and r.get("answerable") is True
+                  and not str(r.get("instruction", "")).startswith(_TOPIC_OPENINGS)]
+    out = []
+    for item in gold_items:
+        if not item.get("answerable") or not item.get("keywords"):
+            continue
+        expected = normalize.content_tokens(item.get("answer") or item.get("expected_answer") or "")
+        same_fact = [r for r in candidates if has_keywords(item, str(r.get("output", "")))
+                     and len(expected & normalize.content_tokens(str(r.get("output", "")))) >= len(expected) / 2]
+        if not same_fact:
+            continue
+        asked = normalize.content_tokens(item["question"])
+        closest = max(same_fact, key=lambda r: len(asked & normalize.content_tokens(str(r["instruction"]))))
+        out.append({**{k: item[k] for k in ("answer", "keywords", "type", "section") if k in item},
+                    "id": f"{item['id']}-trained", "question": closest["instruction"], "answerable": True})
+    return out
+
+
+def run_trained_wordings(name: str, folder: Path, state: dict, evaluate_command: list[str], gold: Path) -> None:
+    """The tuned and base models on `trained_wordings` of the recipe's own training split (reports_trained/)."""
+    train = read_optional(folder / "data" / "train_split.json")
+    items = trained_wordings(list(io.read_jsonl(gold)), train if isinstance(train, list) else [])
+    if not items:
+        return
+    questions = folder / "data" / "gold_trained_wordings.jsonl"
+    io.write_text_atomic(questions, "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items))
+    command = list(evaluate_command)
+    for flag, value in (("--gold", questions), ("--reports-dir", folder / "reports_trained")):
+        if flag in command:
+            command[command.index(flag) + 1] = str(value)
+        else:
+            command += [flag, str(value)]
+    log = folder / "logs" / "trained_wordings.log"
+    print(f"== {name} / trained wordings ({len(items)} gold questions in a training wording): "
+          f"python {' '.join(command)}", flush=True)
+    code, seconds = run_stage(command, log)
+    state["stages"]["trained_wordings"] = {"exit": code, "seconds": seconds, "log": str(log)}
+    print(f"   exit {code} in {seconds}s (log: {log})", flush=True)
 
 
 def read_optional(path: Path) -> Any:
@@ -268,6 +331,11 @@ def measure(folder: Path, stages: dict[str, dict]) -> dict[str, Any]:
         out["train_tokens"] = trained.get("tokens")
     if isinstance(evaluation, dict) and isinstance(train, list):
         out.update(gold_overlap([i for i in evaluation.get("items", []) if i.get("split") == "gold"], train))
+    trained = read_optional(folder / "reports_trained" / "eval.json") if finished("trained_wordings") else None
+    if isinstance(trained, dict) and (trained.get("splits") or {}).get("gold"):
+        block = trained["splits"]["gold"]
+        out["trained_wordings"] = {"n": block["n"], **{m: block["intervals"].get(m, {}).get("answerable_accuracy")
+                                                       for m in ("tuned", "base")}}
     return out
 
 
@@ -323,6 +391,8 @@ def table_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 row["gold copied a/u"] = f"{copies['answerable']}/{copies['unanswerable']}" if copies else ""
                 row["tuned acc / RR, rest"] = (f"{rest['tuned_accuracy']} / {rest['tuned_refusal_recall']}"
                                                if rest else "")
+                worded = measured.get("trained_wordings")
+                row["acc, trained wording"] = f"{cell(worded['tuned'])} (n {worded['n']})" if worded else ""
                 row.update({"n gold": measured.get("n_gold", ""), "train records": measured.get("train_records", ""),
                             "facts covered": facts, "train tokens": measured.get("train_tokens", "")})
                 row.update({f"{s} s": stages[s]["seconds"] if s in stages else "" for s in RECIPE_STAGES})

@@ -190,3 +190,22 @@ def test_base_answers_of_earlier_recipes_seed_a_new_recipe_log(tmp_path):
     rows = [json.loads(line) for line in target.read_text().splitlines()]
     assert {(r["model"], r["question"]) for r in rows} == {("base", "q1"), ("base", "q2")}
     assert quality.seed_base_answers(tmp_path, target) == 0  # a log already there is left alone
+
+
+def test_a_gold_question_is_also_asked_in_the_closest_training_wording_of_its_fact():
+    gold = [{"id": "g1", "question": "How many days of annual leave do I get after 10 years?", "answerable": True,
+             "answer": "With 10 years or more of service the entitlement is 28 days a year.", "keywords": ["28 days"]},
+            {"id": "g2", "question": "Is volunteer leave paid?", "answerable": False, "keywords": []},
+            {"id": "g3", "question": "Who runs our helpline?", "answerable": True, "answer": "ClearPath Wellbeing.",
+             "keywords": ["ClearPath"]}]
+    train = [{"instruction": "How many days per year with 10 years or more of service?", "answerable": True,
+              "output": "Years of service: 10 years or more; Days per year: 28 days; Entitlement: 28 days a year."},
+             {"instruction": "What does the policy say about annual leave?", "answerable": True,
+              "output": "With 10 years or more of service the entitlement is 28 days a year."},
+             {"instruction": "How many days per year with less than 2 years of service?", "answerable": True,
+              "output": "Years of service: less than 2 years; Days per year: 25 days."}]
+    asked = quality.trained_wordings(gold, train)
+    # the fact's own training question, never a topic question, nor another fact's, nor a near miss or an unseen fact
+    assert [(a["id"], a["question"]) for a in asked] == \
+        [("g1-trained", "How many days per year with 10 years or more of service?")]
+    assert asked[0]["keywords"] == ["28 days"] and asked[0]["answerable"] is True
