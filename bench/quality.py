@@ -244,11 +244,7 @@ def trained_wordings(gold_items: list[dict], train: list[dict]) -> list[dict]:
     """Each answerable gold question asked instead in the training question closest to it: one whose answer holds the
     gold keywords and at least half of the gold answer's content words. The tuned model's accuracy on these against
     the gold set's separates a fact it did not store from one it stored but cannot recall in an employee's words."""
-    from policytune import normalize
-
-    def has_keywords(item: dict, text: str) -> bool:
-        text = text.lower()
-        return all(any(alt.lower() in text for alt in str(k).split("|")) for k in item.get("keywords") or [])
+    from policytune import metrics, normalize
 
     candidates = [r for r in train if isinstance(r, dict) and r.get("answerable") is True
                   and not str(r.get("instruction", "")).startswith(_TOPIC_OPENINGS)]
@@ -257,7 +253,7 @@ def trained_wordings(gold_items: list[dict], train: list[dict]) -> list[dict]:
         if not item.get("answerable") or not item.get("keywords"):
             continue
         expected = normalize.content_tokens(item.get("answer") or item.get("expected_answer") or "")
-        same_fact = [r for r in candidates if has_keywords(item, str(r.get("output", "")))
+        same_fact = [r for r in candidates if metrics.keyword_match(str(r.get("output", "")), item["keywords"])
                      and len(expected & normalize.content_tokens(str(r.get("output", "")))) >= len(expected) / 2]
         if not same_fact:
             continue

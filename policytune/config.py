@@ -90,11 +90,10 @@ def parse(cls: type[T], argv: list[str] | None = None, description: str | None =
     for f in fields:
         typ = _field_type(cls, f)
         flag = "--" + f.name.replace("_", "-")
-        # argparse %-formats help strings: a literal "95%" would crash --help.
-        help_text = f.metadata.get("help", "").replace("%", "%%")
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
-        help_text += f" (default: {default!r}; env {env_name(f.name)})".replace("%", "%%")
+        # argparse %-formats help strings: a literal "95%" would crash --help.
+        help_text = f"{f.metadata.get('help', '')} (default: {default!r}; env {env_name(f.name)})".replace("%", "%%")
         if typ is bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         elif typing.get_origin(typ) is list:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import re
 
+from policytune import phrasing
+
 # A figure preceded by one of these words, or followed by "or more", is a condition, not what the statement gives.
 _CONDITION = re.compile(r"\b(?:with|after|if|where|when|once|over|exceeding|beyond|than|under|within the first|"
                         r"for (?:a|an|any)? ?(?:period|absence|stay|trip|flight)s? of|lasting|aged?|from|between|"
@@ -25,8 +27,7 @@ _CLAUSE = re.compile(r"\b(?:if|where|when|whenever|unless|once|while|who|whose|w
 # A reference or a date is not an amount: "Table 4", "section 11.4", "Form LV-2", "31 March", "the 15th day".
 _REFERENCE = re.compile(r"\b(?:table|section|form|step|figure|appendix|part|clause|paragraph|page|schedule|"
                         r"level|grade|band|tier|no\.?|number)\s*$", re.I)
-_DATE_AFTER = re.compile(r"^(?:st|nd|rd|th)\b|^\s+(?:January|February|March|April|May|June|July|August|September|"
-                         r"October|November|December)\b")
+_DATE_AFTER = re.compile(rf"^(?:st|nd|rd|th)\b|^\s+(?:{phrasing.MONTHS})\b")
 _OR_MORE = re.compile(r"^\s*(?:\S+\s+){0,2}(?:or (?:more|longer|over|above|less|fewer|under)|\+)", re.I)
 _FIGURE = re.compile(r"(?<![\w.,:/-])([£$€]?)(\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(%| per ?cent)?(?!(?!(?:st|nd|rd|th)\b)[A-Za-z])(?![\w.,:/-]*\d)")  # "15th", not "401k"
 

@@ -156,6 +156,18 @@ def noun_phrases(text: str) -> list[str]:
     return out
 
 
+def _vague(phrase: str) -> bool:
+    """Whether a phrase names nothing in particular: a side of its "and" whose nouns on both sides of "of"/"for" are
+    all abstract ("the level of quality"; not "the expected week of childbirth"; a name's last word is part of the
+    name, "Executive Leadership Team"), or the organisation joined to something ("PostHog and leave")."""
+    sides = phrase.split(" and ")
+    for side in sides:
+        heads = [piece.split()[-1] for piece in re.split(r" (?:of|for) ", side) if piece.split()]
+        if all(head.islower() and head in _NOT_A_HEAD for head in heads):
+            return True
+    return len(sides) > 1 and any(all(w in phrasing.ORGANISATION for w in side.split()) for side in sides)
+
+
 def ranked(text: str, document_frequency: Counter, avoid: set[str] = frozenset()) -> list[str]:
     """The fact's phrases worth a question, rarest words first: two or more content words, at least one of them
     not in `avoid` (the heading's words), not the document's everyday subjects."""
@@ -163,15 +175,8 @@ def ranked(text: str, document_frequency: Counter, avoid: set[str] = frozenset()
     for at, phrase in enumerate(dict.fromkeys(noun_phrases(text))):
         words = facts_lib.tokens(phrase)
         bare = re.sub(r"^the ", "", phrase.lower())
-        # what the phrase is about: each side of "and" names something, on either side of "of"/"for" ("the expected
-        # week of childbirth", not "the level of quality"); a name's last word is part of the name ("Executive
-        # Leadership Team")
-        vague = any(all(piece.split()[-1].islower() and piece.split()[-1] in _NOT_A_HEAD
-                        for piece in re.split(r" (?:of|for) ", side) if piece.split())
-                    for side in phrase.split(" and ")) or (
-            " and " in phrase and any(all(w in phrasing.ORGANISATION for w in side.split()) for side in phrase.split(" and ")))
         if len(words) < 2 or len(phrase.split()) > 8 or bare in _GENERIC or not set(words) - avoid or \
-                not set(words) - _EVERYDAY or vague or \
+                not set(words) - _EVERYDAY or _vague(phrase) or \
                 re.search(r"(?<![A-Za-z-])\d", phrase) or \
                 re.search(r"\b(?:Ltd|Inc|LLC|plc)$", phrase):
             continue

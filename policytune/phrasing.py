@@ -103,6 +103,7 @@ does can must may should will how what which who whom whose why there it they we
 requests claims pay hours days weeks months time work managers line""".split())
 
 
+MONTHS = "January|February|March|April|May|June|July|August|September|October|November|December"  # for patterns: "31 March", "1st of January"
 PROPER_NOUNS: set[str] = set()  # the document's names while `document_names` is in effect
 ORGANISATION: set[str] = set()  # names in many of its statements: the organisation itself ("PostHog", "Northwind")
 
@@ -528,7 +529,7 @@ def subject_phrase(text: str) -> str | None:
 
 
 _TIME = re.compile(r"\b(?:no later than|on|by|at|before|after|until|from)\s+(?:midnight|noon|\d{1,2}:\d{2}|\d{1,2}(?:st|nd|rd|th)? "
-                   r"(?:January|February|March|April|May|June|July|August|September|October|November|December)|"
+                   rf"(?:{MONTHS})|"
                    r"the (?:last|first|next|\d{1,2}(?:st|nd|rd|th)) (?:\w+ ){0,2}day)")
 
 

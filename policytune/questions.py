@@ -28,7 +28,7 @@ _SLOT_PATTERNS = [
     ("money", re.compile(r"[£$€]\s?\d[\d,]*(?:\.\d+)?(?:\s?(?:per|a|each) (?:calendar |academic |leave |working )?\w+)?")),
     ("percent", re.compile(rf"\b{_NUMBER}\s?(?:%|per ?cent)")),
     ("quantity", re.compile(rf"\b{_NUMBER}\s+{_UNIT}\b", re.I)),
-    ("date", re.compile(r"\b\d{1,2} (?:January|February|March|April|May|June|July|August|September|October|November|December)(?: \d{4})?\b")),
+    ("date", re.compile(rf"\b\d{{1,2}} (?:{phrasing.MONTHS})(?: \d{{4}})?\b")),
     ("form", re.compile(r"\bForm [A-Z]{1,4}-?\d+[A-Za-z]?(?: [A-Z][a-z]+)*")),
     ("system", re.compile(r"\b[A-Z][a-z]+[A-Z][A-Za-z]+(?: (?!Form\b)[A-Z][a-z]+)*\b")),  # "PeopleHub Expenses"
     ("role", re.compile(r"\b(?:(?:Director|Head|Chief|Vice President) of [A-Z][a-z]+(?: [A-Z][a-z]+)*|"
@@ -44,8 +44,8 @@ _SLOT_PATTERNS = [
 ]
 _WH = {"money": "how much", "percent": "what percentage", "date": "what date", "form": "which form",
        "system": "which system", "role": "who", "time": "what time", "provider": "which provider"}
-_NOT_A_PROVIDER = re.compile(r"(?:January|February|March|April|May|June|July|August|September|October|November|"
-                             r"December|Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday|Table|Section|"
+_NOT_A_PROVIDER = re.compile(rf"(?:{phrasing.MONTHS}|"
+                             r"Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday|Table|Section|"
                              r"Christmas|Year's|Day|Ltd|Limited|Inc|LLC|plc)\b")
 def slots(text: str) -> list[dict[str, Any]]:
     """What a fact can be asked about: quantities with units, money, dates, forms, systems, roles (left to right)."""
