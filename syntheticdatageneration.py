@@ -56,6 +56,9 @@ class GenerationConfig(llm.LLMOptions):
     about_phrases: bool = field(default=True, metadata={
         "help": "give a fact the rules could not ask enough about questions on its own noun phrases ('What should I "
                 "know about routine check-ups and hygiene visits?', policytune/keyphrases.py)"})
+    near_miss_openings: bool = field(default=True, metadata={
+        "help": "ask near misses again in employees' openings ('According to the policy, ...') while fewer than "
+                "--unanswerable-ratio were found"})
     near_miss_check: str = field(default="topic", metadata={
         "help": "drop a near miss when a fact alike holds its aspect's cue words: any such fact (document), or one not "
                 "about another of the policy's topics (topic: 'study leave ... performance' says nothing of sick leave)",
@@ -134,7 +137,8 @@ def main(cfg: GenerationConfig) -> None:
             concurrency=cfg.concurrency, progress=cfg.progress, teacher_answers=teacher_answers,
             questions_per_fact=cfg.questions_per_fact, contrast_figures=cfg.contrast_figures,
             near_miss_check=cfg.near_miss_check, detail_near_misses=cfg.detail_near_misses,
-            employee_words=cfg.employee_words, about_phrases=cfg.about_phrases)
+            employee_words=cfg.employee_words, about_phrases=cfg.about_phrases,
+            near_miss_openings=cfg.near_miss_openings)
     io.write_json_atomic(output_path, records)
     io.write_json_atomic(cfg.data_path("syntheticdata_summary.json"), summary)
     print(generate.format_summary(summary), flush=True)

@@ -87,7 +87,7 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
          not_a_benefit: str = r"$^", contrast_figures: bool = True,
          near_miss_check: str = "topic", detail_near_misses: bool = True,
          employee_words: dict[str, list[str]] | None = None,
-         about_phrases: bool = True) -> tuple[dict[str, dict], dict]:
+         about_phrases: bool = True, near_miss_openings: bool = True) -> tuple[dict[str, dict], dict]:
     """Decide every question of every chunk before asking the teacher anything.
 
     Per chunk: its facts, each with the code's drafts that point at it (consistency-checked
@@ -97,7 +97,8 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
     answer is dropped with that fact named ("document": any fact alike that holds a cue word; "topic": not one that
     is about another of the document's topics). With `employee_words`, each fact's third question is one of its
     first ones in everyday words (`employee.py`). With `about_phrases`, a fact still short of questions is asked
-    about its own noun phrases (`keyphrases.py`). Returns (plan by chunk id, report of what was left out).
+    about its own noun phrases (`keyphrases.py`). With `near_miss_openings`, near misses short of the ratio are asked
+    again in employees' openings. Returns (plan by chunk id, report of what was left out).
     """
     by_section: dict[str, list[dict]] = {}
     for fact in fact_list:
@@ -240,7 +241,7 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
     asked = normalize.NearDuplicates([item["question"] for item in planned], NEAR_DUPLICATE)
     for item in planned:
         asked.add(item["question"])
-    for wrapper in questions.WRAPPERS:
+    for wrapper in questions.WRAPPERS if near_miss_openings else ():
         for item in planned:
             if chosen >= wanted:
                 break
@@ -409,7 +410,8 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
                    max_tokens: int = 200, concurrency: int = 4, progress: bool = True, teacher_answers: bool = True,
                    fact_list: list[dict] | None = None, contrast_figures: bool = True,
                    near_miss_check: str = "topic", detail_near_misses: bool = True,
-                   employee_words: bool = True, about_phrases: bool = True) -> tuple[list[dict], dict]:
+                   employee_words: bool = True, about_phrases: bool = True,
+                   near_miss_openings: bool = True) -> tuple[list[dict], dict]:
     """Generate (or resume) questions for every fact of every chunk; returns (records in chunk order, summary)."""
     from tqdm import tqdm
 
@@ -422,7 +424,7 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
                                    prompt_set["unanswerable_templates"], prompt_set["near_miss_topics"],
                                    prompt_set["not_a_benefit"], contrast_figures, near_miss_check,
                                    detail_near_misses, prompt_set["employee_words"] if employee_words else None,
-                                   about_phrases)
+                                   about_phrases, near_miss_openings)
     section_indexes = {}
     for fact in fact_list:
         section_indexes.setdefault(fact["section"], []).append(fact)
