@@ -201,7 +201,8 @@ def run_recipe(name: str, flags: list[str], cfg: QualityBenchConfig, pipeline, c
     data.mkdir(parents=True, exist_ok=True)
     if not (data / "chunks.json").exists():
         shutil.copy2(chunks, data / "chunks.json")
-    _, extra = pipeline.split_stage_flags(flags + ["--evaluate.gold", gold])
+    # every gold question's refusal-start probability, for the separability column (a recipe may still set it)
+    _, extra = pipeline.split_stage_flags(["--evaluate.divergence-max", "0"] + flags + ["--evaluate.gold", gold])
     plan_cfg = pipeline.PipelineConfig(pdf=cfg.pdf, data_dir=str(data), checkpoint_dir=str(folder / "checkpoints"),
                                        reports_dir=str(folder / "reports"))
     state["status"] = "ok"
@@ -325,6 +326,8 @@ def measure(folder: Path, stages: dict[str, dict]) -> dict[str, Any]:
     trained = read_optional(folder / "checkpoints" / "metrics.json")
     if isinstance(trained, dict):
         out["train_tokens"] = trained.get("tokens")
+    if isinstance(evaluation, dict):
+        out["separability"] = gold_separability(evaluation.get("items", []))
     if isinstance(evaluation, dict) and isinstance(train, list):
         out.update(gold_overlap([i for i in evaluation.get("items", []) if i.get("split") == "gold"], train))
     trained = read_optional(folder / "reports_trained" / "eval.json") if finished("trained_wordings") else None
@@ -333,6 +336,20 @@ def measure(folder: Path, stages: dict[str, dict]) -> dict[str, Any]:
         out["trained_wordings"] = {"n": block["n"], **{m: block["intervals"].get(m, {}).get("answerable_accuracy")
                                                        for m in ("tuned", "base")}}
     return out
+
+
+def gold_separability(items: list[dict]) -> dict[str, Any]:
+    """Per model, how well the probability of starting the refusal tells gold near misses from answerable gold
+    questions (metrics.separability): refusal recall and false refusals move with where a model's threshold lies,
+    which shifts from run to run; this does not."""
+    from policytune import metrics
+
+    measured = [i for i in items if i.get("split") == "gold" and i.get("divergence")]
+
+    def probs(model: str, answerable: bool) -> list[float]:
+        return [i["divergence"]["refusal_first_token_prob"][model] for i in measured if i["answerable"] is answerable]
+
+    return {"n": len(measured), **{m: metrics.separability(probs(m, False), probs(m, True)) for m in ("base", "tuned")}}
 
 
 def gold_overlap(gold_items: list[dict], train: list[dict], threshold: float = NEAR_COPY) -> dict[str, Any]:
@@ -389,6 +406,9 @@ def table_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                                if rest else "")
                 worded = measured.get("trained_wordings")
                 row["acc, trained wording"] = f"{cell(worded['tuned'])} (n {worded['n']})" if worded else ""
+                auc = measured.get("separability") or {}
+                row["refusal AUC tuned / base"] = (f"{auc['tuned']:.2f} / {auc['base']:.2f} (n {auc['n']})"
+                                                   if auc.get("tuned") is not None else "")
                 row.update({"n gold": measured.get("n_gold", ""), "train records": measured.get("train_records", ""),
                             "facts covered": facts, "train tokens": measured.get("train_tokens", "")})
                 row.update({f"{s} s": stages[s]["seconds"] if s in stages else "" for s in RECIPE_STAGES})

@@ -361,6 +361,26 @@ def confidence_intervals(base_rows: list[dict[str, Any]], tuned_rows: list[dict[
     return out
 
 
+def separability(unanswerable: list[float], answerable: list[float]) -> float | None:
+    """How well a score tells near misses from answerable questions: the chance that a random near miss scores
+    higher than a random answerable question, ties counting half (ROC AUC). 0.5 is chance: then no threshold on
+    the score raises refusal recall without raising false refusals as much. None without both kinds."""
+    if not unanswerable or not answerable:
+        return None
+    ordered = sorted([(v, 0) for v in answerable] + [(v, 1) for v in unanswerable])
+    # Mann-Whitney U from mid-ranks, so equal scores share their rank
+    rank_sum, start = 0.0, 0
+    while start < len(ordered):
+        end = start
+        while end < len(ordered) and ordered[end][0] == ordered[start][0]:
+            end += 1
+        mid_rank = (start + 1 + end) / 2
+        rank_sum += mid_rank * sum(kind for _, kind in ordered[start:end])
+        start = end
+    n_u, n_a = len(unanswerable), len(answerable)
+    return round((rank_sum - n_u * (n_u + 1) / 2) / (n_u * n_a), 4)
+
+
 def next_token_divergence(tuned_logits, base_logits) -> tuple[list[float], list[bool]]:
     """Per position KL(tuned || base) in nats and whether both models' top-1 tokens agree.
 

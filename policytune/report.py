@@ -200,6 +200,7 @@ def markdown(evaluation: dict[str, Any]) -> str:
             f"- top-1 agreement: {_fmt(shift['mean_top1_agreement'])}",
             f"- P(first refusal token) base: answerable {_fmt(probs['base']['answerable'])}, unanswerable {_fmt(probs['base']['unanswerable'])}",
             f"- P(first refusal token) tuned: answerable {_fmt(probs['tuned']['answerable'])}, unanswerable {_fmt(probs['tuned']['unanswerable'])}",
+            f"- {separability_note(shift)}",
             "", "## Answers, worst regressions first", "",
             "| id | split | section | question | answerable | expected | base | ok | tuned | ok | KL |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | ---: |"]
@@ -210,6 +211,15 @@ def markdown(evaluation: dict[str, Any]) -> str:
                                _md_escape(r["tuned_answer"]), _mark(r["tuned_correct"]),
                                "" if kl(r) is None else f"{kl(r):.3f}", ""]).strip())
     return "\n".join(out) + "\n"
+
+
+def separability_note(shift: dict[str, Any]) -> str:
+    """The refusal-start probability's separability (metrics.separability), or why it is not given."""
+    auc = shift.get("refusal_separability") or {}
+    if auc.get("tuned") is None:
+        return "separability of near misses from answerable questions: not measured (needs both kinds)"
+    return (f"separability of near misses from answerable questions by that probability (ROC AUC, 0.5 = chance): "
+            f"base {_fmt(auc.get('base'))}, tuned {_fmt(auc.get('tuned'))}")
 
 
 # ---------------------------------------------------------------- plots
@@ -345,7 +355,7 @@ def html(evaluation: dict[str, Any]) -> str:
                  f"nats per token, top-1 agreement <b>{_fmt(shift['mean_top1_agreement'])}</b>. Mean probability of "
                  f"the refusal's first token: base {_fmt(probs['base']['answerable'])} (answerable) / "
                  f"{_fmt(probs['base']['unanswerable'])} (unanswerable), tuned {_fmt(probs['tuned']['answerable'])} / "
-                 f"{_fmt(probs['tuned']['unanswerable'])}.</p>")
+                 f"{_fmt(probs['tuned']['unanswerable'])}. {e(separability_note(shift))}</p>")
     parts.append(_img(plot_refusal_probability(evaluation), "refusal probability distributions"))
     parts.append(_img(plot_kl(evaluation), "KL per item"))
     parts.append("<h2>Answers, worst regressions first</h2><table><tr><th>id</th><th>split</th><th>section</th>"

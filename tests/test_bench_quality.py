@@ -120,7 +120,9 @@ def test_recipes_share_one_parse_a_failure_is_reported_and_skip_existing_resumes
                               "gold_near_copies": {"answerable": 1, "unanswerable": 0, "threshold": quality.NEAR_COPY},
                               "gold_rest": {"answerable": 0, "unanswerable": 1, "base_accuracy": None,
                                             "base_refusal_recall": 0.0, "tuned_accuracy": None,
-                                            "tuned_refusal_recall": 1.0}}
+                                            "tuned_refusal_recall": 1.0},
+                              "separability": {"n": 0, "base": None, "tuned": None}}  # the fake measured no divergence
+    assert _option(evaluate, "--divergence-max") == "0", "every gold question's refusal probability, for separability"
     assert broken["state"]["status"] == "failed at train (exit 2)" and "evaluate" not in broken["state"]["stages"]
     assert broken["measured"] == {}
     out = capsys.readouterr().out
@@ -209,3 +211,16 @@ def test_a_gold_question_is_also_asked_in_the_closest_training_wording_of_its_fa
     assert [(a["id"], a["question"]) for a in asked] == \
         [("g1-trained", "How many days per year with 10 years or more of service?")]
     assert asked[0]["keywords"] == ["28 days"] and asked[0]["answerable"] is True
+
+
+def test_gold_separability_reads_the_gold_questions_refusal_probabilities_only():
+    def item(answerable: bool, tuned: float, split: str = "gold", base: float = 0.1) -> dict:
+        return {"split": split, "answerable": answerable,
+                "divergence": {"refusal_first_token_prob": {"base": base, "tuned": tuned}}}
+
+    items = [item(False, 0.8), item(False, 0.6), item(True, 0.2), item(True, 0.7),
+             item(True, 0.99, split="held_out"),                              # another split: not counted
+             {"split": "gold", "answerable": False, "divergence": None}]      # not measured: not counted
+    measured = quality.gold_separability(items)
+    assert measured["n"] == 4 and measured["tuned"] == 0.75 and measured["base"] == 0.5
+    assert quality.gold_separability([item(True, 0.2)])["tuned"] is None

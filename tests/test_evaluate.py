@@ -159,6 +159,18 @@ def test_bootstrap_interval_contains_the_estimate_and_narrows_with_more_items():
     assert metrics.paired_bootstrap([], [])["tuned"]["estimate"] is None
 
 
+def test_separability_is_the_chance_a_near_miss_outscores_an_answerable_question():
+    assert metrics.separability([0.9, 0.8], [0.1, 0.2, 0.3]) == 1.0
+    assert metrics.separability([0.1], [0.5, 0.6]) == 0.0
+    assert metrics.separability([0.4, 0.4], [0.4, 0.4]) == 0.5                  # ties count half
+    # 0.5 beats 0.2 and 0.3 but not 0.7; 0.3 ties 0.3 and beats 0.2: (2 + 1.5) of 6 pairs
+    assert metrics.separability([0.5, 0.3], [0.2, 0.3, 0.7]) == pytest.approx(3.5 / 6, abs=1e-4)
+    # a threshold moved the same way for everyone changes recall, not separability
+    assert metrics.separability([0.5 * v for v in (0.5, 0.3)], [0.5 * v for v in (0.2, 0.3, 0.7)]) == \
+        metrics.separability([0.5, 0.3], [0.2, 0.3, 0.7])
+    assert metrics.separability([], [0.1]) is None and metrics.separability([0.1], []) is None
+
+
 def test_paired_difference_excludes_zero_for_a_better_model_and_includes_it_for_equal_ones():
     better = metrics.paired_bootstrap([False] * 25 + [True] * 5, [True] * 24 + [False] * 6)
     assert better["difference"]["estimate"] == pytest.approx(0.8 - 1 / 6, abs=1e-4)
@@ -415,6 +427,7 @@ def test_evaluate_writes_three_reports_and_the_html_renders_its_plots(project, t
     # The adapter was trained to refuse what the policy leaves open: it puts far more weight on the refusal.
     probs = shift["refusal_first_token_prob"]
     assert probs["tuned"]["unanswerable"] > probs["base"]["unanswerable"]
+    assert 0.0 <= shift["refusal_separability"]["tuned"] <= 1.0
 
     markdown = (reports / "eval.md").read_text()
     assert "| answerable accuracy |" in markdown and "worst regressions first" in markdown
@@ -557,6 +570,8 @@ def test_divergence_on_an_even_sample_and_reports_skip_unmeasured_items():
     summary = stage.summarise_divergence(results)
     assert summary["items"] == 1 and summary["mean_kl_tuned_base"] == 0.5
     assert summary["refusal_first_token_prob"]["tuned"] == {"answerable": None, "unanswerable": 0.9}
+    assert summary["refusal_separability"] == {"base": None, "tuned": None}  # one kind measured: nothing to separate
+    assert "not measured" in report.separability_note(summary)
     items = [{"id": "a", "regression": False, "tuned_correct": True, "divergence": None}, {"id": "b", "regression": False,
              "tuned_correct": True, "divergence": shift}]
     assert [i["id"] for i in report.worst_first(items)] == ["b", "a"] and report.kl(items[0]) is None

@@ -344,6 +344,21 @@ def test_near_misses_are_asked_about_benefits_only_and_no_aspect_takes_over():
     per_aspect = report["unanswerable_per_aspect"]
     assert len(per_aspect) >= 2 and max(per_aspect.values()) - min(per_aspect.values()) <= 1, "aspects taken in turn"
 
+    # Short of the ratio (more than these facts leave open), near misses are asked again in employees' openings,
+    # unless told not to.
+    one_chunk = make_chunks(1)
+    one_chunk_facts, _ = facts.inventory(one_chunk)
+
+    def near_misses(**flags) -> list[str]:
+        chunk_plan, _ = generate.plan(one_chunk, one_chunk_facts, 3, 0.9, spec["unanswerable_templates"],
+                                      spec["near_miss_topics"], spec["not_a_benefit"], **flags)
+        return [u["question"] for plan in chunk_plan.values() for u in plan["unanswerable"]]
+
+    openings = tuple(w.split("{")[0] for w in questions.WRAPPERS)
+    padded, plain = near_misses(), near_misses(near_miss_openings=False)
+    assert any(q.startswith(openings) for q in padded) and len(padded) > len(plain)
+    assert plain and not any(q.startswith(openings) for q in plain) and set(plain) <= set(padded)
+
 
 def questions_of(section: list[dict], spec: dict) -> list[str]:
     from policytune import questions
