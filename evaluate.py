@@ -498,10 +498,8 @@ def summarise_divergence(results: list[dict[str, Any]]) -> dict[str, Any]:
 
     measured = [r for r in results if r["divergence"]]
     shifts = [r["divergence"] for r in measured]
-    def probs(name: str, flag: bool) -> list[float]:
-        return [r["divergence"]["refusal_first_token_prob"][name] for r in measured if r["answerable"] is flag]
-
-    refusal_prob = {name: {group: mean(probs(name, flag)) for group, flag in (("answerable", True), ("unanswerable", False))}
+    refusal_prob = {name: {group: mean(metrics.refusal_start_probs(measured, name, flag))
+                           for group, flag in (("answerable", True), ("unanswerable", False))}
                     for name in ("base", "tuned")}
     return {"items": len(measured),
             "mean_kl_tuned_base": mean([s["kl"] for s in shifts]),
@@ -509,8 +507,7 @@ def summarise_divergence(results: list[dict[str, Any]]) -> dict[str, Any]:
             "mean_top1_agreement": mean([s["top1_agreement"] for s in shifts]),
             "refusal_first_token_prob": refusal_prob,
             # whether the models tell near misses from answerable questions at all, wherever their threshold lies
-            "refusal_separability": {name: metrics.separability(probs(name, False), probs(name, True))
-                                     for name in ("base", "tuned")},
+            "refusal_separability": metrics.refusal_separability(measured),
             "positions": sum(s["positions"] for s in shifts)}
 
 

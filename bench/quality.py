@@ -345,11 +345,7 @@ def gold_separability(items: list[dict]) -> dict[str, Any]:
     from policytune import metrics
 
     measured = [i for i in items if i.get("split") == "gold" and i.get("divergence")]
-
-    def probs(model: str, answerable: bool) -> list[float]:
-        return [i["divergence"]["refusal_first_token_prob"][model] for i in measured if i["answerable"] is answerable]
-
-    return {"n": len(measured), **{m: metrics.separability(probs(m, False), probs(m, True)) for m in ("base", "tuned")}}
+    return {"n": len(measured), **metrics.refusal_separability(measured)}
 
 
 def gold_overlap(gold_items: list[dict], train: list[dict], threshold: float = NEAR_COPY) -> dict[str, Any]:

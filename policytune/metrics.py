@@ -367,18 +367,21 @@ def separability(unanswerable: list[float], answerable: list[float]) -> float | 
     the score raises refusal recall without raising false refusals as much. None without both kinds."""
     if not unanswerable or not answerable:
         return None
-    ordered = sorted([(v, 0) for v in answerable] + [(v, 1) for v in unanswerable])
-    # Mann-Whitney U from mid-ranks, so equal scores share their rank
-    rank_sum, start = 0.0, 0
-    while start < len(ordered):
-        end = start
-        while end < len(ordered) and ordered[end][0] == ordered[start][0]:
-            end += 1
-        mid_rank = (start + 1 + end) / 2
-        rank_sum += mid_rank * sum(kind for _, kind in ordered[start:end])
-        start = end
-    n_u, n_a = len(unanswerable), len(answerable)
-    return round((rank_sum - n_u * (n_u + 1) / 2) / (n_u * n_a), 4)
+    wins = sum((u > a) + 0.5 * (u == a) for u in unanswerable for a in answerable)
+    return round(wins / (len(unanswerable) * len(answerable)), 4)
+
+
+def refusal_start_probs(items: list[dict[str, Any]], model: str, answerable: bool | None) -> list[float]:
+    """One model's probability of starting the refusal (evaluate's divergence) on the items of one kind whose
+    divergence was measured."""
+    return [i["divergence"]["refusal_first_token_prob"][model] for i in items
+            if i.get("divergence") and i["answerable"] is answerable]
+
+
+def refusal_separability(items: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Per model, `separability` of the refusal-start probability: near misses against answerable questions."""
+    return {model: separability(refusal_start_probs(items, model, False), refusal_start_probs(items, model, True))
+            for model in ("base", "tuned")}
 
 
 def next_token_divergence(tuned_logits, base_logits) -> tuple[list[float], list[bool]]:

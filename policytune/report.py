@@ -14,6 +14,8 @@ import html as html_lib
 import io as bytes_io
 from typing import Any
 
+from policytune import metrics
+
 # (metric key, label, higher is better)
 HEADLINE_METRICS = [
     ("answerable_accuracy", "answerable accuracy", True),
@@ -272,8 +274,7 @@ def plot_refusal_probability(evaluation: dict[str, Any]) -> str:
     groups = []  # (label, probabilities, colour); empty groups are left out
     for name, colour in (("base", "#8c9cb0"), ("tuned", "#2a7ab9")):
         for group, flag in (("answerable", True), ("unanswerable", False), ("unlabelled", None)):
-            values = [r["divergence"]["refusal_first_token_prob"][name] for r in items
-                      if r["answerable"] is flag and r.get("divergence")]
+            values = metrics.refusal_start_probs(items, name, flag)
             if values:
                 groups.append((f"{name}\n{group}", values, colour))
     figure, axes = plt.subplots(figsize=(8, 4))
