@@ -8,6 +8,7 @@ Chunks come from Docling's HybridChunker with the base model's tokenizer.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import re
 import sys
@@ -81,15 +82,21 @@ def check_input(path: str) -> None:
         head = handle.read(1024)
     if b"%PDF-" not in head:
         raise UserError(f"{path}: not a PDF file (no %PDF header; is it another format renamed to .pdf?)")
+    if "password" in (pdfium_problem(path) or "").lower():
+        raise UserError(f"{path}: the PDF is password-protected; remove the password and try again")
+    # Anything else (a cut-off file, a broken xref) goes on to Docling, whose parser recovers the
+    # readable pages of many damaged files; convert() reports what it cannot read.
+
+
+def pdfium_problem(path: str) -> str | None:
+    """Why PDFium cannot open the file ("Failed to load document (PDFium: Data format error)"), or None."""
     import pypdfium2
 
     try:
-        pypdfium2.PdfDocument(str(file)).close()
+        pypdfium2.PdfDocument(str(path)).close()
     except pypdfium2.PdfiumError as exc:
-        if "password" in str(exc).lower():
-            raise UserError(f"{path}: the PDF is password-protected; remove the password and try again") from None
-        # Anything else (a cut-off file, a broken xref) goes on to Docling, whose parser recovers
-        # the readable pages of many damaged files; convert() reports what it cannot read.
+        return _first_line(exc).rstrip(".")
+    return None
 
 
 def make_converter(ocr: bool = False, artifacts_path: str | None = None):
@@ -128,13 +135,25 @@ def convert(converter, path: str, ocr: bool = False):
     from docling.datamodel.base_models import ConversionStatus
     from docling.exceptions import ConversionError
 
+    # Docling logs "Input document X is not valid." for a file it cannot open, before this function can say
+    # why: the one error line below replaces it.
+    docling_log = logging.getLogger("docling.document_converter")
+    level = docling_log.level
+    docling_log.setLevel(logging.ERROR)
     try:
         result = converter.convert(path, raises_on_error=False)
     except ConversionError as exc:
         raise UserError(f"{path}: Docling cannot convert it ({_first_line(exc)})") from None
     except Exception as exc:  # backends raise assorted errors on malformed files
         raise UserError(f"{path}: unreadable document ({type(exc).__name__}: {_first_line(exc)})") from None
+    finally:
+        docling_log.setLevel(level)
     if result.status in (ConversionStatus.FAILURE, ConversionStatus.SKIPPED):
+        # Docling's own reason for an unloadable PDF is a hash ("could not load document 6dbe5f...");
+        # PDFium's names the fault.
+        problem = pdfium_problem(path) if Path(path).suffix.lower() == ".pdf" else None
+        if problem:
+            raise UserError(f"{path}: conversion failed: damaged or cut-off PDF ({problem})")
         reason = "; ".join(sorted({_first_line(e.error_message) for e in result.errors})) or "no reason given"
         raise UserError(f"{path}: conversion failed ({reason})")
     document = result.document
