@@ -117,7 +117,7 @@ def _untitled_line(text: str) -> bool:
     words = re.findall(r"[A-Za-z][\w'-]*", text)
     if re.search(r"[.!?:;][\"”’)]?$", text.strip()) or re.search(r"\d", text) or len(words) > 10:
         return False
-    classes = [set(phrasing._lemmas(w.lower())) for w in words]
+    classes = [set(phrasing.lemmas(w.lower())) for w in words]
     return not any(c & {"VERB", "AUX"} and not c & {"NOUN", "ADJ"} for c in classes)
 
 

@@ -67,7 +67,7 @@ def _word_kind(word: str, next_word: str, has_noun: bool, first: bool, previous:
         return "stop"
     if lowered in _DETERMINERS:
         return "det"
-    known = phrasing._lemmas(lowered) if re.fullmatch(r"[a-z][a-z'-]*", lowered) else {}
+    known = phrasing.lemmas(lowered) if re.fullmatch(r"[a-z][a-z'-]*", lowered) else {}
     if re.match(r"[A-Z]", bare) and (not known or not first and not set(known) <= {"VERB", "AUX", "ADV"}):
         return "noun"  # PeopleHub, Form PL-1, ClockWise, TOIL; not "Employed under ..."
     if lowered.endswith("'s") or lowered.endswith("’s"):
@@ -80,7 +80,7 @@ def _word_kind(word: str, next_word: str, has_noun: bool, first: bool, previous:
     if kinds <= {"VERB", "AUX"}:
         # "paid sick leave", "an approved qualification": a participle before a noun modifies it; elsewhere it is
         # the statement's verb ("the enhanced pay described in Table 2")
-        following = phrasing._lemmas(next_word.lower().strip(",.;:")) if next_word else {}
+        following = phrasing.lemmas(next_word.lower().strip(",.;:")) if next_word else {}
         if re.search(r"(?:ed|en)$", lowered) and ("NOUN" in following or "ADJ" in following) and not has_noun \
                 and next_word[:1].islower():  # "paid sick leave", not "(we) included Mexico"
             return "adj"
@@ -88,16 +88,16 @@ def _word_kind(word: str, next_word: str, has_noun: bool, first: bool, previous:
     if "VERB" in kinds and not has_noun and previous.lower().strip(",") in _VERB_BEFORE:
         return "stop"  # "you can take time", "to hire people": a verb with its object
     following = next_word.lower().strip(",.;:")
-    if "VERB" in kinds and lowered.endswith("ing") and not set(phrasing._lemmas(following)) & {"NOUN"}:
+    if "VERB" in kinds and lowered.endswith("ing") and not set(phrasing.lemmas(following)) & {"NOUN"}:
         return "stop"  # "comfortable doing": not "standing desk", "working hours"
     if "VERB" in kinds and has_noun and (lowered.endswith("ing") or re.search(r"[^s]s$", lowered) and (
             not following or following in _BOUNDARY - _JOINS or following in _DETERMINERS or following == "because")):
         return "stop"  # "team members working", "the employee works beyond": not "hygiene visits twice a year"
-    if "NOUN" in kinds and "VERB" in kinds and has_noun and "ADJ" not in phrasing._lemmas(previous.lower()):
+    if "NOUN" in kinds and "VERB" in kinds and has_noun and "ADJ" not in phrasing.lemmas(previous.lower()):
         # "Dental insurance covers routine check-ups": after a noun, a noun/verb word with an object is the verb
         if following and not re.match(r"[A-Z]", next_word) and not re.search(r"[,;:.]$", word) and (
                 following in _DETERMINERS or following in _OBJECT_START or
-                following not in _BOUNDARY and set(phrasing._lemmas(following)) & {"ADJ", "NOUN"}):
+                following not in _BOUNDARY and set(phrasing.lemmas(following)) & {"ADJ", "NOUN"}):
             return "stop"
         return "noun"
     if "NOUN" in kinds:
@@ -178,7 +178,7 @@ def ranked(text: str, document_frequency: Counter, avoid: set[str] = frozenset()
         if len(words) < 2 or len(phrase.split()) > 8 or bare in _GENERIC or not set(words) - avoid or \
                 not set(words) - _EVERYDAY or _vague(phrase) or \
                 re.search(r"(?<![A-Za-z-])\d", phrase) or \
-                re.search(r"\b(?:Ltd|Inc|LLC|plc)$", phrase):
+                phrase.endswith(phrasing.COMPANY_SUFFIXES):
             continue
         rarity = sum(1.0 / (1 + document_frequency.get(w, 0)) for w in set(words))
         scored.append((-rarity, at, phrase))

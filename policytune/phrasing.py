@@ -33,8 +33,13 @@ _OBJECT_START = {"the", "a", "an", "their", "his", "her", "my", "its", "our", "y
                 "ten", "whole", "half", "full", "paid", "unpaid", "additional", "reasonable", "same"}
 
 
+# Company-name endings: a phrase or subject ending in one names an organisation, not a benefit or a provider's product.
+COMPANY_SUFFIXES = ("Ltd", "Inc", "LLC", "plc")
+
+
 @lru_cache(maxsize=None)
-def _lemmas(word: str) -> dict:
+def lemmas(word: str) -> dict:
+    """lemminflect's lemmas of `word` by part of speech ({"NOUN": ("leave",), "VERB": ("leave",)})."""
     import lemminflect
 
     return lemminflect.getAllLemmas(word)
@@ -51,11 +56,11 @@ def verb_form(word: str, previous: str = "", following: str = "", plural: bool =
     lowered = word.lower().strip(",")
     if not lowered.isalpha() or previous in _NOT_BEFORE_VERB:
         return None
-    lemmas = _lemmas(lowered)
-    if "VERB" not in lemmas:
+    forms = lemmas(lowered)
+    if "VERB" not in forms:
         return None
-    base = lemmas["VERB"][0]
-    ambiguous = any(pos in lemmas for pos in ("NOUN", "ADJ", "PROPN"))
+    base = forms["VERB"][0]
+    ambiguous = any(pos in forms for pos in ("NOUN", "ADJ", "PROPN"))
     starts_object = following in _OBJECT_START or following[:1].isdigit() or following[:1] in "£$€"
     if lowered != base and lowered.endswith("s"):
         if ambiguous and not following:
@@ -135,7 +140,7 @@ def lower_first(text: str) -> str:
     if first.lower() in _FUNCTION_WORDS:
         return text[0].lower() + text[1:]
     # without the document's names (a statement asked on its own) a word the English lexicon does not know is a name
-    name = first in PROPER_NOUNS or (not PROPER_NOUNS and not _lemmas(first.lower().split("-")[0])) or \
+    name = first in PROPER_NOUNS or (not PROPER_NOUNS and not lemmas(first.lower().split("-")[0])) or \
         (len(words) > 1 and re.match(r"[A-Z]", words[1]) is not None)  # "Form MED-1", "Meridian Health"
     return text if name else text[0].lower() + text[1:]
 
@@ -162,7 +167,7 @@ def _tidy(text: str) -> str:
     text = re.sub(r"^Please\s+", "You should ", text)
     words = text.split(" ", 2)
     if len(words) == 3 and words[0][:1].isupper() and words[0].lower() not in _FUNCTION_WORDS | {"like"} and \
-            _lemmas(words[0].lower()).get("VERB") == (words[0].lower(),) and \
+            lemmas(words[0].lower()).get("VERB") == (words[0].lower(),) and \
             words[1].lower() in _OBJECT_START | {"as", "it", "them", "us", "out", "up", "off"}:
         text = f"You should {words[0].lower()} {words[1]} {words[2]}"  # "Take as much time as you need"
     text = re.sub(r"\b(Ltd|Inc|Co|No|e\.g|i\.e|etc)\.", r"\1", text)
@@ -197,7 +202,7 @@ def _split_lead(text: str) -> tuple[str, str]:
             continue
         rest = text[comma.end():]
         first = rest.split(" ", 1)[0]
-        if first.islower() and first not in _FUNCTION_WORDS and (not _lemmas(first) or set(_lemmas(first)) <= {"ADJ", "ADV"}):
+        if first.islower() and first not in _FUNCTION_WORDS and (not lemmas(first) or set(lemmas(first)) <= {"ADJ", "ADV"}):
             continue  # "As we have unlimited, permissionless time off, PostHog ...": a list of modifiers, not a subject
         if re.match(r"[A-Z][a-z]+(?:,| &| and) ", rest):
             continue  # "For Ireland, Spain, Netherlands, Portugal & Canada the health insurer ...": a list of names
@@ -291,7 +296,7 @@ def parse(text: str) -> dict | None:
             relative, skip_noun = 1, True
             continue
         if lowered in ("who", "which") or (lowered == "that" and (
-                following_word in _MODALS or following_word in _BE_HAVE_DO or "VERB" in _lemmas(following_word))):
+                following_word in _MODALS or following_word in _BE_HAVE_DO or "VERB" in lemmas(following_word))):
             relative = 1
             continue
         if i == 0:
@@ -313,11 +318,11 @@ def parse(text: str) -> dict | None:
             and following.strip(",") not in _BE_HAVE_DO else None
         if relative == 2 and lowered == "not":
             continue
-        if relative == 2 and (form or "VERB" in _lemmas(lowered.strip(","))) and \
+        if relative == 2 and (form or "VERB" in lemmas(lowered.strip(","))) and \
                 previous in (_MODALS.keys() | _BE_HAVE_DO | {"not"}):
             relative = 0  # "who do not allow": the lexical verb after the relative clause's auxiliary
             continue
-        if relative == 1 and ("VERB" in _lemmas(lowered.strip(",")) or lowered in _MODALS or lowered in _BE_HAVE_DO):
+        if relative == 1 and ("VERB" in lemmas(lowered.strip(",")) or lowered in _MODALS or lowered in _BE_HAVE_DO):
             relative = 2 if lowered in _MODALS or lowered in _BE_HAVE_DO else 0
             continue
         aux, verb = None, ""
@@ -357,7 +362,7 @@ def parse(text: str) -> dict | None:
             rest = re.sub(r"^not\s+", "", rest)
         if verb == "" and aux in ("does", "do") and rest:  # "does not include" -> aux "does", verb "include"
             first, _, tail = rest.partition(" ")
-            if negated or "VERB" in _lemmas(first.lower()):
+            if negated or "VERB" in lemmas(first.lower()):
                 verb, rest = first, tail
             else:  # "We do regular team offsites": "do" is the verb itself
                 verb = "do"
@@ -468,7 +473,7 @@ def wh(text: str, slot: dict, wh_phrase: str, max_words: int = 34) -> str | None
             return None  # "come back at 50% capacity": the amount modifies the noun after it
         last = _DROP_BEFORE_AMOUNT.sub("", before).split()
         last = [w for w in last if w.lower() not in _PREPOSITIONS]
-        if last and "VERB" not in _lemmas(last[-1].lower()) and last[-1].lower() not in _BE_HAVE_DO:
+        if last and "VERB" not in lemmas(last[-1].lower()) and last[-1].lower() not in _BE_HAVE_DO:
             return None  # "a helpline available 24 hours a day": the amount sits inside a noun phrase
         if any(w.lower() in _PREPOSITIONS for w in _DROP_BEFORE_AMOUNT.sub("", before).split()[:-1]):
             return None  # "for a full-time employee working 37.5 hours": inside a prepositional phrase
@@ -559,14 +564,14 @@ def what_object(text: str, max_words: int = 30) -> str | None:
     words = parts["rest"].split()
     verb = parts["verb"]
     if not verb and parts["aux"] in _MODALS and words and words[0].lower() not in ("be", "have") and \
-            "VERB" in _lemmas(words[0].lower()):
+            "VERB" in lemmas(words[0].lower()):
         verb, words = words[0], words[1:]
     if not verb or not words or words[0].lower() in _PREPOSITIONS or words[0].lower() in (
             "not", "be", "to", "up", "at", "no", "more", "less", "only", "also"):
         return None
     # Only verbs whose object is a thing the employee gets, gives or uses ("What do I receive ...?", "What does the
     # plan cover?"); "What do roles with fixed shifts follow by their department?" came from any other verb.
-    lemma = _lemmas(verb.lower()).get("VERB", (verb.lower(),))[0]
+    lemma = lemmas(verb.lower()).get("VERB", (verb.lower(),))[0]
     if lemma not in _OBJECT_VERBS:
         return None
     # the object runs to the first preposition or clause break; what follows it stays in the question

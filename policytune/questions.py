@@ -46,7 +46,7 @@ _WH = {"money": "how much", "percent": "what percentage", "date": "what date", "
        "system": "which system", "role": "who", "time": "what time", "provider": "which provider"}
 _NOT_A_PROVIDER = re.compile(rf"(?:{phrasing.MONTHS}|"
                              r"Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday|Table|Section|"
-                             r"Christmas|Year's|Day|Ltd|Limited|Inc|LLC|plc)\b")
+                             r"Christmas|Year's|Day|Limited|" + "|".join(phrasing.COMPANY_SUFFIXES) + r")\b")
 def slots(text: str) -> list[dict[str, Any]]:
     """What a fact can be asked about: quantities with units, money, dates, forms, systems, roles (left to right)."""
     found: list[dict[str, Any]] = []
@@ -133,7 +133,7 @@ def table_questions(fact: dict) -> list[str]:
                    _question(f"What do I do at step {step.group(1)} when it comes to {topic}")]
             # "Complete Form ED-3 ..." is an instruction to the employee; "The line manager will respond ..." a statement
             first = value.split()[0].lower() if value.split() else ""
-            instruction = "VERB" in phrasing._lemmas(first) and first not in ("the", "a", "an", "your", "their")
+            instruction = "VERB" in phrasing.lemmas(first) and first not in ("the", "a", "an", "your", "their")
             steps = sentence_questions(f"The employee must {value[:1].lower()}{value[1:]}" if instruction else value)
             return out + [item["question"] for item in steps if item["style"] != "check"]
         if re.search(r"\b(?:by|of|to|for|from|with)$", key, re.I):
@@ -270,7 +270,7 @@ def _clause_questions(text: str) -> list[dict[str, str]]:
     out += [{"question": q, "style": "what_happens", "slot": "condition"} for q in phrasing.what_happens(text)]
     subject = phrasing.subject_phrase(text)
     content = [w for w in re.findall(r"[A-Za-z][\w'-]*", subject or "") if w.lower() not in facts_lib._STOP]
-    organisation = subject and all(w in phrasing.PROPER_NOUNS or w in ("Ltd", "Inc", "LLC", "plc") for w in content)
+    organisation = subject and all(w in phrasing.PROPER_NOUNS or w in phrasing.COMPANY_SUFFIXES for w in content)
     if subject and len(content) >= 2 and not organisation and not re.match(
             r"(?:some|any|many|most|few|several|all|each|every|no|other|such|both)\b", subject, re.I) \
             and not re.search(r"\b(?:following|above|below|these|those|remaining|relevant|"
