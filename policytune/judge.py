@@ -143,10 +143,11 @@ def score_likelihood(endpoint: llm.Endpoint, record: dict, vote: int) -> dict:
     text = f"{lead} {record['output']}"
     offset = len(lead) + 1
     spans = [(start + offset, end + offset) for start, end in key_words(record["instruction"], record["output"])]
-    inside = [word_logprob(endpoint, with_excerpt, text, start, end) for start, end in spans]
+    # The pieces each word was split into with the excerpt are scored again without it: like with like.
+    scored = [word_logprob(endpoint, with_excerpt, text, start, end) for start, end in spans]
+    inside = [logprob for logprob, _ in scored]
     outside = [word_logprob(endpoint, without_excerpt, text, start, end, pieces)[0]
-               for (start, end), (_, pieces) in zip(spans, inside)]
-    inside = [logprob for logprob, _ in inside]
+               for (start, end), (_, pieces) in zip(spans, scored)]
     return {"words": [[text[s:e], round(i, 3), round(o, 3)] for (s, e), i, o in zip(spans, inside, outside)]}
 
 
