@@ -59,6 +59,8 @@ def slots(text: str) -> list[dict[str, Any]]:
                 continue
             if kind == "system" and match.group(0) in phrasing.ORGANISATION:
                 continue  # "advertise PostHog": the organisation is not a system to ask for
+            if kind == "system" and re.search(r"\b(?:called|named|known as)\s+$", text[:start]):
+                continue  # "a monthly book club called BookHog": the name of the thing before it, not a system
             if kind == "provider" and not _provider(match.group(group)):
                 continue
             if kind == "time" and re.search(r"\d (?:and|to) $", text[:start]):

@@ -62,6 +62,9 @@ def test_slots_find_quantities_money_forms_and_systems_and_cloze_asks_for_them()
     by_kind = {s["kind"]: s for s in questions.slots(fact)}
     assert questions.cloze(fact, by_kind["quantity"]).endswith("at least how many weeks before the birth?")
     assert questions.cloze(fact, by_kind["form"]).startswith("Employees must submit which form through PeopleHub")
+    # A name given to the thing before it is not a system to ask "which system" about.
+    assert [s["kind"] for s in questions.slots("We host a monthly book club called BookHog.")] == []
+    assert [s["value"] for s in questions.slots("Book club orders go through BookHog.")] == ["BookHog"]
 
 
 def test_a_question_that_points_at_another_fact_of_the_section_is_inconsistent():
