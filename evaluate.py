@@ -56,8 +56,8 @@ class EvalConfig(config.Base):
     batch_size: int = field(default=32, metadata={"help": "prompts per generation / scoring batch (on a CPU a decode step "
                                                          "costs about the same for 8 rows as for 32: BENCHMARKS.md)"})
     divergence_max: int = field(default=96, metadata={
-        "help": "questions the next-token divergence is measured on, spread evenly over all of them (0: all); "
-                "it costs two forward passes per question"})
+        "help": "questions the next-token divergence is measured on, spread evenly over all of them (0: all, "
+                "-1: none); it costs two forward passes per question"})
     max_new_tokens: int = field(default=48, metadata={"help": "answer length cap; policy answers are one or two sentences"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
     limit: int = field(default=0, metadata={"help": "evaluate only the first N questions (0: all)"})
@@ -308,8 +308,10 @@ def adapter_tensor_names(adapter: Path) -> list[str]:
 
 
 def spread(total: int, most: int) -> list[int]:
-    """Up to `most` indices spread evenly over range(total) (all of them when most is 0 or enough)."""
-    if most <= 0 or total <= most:
+    """Up to `most` indices spread evenly over range(total) (all of them when most is 0 or enough, none below 0)."""
+    if most < 0:
+        return []
+    if most == 0 or total <= most:
         return list(range(total))
     return sorted({round(k * (total - 1) / (most - 1)) for k in range(most)}) if most > 1 else [0]
 
@@ -459,7 +461,8 @@ def main(cfg: EvalConfig) -> None:
     # Teacher forcing needs a reference: the expected answer, else what the tuned model said.
     targets = [item["answer"] or tuned for item, tuned in zip(items, answers["tuned"])]
     picked = spread(len(items), cfg.divergence_max)
-    measured = divergence(model, tokenizer, [questions[i] for i in picked], [targets[i] for i in picked], cfg.batch_size)
+    measured = divergence(model, tokenizer, [questions[i] for i in picked], [targets[i] for i in picked],
+                          cfg.batch_size) if picked else []
     shifts: list[dict[str, Any] | None] = [None] * len(items)
     for index, shift in zip(picked, measured):
         shifts[index] = shift

@@ -274,7 +274,8 @@ def run_trained_wordings(name: str, folder: Path, state: dict, evaluate_command:
     questions = folder / "data" / "gold_trained_wordings.jsonl"
     io.write_text_atomic(questions, "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items))
     command = list(evaluate_command)
-    for flag, value in (("--gold", questions), ("--reports-dir", folder / "reports_trained")):
+    # Only the answers are read here: the divergence would cost two more forward passes per question.
+    for flag, value in (("--gold", questions), ("--reports-dir", folder / "reports_trained"), ("--divergence-max", -1)):
         if flag in command:
             command[command.index(flag) + 1] = str(value)
         else:

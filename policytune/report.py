@@ -152,6 +152,9 @@ def kl(item: dict[str, Any]) -> float | None:
     return item["divergence"]["kl"] if item.get("divergence") else None
 
 
+NOT_MEASURED = "Not measured (--divergence-max -1)."
+
+
 def _measured(shift: dict[str, Any], evaluation: dict[str, Any]) -> str:
     total = len(evaluation["items"])
     done = shift.get("items", total)
@@ -195,15 +198,16 @@ def markdown(evaluation: dict[str, Any]) -> str:
         sections = section_rows(block)
         out += _md_table(SECTION_HEADER, sections) if sections else [NO_SECTIONS]
     probs = shift["refusal_first_token_prob"]
-    out += ["", "## Next-token divergence", "",
+    out += ["", "## Next-token divergence", ""]
+    out += [NOT_MEASURED] if not shift.get("items", 1) else [
             f"Teacher-forced on the expected answer (or the tuned answer when none is given), on {_measured(shift, evaluation)}, "
             f"over {shift['positions']} answer positions:",
             "", f"- mean KL(tuned ‖ base): {_fmt(shift['mean_kl_tuned_base'])} nats per token (max item {_fmt(shift['max_kl_tuned_base'])})",
             f"- top-1 agreement: {_fmt(shift['mean_top1_agreement'])}",
             f"- P(first refusal token) base: answerable {_fmt(probs['base']['answerable'])}, unanswerable {_fmt(probs['base']['unanswerable'])}",
             f"- P(first refusal token) tuned: answerable {_fmt(probs['tuned']['answerable'])}, unanswerable {_fmt(probs['tuned']['unanswerable'])}",
-            f"- {separability_note(shift)}",
-            "", "## Answers, worst regressions first", "",
+            f"- {separability_note(shift)}"]
+    out += ["", "## Answers, worst regressions first", "",
             "| id | split | section | question | answerable | expected | base | ok | tuned | ok | KL |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | ---: |"]
     for r in worst_first(evaluation["items"]):
@@ -335,7 +339,6 @@ def html(evaluation: dict[str, Any]) -> str:
     """eval.html: the same content as eval.md plus three embedded plots."""
     e = html_lib.escape
     run, shift = evaluation["run"], evaluation["divergence"]
-    probs = shift["refusal_first_token_prob"]
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Evaluation: base vs tuned</title>"
              f"<style>{CSS}</style></head><body>",
              "<h1>Evaluation: base vs tuned</h1>",
@@ -350,15 +353,19 @@ def html(evaluation: dict[str, Any]) -> str:
                   _html_table(SECTION_HEADER, sections) if sections else f"<p>{e(NO_SECTIONS)}</p>"]
     parts.append(_img(plot_metrics(evaluation), "metrics, base vs tuned"))
     parts.append("<h2>Next-token divergence</h2>")
-    parts.append(f"<p>Teacher-forced on the expected answer (or the tuned answer when none is given), on "
-                 f"{e(_measured(shift, evaluation))}, over "
-                 f"{shift['positions']} answer positions: mean KL(tuned ‖ base) <b>{_fmt(shift['mean_kl_tuned_base'])}</b> "
-                 f"nats per token, top-1 agreement <b>{_fmt(shift['mean_top1_agreement'])}</b>. Mean probability of "
-                 f"the refusal's first token: base {_fmt(probs['base']['answerable'])} (answerable) / "
-                 f"{_fmt(probs['base']['unanswerable'])} (unanswerable), tuned {_fmt(probs['tuned']['answerable'])} / "
-                 f"{_fmt(probs['tuned']['unanswerable'])}. {e(separability_note(shift))}</p>")
-    parts.append(_img(plot_refusal_probability(evaluation), "refusal probability distributions"))
-    parts.append(_img(plot_kl(evaluation), "KL per item"))
+    if not shift.get("items", 1):
+        parts.append(f"<p>{e(NOT_MEASURED)}</p>")
+    else:
+        probs = shift["refusal_first_token_prob"]
+        parts.append(f"<p>Teacher-forced on the expected answer (or the tuned answer when none is given), on "
+                     f"{e(_measured(shift, evaluation))}, over "
+                     f"{shift['positions']} answer positions: mean KL(tuned ‖ base) <b>{_fmt(shift['mean_kl_tuned_base'])}</b> "
+                     f"nats per token, top-1 agreement <b>{_fmt(shift['mean_top1_agreement'])}</b>. Mean probability of "
+                     f"the refusal's first token: base {_fmt(probs['base']['answerable'])} (answerable) / "
+                     f"{_fmt(probs['base']['unanswerable'])} (unanswerable), tuned {_fmt(probs['tuned']['answerable'])} / "
+                     f"{_fmt(probs['tuned']['unanswerable'])}. {e(separability_note(shift))}</p>")
+        parts.append(_img(plot_refusal_probability(evaluation), "refusal probability distributions"))
+        parts.append(_img(plot_kl(evaluation), "KL per item"))
     parts.append("<h2>Answers, worst regressions first</h2><table><tr><th>id</th><th>split</th><th>section</th>"
                  "<th>question</th><th>answerable</th>"
                  "<th>expected</th><th>base</th><th></th><th>tuned</th><th></th><th>KL</th></tr>")

@@ -224,3 +224,25 @@ def test_gold_separability_reads_the_gold_questions_refusal_probabilities_only()
     measured = quality.gold_separability(items)
     assert measured["n"] == 4 and measured["tuned"] == 0.75 and measured["base"] == 0.5
     assert quality.gold_separability([item(True, 0.2)])["tuned"] is None
+
+
+def test_trained_wordings_rerun_the_recipes_evaluate_on_their_own_file_without_divergence(tmp_path, monkeypatch):
+    folder = tmp_path / "ok"
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "train_split.json").write_text(json.dumps(
+        [{"answerable": True, "instruction": "How many days of annual leave per year?", "output": "25 days a year."}]))
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text(json.dumps({"id": "g1", "question": "How much holiday do I get?", "answerable": True,
+                                "answer": "25 days a year.", "keywords": ["25 days"]}) + "\n")
+    calls = []
+    monkeypatch.setattr(quality, "run_stage", lambda command, log: calls.append(command) or (0, 1.0))
+    state = {"stages": {}}
+    recipe = ["evaluate.py", "--gold", "g.jsonl", "--reports-dir", "r", "--divergence-max", "0", "--threads", "2"]
+    quality.run_trained_wordings("ok", folder, state, recipe, gold)
+    (command,) = calls
+    assert _option(command, "--gold") == str(folder / "data" / "gold_trained_wordings.jsonl")
+    assert _option(command, "--reports-dir") == str(folder / "reports_trained")
+    assert _option(command, "--divergence-max") == "-1" and _option(command, "--threads") == "2"
+    asked = [json.loads(line) for line in (folder / "data" / "gold_trained_wordings.jsonl").read_text().splitlines()]
+    assert [a["question"] for a in asked] == ["How many days of annual leave per year?"]
+    assert state["stages"]["trained_wordings"]["exit"] == 0

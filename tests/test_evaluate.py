@@ -132,6 +132,23 @@ def test_report_renders_unlabelled_questions_and_missing_metrics():
     assert "Maybe \\| not" in report.markdown(evaluation) and "| answerable accuracy | n/a | n/a |" in report.markdown(evaluation)
 
 
+def test_divergence_off_measures_nothing_and_the_reports_say_so():
+    stage = _stage_module()
+    assert stage.spread(5, -1) == []
+    rows = [{"answerable": True, "type": "numeric", "scores": metrics.judge("25 days", True, "25 days")}]
+    summary = {**metrics.summarise(rows), "per_type": metrics.summarise_by_type(rows)}
+    shift = stage.summarise_divergence([{"answerable": True, "divergence": None}])
+    assert shift["items"] == 0 and shift["positions"] == 0 and shift["mean_kl_tuned_base"] is None
+    evaluation = {"metrics": {"base": summary, "tuned": summary}, "divergence": shift,
+                  "run": {"base_model": "embedded", "adapter": "checkpoints", "n_items": 1, "max_new_tokens": 8},
+                  "items": [{"id": "g1", "question": "Leave?", "answerable": True, "expected_answer": "25 days",
+                             "base_answer": "25 days", "tuned_answer": "25 days", "base_correct": True,
+                             "tuned_correct": True, "regression": False, "divergence": None}]}
+    page, text = report.html(evaluation), report.markdown(evaluation)
+    assert report.NOT_MEASURED in text and "mean KL" not in text
+    assert report.NOT_MEASURED in page and page.count('<img src="data:image/png;base64,') == 1  # the metrics plot only
+
+
 # ---------------------------------------------------------------- intervals, splits, sections, gold selection
 
 
