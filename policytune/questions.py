@@ -339,8 +339,40 @@ def with_topic(question: str, topic: str) -> str | None:
 def speakable(topic: str) -> bool:
     """Whether a heading reads as the name of a benefit inside a question: not "You are sick", "How to book time off
     in PTO by Roots" or "Relationship to Law and Employment Contracts"."""
-    return len(topic.split()) <= 5 and not re.match(r"(?:if|when|how|why|what|who|where|you|your|we|our|my|i)\b",
-                                                    topic, re.I)
+    return len(topic.split()) <= 5 and not names_nothing(topic)
+
+
+# A heading that is itself a question ("Q: Can I extend my LOA past 4 weeks?", "Q. When are my benefits effective?")
+# or a clause ("For general uses and vacation", "If you are sick") does not name a benefit.
+_NOT_A_NAME = re.compile(r"(?:q\s?[.:]|if|when|how|why|what|who|where|which|you|your|we|our|my|i|for|to|can|could|should|"
+                         r"do|does|is|are|will|may|must)\b|.*\?", re.I)
+
+
+def names_nothing(topic: str) -> bool:
+    """Whether a heading cannot stand for the benefit inside another question: it asks, opens a clause or speaks to
+    the reader ("Take your leave")."""
+    return not topic.strip() or bool(_NOT_A_NAME.match(topic.strip())) or \
+        bool(re.search(r"\b(?:you|your|yours)\b", topic, re.I))
+
+
+# -ing words that qualify a benefit rather than name an act: "Floating holidays", "Qualifying life events"
+_MODIFYING = {"floating", "working", "matching", "remaining", "existing", "living", "caring", "continuing",
+              "qualifying", "acting", "rolling", "recurring", "outstanding", "accrued", "accruing"}
+
+
+def names_an_act(topic: str) -> bool:
+    """Whether a heading names an act, not a benefit: it opens with a verb or an adverb ("Donating leave", "Requesting
+    bereavement leave", "Formally kick-off leave process"). "Quick question about donating leave:" reads well; "Does
+    taking donating leave affect my bonus?" does not."""
+    words = topic.strip().split()
+    if not words:
+        return False
+    first = words[0].lower()
+    kinds = phrasing.lemmas(first)
+    if not kinds or kinds.keys() & {"NOUN", "PROPN", "ADJ"} or first in _MODIFYING:
+        return False
+    # a participle names a kind of benefit ("Paid time off", "Extended illness pay"); a gerund or a bare verb an act
+    return "VERB" not in kinds or first.endswith("ing") or first in kinds["VERB"]
 
 
 _DANGLING = {"the", "a", "an", "of", "to", "for", "in", "on", "at", "by", "or", "and", "with", "from", "their", "its",
@@ -517,7 +549,7 @@ def near_miss_topic(headings: list[str], topic: str) -> str:
     if _GENERIC_HEADING.search(topic) and len(names) >= 2:
         topic = names[-2]
     topic = topic.split(": ", 1)[-1]  # "PostHog Handbook: Time Off, Benefits and Training" names "Time Off"
-    return re.split(r"\s+/\s+|,\s*aka\b|,\s|\s+\(", topic)[0].strip()
+    return re.split(r"\s+/\s+|,\s*aka\b|,\s|\s+\(", topic)[0].strip().rstrip(":").strip()  # "Benefits Support:"
 
 
 def unanswerable_candidates(section_facts: list[dict], templates_by_aspect: dict[str, dict], benefit_topics: str = ".",
@@ -525,7 +557,7 @@ def unanswerable_candidates(section_facts: list[dict], templates_by_aspect: dict
     """Near-miss questions about a section's topic, every phrasing of each aspect its facts never mention and that
     fits the topic: the topic names a benefit (`benefit_topics`, not `not_a_benefit`) and the aspect's own "topics"."""
     topic = near_miss_topic(section_facts[0].get("headings") or [], section_facts[0].get("topic") or "this policy")
-    if not re.search(benefit_topics, topic, re.I) or re.search(not_a_benefit, topic, re.I):
+    if names_nothing(topic) or names_an_act(topic) or not re.search(benefit_topics, topic, re.I) or re.search(not_a_benefit, topic, re.I):
         return []
     text = " ".join(f["text"] for f in section_facts).lower()
     if re.search(r"\b(?:do(?:es)?n[o']?t|not|never|no longer)\s+(?:offer|provide|have|cover|apply|exist)", text.replace("'", "'")):

@@ -360,6 +360,24 @@ def test_near_misses_are_asked_about_benefits_only_and_no_aspect_takes_over():
     assert plain and not any(q.startswith(openings) for q in plain) and set(plain) <= set(padded)
 
 
+def test_no_near_miss_names_a_heading_that_asks_speaks_to_the_reader_or_names_an_act():
+    """FAQ headings, clauses, "Take your leave" and "Donating leave" would be written into the aspect's template as if
+    they named a benefit: "Can I carry unused what if I need to be out on leave ...? forward to next year?"."""
+    spec = generate.prompts()
+    text = "Employees may take up to 12 weeks of medical leave, paid at full salary."
+
+    def asked(*headings: str) -> list[str]:
+        return questions_of([{"headings": list(headings), "topic": headings[-1], "text": text}], spec)
+
+    assert asked("Medical Leave"), "the plain benefit heading is asked about"
+    for heading in ("Q: What if I need to be out on leave for more than 12 weeks?", "Q. When is my leave effective?",
+                    "For general uses and vacation, you can use:", "Step 5: Take your leave", "Donating leave",
+                    "Using donated leave", "Formally kick-off leave process"):
+        assert asked("Medical Leave", heading) == [], heading
+    assert asked("Paid Parental Leave"), "a participle names a kind of leave, not an act"
+    assert all("support:" not in q.lower() for q in asked("Leave Support:")), "a heading's trailing colon is not asked"
+
+
 def questions_of(section: list[dict], spec: dict) -> list[str]:
     from policytune import questions
 
