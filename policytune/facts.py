@@ -121,6 +121,9 @@ def _untitled_line(text: str) -> bool:
     return not any(c & {"VERB", "AUX"} and not c & {"NOUN", "ADJ"} for c in classes)
 
 
+_FAQ_ANSWER = re.compile(r"^A\s?:\s+")  # "A: You may take ..." answers a FAQ's "Q:" heading: not part of the statement
+
+
 def statements(text: str) -> list[tuple[str, str, str]]:
     """(kind, statement, list introduction) of a chunk's text: sentences, list items and table rows, in order."""
     lines = _lines(text)
@@ -139,11 +142,11 @@ def statements(text: str) -> list[tuple[str, str, str]]:
             continue
         index += 1
         if _BULLET.match(line):
-            item = _BULLET.sub("", line, count=1).replace("**", "").strip()
+            item = _FAQ_ANSWER.sub("", _BULLET.sub("", line, count=1).replace("**", "").strip())
             # An item such as "after 2 complete years: 50% vested" means nothing without its list's opening.
             out.append(("list_item", f"{intro} {item}" if intro else item, intro))
             continue
-        sentences = split_sentences(line.replace("**", ""))
+        sentences = split_sentences(_FAQ_ANSWER.sub("", line.replace("**", "")))
         out += [("sentence", s, "") for s in sentences]
         intro = sentences[-1] if sentences and sentences[-1].endswith(":") else ""
     return out

@@ -227,11 +227,18 @@ def list_item_questions(fact: dict) -> list[dict[str, str]]:
     return sentence_questions(sentence, topic)
 
 
+# A label before the statement ("A: Time taken on medical leave ...", "US teammates: You can use ...", "Reminder: HR
+# Links is separate from Tock.") is not part of what is asked: "Do A: Please reach out ...?" reads as nothing. The
+# answer, the statement itself, keeps it.
+_LABEL = re.compile(r"^(?:(?:Q|A|Note|NB|Important|Reminder|Tip)\s?:\s+|[A-Z][\w-]*(?: [\w-]+){0,2}:\s+(?=[A-Z]))")
+
+
 def sentence_questions(text: str, topic: str = "") -> list[dict[str, str]]:
     """A statement's questions, clause by clause: a wh-question per slot (fronted, else the statement with the slot
     asked for), its yes/no form, when / what questions, and "what does the policy say about <subject>?"."""
     out: list[dict[str, str]] = []
     text = re.sub(r"!+(?=\s|$)", ".", text)  # "... with the team afterwards!" is a statement too
+    text = _LABEL.sub("", text, count=1)
     for clause in phrasing.clauses(text)[:3]:
         out += _clause_questions(clause)
     return out

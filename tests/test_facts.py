@@ -84,3 +84,13 @@ def test_every_fact_gets_drafts_and_templates_do_not_repeat():
         drafts = questions.templates(fact)
         assert drafts and len({d["question"].lower() for d in drafts}) == len(drafts)
         assert all(d["question"].endswith("?") and not d["question"].endswith("??") for d in drafts)
+
+
+def test_a_faq_answer_marker_is_not_part_of_the_statement_and_a_label_is_not_asked():
+    said = facts.statements("A: You may take a total of 12 weeks of leave.\n- A: Yes, medical leave covers mental health.")
+    assert [text for _, text, _ in said] == ["You may take a total of 12 weeks of leave.",
+                                             "Yes, medical leave covers mental health."]
+    asked = [d["question"] for d in questions.sentence_questions("Reminder: HR Links is separate from Tock.")]
+    assert asked and not any("Reminder" in q for q in asked), asked
+    asked = [d["question"] for d in questions.sentence_questions("US teammates: Employees receive 20 days of leave.")]
+    assert asked and not any("teammates:" in q for q in asked), asked
