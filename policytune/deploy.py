@@ -320,6 +320,10 @@ def compare(sequences, hf_tuned, hf_plain, llama_tuned, llama_plain) -> dict:
                 d_llama.append(lt[target] - lp[target])
                 d_hf.append(float(tuned[i][target] - plain[i][target]))
     correlation = _pearson(d_hf, d_llama)
+    # What the adapter was trained to do, not only that it changes something: the answers' own tokens made
+    # likelier, per token, in each engine over the same positions.
+    gain_llama = sum(d_llama) / len(d_llama) if d_llama else None
+    gain_hf = sum(d_hf) / len(d_hf) if d_hf else None
     return {
         "positions": positions,
         "top1_agreement": round(agree / positions, 4) if positions else 0.0,
@@ -330,6 +334,8 @@ def compare(sequences, hf_tuned, hf_plain, llama_tuned, llama_plain) -> dict:
         "top1_changed_by_adapter_llama": top1_changed_llama,
         "effect_correlation": round(correlation, 4) if correlation is not None else None,
         "effect_points": len(d_hf),
+        "answer_logprob_gain_llama": round(gain_llama, 4) if gain_llama is not None else None,
+        "answer_logprob_gain_hf": round(gain_hf, 4) if gain_hf is not None else None,
     }
 
 
@@ -425,6 +431,9 @@ def print_figures(result: dict) -> None:
               f"max |log p| diff {f['max_logprob_diff']:.4f}; adapter effect llama.cpp {f['adapter_effect_llama']:.3f} "
               f"vs transformers {f['adapter_effect_hf']:.3f}, max effect diff {f['max_effect_diff']:.4f}, "
               f"correlation {f['effect_correlation']}", flush=True)
+        if f.get("answer_logprob_gain_llama") is not None:
+            print(f"  answer log-prob gain per token over {f['effect_points']} positions: llama.cpp "
+                  f"{f['answer_logprob_gain_llama']:+.3f} vs transformers {f['answer_logprob_gain_hf']:+.3f}", flush=True)
     for failure in result["failures"]:
         print(f"FAILED: {failure}", flush=True)
     print("verification " + ("passed" if result["passed"] else "FAILED"), flush=True)

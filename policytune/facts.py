@@ -160,7 +160,7 @@ def section_of(headings: list[str]) -> str:
 def topic(headings: list[str], doc: str = "the policy") -> str:
     """The innermost heading in words (numbering stripped, not a name's digits: "401k contribution"): what a question
     about the fact is about."""
-    names = [re.sub(r"^\d+(?:\.\d+)*\.?\s+", "", h).strip() for h in headings or []]
+    names = [re.sub(r"^\d+(?:\.\d+)*\.?\s+", "", h).strip().rstrip(":").strip() for h in headings or []]  # "Benefits Support:"
     names = [n for n in names if n]
     return names[-1] if names else doc
 

@@ -201,7 +201,8 @@ def list_item_questions(fact: dict) -> list[dict[str, str]]:
                 plural = key_l.endswith("s") and not key_l.endswith("ss")
                 add(_question(f"How {'are' if plural else 'is'} {key_l} {rest}"), "case")
             add(_question(f"What does the policy say about {key_l}"), "case")
-            add(_question(f"What is the rule for {key_l} under {topic_l}"), "case")
+            if not names_nothing(topic):  # not "... under Q. what is Sequoia Consulting Group?"
+                add(_question(f"What is the rule for {key_l} under {topic_l}"), "case")
         return out
     enumeration = _ENUMERATION.match(intro) if intro else None
     if enumeration and len(item.split()) <= 14 and not phrasing.parse(item):
@@ -351,7 +352,7 @@ def speakable(topic: str) -> bool:
 
 # A heading that is itself a question ("Q: Can I extend my LOA past 4 weeks?", "Q. When are my benefits effective?")
 # or a clause ("For general uses and vacation", "If you are sick") does not name a benefit.
-_NOT_A_NAME = re.compile(r"(?:q\s?[.:]|if|when|how|why|what|who|where|which|you|your|we|our|my|i|for|to|can|could|should|"
+_NOT_A_NAME = re.compile(r"q\s?[.:]|(?:if|when|how|why|what|who|where|which|you|your|we|our|my|i|for|to|can|could|should|"
                          r"do|does|is|are|will|may|must)\b|.*\?", re.I)
 
 

@@ -370,7 +370,7 @@ def test_no_near_miss_names_a_heading_that_asks_speaks_to_the_reader_or_names_an
         return questions_of([{"headings": list(headings), "topic": headings[-1], "text": text}], spec)
 
     assert asked("Medical Leave"), "the plain benefit heading is asked about"
-    for heading in ("Q: What if I need to be out on leave for more than 12 weeks?", "Q. When is my leave effective?",
+    for heading in ("Q: What if I need to be out on leave for more than 12 weeks?", "Q. When is my leave effective?", "Q. How do I change my plan (QLE)?",
                     "For general uses and vacation, you can use:", "Step 5: Take your leave", "Donating leave",
                     "Using donated leave", "Formally kick-off leave process"):
         assert asked("Medical Leave", heading) == [], heading
