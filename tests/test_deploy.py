@@ -125,6 +125,9 @@ def test_deploy_writes_gguf_and_modelfile_and_verification_passes(trained_adapte
     f32, deployed = figures["bases"]["f32"], figures["bases"]["deployed"]
     assert f32["top1_agreement"] >= 0.95 and f32["max_logprob_diff"] <= 0.1
     assert f32["effect_correlation"] > 0.95
+    # The deployed adapter makes the held-out answers likelier, by what transformers measures.
+    assert f32["answer_logprob_gain_hf"] > 0
+    assert abs(f32["answer_logprob_gain_llama"] - f32["answer_logprob_gain_hf"]) <= 0.05
     assert deployed["quantized"] and deployed["adapter_effect_llama"] > 1.0
     assert deployed["max_effect_diff"] <= cfg.max_effect_diff_quantized
     report = json.loads((trained_adapter / "deploy_report.json").read_text())
