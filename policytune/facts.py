@@ -157,10 +157,15 @@ def section_of(headings: list[str]) -> str:
     return " > ".join(h.strip() for h in headings if h and h.strip())
 
 
+def heading_name(heading: str) -> str:
+    """A heading in words: its numbering stripped (not a name's digits: "401k contribution"), and a trailing colon
+    ("Benefits Support:")."""
+    return re.sub(r"^\d+(?:\.\d+)*\.?\s+", "", heading).strip().rstrip(":").strip()
+
+
 def topic(headings: list[str], doc: str = "the policy") -> str:
-    """The innermost heading in words (numbering stripped, not a name's digits: "401k contribution"): what a question
-    about the fact is about."""
-    names = [re.sub(r"^\d+(?:\.\d+)*\.?\s+", "", h).strip().rstrip(":").strip() for h in headings or []]  # "Benefits Support:"
+    """The innermost heading in words (`heading_name`): what a question about the fact is about."""
+    names = [heading_name(h) for h in headings or []]
     names = [n for n in names if n]
     return names[-1] if names else doc
 

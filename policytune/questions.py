@@ -352,15 +352,15 @@ def speakable(topic: str) -> bool:
 
 # A heading that is itself a question ("Q: Can I extend my LOA past 4 weeks?", "Q. When are my benefits effective?")
 # or a clause ("For general uses and vacation", "If you are sick") does not name a benefit.
-_NOT_A_NAME = re.compile(r"q\s?[.:]|(?:if|when|how|why|what|who|where|which|you|your|we|our|my|i|for|to|can|could|should|"
-                         r"do|does|is|are|will|may|must)\b|.*\?", re.I)
+# Speaking to the reader anywhere ("Take your leave") is the same.
+_NOT_A_NAME = re.compile(r"q\s?[.:]|(?:if|when|how|why|what|who|where|which|we|our|my|i|for|to|can|could|should|"
+                         r"do|does|is|are|will|may|must)\b|.*\?|.*\b(?:you|your|yours)\b", re.I)
 
 
 def names_nothing(topic: str) -> bool:
     """Whether a heading cannot stand for the benefit inside another question: it asks, opens a clause or speaks to
-    the reader ("Take your leave")."""
-    return not topic.strip() or bool(_NOT_A_NAME.match(topic.strip())) or \
-        bool(re.search(r"\b(?:you|your|yours)\b", topic, re.I))
+    the reader."""
+    return not topic.strip() or bool(_NOT_A_NAME.match(topic.strip()))
 
 
 # -ing words that qualify a benefit rather than name an act: "Floating holidays", "Qualifying life events"
@@ -553,11 +553,11 @@ _GENERIC_HEADING = re.compile(r"\b(overview|eligibility|purpose|scope|definition
 def near_miss_topic(headings: list[str], topic: str) -> str:
     """The benefit a near-miss question names: the subsection, or its parent where the subsection name is generic;
     its first name only ("Jury duty / voting / childcare disasters, aka 'life stuff'" -> "Jury duty")."""
-    names = [re.sub(r"^\d+(?:\.\d+)*\.?\s+", "", h).strip() for h in headings if h and h.strip()]
+    names = [facts_lib.heading_name(h) for h in headings if h and h.strip()]
     if _GENERIC_HEADING.search(topic) and len(names) >= 2:
         topic = names[-2]
     topic = topic.split(": ", 1)[-1]  # "PostHog Handbook: Time Off, Benefits and Training" names "Time Off"
-    return re.split(r"\s+/\s+|,\s*aka\b|,\s|\s+\(", topic)[0].strip().rstrip(":").strip()  # "Benefits Support:"
+    return re.split(r"\s+/\s+|,\s*aka\b|,\s|\s+\(", topic)[0].strip()
 
 
 def unanswerable_candidates(section_facts: list[dict], templates_by_aspect: dict[str, dict], benefit_topics: str = ".",
@@ -565,7 +565,8 @@ def unanswerable_candidates(section_facts: list[dict], templates_by_aspect: dict
     """Near-miss questions about a section's topic, every phrasing of each aspect its facts never mention and that
     fits the topic: the topic names a benefit (`benefit_topics`, not `not_a_benefit`) and the aspect's own "topics"."""
     topic = near_miss_topic(section_facts[0].get("headings") or [], section_facts[0].get("topic") or "this policy")
-    if names_nothing(topic) or names_an_act(topic) or not re.search(benefit_topics, topic, re.I) or re.search(not_a_benefit, topic, re.I):
+    if names_nothing(topic) or names_an_act(topic) or not re.search(benefit_topics, topic, re.I) or \
+            re.search(not_a_benefit, topic, re.I):
         return []
     text = " ".join(f["text"] for f in section_facts).lower()
     if re.search(r"\b(?:do(?:es)?n[o']?t|not|never|no longer)\s+(?:offer|provide|have|cover|apply|exist)", text.replace("'", "'")):

@@ -367,7 +367,7 @@ def test_no_near_miss_names_a_heading_that_asks_speaks_to_the_reader_or_names_an
     text = "Employees may take up to 12 weeks of medical leave, paid at full salary."
 
     def asked(*headings: str) -> list[str]:
-        return questions_of([{"headings": list(headings), "topic": headings[-1], "text": text}], spec)
+        return questions_of([{"headings": list(headings), "topic": facts.topic(list(headings)), "text": text}], spec)
 
     assert asked("Medical Leave"), "the plain benefit heading is asked about"
     for heading in ("Q: What if I need to be out on leave for more than 12 weeks?", "Q. When is my leave effective?", "Q. How do I change my plan (QLE)?",
