@@ -39,6 +39,9 @@ class TrainConfig(config.Base):
     section_restatements: int = field(default=2, metadata={
         "help": "times each section's statements are trained as the answer to 'What does the policy say about "
                 "<heading path>?' (0: none); mixed into the same run as the Q/A pairs"})
+    permute_restatements: bool = field(default=True, metadata={
+        "help": "each section restatement after the first lists its statements in another order (--no-permute-"
+                "restatements: identical repeats)"})
     fact_statements: int = field(default=0, metadata={
         "help": "times each fact is trained as the completion of its topic and opening words (0: none)"})
     eval_fraction: float = field(default=0.15, metadata={
@@ -165,7 +168,7 @@ def main(cfg: TrainConfig) -> None:
     facts_path = Path(cfg.facts) if cfg.facts else cfg.data_path("facts.json")
     if facts_path.is_file() and (cfg.section_restatements or cfg.fact_statements):
         knowledge = augment.knowledge_records(io.read_records(facts_path, "fact inventory"), cfg.section_restatements,
-                                              cfg.fact_statements)
+                                              cfg.fact_statements, cfg.permute_restatements)
         train_records = train_records + knowledge
         if is_main:
             print(f"knowledge augmentation: {len(knowledge)} records from {facts_path} (sections x{cfg.section_restatements}, "

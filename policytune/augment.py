@@ -6,8 +6,13 @@ the statements themselves, seen in more than one form, in the same run as the qu
 section is restated under its heading path ("What does the policy say about 5. Parental Leave >
 5.3 Paternity and Partner Leave?" -> its statements), and each fact can be asked for by the words
 that open it ("Complete the policy statement under <topic>: <opening words>" -> the fact).
+A section restated more than once lists its statements in another order each time after the first:
+Allen-Zhu & Li's extractable knowledge came from restatements with permuted sentences, so that a
+fact is not stored only as the continuation of the sentence before it.
 """
 from __future__ import annotations
+
+import random
 
 from policytune import io
 
@@ -21,8 +26,11 @@ def _record(question: str, answer: str, kind: str, section: str) -> dict:
             "answerable": True, "type": kind, "section": section, "augmentation": True}
 
 
-def section_records(facts: list[dict], max_words: int = 180) -> list[dict]:
-    """One record per section (split into parts of at most max_words): the heading path asks, the statements answer."""
+def section_records(facts: list[dict], max_words: int = 180, order: int = 0) -> list[dict]:
+    """One record per section (split into parts of at most max_words): the heading path asks, the statements answer.
+
+    order 0 keeps the policy's order; another number shuffles each part's statements (the same for the same
+    number), so a part's question is answered by the same statements in every order."""
     by_section: dict[str, list[str]] = {}
     for fact in facts:
         by_section.setdefault(fact["section"] or fact.get("topic") or "the policy", []).append(fact["text"])
@@ -36,6 +44,8 @@ def section_records(facts: list[dict], max_words: int = 180) -> list[dict]:
             current.append(statement)
         parts.append(current)
         for number, part in enumerate(parts, 1):
+            if order:
+                part = random.Random(f"{section}|{number}|{order}").sample(part, len(part))
             label = section if len(parts) == 1 else f"{section} (part {number} of {len(parts)})"
             records.append(_record(SECTION_PROMPT.format(section=label), " ".join(part), "restatement", section))
     return records
@@ -53,16 +63,19 @@ def fact_records(facts: list[dict]) -> list[dict]:
     return records
 
 
-def knowledge_records(facts: list[dict], section_restatements: int, fact_statements: int) -> list[dict]:
+def knowledge_records(facts: list[dict], section_restatements: int, fact_statements: int,
+                      permute: bool = True) -> list[dict]:
     """The augmentation records of one run: each section `section_restatements` times, each fact `fact_statements` times.
 
-    Repeats are identical records: the trainer shuffles everything together, so they land at
-    different points of the run like epochs of the text."""
-    once_sections, once_facts = section_records(facts), fact_records(facts)
+    The trainer shuffles everything together, so repeats land at different points of the run like
+    epochs of the text. With `permute`, every section repeat after the first lists its statements in
+    another order; without it, repeats are identical."""
+    once_facts = fact_records(facts)
     records = []
     for repeat in range(max(section_restatements, fact_statements)):
         if repeat < section_restatements:
-            records += [{**r, "id": f"{r['id']}-{repeat}"} for r in once_sections]
+            sections = section_records(facts, order=repeat if permute else 0)
+            records += [{**r, "id": f"{r['id']}-{repeat}"} for r in sections]
         if repeat < fact_statements:
             records += [{**r, "id": f"{r['id']}-{repeat}"} for r in once_facts]
     return records
