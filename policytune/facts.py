@@ -38,8 +38,9 @@ def _lines(text: str) -> list[str]:
             continue
         starts_block = line.startswith("|") or bool(_BULLET.match(line))
         # A page break cuts a sentence mid-way: the rest starts in lower case ("... sabbaticals or" / "tuition
-        # assistance."); a capitalised line after an unpunctuated one is a new paragraph.
-        continues = bool(re.match(r"[a-z0-9(,;£$€%]", line))
+        # assistance."), or with a link whose text does ("... you can send a copy to" / "[kc-payroll@... to expedite
+        # the process.](mailto:...)"); a capitalised line after an unpunctuated one is a new paragraph.
+        continues = bool(re.match(r"\[?[a-z0-9(,;£$€%]", line))
         if out and continues and not starts_block and not out[-1].startswith("|") and not re.search(r"[.!?:;]$", out[-1]):
             out[-1] = f"{out[-1]} {line}"
         else:

@@ -162,9 +162,12 @@ def _tidy(text: str) -> str:
                   _CONTRACTIONS[m.group(1).lower()].capitalize(), text, flags=re.I)
     text = re.sub(r"^(?:Instead|However|Also|Additionally|Otherwise|In addition|In practice|Generally|Usually|"
                   r"Typically|Of course|Importantly|Note that|So|But|And|After this|After that|Then|Unfortunately|"
-                  r"Fortunately),?\s+", "", text)
+                  r"Fortunately|In other words|As always|As a rule of thumb),?\s+", "", text)
     text = text[:1].upper() + text[1:]
     text = re.sub(r"^Please\s+", "You should ", text)
+    # "If you are hourly, yes please adjust the hours": the instruction after a condition, read the same way
+    text = re.sub(r"^((?:If|When|Once|While|Before|After|Whenever)\b[^,]*),\s+(?:yes,?\s+)?please\s+", r"\1, you should ",
+                  text)
     words = text.split(" ", 2)
     if len(words) == 3 and words[0][:1].isupper() and words[0].lower() not in _FUNCTION_WORDS | {"like"} and \
             lemmas(words[0].lower()).get("VERB") == (words[0].lower(),) and \

@@ -101,6 +101,11 @@ def test_handbook_prose_with_lists_asides_and_second_clauses_reads_as_one_questi
     assert [f["text"] for f in facts.inventory([{"id": "c", "doc": "d", "pages": [1], "headings": ["Time off"],
                                                  "text": link}])[0]] == \
         ["Everyone in the team has unlimited, permissionless time off."]
+    # a sentence a line break cuts before a link reads as one fact, not as a fragment starting "the typical steps"
+    cut = "To report Court Leave, follow\n[the typical steps for entering a leave request in HR Links.](https://x.gov/a)"
+    assert [f["text"] for f in facts.inventory([{"id": "c", "doc": "d", "pages": [1], "headings": ["Court leave"],
+                                                 "text": cut}])[0]] == \
+        ["To report Court Leave, follow the typical steps for entering a leave request in HR Links."]
 
 
 def test_conditions_and_things_done_to_a_subject_become_what_happens_questions():
@@ -163,6 +168,13 @@ def test_handbook_prose_in_the_second_person_and_the_imperative_is_asked_by_the_
         {"kind": "sentence", "topic": "Sabbaticals", "text": "Instead, we encourage team members to take a full month "
                                                            "off every 3-4 years."})]
     assert all(not q.startswith(("Do Instead", "Instead")) for q in asked) and all("3-how" not in q for q in asked)
+    # an instruction after a condition, and discourse markers, are not part of the question
+    assert phrasing.polar("If you are hourly, yes please adjust the pre-populated hours.") == \
+        "Should I adjust the pre-populated hours, if I am hourly?"
+    assert phrasing.polar("In other words, all teammates are eligible for Parental Leave on day 1.") == \
+        "Am I eligible for Parental Leave on day 1?"
+    assert not phrasing.polar("As always, please ensure you comply with your resident country's legislated time off "
+                              "entitlements, if applicable.").endswith("as always?")
 
 
 def test_providers_named_nowhere_are_asked_for_and_named_ones_are_not():
