@@ -41,7 +41,10 @@ def _lines(text: str) -> list[str]:
         # assistance."), or with a link whose text does ("... you can send a copy to" / "[kc-payroll@... to expedite
         # the process.](mailto:...)"); a capitalised line after an unpunctuated one is a new paragraph.
         continues = bool(re.match(r"\[?[a-z0-9(,;£$€%]", line))
-        if out and continues and not starts_block and not out[-1].startswith("|") and not re.search(r"[.!?:;]$", out[-1]):
+        # "... for you or a family member *" / "Mental health care * ...": a list run into one paragraph goes on
+        dangling = bool(out) and out[-1].endswith(" *")
+        if out and (continues or dangling) and not starts_block and not out[-1].startswith("|") and \
+                not re.search(r"[.!?:;]$", out[-1]):
             out[-1] = f"{out[-1]} {line}"
         else:
             out.append(line)
@@ -146,6 +149,18 @@ def statements(text: str) -> list[tuple[str, str, str]]:
             item = _FAQ_ANSWER.sub("", _BULLET.sub("", line, count=1).replace("**", "").strip())
             # An item such as "after 2 complete years: 50% vested" means nothing without its list's opening.
             out.append(("list_item", f"{intro} {item}" if intro else item, intro))
+            continue
+        run_in = [p.strip() for p in re.split(r"\s+\*(?:\s+|$)", line.replace("**", "")) if p.strip()]
+        if len(run_in) > 2 and run_in[0].endswith(":"):
+            # "You can use Sick Leave for: * Doctor and medical appointments * Mental health care": a list the
+            # layout ran into one paragraph reads as its items, each with its opening
+            # a list of titles under a label ("OPM Fact Sheets: * Leave Year Beginning and Ending Dates") is links
+            if all(w[0].isupper() or w in ("of", "and", "the", "for", "to", "in", "on", "a", "an")
+                   for w in re.findall(r"[A-Za-z][\w'-]*", run_in[0])):
+                out += [("sentence", item, "") for item in run_in[1:]]
+            else:
+                out += [("list_item", f"{run_in[0]} {item}", run_in[0]) for item in run_in[1:]]
+            intro = ""
             continue
         sentences = split_sentences(_FAQ_ANSWER.sub("", line.replace("**", "")))
         out += [("sentence", s, "") for s in sentences]

@@ -47,6 +47,17 @@ def test_a_sentence_cut_by_a_page_break_is_one_fact_and_list_items_keep_their_op
     assert "Company matching contributions vest as follows: after 2 complete years: 50% vested;" in texts
 
 
+def test_a_list_the_layout_ran_into_one_paragraph_reads_as_its_items_and_a_list_of_titles_is_not_facts():
+    text = ("You can use Sick Leave for: * Doctor and medical appointments for you or a family member *\n"
+            "Mental health care * Recovering from illness, for you or a family member * Any other health\nneed\n"
+            "OPM Fact Sheets: * Leave Year Beginning and Ending Dates * Advanced Annual Leave")
+    texts = [f["text"] for f in facts.inventory([chunk(text=text)])[0]]
+    assert texts == ["You can use Sick Leave for: Doctor and medical appointments for you or a family member",
+                     "You can use Sick Leave for: Mental health care",
+                     "You can use Sick Leave for: Recovering from illness, for you or a family member",
+                     "You can use Sick Leave for: Any other health need"]
+
+
 def test_key_value_tables_and_abbreviations_do_not_split_or_vanish():
     text = "| Policy owner | Director of People Operations |\n| - | - |\n| Version | 3.2 |\n" \
            "Northwind Analytics Ltd. pays expenses monthly, e.g. travel and hotels."
