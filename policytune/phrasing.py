@@ -389,6 +389,8 @@ def parse(text: str) -> dict | None:
             return None  # "Employees are encouraged, but ..." leaves nothing to ask
         if not verb and len(rest.split()) < 2 and aux in _MODALS:
             return None  # "should complete" with its object cut away asks nothing
+        if re.search(r":(?!\d)", subject):
+            return None  # "US teammates: Please use the links below": a label and an instruction, not a subject
         person, condition = "", ""
         employee = _EMPLOYEE.match(subject)
         if subject.lower() in ("they", "he or she") and re.search(r"\b(?:an|the) employee\b", lead):
@@ -618,7 +620,9 @@ def what_happens(text: str, max_words: int = 30) -> list[str]:
 
 
 _PERSON = re.compile(r"\b(?:employees?|staff|managers?|directors?|administrator|officer|team|operations|parents?|"
-                     r"adopters?|partners?|members?|people|anyone|everyone|contractors?|interns?|workers?)\b", re.I)
+                     r"adopters?|partners?|members?|people|anyone|everyone|contractors?|interns?|workers?|supervisors?|specialists?|"
+                     r"advis[eo]rs?|coordinators?|representatives?|advocates?|physicians?|practitioners?|doctors?|"
+                     r"colleagues?|co-?workers?|teammates?|counsell?ors?|consultants?|leaders?|leads?|HR)\b", re.I)
 
 
 def who_or_what(text: str, max_words: int = 30) -> str | None:

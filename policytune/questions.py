@@ -224,6 +224,8 @@ def list_item_questions(fact: dict) -> list[dict[str, str]]:
     elif opening and re.match(r"[\d$£€]", item) and not phrasing.verb_form(opening.split()[-1], "they", "the") and \
             opening.split()[-1].lower() not in ("is", "are", "be", "receive", "receives", "repay", "get", "gets"):
         item = f"at {item}"  # "The company matches employee contributions [as follows:] 100% of ..." reads "at 100%"
+    if re.match(r"(?:Please|You|We|Our|Your)\b", item) and len(opening.split()) <= 3 and not phrasing.parse(opening):
+        opening = ""  # "US teammates: [-] Please use the links below": a label over whole sentences, not their start
     sentence = f"{opening} {item}" if opening else item
     return sentence_questions(sentence, topic)
 

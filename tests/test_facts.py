@@ -1,7 +1,7 @@
 """The fact inventory and the code-written questions: what counts as a fact, what a question asks about."""
 from __future__ import annotations
 
-from policytune import facts, questions
+from policytune import facts, phrasing, questions
 
 CHUNK_TEXT = """Northwind team policies (handbook snapshot)
 Table 1: Annual leave accrual by years of service
@@ -105,3 +105,13 @@ def test_a_faq_answer_marker_is_not_part_of_the_statement_and_a_label_is_not_ask
     assert asked and not any("Reminder" in q for q in asked), asked
     asked = [d["question"] for d in questions.sentence_questions("US teammates: Employees receive 20 days of leave.")]
     assert asked and not any("teammates:" in q for q in asked), asked
+    # a label over a list of whole sentences is not their subject, and a label is never a clause's subject
+    labelled = facts.inventory([chunk(text="US teammates:\n- Please use the links below to download the app.\n"
+                                           "- You have 30 days from your start date to enroll in Rippling.")])[0]
+    asked = [d["question"] for fact in labelled for d in questions.templates(fact)]
+    assert "Should I use the links below to download the app?" in asked, asked
+    assert not any("teammates" in q or "pleases" in q for q in asked), asked
+    assert phrasing.parse("US teammates: Please use the links below.") is None
+    # a person named by a job title is asked for with "who"
+    assert phrasing.who_or_what("Your Workforce Relations HR Specialist can advise which paperwork is needed.") == \
+        "Who can advise which paperwork is needed?"
