@@ -66,7 +66,15 @@ class TrainConfig(config.Base):
     # restatements: about 1,350 examples, 170k tokens a pass); on a 2-core CPU one pass takes 15-20 minutes,
     # which is the whole time budget of a pipeline run. More passes learn more (each fact is seen once per
     # question per pass): raise --epochs when there is time or a GPU.
-    epochs: float = field(default=1.0, metadata={"help": "passes over the training split"})
+    # On a 2-core AVX2 CPU one pass is the whole budget; a CPU with native bf16 (AVX-512 BF16, AMX) or a GPU does
+    # a pass in a fraction of it, and more passes store more of the facts (BENCHMARKS.md: 0.56 of them answered
+    # in their trained wording after one pass, 0.82 after 1.5). So by default the passes follow the hardware.
+    epochs: float = field(default=0.0, metadata={
+        "help": "passes over the training split (0: as many half passes as fit in --time-budget, from 1 to "
+                "--max-auto-epochs, measured on this machine before training starts)"})
+    time_budget: float = field(default=15.0, metadata={
+        "help": "minutes of training (steps and held-out evaluations) that --epochs 0 fills"})
+    max_auto_epochs: float = field(default=4.0, metadata={"help": "most passes --epochs 0 chooses"})
     max_steps: int = field(default=0, metadata={"help": "stop after this many optimizer steps (0: use --epochs)"})
     learning_rate: float = field(default=0.0, metadata={
         "help": "peak learning rate (0: 1e-3 for LoRA, 1e-4 for full fine-tuning, which moves every weight)"})
@@ -130,8 +138,10 @@ class TrainConfig(config.Base):
             raise ValueError("--lora-r and --lora-alpha must be positive")
         if self.batch_size <= 0 or self.grad_accum <= 0 or self.max_length <= 0:
             raise ValueError("--batch-size, --grad-accum and --max-length must be positive")
-        if self.epochs <= 0 and self.max_steps <= 0:
-            raise ValueError("set --epochs or --max-steps to a positive number")
+        if self.epochs < 0 or self.max_steps < 0:
+            raise ValueError("--epochs and --max-steps must be 0 (automatic) or positive")
+        if self.time_budget <= 0 or self.max_auto_epochs < 1:
+            raise ValueError("--time-budget must be positive and --max-auto-epochs at least 1")
         if self.method == "full" and self.quantization in ("4bit", "8bit"):
             raise ValueError("--method full trains every weight: quantized weights cannot be trained (use --quantization none)")
         if self.learning_rate < 0:
@@ -143,9 +153,9 @@ class TrainConfig(config.Base):
         return self.learning_rate or (1e-4 if self.method == "full" else 1e-3)
 
 
-def _read_key(path: Path) -> str | None:
+def _read_key(path: Path, field: str = "run_key"):
     try:
-        return json.loads(path.read_text()).get("run_key")
+        return json.loads(path.read_text()).get(field)
     except (OSError, ValueError, AttributeError):
         return None  # a damaged key only means the run is not resumed
 
@@ -213,7 +223,9 @@ def main(cfg: TrainConfig) -> None:
 
     # 3. Schedule: evaluate and checkpoint at the same steps so the best checkpoint can be kept.
     steps_per_epoch = math.ceil(len(train_tok.rows) / (cfg.batch_size * cfg.grad_accum * world))
-    total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(steps_per_epoch * cfg.epochs)
+    auto_epochs = cfg.epochs == 0 and cfg.max_steps == 0
+    epochs = cfg.epochs or 1.0  # --epochs 0: one pass until this machine's speed is measured (below)
+    total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(steps_per_epoch * epochs)
     eval_steps = cfg.eval_steps or max(1, steps_per_epoch // 2)
     has_eval = bool(eval_tok.rows)
     by_answers = has_eval and cfg.select_by == "answers"
@@ -240,7 +252,7 @@ def main(cfg: TrainConfig) -> None:
 
     args = SFTConfig(
         output_dir=str(trainer_dir),
-        num_train_epochs=cfg.epochs, max_steps=cfg.max_steps if cfg.max_steps > 0 else -1,
+        num_train_epochs=epochs, max_steps=cfg.max_steps if cfg.max_steps > 0 else -1,
         per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.peak_learning_rate(), lr_scheduler_type="cosine", warmup_steps=math.ceil(cfg.warmup_ratio * total_steps),
@@ -292,6 +304,29 @@ def main(cfg: TrainConfig) -> None:
     if is_main:
         print(f"loss mask check: {mask_check['label_tokens']} label tokens = {mask_check['answer_tokens']} answer tokens "
               f"in the first {mask_check['checked_examples']} examples", flush=True)
+
+    # 5. Passes: with --epochs 0, as many as this machine does in --time-budget. A resumed run keeps its choice.
+    if auto_epochs:
+        chosen = _read_key(key_path, "epochs") if resume_from else None
+        if chosen is None:
+            per_token = training.seconds_per_token(trainer, train_tok.rows, args.bf16)
+            pass_seconds = per_token * sum(len(row["input_ids"]) for row in train_tok.rows) / world
+            chosen = training.passes_in_budget(pass_seconds, cfg.time_budget * 60, cfg.max_auto_epochs)
+            if world > 1:  # every rank must run the same schedule: the slowest one's
+                import torch.distributed as dist
+
+                agreed = torch.tensor([chosen], device=trainer.args.device)
+                dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
+                chosen = float(agreed.item())
+            if is_main:
+                print(f"passes: {chosen:g} ({pass_seconds:.0f} s a pass measured on this machine, "
+                      f"{cfg.time_budget:g} min budget, at most {cfg.max_auto_epochs:g})", flush=True)
+        epochs = trainer.args.num_train_epochs = chosen
+        total_steps = math.ceil(steps_per_epoch * epochs)
+        trainer.args.warmup_steps = math.ceil(cfg.warmup_ratio * total_steps)
+        if is_main:
+            io.write_json_atomic(key_path, {"run_key": run_key, "epochs": epochs})
+    if is_main:
         if lora is not None:
             trainable, total = trainer.model.get_nb_trainable_parameters()
         else:
@@ -302,12 +337,12 @@ def main(cfg: TrainConfig) -> None:
               f"{steps_per_epoch} steps/epoch, world size {trainer.args.world_size}, quantization {quantization}, "
               f"{torch.get_num_threads()} threads", flush=True)
 
-    # 5. Train (resumable), keep the best checkpoint by eval loss.
+    # 6. Train (resumable), keep the best checkpoint by eval loss.
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     if not trainer.is_world_process_zero():
         return
 
-    # 6. Publish: stage everything, move it into checkpoints/, metrics.json last.
+    # 7. Publish: stage everything, move it into checkpoints/, metrics.json last.
     out_dir = Path(cfg.checkpoint_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".publish-", dir=out_dir))
@@ -324,6 +359,7 @@ def main(cfg: TrainConfig) -> None:
             **config.as_dict(cfg), "base_model_name": base.name, "quantization_used": quantization,
             "train_records": len(train_records), "eval_records": len(eval_records),
             "world_size": trainer.args.world_size, "method": cfg.method, "learning_rate_used": cfg.peak_learning_rate(),
+            "epochs_used": epochs if cfg.max_steps == 0 else None,
             "chat_format": "chatml", "system_prompt": chat.SYSTEM_PROMPT,
             "refusal": chat.REFUSAL})
         history = trainer.state.log_history

@@ -9,6 +9,7 @@ the BOS a Llama tokenizer adds); TRL still builds the labels, packs or pads, and
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import resource
@@ -520,7 +521,9 @@ def time_estimate_callback(after_steps: int = 3, evaluations: int = 0, eval_batc
             self.printed = True
             per_step = self.timed_seconds / self.timed_steps
             left = max(0, state.max_steps - state.global_step)
-            evals_left = round(evaluations * left / state.max_steps) if state.max_steps else 0
+            # every args.eval_steps: the passes may have been chosen after this callback was made
+            evals_left = left // args.eval_steps if evaluations and args is not None and args.eval_steps else (
+                round(evaluations * left / state.max_steps) if state.max_steps else 0)
             per_eval = self.eval_seconds if self.eval_seconds is not None else per_step * eval_batches / 3
             seconds = per_step * left + per_eval * evals_left
             if state.is_world_process_zero:
@@ -530,6 +533,47 @@ def time_estimate_callback(after_steps: int = 3, evaluations: int = 0, eval_batc
                        f"{time.strftime('%H:%M', time.localtime(time.time() + seconds))})")
 
     return TimeEstimate()
+
+
+def seconds_per_token(trainer, rows: list[dict], bf16: bool, batches: int = 3) -> float:
+    """This machine's training speed, from forward and backward passes on the first batches of `rows`.
+
+    The first batch is left out (it pays for allocation). Gradients are dropped and no optimizer step is taken,
+    so the weights, and the data order the trainer draws later, are as if this never ran."""
+    import torch
+
+    model, size = trainer.model, trainer.args.per_device_train_batch_size
+    device = trainer.args.device
+    model.train()
+    seconds, tokens = 0.0, 0
+    for index in range(batches + 1):
+        batch_rows = rows[index * size:(index + 1) * size]
+        if not batch_rows:
+            break
+        batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in trainer.data_collator(batch_rows).items()}
+        start = time.monotonic()
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = trainer.compute_loss(model, batch)
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        if index:
+            seconds += time.monotonic() - start
+            tokens += sum(len(row["input_ids"]) for row in batch_rows)
+    if not tokens:  # one batch in all: time it with its allocation
+        return (time.monotonic() - start) / max(1, sum(len(row["input_ids"]) for row in rows))
+    return seconds / tokens
+
+
+# Held-out evaluations (eval loss and greedy answers, twice a pass) and steps slower than the first ones cost about
+# this share of a pass on top of its steps (measured on the sample: 2 evaluations of ~30 s beside a ~600 s pass).
+EVALUATION_SHARE = 0.15
+
+
+def passes_in_budget(pass_seconds: float, budget_seconds: float, most: float) -> float:
+    """How many passes, in half passes, fit in the budget: at least 1 (a partial pass leaves facts unseen), at
+    most `most`."""
+    halves = math.floor(2 * budget_seconds / (pass_seconds * (1 + EVALUATION_SHARE)))
+    return min(most, max(1.0, halves / 2))
 
 
 def adaptive_threads_callback(maximum: int, cpus: int, check_seconds: float = 5.0, output=_print_now):

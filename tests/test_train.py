@@ -211,6 +211,30 @@ def test_tiny_model_trains_and_writes_a_reloadable_adapter(workdir, tiny_model):
     assert (logits(tuned, tokenizer) - before).abs().max() > 1e-3
 
 
+def test_by_default_the_passes_fill_the_time_budget_and_measuring_leaves_the_training_untouched(tmp_path, tiny_model):
+    """--epochs 0 (the default) measures this machine's speed and trains as many half passes as fit in --time-budget,
+    between 1 and --max-auto-epochs; the result is the run --epochs N would have given, byte for byte."""
+    runs = {}
+    for name, flags in {"roomy": ["--time-budget", "600", "--max-auto-epochs", "2"],
+                        "tight": ["--time-budget", "0.0001"],
+                        "fixed": ["--epochs", "2"]}.items():
+        workdir = tmp_path / name
+        (workdir / "data").mkdir(parents=True)
+        (workdir / "data" / "instructionquality.json").write_text(json.dumps(make_records()))
+        result = train(workdir, "--base-model", str(tiny_model), *TINY_FLAGS, *flags)
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[name] = (result.stdout, workdir / "ckpt")
+    assert "passes: 2 (" in runs["roomy"][0] and "passes: 1 (" in runs["tight"][0] and "passes:" not in runs["fixed"][0]
+    for name, epochs in (("roomy", 2), ("tight", 1), ("fixed", 2)):
+        assert json.loads((runs[name][1] / "training_config.json").read_text())["epochs_used"] == epochs
+    steps = {name: json.loads((ckpt / "metrics.json").read_text())["global_step"] for name, (_, ckpt) in runs.items()}
+    assert steps["roomy"] == steps["fixed"] > steps["tight"]  # early stopping may end both before 2 passes, alike
+    assert (runs["roomy"][1] / "adapter_model.safetensors").read_bytes() == \
+        (runs["fixed"][1] / "adapter_model.safetensors").read_bytes()
+    assert training.passes_in_budget(100, 1000, 4) == 4 and training.passes_in_budget(600, 900, 4) == 1.0
+    assert training.passes_in_budget(300, 900, 4) == 2.5 and training.passes_in_budget(5000, 60, 4) == 1.0
+
+
 def test_full_fine_tuning_writes_a_whole_model_in_place_of_the_adapter(workdir, tiny_model):
     """--method full trains every weight and saves the model itself; the adapter of an earlier LoRA run in the same
     folder is removed, so nothing later loads it instead."""
