@@ -176,6 +176,8 @@ def list_item_questions(fact: dict) -> list[dict[str, str]]:
             out.append({"question": question, "style": style, "slot": slot})
 
     key_value = re.match(r"^([^:]{2,70}):\s+(.+)$", item)
+    if key_value and re.fullmatch(_LABEL_WORDS, key_value.group(1).strip(), re.I):
+        return sentence_questions(key_value.group(2), topic)  # "IMPORTANT: If your return-to-work date ..." is a note
     if key_value and len(key_value.group(1).split()) <= 12:
         key, value = key_value.group(1).strip(), key_value.group(2)
         key_l = _lower_first(key)
@@ -224,8 +226,11 @@ def list_item_questions(fact: dict) -> list[dict[str, str]]:
     elif opening and re.match(r"[\d$£€]", item) and not phrasing.verb_form(opening.split()[-1], "they", "the") and \
             opening.split()[-1].lower() not in ("is", "are", "be", "receive", "receives", "repay", "get", "gets"):
         item = f"at {item}"  # "The company matches employee contributions [as follows:] 100% of ..." reads "at 100%"
-    if re.match(r"(?:Please|You|We|Our|Your)\b", item) and len(opening.split()) <= 3 and not phrasing.parse(opening):
-        opening = ""  # "US teammates: [-] Please use the links below": a label over whole sentences, not their start
+    if opening and re.match(r"(?:Please|You|We|Our|Your|If|When|Once)\b", item) and phrasing.parse(item) and \
+            not phrasing.parse(opening):
+        # "US teammates: [-] Please use the links below", "Preparing for your first day back: [-] Your Slack status may
+        # still be set as OOO": a label over whole sentences, not their start
+        opening = ""
     sentence = f"{opening} {item}" if opening else item
     return sentence_questions(sentence, topic)
 
@@ -233,7 +238,9 @@ def list_item_questions(fact: dict) -> list[dict[str, str]]:
 # A label before the statement ("A: Time taken on medical leave ...", "US teammates: You can use ...", "Reminder: HR
 # Links is separate from Tock.") is not part of what is asked: "Do A: Please reach out ...?" reads as nothing. The
 # answer, the statement itself, keeps it.
-_LABEL = re.compile(r"^(?:(?:Q|A|Note|NB|Important|Reminder|Tip)\s?:\s+|[A-Z][\w-]*(?: [\w-]+){0,2}:\s+(?=[A-Z]))")
+_LABEL_WORDS = r"Q|A|Note|NB|Important|Reminder|Tip|Please note"
+_LABEL = re.compile(rf"^(?:(?:{_LABEL_WORDS})\s?:\s+|[A-Z][\w-]*(?: [\w-]+){{0,2}}:\s+(?=[A-Z])|"
+                    rf"[A-Z][\w-]*(?: [\w-]+){{3,6}}:\s+(?=(?:If|When|Please|You|We)\b))")  # "Preparing for ... back: If"
 
 
 def sentence_questions(text: str, topic: str = "") -> list[dict[str, str]]:

@@ -1,6 +1,8 @@
 """The fact inventory and the code-written questions: what counts as a fact, what a question asks about."""
 from __future__ import annotations
 
+import re
+
 from policytune import facts, phrasing, questions
 
 CHUNK_TEXT = """Northwind team policies (handbook snapshot)
@@ -112,6 +114,12 @@ def test_a_faq_answer_marker_is_not_part_of_the_statement_and_a_label_is_not_ask
     assert "Should I use the links below to download the app?" in asked, asked
     assert not any("teammates" in q or "pleases" in q for q in asked), asked
     assert phrasing.parse("US teammates: Please use the links below.") is None
+    labelled = facts.inventory([chunk(text="Preparing for your first day back:\n- Your Slack status may still be set "
+                                           "as OOO.\n- IMPORTANT: If your return-to-work date changes, please notify "
+                                           "People Ops.")])[0]
+    asked = [d["question"] for fact in labelled for d in questions.templates(fact)]
+    assert "Can my Slack status still be set as OOO?" in asked, asked
+    assert not any(re.search(r"preparing|important", q, re.I) for q in asked), asked
     # a person named by a job title is asked for with "who"
     assert phrasing.who_or_what("Your Workforce Relations HR Specialist can advise which paperwork is needed.") == \
         "Who can advise which paperwork is needed?"
