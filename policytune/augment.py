@@ -6,9 +6,9 @@ the statements themselves, seen in more than one form, in the same run as the qu
 section is restated under its heading path ("What does the policy say about 5. Parental Leave >
 5.3 Paternity and Partner Leave?" -> its statements), and each fact can be asked for by the words
 that open it ("Complete the policy statement under <topic>: <opening words>" -> the fact).
-A section restated more than once lists its statements in another order each time after the first:
-Allen-Zhu & Li's extractable knowledge came from restatements with permuted sentences, so that a
-fact is not stored only as the continuation of the sentence before it.
+Optionally, a section restated more than once lists its statements in another order each time
+after the first (Allen-Zhu & Li's extractable knowledge came from restatements with permuted
+sentences); on the sample's gold set it made no difference, so it is off by default.
 """
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def fact_records(facts: list[dict]) -> list[dict]:
 
 
 def knowledge_records(facts: list[dict], section_restatements: int, fact_statements: int,
-                      permute: bool = True) -> list[dict]:
+                      permute: bool = False) -> list[dict]:
     """The augmentation records of one run: each section `section_restatements` times, each fact `fact_statements` times.
 
     The trainer shuffles everything together, so repeats land at different points of the run like

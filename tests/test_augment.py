@@ -9,7 +9,7 @@ def _facts(n: int, section: str = "2. Annual Leave > 2.1 Entitlement") -> list[d
 
 def test_a_repeated_section_lists_the_same_statements_in_another_order_part_by_part():
     facts = _facts(30) + _facts(3, "3. Sick Leave")
-    records = augment.knowledge_records(facts, section_restatements=3, fact_statements=0)
+    records = augment.knowledge_records(facts, section_restatements=3, fact_statements=0, permute=True)
     by_question: dict[str, list[str]] = {}
     for record in records:
         by_question.setdefault(record["instruction"], []).append(record["output"])
@@ -24,10 +24,10 @@ def test_a_repeated_section_lists_the_same_statements_in_another_order_part_by_p
     assert long_part[0].startswith("Statement number 0 ")  # the first restatement is in the policy's order
     assert len({r["id"] for r in records}) == len(records)
     # the same run writes the same records
-    assert records == augment.knowledge_records(facts, section_restatements=3, fact_statements=0)
+    assert records == augment.knowledge_records(facts, section_restatements=3, fact_statements=0, permute=True)
 
 
-def test_without_permutation_repeats_are_identical():
-    records = augment.knowledge_records(_facts(30), section_restatements=2, fact_statements=0, permute=False)
+def test_by_default_repeats_are_identical():
+    records = augment.knowledge_records(_facts(30), section_restatements=2, fact_statements=0)
     first = [r["output"] for r in records[:len(records) // 2]]
     assert first == [r["output"] for r in records[len(records) // 2:]]
