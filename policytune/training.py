@@ -479,13 +479,17 @@ def _print_now(line: str) -> None:
         print(line, flush=True)
 
 
-def time_estimate_callback(after_steps: int = 3, evaluations: int = 0, eval_batches: int = 0, output=_print_now):
+def time_estimate_callback(after_steps: int = 3, evaluations: int = 0, eval_batches: int = 0,
+                           tokens_per_step: float = 0.0, output=_print_now):
     """A TrainerCallback that prints, once, how long training will take, from the speed of its first steps.
 
     The first step is left out (it pays for allocation and any compilation), and so is a step whose
     interval held an evaluation or a checkpoint; the mean of the other steps up to `after_steps`
-    times the steps left gives the estimate. Evaluations still to come are costed at the measured
-    duration of one when there was one, else at a third of a training step per eval batch (forward only).
+    times the steps left gives the estimate. With `tokens_per_step` (the run's mean), the timed steps'
+    seconds per token are used instead: batches of short questions are several times faster than
+    those holding a restated section, and the first steps may be either. Evaluations still to come
+    are costed at the measured duration of one when there was one, else at a third of a training
+    step per eval batch (forward only).
     """
     from transformers import TrainerCallback
 
@@ -496,6 +500,8 @@ def time_estimate_callback(after_steps: int = 3, evaluations: int = 0, eval_batc
             self.steps_at_start = 0
             self.timed_steps = 0
             self.timed_seconds = 0.0
+            self.timed_tokens = 0
+            self.tokens_at_last_step = 0
             self.eval_seconds: float | None = None
             self.printed = False
 
@@ -512,17 +518,22 @@ def time_estimate_callback(after_steps: int = 3, evaluations: int = 0, eval_batc
 
         def on_step_end(self, args, state, control, **kwargs):
             now = time.monotonic()
+            seen = getattr(state, "num_input_tokens_seen", 0) or 0
             if self.last_step_end is not None and not self.interrupted:
                 self.timed_steps += 1
                 self.timed_seconds += now - self.last_step_end
-            self.last_step_end, self.interrupted = now, False
+                self.timed_tokens += seen - self.tokens_at_last_step
+            self.last_step_end, self.interrupted, self.tokens_at_last_step = now, False, seen
             if self.printed or self.timed_steps < max(1, after_steps - 1):
                 return
             self.printed = True
             per_step = self.timed_seconds / self.timed_steps
+            if tokens_per_step and self.timed_tokens > 0:
+                per_step = self.timed_seconds / self.timed_tokens * tokens_per_step
             left = max(0, state.max_steps - state.global_step)
             # every args.eval_steps: the passes may have been chosen after this callback was made
-            evals_left = left // args.eval_steps if evaluations and args is not None and args.eval_steps else (
+            evals_left = (state.max_steps // args.eval_steps - state.global_step // args.eval_steps) \
+                if evaluations and args is not None and args.eval_steps else (
                 round(evaluations * left / state.max_steps) if state.max_steps else 0)
             per_eval = self.eval_seconds if self.eval_seconds is not None else per_step * eval_batches / 3
             seconds = per_step * left + per_eval * evals_left

@@ -473,6 +473,17 @@ def test_time_estimate_is_printed_once_after_the_first_steps():
     assert lines[0].startswith("time estimate: ") and "37 of 40 steps left" in lines[0] and "more (finishing around" in lines[0]
     assert "measured over 2 steps" in lines[0]
     assert training.format_duration(3725) == "1 h 2 min" and training.format_duration(95) == "1 min 35 s"
+    # Timed steps of short examples (100 tokens) in a run whose steps average 2,000 tokens: costed per token
+    lines.clear()
+    callback = training.time_estimate_callback(after_steps=3, tokens_per_step=2000, output=lines.append)
+    state = SimpleNamespace(global_step=0, max_steps=40, is_world_process_zero=True, num_input_tokens_seen=0)
+    callback.on_train_begin(None, state, None)
+    for step in range(1, 4):
+        state.global_step, state.num_input_tokens_seen = step, 100 * step
+        time.sleep(0.02)
+        callback.on_step_end(None, state, None)
+    per_step = float(lines[0].split("time estimate: ")[1].split(" s per step")[0])
+    assert 0.3 <= per_step <= 1.0, lines[0]  # ~0.4 s: 20 times a timed step, not 0.02 s
 
 
 # --- keep-best and early stopping -----------------------------------------------------------------
