@@ -109,7 +109,8 @@ def test_a_faq_answer_marker_is_not_part_of_the_statement_and_a_label_is_not_ask
     assert asked and not any("teammates:" in q for q in asked), asked
     # a label over a list of whole sentences is not their subject, and a label is never a clause's subject
     labelled = facts.inventory([chunk(text="US teammates:\n- Please use the links below to download the app.\n"
-                                           "- You have 30 days from your start date to enroll in Rippling.")])[0]
+                                           "- You have 30 days from your start date to enroll in Rippling.\n"
+                                           "- Unlike Rippling, you need an invite to log in to Sequoia.")])[0]
     asked = [d["question"] for fact in labelled for d in questions.templates(fact)]
     assert "Should I use the links below to download the app?" in asked, asked
     assert not any("teammates" in q or "pleases" in q for q in asked), asked
