@@ -60,7 +60,7 @@ class FakeStages:
             assert (data / "chunks.json").is_file()
             (data / "facts.json").write_text(json.dumps([{"id": f"f{i}"} for i in range(3)]))
         elif name == "train":
-            if _option(command, "--epochs") == "0":
+            if _option(command, "--epochs") == "-1":  # as train.py would refuse it
                 return 2, 0.5
             (data / "train_split.json").write_text(json.dumps(
                 [{"answerable": True, "fact_id": "f0", "output": "25 days", "instruction": "How many days of annual leave?"},
@@ -94,7 +94,7 @@ def test_recipes_share_one_parse_a_failure_is_reported_and_skip_existing_resumes
     pdf.write_bytes(b"%PDF-1.4 not really")
     gold.write_text('{"id": "g1", "question": "How many days?"}\n')
     argv = ["--pdf", str(pdf), "--gold", str(gold)]
-    recipes = ["ok=--train.max-steps 2", "broken=--train.epochs 0"]
+    recipes = ["ok=--train.max-steps 2", "broken=--train.epochs -1"]
 
     def bench(*extra: str) -> dict:
         with pytest.raises(SystemExit) as exit_info:  # a failed recipe makes the bench exit 1, after reporting
