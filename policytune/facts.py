@@ -17,7 +17,8 @@ from policytune import io, phrasing
 MIN_FACT_WORDS = 4
 
 # Abbreviations whose full stop does not end a sentence (policy prose is full of "Ltd." and "e.g.").
-_ABBREVIATIONS = re.compile(r"(\b(?:Ltd|Inc|Co|No|e\.g|i\.e|etc|approx|incl|St|Dr|Mr|Mrs|Ms|vs|cf|Art|Sec|para)\.)$", re.I)
+_ABBREVIATIONS = re.compile(r"(\b(?:Ltd|Inc|Co|No|e\.g|i\.e|etc|approx|incl|St|Dr|Mr|Mrs|Ms|vs|cf|Art|Sec|para|U\.S|U\.K)\.)$",
+                            re.I)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\"'“‘])")
 _BULLET = re.compile(r"^\s*(?:[-*•·▪◦]|\(?[a-z0-9]{1,3}[.)])\s+")
 _CAPTION = re.compile(r"^(Table|Figure|Chart|Exhibit)\s+[\dA-Z]+[.:]", re.I)
@@ -174,9 +175,10 @@ def section_of(headings: list[str]) -> str:
 
 
 def heading_name(heading: str) -> str:
-    """A heading in words: its numbering stripped (not a name's digits: "401k contribution"), and a trailing colon
-    ("Benefits Support:")."""
-    return re.sub(r"^\d+(?:\.\d+)*\.?\s+", "", heading).strip().rstrip(":").strip()
+    """A heading in words: its numbering stripped (not a name's digits: "401k contribution"), a trailing colon
+    ("Benefits Support:") and an "About" before what it names ("About PPL": "Quick question about PPL")."""
+    name = re.sub(r"^\d+(?:\.\d+)*\.?\s+", "", heading).strip().rstrip(":").strip()
+    return re.sub(r"^About\s+(?=\S)", "", name)
 
 
 def topic(headings: list[str], doc: str = "the policy") -> str:

@@ -66,6 +66,9 @@ def test_key_value_tables_and_abbreviations_do_not_split_or_vanish():
     texts = [f["text"] for f in facts.inventory([chunk(text)])[0]]
     assert texts == ["Policy owner: Director of People Operations.", "Version: 3.2.",
                      "Northwind Analytics Ltd. pays expenses monthly, e.g. travel and hotels."]
+    assert facts.split_sentences("Staff of the U.S. General Services Administration may vote. Leave is paid.") == \
+        ["Staff of the U.S. General Services Administration may vote.", "Leave is paid."]
+    assert facts.heading_name("3.1 About PPL:") == "PPL"  # "Quick question about PPL", not "about about PPL"
 
 
 def test_slots_find_quantities_money_forms_and_systems_and_cloze_asks_for_them():
