@@ -280,8 +280,10 @@ def main(cfg: TrainConfig) -> None:
     # Listed before early stopping: it adds eval_answer_score to the metrics that early stopping and keep-best read.
     answers_cb = heldout.callback(heldout.balanced_sample(eval_records, cfg.heldout_answers)) if by_answers else None
     evaluations = math.ceil(total_steps / eval_steps) if has_eval else 0
+    # batches differ several-fold in cost (a restated section against a few short questions): a run of hundreds of
+    # steps is timed over ten of them before it says how long it will take
     callbacks = [metrics_cb, training.time_estimate_callback(
-        evaluations=evaluations, eval_batches=math.ceil(len(eval_tok.rows) / (cfg.batch_size * world)),
+        after_steps=max(3, min(11, total_steps // 20)), evaluations=evaluations, eval_batches=math.ceil(len(eval_tok.rows) / (cfg.batch_size * world)),
         tokens_per_step=sum(len(row["input_ids"]) for row in train_tok.rows) / steps_per_epoch)]
     if cfg.threads == 0 and world == 1 and not on_cuda and physical_cores > 1:
         callbacks.append(training.adaptive_threads_callback(physical_cores, os.cpu_count() or physical_cores))
