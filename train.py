@@ -63,13 +63,11 @@ class TrainConfig(config.Base):
         "help": "modules that get adapters; 'all-linear' = every linear projection except the output head"})
     quantization: str = field(default="auto", metadata={
         "help": "auto = 4-bit NF4 (QLoRA) on CUDA, none on CPU (4-bit is slower there)", "choices": QUANTIZATIONS})
-    # Schedule. Generation now asks about every fact (433 on the sample, 3 questions each, plus the section
-    # restatements: about 1,350 examples, 170k tokens a pass); on a 2-core CPU one pass takes 15-20 minutes,
-    # which is the whole time budget of a pipeline run. More passes learn more (each fact is seen once per
-    # question per pass): raise --epochs when there is time or a GPU.
-    # On a 2-core AVX2 CPU one pass is the whole budget; a CPU with native bf16 (AVX-512 BF16, AMX) or a GPU does
-    # a pass in a fraction of it, and more passes store more of the facts (BENCHMARKS.md: 0.56 of them answered
-    # in their trained wording after one pass, 0.82 after 1.5). So by default the passes follow the hardware.
+    # Schedule. Generation asks about every fact (433 on the sample, 3 questions each, plus the section
+    # restatements: about 1,500 examples, 160k tokens a pass). On a 2-core AVX2 CPU one pass takes about 16 minutes,
+    # the whole budget; a CPU with native bf16 (AVX-512 BF16, AMX) or a GPU does a pass in a fraction of it, and
+    # more passes store more of the facts (BENCHMARKS.md: 0.56 of them answered in their trained wording after one
+    # pass, 0.82 after 1.5). So by default the passes follow the hardware.
     epochs: float = field(default=0.0, metadata={
         "help": "passes over the training split (0: as many half passes as fit in --time-budget, from 1 to "
                 "--max-auto-epochs, measured on this machine before training starts)"})
@@ -279,12 +277,12 @@ def main(cfg: TrainConfig) -> None:
     metrics_cb = training.metrics_callback()
     # Listed before early stopping: it adds eval_answer_score to the metrics that early stopping and keep-best read.
     answers_cb = heldout.callback(heldout.balanced_sample(eval_records, cfg.heldout_answers)) if by_answers else None
-    evaluations = math.ceil(total_steps / eval_steps) if has_eval else 0
+    pass_tokens = sum(len(row["input_ids"]) for row in train_tok.rows)
     # batches differ several-fold in cost (a restated section against a few short questions): a run of hundreds of
     # steps is timed over ten of them before it says how long it will take
     callbacks = [metrics_cb, training.time_estimate_callback(
-        after_steps=max(3, min(11, total_steps // 20)), evaluations=evaluations, eval_batches=math.ceil(len(eval_tok.rows) / (cfg.batch_size * world)),
-        tokens_per_step=sum(len(row["input_ids"]) for row in train_tok.rows) / steps_per_epoch)]
+        after_steps=max(3, min(11, total_steps // 20)), evaluates=has_eval,
+        eval_batches=math.ceil(len(eval_tok.rows) / (cfg.batch_size * world)), tokens_per_step=pass_tokens / steps_per_epoch)]
     if cfg.threads == 0 and world == 1 and not on_cuda and physical_cores > 1:
         callbacks.append(training.adaptive_threads_callback(physical_cores, os.cpu_count() or physical_cores))
     if answers_cb:
@@ -317,7 +315,7 @@ def main(cfg: TrainConfig) -> None:
         chosen = _read_key(key_path, "epochs") if resume_from else None
         if chosen is None:
             per_token = training.seconds_per_token(trainer, train_tok.rows, args.bf16)
-            pass_seconds = per_token * sum(len(row["input_ids"]) for row in train_tok.rows) / world
+            pass_seconds = per_token * pass_tokens / world
             chosen = training.passes_in_budget(pass_seconds, cfg.time_budget * 60, cfg.max_auto_epochs)
             if world > 1:  # every rank must run the same schedule: the slowest one's
                 import torch.distributed as dist

@@ -70,11 +70,11 @@ def knowledge_records(facts: list[dict], section_restatements: int, fact_stateme
     The trainer shuffles everything together, so repeats land at different points of the run like
     epochs of the text. With `permute`, every section repeat after the first lists its statements in
     another order; without it, repeats are identical."""
-    once_facts = fact_records(facts)
+    once_sections, once_facts = section_records(facts), fact_records(facts)
     records = []
     for repeat in range(max(section_restatements, fact_statements)):
         if repeat < section_restatements:
-            sections = section_records(facts, order=repeat if permute else 0)
+            sections = section_records(facts, order=repeat) if permute and repeat else once_sections
             records += [{**r, "id": f"{r['id']}-{repeat}"} for r in sections]
         if repeat < fact_statements:
             records += [{**r, "id": f"{r['id']}-{repeat}"} for r in once_facts]

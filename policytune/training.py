@@ -479,7 +479,7 @@ def _print_now(line: str) -> None:
         print(line, flush=True)
 
 
-def time_estimate_callback(after_steps: int = 3, evaluations: int = 0, eval_batches: int = 0,
+def time_estimate_callback(after_steps: int = 3, evaluates: bool = False, eval_batches: int = 0,
                            tokens_per_step: float = 0.0, output=_print_now):
     """A TrainerCallback that prints, once, how long training will take, from the speed of its first steps.
 
@@ -487,9 +487,10 @@ def time_estimate_callback(after_steps: int = 3, evaluations: int = 0, eval_batc
     interval held an evaluation or a checkpoint; the mean of the other steps up to `after_steps`
     times the steps left gives the estimate. With `tokens_per_step` (the run's mean), the timed steps'
     seconds per token are used instead: batches of short questions are several times faster than
-    those holding a restated section, and the first steps may be either. Evaluations still to come
-    are costed at the measured duration of one when there was one, else at a third of a training
-    step per eval batch (forward only).
+    those holding a restated section, and the first steps may be either. With `evaluates`, the
+    evaluations still to come (every args.eval_steps, read when the estimate is made: the passes may
+    be chosen after this callback is) are costed at the measured duration of one when there was one,
+    else at a third of a training step per eval batch (forward only).
     """
     from transformers import TrainerCallback
 
@@ -531,10 +532,7 @@ def time_estimate_callback(after_steps: int = 3, evaluations: int = 0, eval_batc
             if tokens_per_step and self.timed_tokens > 0:
                 per_step = self.timed_seconds / self.timed_tokens * tokens_per_step
             left = max(0, state.max_steps - state.global_step)
-            # every args.eval_steps: the passes may have been chosen after this callback was made
-            evals_left = (state.max_steps // args.eval_steps - state.global_step // args.eval_steps) \
-                if evaluations and args is not None and args.eval_steps else (
-                round(evaluations * left / state.max_steps) if state.max_steps else 0)
+            evals_left = state.max_steps // args.eval_steps - state.global_step // args.eval_steps if evaluates else 0
             per_eval = self.eval_seconds if self.eval_seconds is not None else per_step * eval_batches / 3
             seconds = per_step * left + per_eval * evals_left
             if state.is_world_process_zero:

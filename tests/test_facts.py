@@ -124,6 +124,10 @@ def test_a_faq_answer_marker_is_not_part_of_the_statement_and_a_label_is_not_ask
     asked = [d["question"] for fact in labelled for d in questions.templates(fact)]
     assert "Can my Slack status still be set as OOO?" in asked, asked
     assert not any(re.search(r"preparing|important", q, re.I) for q in asked), asked
+    # the same long label before a sentence that is a fact of its own (not a list item)
+    asked = [d["question"] for d in questions.sentence_questions(
+        "Preparing for your first day back: If your return-to-work date changes, you should notify People Ops.")]
+    assert asked and not any(re.search(r"preparing", q, re.I) for q in asked), asked
     # a person named by a job title is asked for with "who"
     assert phrasing.who_or_what("Your Workforce Relations HR Specialist can advise which paperwork is needed.") == \
         "Who can advise which paperwork is needed?"
