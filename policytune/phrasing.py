@@ -17,6 +17,8 @@ from functools import lru_cache
 _MODALS = {"may": "can", "can": "can", "cannot": "can", "must": "must", "will": "will", "should": "should",
            "shall": "will", "would": "would", "could": "could"}
 _BE_HAVE_DO = {"is", "are", "was", "were", "has", "have", "does", "do"}
+# words that can only go on a subject before them: "Employees on probation: [-] Cannot take ..."
+MODAL_OR_BE = {*_MODALS, *_BE_HAVE_DO, "am"}
 _OBJECT_VERBS = {"receive", "get", "take", "claim", "use", "submit", "complete", "provide", "upload", "keep", "offer",
                  "cover", "include", "reimburse", "accrue", "earn", "book", "request", "need", "require", "repay",
                  "declare", "attach", "bring", "fill"}
@@ -84,7 +86,7 @@ _EMPLOYEE = re.compile(r"^(?:all |any |every |each )?(?:employees?|staff|"
                        r"staff members?|the employee|an employee|the employees|you|team members?|teammates?)"
                        r"(?: (who|whose|that) (.+))?$", re.I)
 _LEAD = re.compile(r"^((?:where|if|when|once|after|before|during|for|on|at|following|unless|while|until|in|from|as|to|because|"
-                   r"although|since|wherever|whenever|like|unlike|whether)\b[^,]{3,160}),\s+",
+                   r"although|since|wherever|whenever|like|unlike|whether|here (?:at|in))\b[^,]{3,160}),\s+",
                    re.I)
 _CUT = re.compile(r";|\s[—–-]\s|, (?:for example|e\.g\.|which|including|unless|otherwise|so that|and|or|but|plus|in which|"
                   r"whichever|whether)\b|\.\s|\s\("
@@ -209,6 +211,8 @@ def _split_lead(text: str) -> tuple[str, str]:
             continue  # "As we have unlimited, permissionless time off, PostHog ...": a list of modifiers, not a subject
         if re.match(r"[A-Z][a-z]+(?:,| &| and) ", rest):
             continue  # "For Ireland, Spain, Netherlands, Portugal & Canada the health insurer ...": a list of names
+        if re.match(r"[a-z][\w' -]{0,40}? (?:or|and) [\w' -]{1,40},\s+(?:you|we|they|I|employees|staff|teammates)\b", rest):
+            continue  # "For birth, adoption or placement of a new child, you can use ...": the lead's list runs on
         if not re.match(r"(?:or|and|after|before|including|such as|for|in|on|with|which|who|unless|except|but|if|when|"
                         r"where|while|once)\b", rest, re.I):
             return text[: comma.start()], rest

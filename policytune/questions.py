@@ -178,6 +178,9 @@ def list_item_questions(fact: dict) -> list[dict[str, str]]:
     key_value = re.match(r"^([^:]{2,70}):\s+(.+)$", item)
     if key_value and re.fullmatch(_LABEL_WORDS, key_value.group(1).strip(), re.I):
         return sentence_questions(key_value.group(2), topic)  # "IMPORTANT: If your return-to-work date ..." is a note
+    if key_value and re.search(r"\b(?:includes?|is|are|covers?|means?)$", key_value.group(1).strip(), re.I):
+        # "Immediate family includes: child, spouse, parent.": a sentence with a colon, not a term and its meaning
+        return sentence_questions(f"{key_value.group(1).strip()} {key_value.group(2)}", topic)
     if key_value and len(key_value.group(1).split()) <= 12:
         key, value = key_value.group(1).strip(), key_value.group(2)
         key_l = _lower_first(key)
@@ -231,6 +234,14 @@ def list_item_questions(fact: dict) -> list[dict[str, str]]:
             not phrasing.parse(opening):
         # "US teammates: [-] Please use the links below", "Preparing for your first day back: [-] Your Slack status may
         # still be set as OOO": a label over whole sentences, not their start
+        opening = ""
+    elif opening and not opening.endswith(",") and item[:1].isupper() and not phrasing.parse(opening) and \
+            item.split(" ", 1)[0].lower() not in phrasing.MODAL_OR_BE:
+        # under a label, an item is a sentence of its own ("US teammates: [-] Benefits are effective on your date of
+        # hire") or a title ("Benefits plans & summaries"), not the rest of the label's sentence; "Employees on
+        # probation: [-] Cannot take sabbatical leave" still reads on
+        if not phrasing.parse(item):
+            return []
         opening = ""
     sentence = f"{opening} {item}" if opening else item
     return sentence_questions(sentence, topic)
@@ -322,6 +333,8 @@ _MALFORMED = re.compile(
     # a second clause run into a wh-question ("What is managed by Vestwell and we match up to 4%?")
     r"\babout [^?]*, [^?]*\?$|^[^\"]*\"[^\"]*\?$|^(?:what|who|which)\b[^?]* and (?:we|you|I|they)\b|"
     r"\bthis (?:purpose|reason)\b|\b(?:for example|for instance|e\.g)\.?\?$|"
+    # a list cut after its first member: "Who should I notify my, Account Manager?", "used for the birth, adoption?"
+    r"\b(?:my|your|our|their|the|a|an), |\b(?:the|a|an|my|your) \w+, \w+\?$|"
     # "What will be deducted from their final pay?": whose, the question never says
     r"\b(?:those|these) \w+s\b(?! (?:who|which|that|whose|with|in|on|at|for|of)\b)|"  # "used for those books"
     r"^(?!who\b)(?:(?!\b(?!(?:does|goes|this|thus|less|unless|always|perhaps|whereas)\b)(?:[a-z]{2,}[^su\W]s|everyone|"

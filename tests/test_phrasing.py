@@ -1,7 +1,7 @@
 """Questions written by rule from policy statements: they read as questions and ask what the statement answers."""
 from collections import Counter
 
-from policytune import employee, facts, phrasing, questions
+from policytune import employee, facts, keyphrases, phrasing, questions
 
 
 def test_statements_become_yes_no_questions_in_the_first_person_with_their_condition():
@@ -264,3 +264,36 @@ def test_pronouns_and_agreement_read_right_in_rule_built_questions():
                           "of quality has to be higher.") is None
     assert phrasing.parse("The better you are at your job, the better PostHog is overall!") is None
     assert questions.malformed("What can be used for those books as well?")
+
+
+def test_leads_with_lists_labels_over_titles_and_cut_lists_read_right():
+    # a lead's own list runs to the comma before the subject; "Here at <organisation>," is a lead too
+    assert phrasing.polar("For birth, adoption or placement of a new child, you can use paid parental leave.") == \
+        "Can I use paid parental leave for birth, adoption or placement of a new child?"
+    assert phrasing.polar("Here at Sourcegraph, we have a flexible paid time off (PTO) policy.") == \
+        "Do we have a flexible paid time off policy here at Sourcegraph?"
+    # under a label, an item is a sentence of its own or a title, never the rest of the label's sentence
+    label = {"intro": "US teammates:", "topic": "Q. What information can I find on the Sequoia app?", "kind": "list_item"}
+    assert questions.list_item_questions({**label, "text": "US teammates: Benefits plans & summaries"}) == []
+    asked = [d["question"] for d in questions.list_item_questions(
+        {**label, "text": "US teammates: Benefits are effective on your date of hire."})]
+    assert asked[0] == "Are benefits effective on my date of hire?"
+    assert [d["question"] for d in questions.list_item_questions(
+        {"intro": "Employees on probation:", "text": "Employees on probation: Cannot take sabbatical leave.",
+         "topic": "Sabbaticals", "kind": "list_item"})] == ["Can employees on probation take sabbatical leave?"]
+    # "X includes: a, b, c" is a sentence with a colon, not a term and its meaning
+    asked = [d["question"] for d in questions.list_item_questions(
+        {"text": "Immediate family includes: child, spouse, parent.", "topic": "Caregiving leave", "kind": "list_item"})]
+    assert "Does immediate family include child, spouse, parent?" in asked
+    assert not any("includes?" in q for q in asked)
+    # a list cut after its first member is not a question
+    assert questions.malformed("Who should I notify my, Account Manager?")
+    assert questions.malformed("What can be used for the birth, adoption?")
+    assert not questions.malformed("Can I carry over leave, if needed?")
+    # "[email address]" and a phrase ending in "aka" name nothing
+    aka = 'Travel comp time is for "temporary duty" aka "TDY" travel, not local travel.'
+    assert "temporary duty aka" in keyphrases.noun_phrases(aka)
+    assert keyphrases.ranked(aka, Counter()) == ["TDY travel", "local travel"]
+    placeholder = "Please email [email address] and your request will be directed to the appropriate party."
+    assert "[email address]" in keyphrases.noun_phrases(placeholder)
+    assert not any("[" in p for p in keyphrases.ranked(placeholder, Counter()))
