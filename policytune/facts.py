@@ -28,6 +28,9 @@ _SEPARATOR_CELL = re.compile(r"^:?-{1,}:?$")
 # Lines that only point elsewhere or restate the document's own structure say nothing to ask about.
 _NOTICE_HEADING = re.compile(r"\b(?:licen[cs]e|copyright|terms of use)\b", re.I)
 _BOILERPLATE = re.compile(r"^(see|read|click|visit|for more|more information|back to|contents|page \d+|this page)\b", re.I)
+# A sentence that stops on one of these words lost its end (a link the PDF did not keep: "please submit a copy of the
+# email thread to"); "...; and" and "... or" close a list item and stay.
+_CUT_END = re.compile(r"\s(?:to|at|for|with|from|of|by|on|in|into|the|a|an|your|our|their|its|my)$", re.I)
 
 
 def _lines(text: str) -> list[str]:
@@ -43,7 +46,7 @@ def _lines(text: str) -> list[str]:
         # the process.](mailto:...)"); a capitalised line after an unpunctuated one is a new paragraph.
         continues = bool(re.match(r"\[?[a-z0-9(,;£$€%]", line))
         # "... for you or a family member *" / "Mental health care * ...": a list run into one paragraph goes on
-        dangling = bool(out) and out[-1].endswith(" *")
+        dangling = bool(out) and (out[-1].endswith(" *") or bool(_CUT_END.search(out[-1])))  # "... shown in" / "Table 1."
         if out and (continues or dangling) and not starts_block and not out[-1].startswith("|") and \
                 not re.search(r"[.!?:;]$", out[-1]):
             out[-1] = f"{out[-1]} {line}"
@@ -188,6 +191,14 @@ def topic(headings: list[str], doc: str = "the policy") -> str:
     return names[-1] if names else doc
 
 
+def _without_cut_sentence(text: str) -> str:
+    """The text without a last sentence that stops mid-way ("" when that is all of it)."""
+    if not _CUT_END.search(text.rstrip()):
+        return text
+    ends = list(re.finditer(r"[.!?][\"')]?\s+(?=[A-Z(\"])", text))
+    return text[: ends[-1].start() + 1] if ends else ""
+
+
 def inventory(chunks: list[dict]) -> tuple[list[dict], list[dict]]:
     """Every fact of every chunk, and what was left out (with the reason). Ids are content hashes."""
     facts: list[dict] = []
@@ -202,7 +213,9 @@ def inventory(chunks: list[dict]) -> tuple[list[dict], list[dict]]:
             continue
         for kind, text, intro in statements(chunk.get("text") or ""):
             text = " ".join(_MARKDOWN_LINK.sub(r"\1", text).split())  # a web page's "[text](url)" reads as its text
-            reason = _is_fact(text, kind)
+            whole, text = text, _without_cut_sentence(text)
+            reason = _is_fact(text, kind) if text else "cut off"
+            text = text or whole
             # A statement that only repeats a heading is the heading, not a fact.
             if reason is None and any(text.rstrip(".").lower() == re.sub(r"^[\d.]+\s*", "", h).lower() for h in headings):
                 reason = "heading"

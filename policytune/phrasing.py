@@ -235,12 +235,23 @@ def clauses(text: str) -> list[str]:
     return out
 
 
+# "you" as an object: after a preposition or one of these verbs ("contact you"), or before what follows an object
+# ("pay you according to", "expect you to", "remove you from") rather than a verb ("if you spend")
+_YOU_OBJECT = re.compile(r"\b(?:(to|for|with|about|from|on|at|of|by|help|let|ask|tell|give|require|trust|contact) you\b|"
+                         r"you(?=\s+(?:to|according|for|with|from|a|an|the|some|any|up|back|in|at|on|by|as|well)\b|"
+                         r"[?,.]))")
+
+
+def _you_as_object(text: str) -> str:
+    return _YOU_OBJECT.sub(lambda m: f"{m.group(1)} me" if m.group(1) else "me", text)
+
+
 def _first_person(rest: str) -> str:
     rest = re.sub(r"\b(?:they are|I am) members of\b", "I am a member of", rest)
     rest = re.sub(r"\b(their|his or her|the employee's|your)\b", "my", rest)
     rest = re.sub(r"\b(?:you|they) are\b", "I am", rest)
     rest = re.sub(r"\bthey were\b", "I was", rest)
-    rest = re.sub(r"\b(to|for|with|about|from|on|at|of|by|help|let|ask|tell|give|require) you\b", r"\1 me", rest)
+    rest = _you_as_object(rest)
     rest = re.sub(r"\byou\b", "I", rest)
     rest = re.sub(r"\bthemselves\b", "myself", rest)
     rest = re.sub(r"\bthem\b", "me", rest)
@@ -257,11 +268,7 @@ def you_as_me(question: str) -> str:
     question = re.sub(r"\byourself\b", "myself", question)
     question = re.sub(r"\byours\b", "mine", question)
     question = re.sub(r"\byour\b", "my", question)
-    question = re.sub(r"\b(to|for|with|about|from|on|at|of|by|help|let|ask|tell|give|require|trust|contact) you\b",
-                      r"\1 me", question)
-    # an object ("pay you according to", "expect you to") before a subject ("if you spend")
-    question = re.sub(r"\byou(?=\s+(?:to|according|for|with|a|an|the|some|any|up|back|in|at|on|by|as|well)\b|[?,.])",
-                      "me", question)
+    question = _you_as_object(question)
     return re.sub(r"\byou\b", "I", question)
 
 

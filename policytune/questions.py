@@ -229,11 +229,12 @@ def list_item_questions(fact: dict) -> list[dict[str, str]]:
     elif opening and re.match(r"[\d$£€]", item) and not phrasing.verb_form(opening.split()[-1], "they", "the") and \
             opening.split()[-1].lower() not in ("is", "are", "be", "receive", "receives", "repay", "get", "gets"):
         item = f"at {item}"  # "The company matches employee contributions [as follows:] 100% of ..." reads "at 100%"
-    if opening and re.match(r"(?:Please|You|We|Our|Your|If|When|Once|Unlike|As|This|These|All|Each|Every|The|There|"
-                            r"It|They)\b", item) and phrasing.parse(item) and \
-            not phrasing.parse(opening):
+    if opening and re.match(r"(?:Please|You|We|Our|Your|If|When|Once|Unless|Unlike|As|This|These|All|Each|Every|The|"
+                            r"There|It|They)\b", item) and phrasing.parse(item) and \
+            (not phrasing.parse(opening) or re.match(r"(?:If|When|Unless|Once|As|You|We|Please)\b", item)):
         # "US teammates: [-] Please use the links below", "Preparing for your first day back: [-] Your Slack status may
-        # still be set as OOO": a label over whole sentences, not their start
+        # still be set as OOO": a label over whole sentences, not their start; nor is "... ground rules that we expect
+        # Teammates to follow: [-] If you are paid through Remote.com, you ..."
         opening = ""
     elif opening and not opening.endswith(",") and item[:1].isupper() and not phrasing.parse(opening) and \
             item.split(" ", 1)[0].lower() not in phrasing.MODAL_OR_BE:

@@ -131,3 +131,27 @@ def test_a_faq_answer_marker_is_not_part_of_the_statement_and_a_label_is_not_ask
     # a person named by a job title is asked for with "who"
     assert phrasing.who_or_what("Your Workforce Relations HR Specialist can advise which paperwork is needed.") == \
         "Who can advise which paperwork is needed?"
+
+
+def test_a_sentence_that_stops_on_a_preposition_goes_on_in_the_next_line_or_is_not_a_fact():
+    text = ("Employees may carry unused leave up to the maximum carry-over shown in\nTable 1. Any balance above it is "
+            "forfeited.\nAll leave is booked in PeopleHub. Once approvals are received, please submit a copy of the "
+            "email thread to\nIf you receive a")
+    found, skipped = facts.inventory([chunk(text=text)])
+    texts = [f["text"] for f in found]
+    assert "Employees may carry unused leave up to the maximum carry-over shown in Table 1." in texts
+    assert "Any balance above it is forfeited." in texts
+    assert "All leave is booked in PeopleHub." in texts  # its cut second sentence is left out, not asked about
+    assert not any(t.endswith((" to", " a")) for t in texts)
+    assert any("If you receive a" in s["text"] for s in skipped if s["reason"] == "cut off")
+
+
+def test_items_that_are_sentences_of_their_own_do_not_read_on_from_a_whole_opening_sentence():
+    item = {"intro": "We do have some ground rules that we expect Teammates to follow:", "topic": "PTO ground rules",
+            "kind": "list_item", "text": "We do have some ground rules that we expect Teammates to follow: If you are "
+            "paid through Remote.com, you also need to submit your PTO request in the Remote.com system."}
+    asked = [d["question"] for d in questions.list_item_questions(item)]
+    assert asked and not any("ground rules" in q for q in asked)
+    # "you" as an object is "me" in an employee's question
+    assert phrasing.you_as_me("Will my specialist work with Payroll to remove you from the VLTP program?") == \
+        "Will my specialist work with Payroll to remove me from the VLTP program?"
