@@ -236,11 +236,12 @@ def list_item_questions(fact: dict) -> list[dict[str, str]]:
         # still be set as OOO": a label over whole sentences, not their start; nor is "... ground rules that we expect
         # Teammates to follow: [-] If you are paid through Remote.com, you ..."
         opening = ""
-    elif opening and not opening.endswith(",") and item[:1].isupper() and not phrasing.parse(opening) and \
+    elif opening and not opening.endswith(",") and item[:1].isupper() and \
+            (not phrasing.parse(opening) or re.search(r"\b(?:below|steps)$", opening)) and \
             item.split(" ", 1)[0].lower() not in phrasing.MODAL_OR_BE:
-        # under a label, an item is a sentence of its own ("US teammates: [-] Benefits are effective on your date of
-        # hire") or a title ("Benefits plans & summaries"), not the rest of the label's sentence; "Employees on
-        # probation: [-] Cannot take sabbatical leave" still reads on
+        # under a label or "... the requirements below:", an item is a sentence of its own ("US teammates: [-] Benefits
+        # are effective on your date of hire") or a title ("Benefits plans & summaries", "Work full-time"), not the
+        # rest of the opening's sentence; "Employees on probation: [-] Cannot take sabbatical leave" still reads on
         if not phrasing.parse(item):
             return []
         opening = ""

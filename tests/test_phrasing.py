@@ -281,6 +281,9 @@ def test_leads_with_lists_labels_over_titles_and_cut_lists_read_right():
     assert [d["question"] for d in questions.list_item_questions(
         {"intro": "Employees on probation:", "text": "Employees on probation: Cannot take sabbatical leave.",
          "topic": "Sabbaticals", "kind": "list_item"})] == ["Can employees on probation take sabbatical leave?"]
+    below = {"intro": "You are eligible if you meet all the requirements below:", "topic": "Medical leave",
+             "kind": "list_item", "text": "You are eligible if you meet all the requirements below: Work full-time"}
+    assert not any("below" in d["question"] for d in questions.list_item_questions(below))
     # "X includes: a, b, c" is a sentence with a colon, not a term and its meaning
     asked = [d["question"] for d in questions.list_item_questions(
         {"text": "Immediate family includes: child, spouse, parent.", "topic": "Caregiving leave", "kind": "list_item"})]
