@@ -177,7 +177,7 @@ def ranked(text: str, document_frequency: Counter, avoid: set[str] = frozenset()
         bare = re.sub(r"^the ", "", phrase.lower())
         if len(words) < 2 or len(phrase.split()) > 8 or bare in _GENERIC or not set(words) - avoid or \
                 not set(words) - _EVERYDAY or _vague(phrase) or \
-                re.search(r"(?<![A-Za-z-])\d|[\[\]]|\b(?:aka|etc|vs)$", phrase) or \
+                re.search(r"(?<![A-Za-z-])\d|[\[\]]|\b(?:aka|etc|vs)$|\b(?:how|what|when|where|why|who)\b", phrase, re.I) or \
                 phrase.endswith(phrasing.COMPANY_SUFFIXES):
             continue
         rarity = sum(1.0 / (1 + document_frequency.get(w, 0)) for w in set(words))

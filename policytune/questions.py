@@ -162,6 +162,15 @@ _FOLLOWING = re.compile(r"\s*(?:(?:both|all|each|any|one|either) of )?(?:the fol
                         r"as follows(?: [^:]*)?)\s*:$", re.I)
 
 
+# an opening that the item must finish: "You can use Sick Leave for: [-] Doctor appointments"
+_OPEN_END = r"\b(?:for|to|of|in|on|at|by|with|from|into|include|includes|are|is|be|receive|receives|get|gets)$"
+
+
+def _inner(item: str) -> str:
+    """A list item read inside a sentence: "The day after Christmas Day" -> "the day after Christmas Day"."""
+    return re.sub(r"^(?:The|An?|Your|Our|Their|When|Where|How|What)\b", lambda m: m.group(0).lower(), item)
+
+
 def list_item_questions(fact: dict) -> list[dict[str, str]]:
     """An item read with its list's opening: a term and its meaning, a case and its rule, a member of a list, or a
     sentence that the opening starts ("An employee who works on a holiday receives both of the following: ...")."""
@@ -211,7 +220,7 @@ def list_item_questions(fact: dict) -> list[dict[str, str]]:
         return out
     enumeration = _ENUMERATION.match(intro) if intro else None
     if enumeration and len(item.split()) <= 14 and not phrasing.parse(item):
-        name = re.sub(r"\s*\(.*?\)\s*", " ", item).strip(" .;")
+        name = _inner(re.sub(r"\s*\(.*?\)\s*", " ", item).strip(" .;"))
         group = _lower_first(enumeration.group(1))
         add(_question(f"Is {name} one of {group}"), "member")
         add(_question(f"Does the policy include {name} in {group}"), "member")
@@ -230,11 +239,12 @@ def list_item_questions(fact: dict) -> list[dict[str, str]]:
             opening.split()[-1].lower() not in ("is", "are", "be", "receive", "receives", "repay", "get", "gets"):
         item = f"at {item}"  # "The company matches employee contributions [as follows:] 100% of ..." reads "at 100%"
     if opening and re.match(r"(?:Please|You|We|Our|Your|If|When|Once|Unless|Unlike|As|This|These|All|Each|Every|The|"
-                            r"There|It|They)\b", item) and phrasing.parse(item) and \
-            (not phrasing.parse(opening) or re.match(r"(?:If|When|Unless|Once|As|You|We|Please)\b", item)):
+                            r"There|It|They)\b", item) and \
+            (phrasing.parse(item) or (phrasing.parse(opening) and not re.search(_OPEN_END, opening))):
         # "US teammates: [-] Please use the links below", "Preparing for your first day back: [-] Your Slack status may
         # still be set as OOO": a label over whole sentences, not their start; nor is "... ground rules that we expect
-        # Teammates to follow: [-] If you are paid through Remote.com, you ..."
+        # Teammates to follow: [-] If you are paid through Remote.com, you ..." or "... depends on your salary level:
+        # [-] The amount of overtime you can receive depends on ..."
         opening = ""
     elif opening and not opening.endswith(",") and item[:1].isupper() and \
             (not phrasing.parse(opening) or re.search(r"\b(?:below|steps)$", opening)) and \
@@ -245,7 +255,7 @@ def list_item_questions(fact: dict) -> list[dict[str, str]]:
         if not phrasing.parse(item):
             return []
         opening = ""
-    sentence = f"{opening} {item}" if opening else item
+    sentence = f"{opening} {_inner(item)}" if opening else item
     return sentence_questions(sentence, topic)
 
 
@@ -335,6 +345,8 @@ _MALFORMED = re.compile(
     # a second clause run into a wh-question ("What is managed by Vestwell and we match up to 4%?")
     r"\babout [^?]*, [^?]*\?$|^[^\"]*\"[^\"]*\?$|^(?:what|who|which)\b[^?]* and (?:we|you|I|they)\b|"
     r"\bthis (?:purpose|reason)\b|\b(?:for example|for instance|e\.g)\.?\?$|"
+    # a sentence run into the question after a colon the layout lost: "What depends on your salary level The amount ...?"
+    r"(?-i:[a-z,] (?:The|This|These|If|When|You|We|Our|Your|An?) [a-z])|"
     # a list cut after its first member: "Who should I notify my, Account Manager?", "used for the birth, adoption?"
     r"\b(?:my|your|our|their|the|a|an), |\b(?:the|a|an|my|your) \w+, \w+\?$|"
     # "What will be deducted from their final pay?": whose, the question never says

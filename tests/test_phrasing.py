@@ -300,3 +300,30 @@ def test_leads_with_lists_labels_over_titles_and_cut_lists_read_right():
     placeholder = "Please email [email address] and your request will be directed to the appropriate party."
     assert "[email address]" in keyphrases.noun_phrases(placeholder)
     assert not any("[" in p for p in keyphrases.ranked(placeholder, Counter()))
+
+
+def test_list_items_read_inside_their_opening_and_run_in_sentences_are_not_questions():
+    holidays = {"intro": "The recognised holidays are:", "topic": "Public Holidays", "kind": "list_item",
+                "text": "The recognised holidays are: The day after Christmas Day"}
+    assert "Is the day after Christmas Day one of the recognised holidays?" in \
+        [d["question"] for d in questions.list_item_questions(holidays)]
+    # an opening that is a whole sentence is not finished by the next item; one that ends on "for" is
+    salary = {"intro": "Your ability to use these options depends on your salary level:", "topic": "Comp time",
+              "kind": "list_item", "text": "Your ability to use these options depends on your salary level: The amount "
+              "of overtime or comp time you can receive depends on your salary level."}
+    assert not any("level the amount" in d["question"].lower() for d in questions.list_item_questions(salary))
+    fmla = {"intro": "FMLA entitles you to take up to 12 weeks of unpaid leave for:", "topic": "FMLA",
+            "kind": "list_item", "text": "FMLA entitles you to take up to 12 weeks of unpaid leave for: The birth of a child"}
+    assert any("for the birth of a child" in d["question"] for d in questions.list_item_questions(fmla))
+    assert phrasing.main_clause("Your ability depends on your salary level: The amount you receive depends on it.") == \
+        "Your ability depends on your salary level"
+    assert questions.malformed("What depends on your salary level The amount of overtime?")
+    assert not questions.malformed("Can I take a day off for a funeral?")
+    # the last member of a list is not an aside
+    assert "adoption, or foster placement to" in phrasing._tidy(
+        "Send documentation to show childbirth, adoption, or foster placement to your HR Specialist.")
+    assert phrasing._tidy("Employees may accept the offer, or decline cover, in writing.") == \
+        "Employees may accept the offer in writing."
+    no_matter = "All federal employees, no matter how long they have worked, accrue sick leave."
+    assert "matter how long" in keyphrases.noun_phrases(no_matter)
+    assert keyphrases.ranked(no_matter, Counter()) == ["sick leave"]
