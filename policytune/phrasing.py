@@ -164,7 +164,7 @@ def _tidy(text: str) -> str:
                   _CONTRACTIONS[m.group(1).lower()].capitalize(), text, flags=re.I)
     text = re.sub(r"^(?:Instead|However|Also|Additionally|Otherwise|In addition|In practice|Generally|Usually|"
                   r"Typically|Of course|Importantly|Note that|So|But|And|After this|After that|Then|Unfortunately|"
-                  r"Fortunately|In other words|As always|As a rule of thumb),?\s+", "", text)
+                  r"Fortunately|In other words|As always|As a rule of thumb|Yes),?\s+", "", text)
     text = text[:1].upper() + text[1:]
     text = re.sub(r"^Please\s+", "You should ", text)
     # "If you are hourly, yes please adjust the hours": the instruction after a condition, read the same way

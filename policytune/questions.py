@@ -247,7 +247,7 @@ def list_item_questions(fact: dict) -> list[dict[str, str]]:
         # [-] The amount of overtime you can receive depends on ..."
         opening = ""
     elif opening and not opening.endswith(",") and item[:1].isupper() and \
-            (not phrasing.parse(opening) or re.search(r"\b(?:below|steps)$", opening)) and \
+            (not phrasing.parse(opening) or re.search(r"\bbelow\b|\bsteps$", opening)) and \
             item.split(" ", 1)[0].lower() not in phrasing.MODAL_OR_BE:
         # under a label or "... the requirements below:", an item is a sentence of its own ("US teammates: [-] Benefits
         # are effective on your date of hire") or a title ("Benefits plans & summaries", "Work full-time"), not the

@@ -284,6 +284,12 @@ def test_leads_with_lists_labels_over_titles_and_cut_lists_read_right():
     below = {"intro": "You are eligible if you meet all the requirements below:", "topic": "Medical leave",
              "kind": "list_item", "text": "You are eligible if you meet all the requirements below: Work full-time"}
     assert not any("below" in d["question"] for d in questions.list_item_questions(below))
+    steps = {"intro": "Please see below for a step by step breakdown:", "topic": "Booking PTO", "kind": "list_item",
+             "text": "Please see below for a step by step breakdown: Go to your Slack app"}
+    assert [d["question"] for d in questions.list_item_questions(steps)][:1] == ["Should I go to my Slack app?"]
+    # an FAQ's "Yes," opens the answer, not the statement
+    assert phrasing.polar("Yes, our LOA policy covers any medical or disability leave during pregnancy.") == \
+        "Does our LOA policy cover any medical or disability leave during pregnancy?"
     # "X includes: a, b, c" is a sentence with a colon, not a term and its meaning
     asked = [d["question"] for d in questions.list_item_questions(
         {"text": "Immediate family includes: child, spouse, parent.", "topic": "Caregiving leave", "kind": "list_item"})]
