@@ -194,7 +194,9 @@ def _tidy(text: str) -> str:
 def main_clause(text: str) -> str:
     """The statement up to its first clause break (";", ", for example", ", which" ...), without the full stop."""
     text = _tidy(text)
-    match = _CUT.search(text)
+    # ", or" / ", and" after a list's members ("childbirth, adoption, or foster placement") ends the list, not the clause
+    match = next((m for m in _CUT.finditer(text)
+                  if not (re.match(r", (?:and|or)\b", m.group(0)) and re.search(r",\s*[A-Za-z][\w-]*$", text[: m.start()]))), None)
     clause = text[: match.start()] if match else text
     return clause.strip().rstrip(".:,")
 

@@ -358,7 +358,7 @@ _MALFORMED = re.compile(
 
 def malformed(question: str) -> str | None:
     """Why a code-written question does not read as a question, or None when it does."""
-    if _MALFORMED.search(question):
+    if _MALFORMED.search(question) or question.count("(") != question.count(")"):
         return "malformed question"
     if not 4 <= len(question.split()) <= 36:
         return "question too short or too long"

@@ -333,3 +333,9 @@ def test_list_items_read_inside_their_opening_and_run_in_sentences_are_not_quest
     no_matter = "All federal employees, no matter how long they have worked, accrue sick leave."
     assert "matter how long" in keyphrases.noun_phrases(no_matter)
     assert keyphrases.ranked(no_matter, Counter()) == ["sick leave"]
+    # ", or" after a list's members ends the list, not the clause; a date's comma is no list
+    assert phrasing.main_clause("You must send documentation to show childbirth, adoption, or foster placement to "
+                                "your HR Specialist.").endswith("or foster placement to your HR Specialist")
+    assert phrasing.main_clause("It is June 19th, 2022, and the Leave Year ends on December 31st.") == \
+        "It is June 19th, 2022"
+    assert questions.malformed("Is a psychologist, therapist, or counselor not)?")
