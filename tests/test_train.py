@@ -587,3 +587,30 @@ def test_threads_follow_other_jobs_load_with_hysteresis():
     proc_stat = "cpu  100 5 50 800 20 3 2 0 0 0\ncpu0 50 2 25 400 10 1 1 0 0 0\n"
     self_stat = "4242 (python (x)) R 1 2 3 4 5 6 7 8 9 10 70 11 0 0 20 0 3 0\n"
     assert cpu.cpu_ticks(proc_stat, self_stat) == (160, 980, 81)
+
+
+def test_a_moment_of_load_while_measuring_does_not_cost_the_run_a_pass():
+    """The pass time is the faster of two timings of the same batches: a batch slowed once (another process took the
+    core for a moment) does not count. A stand-in trainer, because a moment of load cannot be made on cue."""
+    import torch
+
+    class Trainer:
+        def __init__(self) -> None:
+            self.model = torch.nn.Linear(4, 1)
+            self.args = type("Args", (), {"per_device_train_batch_size": 2, "device": torch.device("cpu")})()
+            self.calls = 0
+
+        def data_collator(self, rows):
+            return {"x": torch.ones(len(rows), 4)}
+
+        def compute_loss(self, model, batch):
+            self.calls += 1
+            if self.calls == 2:  # the first timed batch of the first round
+                time.sleep(0.5)
+            return model(batch["x"]).sum()
+
+    trainer = Trainer()
+    rows = [{"input_ids": [1] * 10} for _ in range(8)]
+    per_token = training.seconds_per_token(trainer, rows, bf16=False)
+    assert trainer.calls == 1 + 3 * 2  # the untimed first batch, then two rounds of three
+    assert per_token * 60 < 0.25, "the slowed round was counted"
