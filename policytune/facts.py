@@ -213,9 +213,9 @@ def inventory(chunks: list[dict]) -> tuple[list[dict], list[dict]]:
             continue
         for kind, text, intro in statements(chunk.get("text") or ""):
             text = " ".join(_MARKDOWN_LINK.sub(r"\1", text).split())  # a web page's "[text](url)" reads as its text
-            whole, text = text, _without_cut_sentence(text)
-            reason = _is_fact(text, kind) if text else "cut off"
-            text = text or whole
+            kept = _without_cut_sentence(text)
+            reason = _is_fact(kept, kind) if kept else "cut off"
+            text = kept or text  # a fact cut off whole is reported as it read
             # A statement that only repeats a heading is the heading, not a fact.
             if reason is None and any(text.rstrip(".").lower() == re.sub(r"^[\d.]+\s*", "", h).lower() for h in headings):
                 reason = "heading"

@@ -88,7 +88,8 @@ _EMPLOYEE = re.compile(r"^(?:all |any |every |each )?(?:employees?|staff|"
 _LEAD = re.compile(r"^((?:where|if|when|once|after|before|during|for|on|at|following|unless|while|until|in|from|as|to|because|"
                    r"although|since|wherever|whenever|like|unlike|whether|here (?:at|in))\b[^,]{3,160}),\s+",
                    re.I)
-_CUT = re.compile(r";|:\s+(?=(?:The|This|These|You|We|If|When|It|They|Your|Our)\s)|\s[—–-]\s|, (?:for example|e\.g\.|which|including|unless|otherwise|so that|and|or|but|plus|in which|"
+_CUT = re.compile(r";|:\s+(?=(?:The|This|These|You|We|If|When|It|They|Your|Our)\s)|\s[—–-]\s|"
+                  r", (?:for example|e\.g\.|which|including|unless|otherwise|so that|and|or|but|plus|in which|"
                   r"whichever|whether)\b|\.\s|\s\("
                   # a second clause with its own subject: "contribute 5% and PostHog contributes 4%", "and we match"
                   r"|\s(?:and|but) (?=[A-Z][a-z]+[A-Za-z]* [a-z]+s\b|(?:we|they|you|he|she) [a-z]+\b)")
@@ -187,7 +188,7 @@ def _tidy(text: str) -> str:
     # an aside ("..., or decline cover, in writing"), not the last member of a list ("childbirth, adoption, or foster
     # placement to ...")
     text = re.sub(r"(?<!,)( \w+), (?:or|and|but) (?:\w+ ){1,3}\w+,(?= (?:in|on|at|by|to|for|with|through|from|within)\b)",
-                  lambda m: m.group(0) if re.search(r",\s*\S+$", text[: m.start() + 1]) else m.group(1), text)
+                  r"\1", text)
     return re.sub(r"\s*\([^()]{1,80}\)", "", text)
 
 
@@ -195,8 +196,8 @@ def main_clause(text: str) -> str:
     """The statement up to its first clause break (";", ", for example", ", which" ...), without the full stop."""
     text = _tidy(text)
     # ", or" / ", and" after a list's members ("childbirth, adoption, or foster placement") ends the list, not the clause
-    match = next((m for m in _CUT.finditer(text)
-                  if not (re.match(r", (?:and|or)\b", m.group(0)) and re.search(r",\s*[A-Za-z][\w-]*$", text[: m.start()]))), None)
+    match = next((m for m in _CUT.finditer(text) if not (re.match(r", (?:and|or)\b", m.group(0))
+                                                       and re.search(r",\s*[A-Za-z][\w-]*$", text[: m.start()]))), None)
     clause = text[: match.start()] if match else text
     return clause.strip().rstrip(".:,")
 

@@ -238,21 +238,24 @@ def list_item_questions(fact: dict) -> list[dict[str, str]]:
     elif opening and re.match(r"[\d$£€]", item) and not phrasing.verb_form(opening.split()[-1], "they", "the") and \
             opening.split()[-1].lower() not in ("is", "are", "be", "receive", "receives", "repay", "get", "gets"):
         item = f"at {item}"  # "The company matches employee contributions [as follows:] 100% of ..." reads "at 100%"
+    # each parse once: both readings below ask whether the item, and the opening, are sentences of their own
+    item_parses = bool(opening) and phrasing.parse(item) is not None
+    opening_parses = bool(opening) and phrasing.parse(opening) is not None
     if opening and re.match(r"(?:Please|You|We|Our|Your|If|When|Once|Unless|Unlike|As|This|These|All|Each|Every|The|"
                             r"There|It|They)\b", item) and \
-            (phrasing.parse(item) or (phrasing.parse(opening) and not re.search(_OPEN_END, opening))):
+            (item_parses or (opening_parses and not re.search(_OPEN_END, opening))):
         # "US teammates: [-] Please use the links below", "Preparing for your first day back: [-] Your Slack status may
         # still be set as OOO": a label over whole sentences, not their start; nor is "... ground rules that we expect
         # Teammates to follow: [-] If you are paid through Remote.com, you ..." or "... depends on your salary level:
         # [-] The amount of overtime you can receive depends on ..."
         opening = ""
     elif opening and not opening.endswith(",") and item[:1].isupper() and \
-            (not phrasing.parse(opening) or re.search(r"\bbelow\b|\bsteps$", opening)) and \
+            (not opening_parses or re.search(r"\bbelow\b|\bsteps$", opening)) and \
             item.split(" ", 1)[0].lower() not in phrasing.MODAL_OR_BE:
         # under a label or "... the requirements below:", an item is a sentence of its own ("US teammates: [-] Benefits
         # are effective on your date of hire") or a title ("Benefits plans & summaries", "Work full-time"), not the
         # rest of the opening's sentence; "Employees on probation: [-] Cannot take sabbatical leave" still reads on
-        if not phrasing.parse(item):
+        if not item_parses:
             return []
         opening = ""
     sentence = f"{opening} {_inner(item)}" if opening else item
