@@ -437,6 +437,61 @@ def test_answer_only_loss_equals_the_full_logits_loss(tiny_model, tmp_path, padd
         assert torch.allclose(grad_shared, plain_grad, atol=1e-5, rtol=1e-3)
 
 
+def test_fact_token_weight_favours_the_answer_tokens_its_question_lacks(tiny_model):
+    import torch
+
+    from policytune import models, token_weights
+
+    tokenizer = models.load_tokenizer(models.resolve(str(tiny_model)))
+    examples = [{"prompt": chat.format_prompt(q), "completion": chat.format_completion(a)} for q, a in [
+        ("How many weeks of paternity leave are there?", "Paternity leave is 4 weeks at 100% of base salary."),
+        ("Is there a pet bereavement day?", chat.REFUSAL)]]
+    tok = training.tokenize_examples(examples, tokenizer, None)
+    refusal_ids = tok.answers[1]
+    ids = torch.tensor([sum((r["input_ids"] for r in tok.rows), [])])
+    labels = torch.tensor([sum(([t if m else -100 for t, m in zip(r["input_ids"], r["completion_mask"])]
+                                for r in tok.rows), [])])
+    positions = torch.tensor([sum((list(range(len(r["input_ids"]))) for r in tok.rows), [])])
+    weights = token_weights.novel_answer_weights(ids, labels, positions, 3.0, refusal_ids)
+    _, targets = training.answer_positions(labels)
+    assert weights.shape == targets.shape and abs(float(weights.mean()) - 1.0) < 1e-5
+    high, low = float(weights.max()), float(weights.min())
+    assert abs(high / low - 3.0) < 1e-4
+    first = len(tok.answers[0])
+    favoured = {tokenizer.decode([t]).strip() for t, w in zip(targets[:first].tolist(), weights[:first].tolist()) if w == high}
+    repeated = {tokenizer.decode([t]).strip() for t, w in zip(targets[:first].tolist(), weights[:first].tolist()) if w == low}
+    assert {"4", "salary"} <= favoured and {"weeks", "leave"} <= repeated
+    assert all(w == low for w in weights[first:].tolist())  # the refusal is not weighted
+    # A padded batch (one example a row) gets the same weights.
+    width = max(len(r["input_ids"]) for r in tok.rows)
+    padded_ids = torch.tensor([r["input_ids"] + [0] * (width - len(r["input_ids"])) for r in tok.rows])
+    padded_labels = torch.tensor([[t if m else -100 for t, m in zip(r["input_ids"], r["completion_mask"])]
+                                  + [-100] * (width - len(r["input_ids"])) for r in tok.rows])
+    assert torch.allclose(token_weights.novel_answer_weights(padded_ids, padded_labels, None, 3.0, refusal_ids), weights)
+
+
+@pytest.mark.parametrize("padding_free", [True, False], ids=["padding-free", "padded"])
+def test_the_trainer_applies_the_fact_token_weights_to_its_loss(tiny_model, tmp_path, padding_free):
+    import torch
+
+    from policytune import token_weights
+
+    plain, make, batch = _trainers_on_one_batch(tiny_model, tmp_path, padding_free)
+    with torch.no_grad():
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        logits = plain.model(**inputs).logits
+    keep, targets = training.answer_positions(batch["labels"])
+    nll = -torch.log_softmax(logits[keep].float(), -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    weights = token_weights.novel_answer_weights(batch["input_ids"], batch["labels"], batch.get("position_ids"), 4.0)
+    assert float(weights.max()) > float(weights.min())
+    trainer = make(training.answer_only_trainer_class(fact_token_weight=4.0), "per-example" if padding_free else "sdpa")
+    loss, _ = _loss_and_grad(trainer, batch)
+    assert abs(loss - float((weights * nll).mean())) < 1e-4 and abs(loss - float(nll.mean())) > 1e-3
+    trainer.model.eval()  # the eval loss stays the plain mean
+    with torch.no_grad():
+        assert abs(float(trainer.compute_loss(trainer.model, dict(batch))) - float(nll.mean())) < 1e-4
+
+
 def test_answer_positions_are_the_shifted_labels():
     import torch
 
