@@ -89,11 +89,15 @@ def table_rows(lines: list[str]) -> list[str]:
         header, data = body[0], body[1:]
     statements = []
     for row in data:
+        # A key cell may carry its own colon ("Step 1:"), which the joining colon would double.
         if header and len(header) == len(row):
-            parts = [f"{h}: {c}" for h, c in zip(header, row) if h and c]
+            parts = [f"{h.rstrip(': ')}: {c}" for h, c in zip(header, row) if h and c]
             text = "; ".join(parts)
+        elif key_value:
+            cells = [c for c in row if c]
+            text = ": ".join([cells[0].rstrip(": ")] + cells[1:] if len(cells) > 1 else cells)
         else:
-            text = ": ".join(c for c in row if c) if key_value else "; ".join(c for c in row if c)
+            text = "; ".join(c for c in row if c)
         if text:
             statements.append(text.rstrip(".") + ".")
     return statements

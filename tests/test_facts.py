@@ -62,9 +62,11 @@ def test_a_list_the_layout_ran_into_one_paragraph_reads_as_its_items_and_a_list_
 
 def test_key_value_tables_and_abbreviations_do_not_split_or_vanish():
     text = "| Policy owner | Director of People Operations |\n| - | - |\n| Version | 3.2 |\n" \
+           "| Step 1: | Discuss the dates with the line manager. |\n" \
            "Northwind Analytics Ltd. pays expenses monthly, e.g. travel and hotels."
     texts = [f["text"] for f in facts.inventory([chunk(text)])[0]]
     assert texts == ["Policy owner: Director of People Operations.", "Version: 3.2.",
+                     "Step 1: Discuss the dates with the line manager.",  # one colon, not "Step 1::"
                      "Northwind Analytics Ltd. pays expenses monthly, e.g. travel and hotels."]
     assert facts.split_sentences("Staff of the U.S. General Services Administration may vote. Leave is paid.") == \
         ["Staff of the U.S. General Services Administration may vote.", "Leave is paid."]
