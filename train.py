@@ -84,7 +84,7 @@ class TrainConfig(config.Base):
     warmup_ratio: float = field(default=0.05, metadata={"help": "share of steps with a linear warm-up"})
     loraplus_ratio: float = field(default=0.0, metadata={
         "help": "LoRA+ (Hayou et al. 2024): the B matrices learn this many times faster than A (0: plain LoRA)"})
-    fact_token_weight: float = field(default=1.0, metadata={
+    fact_weight: float = field(default=1.0, metadata={
         "help": "loss weight of the answer tokens its question does not hold (the figure, name or yes/no a fact "
                 "adds) against the words it repeats; refusals keep 1; 1: the plain mean"})
     batch_size: int = field(default=8, metadata={"help": "examples per device per step"})
@@ -152,10 +152,10 @@ class TrainConfig(config.Base):
             raise ValueError("--method full trains every weight: quantized weights cannot be trained (use --quantization none)")
         if self.learning_rate < 0:
             raise ValueError("--learning-rate must be positive (0: the method's default)")
-        if self.fact_token_weight <= 0:
-            raise ValueError("--fact-token-weight must be positive (1: every answer token alike)")
-        if self.fact_token_weight != 1.0 and not self.answer_only_head:
-            raise ValueError("--fact-token-weight needs --answer-only-head (the weighted loss is computed there)")
+        if self.fact_weight <= 0:
+            raise ValueError("--fact-weight must be positive (1: every answer token alike)")
+        if self.fact_weight != 1.0 and not self.answer_only_head:
+            raise ValueError("--fact-weight needs --answer-only-head (the weighted loss is computed there)")
         if self.loraplus_ratio < 0 or 0 < self.loraplus_ratio < 1:
             raise ValueError("--loraplus-ratio must be 0 (off) or at least 1")
 
@@ -300,7 +300,7 @@ def main(cfg: TrainConfig) -> None:
     refusal_ids = training.tokenize_examples(
         [{"prompt": chat.format_prompt("?"), "completion": chat.format_completion(chat.REFUSAL)}], tokenizer, None).answers[0]
     trainer_class = (training.answer_only_trainer_class(share_prefix=cfg.share_prompt_prefix and cfg.attention == "per-example",
-                                                        fact_token_weight=cfg.fact_token_weight, refusal_ids=refusal_ids)
+                                                        fact_weight=cfg.fact_weight, refusal_ids=refusal_ids)
                      if cfg.answer_only_head else SFTTrainer)
     if cfg.loraplus_ratio and lora is not None:
         trainer_class = training.loraplus_trainer_class(trainer_class, cfg.loraplus_ratio)

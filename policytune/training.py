@@ -240,7 +240,7 @@ def answer_positions(labels):
     return keep, following[following != IGNORE_INDEX]
 
 
-def answer_only_trainer_class(share_prefix: bool = False, fact_token_weight: float = 1.0, refusal_ids: list[int] = ()):
+def answer_only_trainer_class(share_prefix: bool = False, fact_weight: float = 1.0, refusal_ids: list[int] = ()):
     """TRL's SFTTrainer with the LM head and the cross-entropy computed at answer positions only.
 
     The 49k-vocabulary head is the largest matmul of a small model, and TRL's fused head scores
@@ -249,7 +249,7 @@ def answer_only_trainer_class(share_prefix: bool = False, fact_token_weight: flo
     head only the rows whose next token is an answer token: about a third of a chat example. The
     loss is the same number (sum of answer-token NLL / answer tokens); eval loss uses the same path.
     With share_prefix (and per-example attention), a batch's common prompt prefix is computed once
-    (`share_prompt_prefix`); the tokens counted as seen stay the examples' own. A fact_token_weight
+    (`share_prompt_prefix`); the tokens counted as seen stay the examples' own. A fact_weight
     other than 1 weights the answer tokens the question does not hold (`token_weights`) in training
     steps; the eval loss stays the plain mean.
     """
@@ -270,9 +270,9 @@ def answer_only_trainer_class(share_prefix: bool = False, fact_token_weight: flo
             logits = model(**model_inputs, logits_to_keep=keep).logits  # (answer tokens, vocab)
             log_probs = torch.log_softmax(logits.float(), dim=-1)
             target_log_probs = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-            if mode == "train" and fact_token_weight != 1.0:
+            if mode == "train" and fact_weight != 1.0:
                 target_log_probs = target_log_probs * token_weights.novel_answer_weights(
-                    inputs["input_ids"], inputs["labels"], inputs.get("position_ids"), fact_token_weight, refusal_ids)
+                    inputs["input_ids"], inputs["labels"], inputs.get("position_ids"), fact_weight, refusal_ids)
             count = keep.sum() if num_items_in_batch is None else num_items_in_batch
             loss = -target_log_probs.sum() / torch.as_tensor(count).clamp(min=1)
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:

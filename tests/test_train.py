@@ -437,7 +437,7 @@ def test_answer_only_loss_equals_the_full_logits_loss(tiny_model, tmp_path, padd
         assert torch.allclose(grad_shared, plain_grad, atol=1e-5, rtol=1e-3)
 
 
-def test_fact_token_weight_favours_the_answer_tokens_its_question_lacks(tiny_model):
+def test_fact_weight_favours_the_answer_tokens_its_question_lacks(tiny_model):
     import torch
 
     from policytune import models, token_weights
@@ -471,7 +471,7 @@ def test_fact_token_weight_favours_the_answer_tokens_its_question_lacks(tiny_mod
 
 
 @pytest.mark.parametrize("padding_free", [True, False], ids=["padding-free", "padded"])
-def test_the_trainer_applies_the_fact_token_weights_to_its_loss(tiny_model, tmp_path, padding_free):
+def test_the_trainer_applies_the_fact_weights_to_its_loss(tiny_model, tmp_path, padding_free):
     import torch
 
     from policytune import token_weights
@@ -484,7 +484,7 @@ def test_the_trainer_applies_the_fact_token_weights_to_its_loss(tiny_model, tmp_
     nll = -torch.log_softmax(logits[keep].float(), -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     weights = token_weights.novel_answer_weights(batch["input_ids"], batch["labels"], batch.get("position_ids"), 4.0)
     assert float(weights.max()) > float(weights.min())
-    trainer = make(training.answer_only_trainer_class(fact_token_weight=4.0), "per-example" if padding_free else "sdpa")
+    trainer = make(training.answer_only_trainer_class(fact_weight=4.0), "per-example" if padding_free else "sdpa")
     loss, _ = _loss_and_grad(trainer, batch)
     assert abs(loss - float((weights * nll).mean())) < 1e-4 and abs(loss - float(nll.mean())) > 1e-3
     trainer.model.eval()  # the eval loss stays the plain mean
