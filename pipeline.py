@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from policytune import config, io
+from policytune import config, deploy, io
 
 STAGE_NAMES = ["parse", "generate", "preprocess", "quality", "train", "evaluate", "deploy"]
 
@@ -49,7 +49,7 @@ def plan(cfg: PipelineConfig, extra: dict[str, list[str]]) -> list[Stage]:
     common = ["--data-dir", cfg.data_dir, "--checkpoint-dir", cfg.checkpoint_dir]
     pdfs = [arg for p in cfg.pdf for arg in ("--pdf", p)]
     prompts = Path("generated_prompt.py")  # users edit it by hand: an edit reruns generation and judging
-    modelfile = modelfile_path(extra.get("deploy", []))
+    modelfile = modelfile_path(extra.get("deploy", []), cfg.checkpoint_dir)
     stages = [
         Stage("parse", ["syntheticdatageneration.py", *common, *pdfs, "--parse-only"], [Path(p) for p in cfg.pdf],
               [data / "chunks.json"]),
@@ -72,12 +72,10 @@ def plan(cfg: PipelineConfig, extra: dict[str, list[str]]) -> list[Stage]:
     return stages
 
 
-def modelfile_path(deploy_flags: list[str]) -> Path:
-    """Where the deploy stage writes the Modelfile: its --modelfile flag when passed, else ./Modelfile."""
-    for i, flag in enumerate(deploy_flags[:-1]):
-        if flag == "--modelfile":
-            return Path(deploy_flags[i + 1])
-    return Path("Modelfile")
+def modelfile_path(deploy_flags: list[str], checkpoint_dir: str) -> Path:
+    """Where the deploy stage writes the Modelfile: its --modelfile flag when passed, else deploy's default."""
+    given = next((deploy_flags[i + 1] for i, flag in enumerate(deploy_flags[:-1]) if flag == "--modelfile"), "")
+    return deploy.modelfile_path(given, checkpoint_dir)
 
 
 def fingerprint(stage: Stage) -> str:
@@ -170,7 +168,7 @@ def main(cfg: PipelineConfig, extra: dict[str, list[str]]) -> None:
     print(f"\npipeline finished in {total:.0f}s; stage times: {timings or 'all skipped'}")
     print(f"  adapter:   {Path(cfg.checkpoint_dir) / 'adapter_model.safetensors'}")
     print(f"  gguf:      {Path(cfg.checkpoint_dir) / 'adapter.gguf'}")
-    print(f"  Modelfile: {modelfile_path(extra.get('deploy', [])).resolve()}")
+    print(f"  Modelfile: {modelfile_path(extra.get('deploy', []), cfg.checkpoint_dir).resolve()}")
     print(f"  report:    {Path(cfg.reports_dir) / 'eval.html'}")
     headline(Path(cfg.reports_dir))
 

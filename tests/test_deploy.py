@@ -34,7 +34,7 @@ def deploy_config(checkpoints: Path, **overrides) -> deploy.DeployConfig:
     held_out = checkpoints / "held_out.json"
     values = dict(checkpoint_dir=str(checkpoints), data_dir=str(checkpoints / "no-data"),
                   verify_questions=str(held_out) if held_out.is_file() else "",
-                  modelfile=str(checkpoints / "Modelfile"), verify_n=2, verify_answer_tokens=8, threads=1)
+                  verify_n=2, verify_answer_tokens=8, threads=1)
     return deploy.DeployConfig(**(values | overrides))
 
 
@@ -120,7 +120,8 @@ def test_deploy_writes_gguf_and_modelfile_and_verification_passes(trained_adapte
     figures = deploy.run(cfg)
     assert figures["passed"], figures["failures"]
     assert (trained_adapter / "adapter.gguf").is_file() and (trained_adapter / "base.gguf").is_file()
-    parsed = modelfile.read_modelfile(cfg.modelfile)
+    # Not the default checkpoint folder: the Modelfile goes beside the adapter, the repository's is left alone.
+    parsed = modelfile.read_modelfile(trained_adapter / "Modelfile")
     assert parsed["FROM"] == "./base.gguf" and parsed["ADAPTER"] == "./adapter.gguf"
     f32, deployed = figures["bases"]["f32"], figures["bases"]["deployed"]
     assert f32["top1_agreement"] >= 0.95 and f32["max_logprob_diff"] <= 0.1
@@ -240,7 +241,7 @@ def test_a_full_fine_tune_deploys_as_its_own_gguf_and_evaluates_like_the_adapter
     cfg = deploy_config(folder)
     figures = deploy.run(cfg)
     assert figures["passed"], figures["failures"]
-    parsed = modelfile.read_modelfile(cfg.modelfile)
+    parsed = modelfile.read_modelfile(deploy.modelfile_path(cfg.modelfile, cfg.checkpoint_dir))
     assert parsed["FROM"] == "./model.gguf" and "ADAPTER" not in parsed
     fine_tuned = figures["bases"]["model"]
     assert fine_tuned["top1_agreement"] >= 0.95 and fine_tuned["max_logprob_diff"] <= 0.1

@@ -48,6 +48,16 @@ def test_stage_flags_pass_through_to_their_stage_only():
     assert pipeline.fingerprint(again["evaluate"]) == pipeline.fingerprint(first["evaluate"])
 
 
+def test_the_repository_modelfile_is_written_for_the_default_checkpoints_only():
+    pipeline = _pipeline()
+    deploy_outputs = {s.name: s for s in pipeline.plan(config.parse(pipeline.PipelineConfig, []), {})}["deploy"].outputs
+    assert Path("Modelfile") in deploy_outputs
+    other = config.parse(pipeline.PipelineConfig, ["--checkpoint-dir", "runs/b/checkpoints"])
+    assert Path("runs/b/checkpoints/Modelfile") in {s.name: s for s in pipeline.plan(other, {})}["deploy"].outputs
+    given = {s.name: s for s in pipeline.plan(other, {"deploy": ["--modelfile", "M"]})}["deploy"].outputs
+    assert Path("M") in given
+
+
 def test_from_after_to_is_a_one_line_error(tmp_path):
     result = run_script("pipeline.py", "--from", "train", "--to", "parse", "--data-dir", str(tmp_path / "data"), timeout=60)
     assert_one_line_error(result, "--from-stage train comes after --to-stage parse")
