@@ -454,14 +454,15 @@ def test_fact_weight_favours_the_answer_tokens_its_question_lacks(tiny_model):
     positions = torch.tensor([sum((list(range(len(r["input_ids"]))) for r in tok.rows), [])])
     weights = token_weights.novel_answer_weights(ids, labels, positions, 3.0, refusal_ids)
     _, targets = training.answer_positions(labels)
-    assert weights.shape == targets.shape and abs(float(weights.mean()) - 1.0) < 1e-5
-    high, low = float(weights.max()), float(weights.min())
-    assert abs(high / low - 3.0) < 1e-4
+    assert weights.shape == targets.shape
     first = len(tok.answers[0])
+    # Inside the answer the new tokens weigh 3 times the repeated ones; the answer as a whole weighs as before.
+    high, low = float(weights[:first].max()), float(weights[:first].min())
+    assert abs(high / low - 3.0) < 1e-4 and abs(float(weights[:first].sum()) - first) < 1e-3
     favoured = {tokenizer.decode([t]).strip() for t, w in zip(targets[:first].tolist(), weights[:first].tolist()) if w == high}
     repeated = {tokenizer.decode([t]).strip() for t, w in zip(targets[:first].tolist(), weights[:first].tolist()) if w == low}
     assert {"4", "salary"} <= favoured and {"weeks", "leave"} <= repeated
-    assert all(w == low for w in weights[first:].tolist())  # the refusal is not weighted
+    assert weights[first:].tolist() == [1.0] * (len(targets) - first)  # the refusal is not weighted
     # A padded batch (one example a row) gets the same weights.
     width = max(len(r["input_ids"]) for r in tok.rows)
     padded_ids = torch.tensor([r["input_ids"] + [0] * (width - len(r["input_ids"])) for r in tok.rows])
