@@ -3,9 +3,10 @@
 Most of an answer repeats its question ("Line managers must approve or query timesheets by 12:00 on
 the following Monday" for "By what time must line managers approve or query timesheets?"). The
 tokens the question does not hold (the time, the figure, the name, the yes or no) are the fact,
-and they are what the gold set asks for; the rest is copying, which the model learns within a pass.
-Weighting the new tokens more spends the same steps on the facts (salient-span masking, Rho-1's
-selective token loss). Each example keeps its total weight: weighting across examples would shift
+and they are what the gold set asks for. Weighting them more was meant to spend the same steps on
+the facts (salient-span masking, Rho-1's selective token loss). Measured on the sample (BENCHMARKS.md,
+eleventh session), it did not: the same gold accuracy and a lower held-out one, since the repeated
+words are what tie an answer to its question. So `train.py --fact-weight` is 1 (off). Each example keeps its total weight: weighting across examples would shift
 the mix instead (restatements are mostly new tokens, refusals wholly), and a first version that did
 so lowered held-out refusal recall from 0.78 to 0.33 after one pass on the sample.
 """
