@@ -31,7 +31,7 @@ import shutil
 import signal
 import threading
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from policytune import chat, config, gguf_adapter, io, llm, modelfile, models
@@ -52,8 +52,8 @@ def modelfile_path(modelfile: str, checkpoint_dir: str) -> Path:
     """Where the Modelfile goes: the --modelfile given, else the top-level one for the default checkpoints only."""
     if modelfile:
         return Path(modelfile)
-    default = next(f.default for f in fields(config.Base) if f.name == "checkpoint_dir")
-    return Path("Modelfile") if Path(checkpoint_dir) == Path(default) else Path(checkpoint_dir) / "Modelfile"
+    default = Path(config.Base.checkpoint_dir)
+    return Path("Modelfile") if Path(checkpoint_dir) == default else Path(checkpoint_dir) / "Modelfile"
 
 
 @dataclass

@@ -6,13 +6,15 @@ tokens the question does not hold (the time, the figure, the name, the yes or no
 and they are what the gold set asks for. Weighting them more was meant to spend the same steps on
 the facts (salient-span masking, Rho-1's selective token loss). Measured on the sample (BENCHMARKS.md,
 eleventh session), it did not: the same gold accuracy and a lower held-out one, since the repeated
-words are what tie an answer to its question. So `train.py --fact-weight` is 1 (off). Each example keeps its total weight: weighting across examples would shift
-the mix instead (restatements are mostly new tokens, refusals wholly), and a first version that did
-so lowered held-out refusal recall from 0.78 to 0.33 after one pass on the sample.
+words are what tie an answer to its question. So `train.py --fact-weight` is 1 (off).
+
+Each example keeps its total weight: weighting across examples would shift the mix instead
+(restatements are mostly new tokens, refusals wholly), and a first version that did so lowered
+held-out refusal recall from 0.78 to 0.33 after one pass on the sample.
 """
 from __future__ import annotations
 
-IGNORE_INDEX = -100
+from policytune.training import IGNORE_INDEX
 
 
 def novel_answer_weights(input_ids, labels, position_ids, weight: float, skip_prefix: list[int] = ()):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from policytune import chat, cpu, normalize, token_weights
+from policytune import chat, cpu, normalize
 from policytune.config import UserError
 
 IGNORE_INDEX = -100  # label value the loss skips (PyTorch's CrossEntropyLoss ignore_index)
@@ -255,6 +255,8 @@ def answer_only_trainer_class(share_prefix: bool = False, fact_weight: float = 1
     """
     import torch
     from trl import SFTTrainer
+
+    from policytune import token_weights  # it reads IGNORE_INDEX from this module
 
     class AnswerOnlySFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
