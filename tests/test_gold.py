@@ -213,3 +213,33 @@ def test_the_section_and_gap_helpers_read_the_policy_headings(source):
     assert top_level_sections(source)[:3] == ["1", "2", "3"]
     assert {"2.2", "6.2", "7.4", "11.5", "13.4"} <= subsection_numbers(source)
     assert "deliberately" not in policy_text()  # the maintainers' comment is not part of the policy
+
+
+# The PostHog gold set (bench/gold/posthog.jsonl): a policy nobody here wrote. Its source stays out of the
+# repository (../shared/eval-docs/), so the checks against the source skip where it is absent.
+
+POSTHOG_GOLD = ROOT / "bench" / "gold" / "posthog.jsonl"
+POSTHOG_SOURCE = ROOT.parent / "shared" / "eval-docs" / "posthog-time-off-benefits.md"
+
+
+def test_the_posthog_gold_set_is_well_formed():
+    items = load_gold(POSTHOG_GOLD)
+    assert len(answerable(items)) >= 80 and len(unanswerable(items)) >= 25
+    assert len({item["id"] for item in items}) == len(items)
+    assert len({" ".join(normalise_words(item["question"])) for item in items}) == len(items)
+    for item in items:
+        assert set(item) == KEYS and re.fullmatch(r"p\d{3,}", item["id"]), item
+        if item["answerable"]:
+            assert item["type"] in ANSWERABLE_TYPES and 1 <= len(item["keywords"]) <= 3, item["id"]
+        else:
+            assert item["type"] == "unanswerable" and item["keywords"] == [], item["id"]
+            assert item["answer"] == chat.REFUSAL, item["id"]
+
+
+@pytest.mark.skipif(not POSTHOG_SOURCE.exists(), reason="../shared/eval-docs is not here")
+def test_the_posthog_gold_set_is_grounded_in_its_policy_and_copies_none_of_it():
+    items, source = load_gold(POSTHOG_GOLD), POSTHOG_SOURCE.read_text(encoding="utf-8")
+    headings = {h.strip() for h in re.findall(r"^#+\s+(.+)$", source, flags=re.M)}
+    assert {item["section"] for item in items} - headings == set()
+    assert keyword_problems(items, source) == []
+    assert copied_questions(items, source) == []
