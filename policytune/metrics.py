@@ -252,9 +252,10 @@ def summarise_by_type(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def top_section(section: Any) -> str:
-    """The top-level section number of "4.2" or "4.2.1" ("4"); "unknown" when there is none."""
-    match = re.match(r"\s*(?:section\s+)?(\d+)", str(section or ""), re.IGNORECASE)
-    return match.group(1) if match else "unknown"
+    """The top-level section number of "4.2" or "4.2.1" ("4"); a heading without a number ("Parental leave",
+    "401k contribution") is its own group; "unknown" when there is none."""
+    match = re.match(r"\s*(?:section\s+)?(\d+)(?![\w-])", str(section or ""), re.IGNORECASE)
+    return match.group(1) if match else str(section or "").strip() or "unknown"
 
 
 def summarise_by_section(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -263,8 +264,8 @@ def summarise_by_section(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]
     for row in rows:
         groups.setdefault(top_section(row.get("section")), []).append(row)
     out = {}
-    # Numeric order ("2" before "10"); "unknown" last.
-    for name in sorted(groups, key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s)):
+    # Numeric order ("2" before "10"), then headings; "unknown" last.
+    for name in sorted(groups, key=lambda s: (not s.isdigit(), s == "unknown", int(s) if s.isdigit() else 0, s)):
         group = groups[name]
         out[name] = {
             "n": len(group),

@@ -225,6 +225,11 @@ def test_per_section_groups_questions_by_top_level_section(tmp_path):
     assert by_section["4"]["accuracy"] == pytest.approx(1 / 3, abs=1e-4)       # right, wrong, wrong refusal-free answer
     assert by_section["unknown"] == {"n": 1, "n_answerable": 0, "n_unanswerable": 1, "accuracy": 1.0, "refusal_rate": 1.0}
     assert metrics.top_section("12.3.1") == "12" and metrics.top_section("Section 7") == "7" and metrics.top_section("") == "unknown"
+    # a gold set for a policy whose headings have no numbers groups by heading
+    assert metrics.top_section("401k contribution") == "401k contribution"
+    assert metrics.top_section("Parental leave") == "Parental leave"
+    named = metrics.summarise_by_section([{**rows[4], "section": "Parental leave"}, rows[5], {**rows[0], "section": None}])
+    assert list(named) == ["4", "Parental leave", "unknown"]
     stage = _stage_module()
     assert stage.section_from_headings(["Leave & Benefits Policy", "4. Sick Leave", "4.2 Notice Requirements"]) == "4.2"
     assert stage.section_from_headings(["Leave & Benefits Policy"]) is None and stage.section_from_headings(None) is None
