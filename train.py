@@ -299,8 +299,10 @@ def main(cfg: TrainConfig) -> None:
         callbacks.append(answers_cb)
     if has_eval and cfg.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    # the refusal's tokens, which --fact-weight leaves at 1
     refusal_ids = training.tokenize_examples(
-        [{"prompt": chat.format_prompt("?"), "completion": chat.format_completion(chat.REFUSAL)}], tokenizer, None).answers[0]
+        [{"prompt": chat.format_prompt("?"), "completion": chat.format_completion(chat.REFUSAL)}], tokenizer, None
+    ).answers[0] if cfg.fact_weight != 1.0 else []
     trainer_class = (training.answer_only_trainer_class(share_prefix=cfg.share_prompt_prefix and cfg.attention == "per-example",
                                                         fact_weight=cfg.fact_weight, refusal_ids=refusal_ids)
                      if cfg.answer_only_head else SFTTrainer)
