@@ -13,6 +13,8 @@ reach every stage.
 """
 from __future__ import annotations
 
+import contextlib
+import io as stdio
 import json
 import os
 import subprocess
@@ -49,7 +51,7 @@ def plan(cfg: PipelineConfig, extra: dict[str, list[str]]) -> list[Stage]:
     common = ["--data-dir", cfg.data_dir, "--checkpoint-dir", cfg.checkpoint_dir]
     pdfs = [arg for p in cfg.pdf for arg in ("--pdf", p)]
     prompts = Path("generated_prompt.py")  # users edit it by hand: an edit reruns generation and judging
-    modelfile = modelfile_path(extra.get("deploy", []), cfg.checkpoint_dir)
+    modelfile = modelfile_path(extra.get("deploy", []), cfg)
     stages = [
         Stage("parse", ["syntheticdatageneration.py", *common, *pdfs, "--parse-only"], [Path(p) for p in cfg.pdf],
               [data / "chunks.json"]),
@@ -72,10 +74,18 @@ def plan(cfg: PipelineConfig, extra: dict[str, list[str]]) -> list[Stage]:
     return stages
 
 
-def modelfile_path(deploy_flags: list[str], checkpoint_dir: str) -> Path:
-    """Where the deploy stage writes the Modelfile: its --modelfile flag when passed, else deploy's default."""
-    given = next((deploy_flags[i + 1] for i, flag in enumerate(deploy_flags[:-1]) if flag == "--modelfile"), "")
-    return deploy.modelfile_path(given, checkpoint_dir)
+def modelfile_path(deploy_flags: list[str], cfg: PipelineConfig) -> Path:
+    """Where the deploy stage writes the Modelfile, read as deploy reads it (its flags, a --config file,
+    POLICYTUNE_MODELFILE). A deploy flag it cannot read stops the pipeline here, not after training."""
+    messages = stdio.StringIO()
+    try:
+        with contextlib.redirect_stderr(messages):
+            deploy_cfg = config.parse(deploy.DeployConfig, ["--data-dir", cfg.data_dir, "--checkpoint-dir",
+                                                            cfg.checkpoint_dir, *deploy_flags])
+    except SystemExit:  # argparse's usage and error: only the error line is kept
+        error = messages.getvalue().strip().splitlines()[-1:] or ["cannot read them"]
+        raise config.UserError(f"deploy stage flags {deploy_flags}: {error[0].split('error: ', 1)[-1]}") from None
+    return deploy.modelfile_path(deploy_cfg.modelfile, deploy_cfg.checkpoint_dir)
 
 
 def fingerprint(stage: Stage) -> str:
@@ -168,7 +178,7 @@ def main(cfg: PipelineConfig, extra: dict[str, list[str]]) -> None:
     print(f"\npipeline finished in {total:.0f}s; stage times: {timings or 'all skipped'}")
     print(f"  adapter:   {Path(cfg.checkpoint_dir) / 'adapter_model.safetensors'}")
     print(f"  gguf:      {Path(cfg.checkpoint_dir) / 'adapter.gguf'}")
-    print(f"  Modelfile: {modelfile_path(extra.get('deploy', []), cfg.checkpoint_dir).resolve()}")
+    print(f"  Modelfile: {stages[-1].outputs[-1].resolve()}")
     print(f"  report:    {Path(cfg.reports_dir) / 'eval.html'}")
     headline(Path(cfg.reports_dir))
 

@@ -58,6 +58,30 @@ def test_the_repository_modelfile_is_written_for_the_default_checkpoints_only():
     assert Path("M") in given
 
 
+def test_the_pipeline_looks_for_the_modelfile_where_deploy_writes_it(tmp_path, monkeypatch):
+    pipeline = _pipeline()
+    cfg = config.parse(pipeline.PipelineConfig, [])
+
+    def modelfile(extra: dict) -> Path:
+        return {s.name: s for s in pipeline.plan(cfg, extra)}["deploy"].outputs[-1]
+
+    monkeypatch.setenv("POLICYTUNE_MODELFILE", str(tmp_path / "from-env"))
+    assert modelfile({}) == tmp_path / "from-env"
+    monkeypatch.delenv("POLICYTUNE_MODELFILE")
+    deploy_config = tmp_path / "deploy.json"
+    deploy_config.write_text(json.dumps({"modelfile": str(tmp_path / "from-file")}))
+    assert modelfile({"deploy": ["--config", str(deploy_config)]}) == tmp_path / "from-file"
+    assert modelfile({"deploy": ["--modelfile", "M", "--config", str(deploy_config)]}) == Path("M")
+
+
+def test_a_deploy_flag_deploy_cannot_read_stops_the_pipeline_before_its_first_stage(tmp_path):
+    result = pipeline_run(tmp_path, "--deploy.verify-n", "0")
+    assert_one_line_error(result, "--verify-n must be at least 1")
+    result = pipeline_run(tmp_path, "--deploy.no-such-flag", "1")
+    assert_one_line_error(result, "unrecognized arguments: --no-such-flag 1")
+    assert not (tmp_path / "data").exists()
+
+
 def test_from_after_to_is_a_one_line_error(tmp_path):
     result = run_script("pipeline.py", "--from", "train", "--to", "parse", "--data-dir", str(tmp_path / "data"), timeout=60)
     assert_one_line_error(result, "--from-stage train comes after --to-stage parse")
