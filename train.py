@@ -99,7 +99,8 @@ class TrainConfig(config.Base):
         "help": "recompute activations in backward: less memory, about 30%% slower; for big models on small GPUs"})
     eval_steps: int = field(default=0, metadata={"help": "evaluate and save a checkpoint every N steps (0: twice per epoch)"})
     early_stopping_patience: int = field(default=3, metadata={
-        "help": "stop after N evaluations without a better --select-by figure (0: never stop early)"})
+        "help": "stop after N evaluations without a better --select-by figure (answers: none within one standard "
+                "error of the best score; 0: never stop early)"})
     # Eval loss on held-out phrasings said little: it kept falling while the model refused trained facts,
     # and a refusal's few tokens weigh nothing in it. Answers are what the product is judged on.
     select_by: str = field(default="answers", metadata={
@@ -113,7 +114,8 @@ class TrainConfig(config.Base):
     # (1.38) and rose to 1.97 by epoch 6 while train loss fell to 0.03: the closed-book goal
     # (recite trained facts) wants the last checkpoint, the held-out loss wants an early one.
     keep_best: bool = field(default=True, metadata={
-        "help": "publish the best checkpoint by --select-by (--no-keep-best: the last one)"})
+        "help": "publish the best checkpoint by --select-by (answers: the latest within one standard error of the "
+                "best score, policytune/heldout.py; --no-keep-best: the last one)"})
     logging_steps: int = field(default=2, metadata={"help": "record the training loss every N steps"})
     # Measured on the 2-core box (bench/train.py): other core idle, 2 threads 1.7x faster than 1; another
     # job on it, 2 threads 2.7-5x slower than 1. So 0 follows the load, re-checked every few seconds.
@@ -276,7 +278,7 @@ def main(cfg: TrainConfig) -> None:
         eval_strategy="steps" if has_eval else "no", eval_steps=eval_steps,
         save_strategy="steps", save_steps=eval_steps, save_total_limit=2,
         load_best_model_at_end=has_eval and cfg.keep_best,
-        metric_for_best_model="eval_answer_score" if by_answers else "eval_loss", greater_is_better=by_answers,
+        metric_for_best_model=heldout.KEPT if by_answers else "eval_loss", greater_is_better=by_answers,
         # Padding-free batches have no padding to leave out; padded ones count the attention mask.
         include_num_input_tokens_seen="all" if cfg.padding_free else "non_padding",
         # use_cpu makes accelerate form a gloo group under torchrun; without it each CPU rank trains alone.
@@ -285,7 +287,7 @@ def main(cfg: TrainConfig) -> None:
         ddp_find_unused_parameters=False, disable_tqdm=not is_main,
     )
     metrics_cb = training.metrics_callback()
-    # Listed before early stopping: it adds eval_answer_score to the metrics that early stopping and keep-best read.
+    # Listed before early stopping: it adds the figure early stopping and keep-best read (heldout.KEPT).
     answers_cb = heldout.callback(heldout.balanced_sample(eval_records, cfg.heldout_answers)) if by_answers else None
     pass_tokens = sum(len(row["input_ids"]) for row in train_tok.rows)
     # batches differ several-fold in cost (a restated section against a few short questions): a run of hundreds of
@@ -383,6 +385,8 @@ def main(cfg: TrainConfig) -> None:
             "chat_format": "chatml", "system_prompt": chat.SYSTEM_PROMPT,
             "refusal": chat.REFUSAL})
         history = trainer.state.log_history
+        best = trainer.state.best_model_checkpoint
+        best_step = int(best.rsplit("-", 1)[1]) if best else None
         train_log = [h for h in history if "loss" in h]
         eval_log = [h for h in history if "eval_loss" in h]
         metrics = {
@@ -391,9 +395,13 @@ def main(cfg: TrainConfig) -> None:
             "eval_loss": [round(h["eval_loss"], 5) for h in eval_log],
             "eval_loss_steps": [h["step"] for h in eval_log],
             "best_eval_loss": min((h["eval_loss"] for h in eval_log), default=None) if by_answers else trainer.state.best_metric,
-            "selected_by": "eval_answer_score" if by_answers else "eval_loss", "best_metric": trainer.state.best_metric,
+            "selected_by": "eval_answer_score" if by_answers else "eval_loss",
+            "selection": "the latest checkpoint within one standard error of the best score" if by_answers else "best",
+            "best_metric": next((h["eval_answer_score"] for h in eval_log
+                                 if h["step"] == best_step and "eval_answer_score" in h), None)
+            if by_answers else trainer.state.best_metric,
             "heldout_answers": answers_cb.history if answers_cb else [],
-            "best_checkpoint": Path(trainer.state.best_model_checkpoint).name if trainer.state.best_model_checkpoint else None,
+            "best_checkpoint": Path(best).name if best else None,
             "published": "best" if args.load_best_model_at_end else "last",
             "global_step": trainer.state.global_step, "epochs": round(trainer.state.epoch or 0, 3),
             "final_train_loss": round(result.training_loss, 5),

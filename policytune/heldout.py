@@ -4,12 +4,18 @@ Eval loss on a few records says little about whether the model now answers a tra
 other words, or refuses what the policy leaves open (a refusal is short, so its loss dominates
 nothing). At every evaluation this callback answers a fixed, balanced sample of the held-out split
 with the model as it is, and adds `eval_answer_score` (the mean of answerable accuracy and refusal
-recall) to the evaluation metrics, so keep-best and early stopping can use it; the curve goes to
-metrics.json.
+recall) to the evaluation metrics; the curve goes to metrics.json.
+
+Keep-best and early stopping follow `eval_answer_kept`: how many evaluations so far scored within one
+standard error of the best score before them. The held-out sample holds 7-17 near misses, so one
+answer moves the score by up to 0.07, and the best score was often an earlier checkpoint by that
+much or a tie, while on the gold sets the later checkpoint was as good or better (BENCHMARKS.md,
+twelfth and thirteenth sessions). So the latest checkpoint within that noise of the best is kept.
 """
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Any
 
 from policytune import answers, metrics
@@ -40,9 +46,37 @@ def score(records: list[dict], predictions: list[str]) -> dict[str, Any]:
             "answer_score": round(sum(parts) / len(parts), 4) if parts else 0.0}
 
 
+KEPT = "eval_answer_kept"
+PARTS = ("answerable_accuracy", "refusal_recall", "answerable", "unanswerable")  # logged: a resumed run reads them
+
+
+def standard_error(result: dict[str, Any]) -> float:
+    """Of an answer score: each part binomial over its questions, with one right and one wrong answer added so
+    that 1.00 on 9 questions is not certain."""
+    parts = [(result[key], result[count]) for key, count in (("answerable_accuracy", "answerable"),
+                                                              ("refusal_recall", "unanswerable"))
+             if result.get(key) is not None and result.get(count)]
+    if not parts:
+        return 0.0
+    shrunk = [((p * n + 1) / (n + 2), n) for p, n in parts]
+    return math.sqrt(sum(p * (1 - p) / n for p, n in shrunk)) / len(parts)
+
+
+def kept_count(earlier: list[dict[str, Any]], result: dict[str, Any]) -> int:
+    """`eval_answer_kept` after `result`: earlier evaluations' count, one more when `result` is within one standard
+    error of the best score before it. It only grows, and grows exactly at the evaluations worth publishing."""
+    count = max((e.get("kept", 0) for e in earlier), default=0)
+    if not earlier:
+        return count + 1
+    best = max(earlier, key=lambda e: e["answer_score"])
+    return count + (result["answer_score"] >= best["answer_score"] - standard_error(best))
+
+
 def callback(records: list[dict], batch_size: int = 32, max_new_tokens: int = 48):
     """A TrainerCallback that scores held-out answers at every evaluation (its `history` is the curve)."""
     from transformers import TrainerCallback
+
+    answerable = sum(bool(r.get("answerable", True)) for r in records)
 
     class HeldOutAnswers(TrainerCallback):
         def __init__(self) -> None:
@@ -58,9 +92,20 @@ def callback(records: list[dict], batch_size: int = 32, max_new_tokens: int = 48
                                              max_new_tokens, progress=False)
             finally:
                 model.train(was_training)
-            result = score(records, predictions)
-            # The trainer hands every callback this same dict, and reads it for the best checkpoint after them.
-            metrics["eval_answer_score"] = result["answer_score"]
+            result = {**score(records, predictions), "answerable": answerable, "unanswerable": len(records) - answerable}
+            # A resumed run has lost this object's history but not the trainer's log: the count goes on from there.
+            earlier = [{"answer_score": h["eval_answer_score"], "kept": h[KEPT],
+                        **{key: h[f"eval_answer_{key}"] for key in PARTS if f"eval_answer_{key}" in h}}
+                       for h in state.log_history if KEPT in h]
+            result["kept"] = kept_count(earlier, result)
+            added = {"eval_answer_score": result["answer_score"], KEPT: result["kept"],
+                     **{f"eval_answer_{key}": result[key] for key in PARTS if result[key] is not None}}
+            # The trainer hands every callback this same dict, and reads it for the best checkpoint after them; its
+            # log took a copy before, and is what a checkpoint keeps.
+            metrics.update(added)
+            logged = next((h for h in reversed(state.log_history) if "eval_loss" in h), None)
+            if logged is not None and logged.get("step") == state.global_step:
+                logged.update(added)
             self.history.append({"step": state.global_step, **result})
             print(f"held-out answers at step {state.global_step}: accuracy {result['answerable_accuracy']}, "
                   f"refusal recall {result['refusal_recall']}, score {result['answer_score']}", flush=True)

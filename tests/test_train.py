@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, run_script, stage_module
-from policytune import chat, cpu, training
+from policytune import chat, cpu, heldout, training
 
 FACTS = [
     ("How long is the probationary period?", "3 months from the start date."),
@@ -595,6 +595,28 @@ def test_early_stopping_ends_the_run_when_eval_loss_stops_improving(overshooting
     # It stopped at the second evaluation in a row that did not beat the best (patience 2).
     assert len(losses) == best + 1 + 2 and all(loss >= losses[best] for loss in losses[best + 1:])
     assert metrics["global_step"] == steps[-1]
+
+
+def test_keep_best_by_answers_publishes_the_latest_checkpoint_within_noise_of_the_best(tmp_path, tiny_model):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "instructionquality.json").write_text(json.dumps(make_records()))
+    result = train(tmp_path, "--base-model", str(tiny_model), "--threads", "1", "--lora-r", "8", "--lora-alpha", "16",
+                   "--batch-size", "4", "--max-steps", "3", "--eval-steps", "1", "--eval-fraction", "0.4",
+                   "--heldout-answers", "6", "--early-stopping-patience", "0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    ckpt = tmp_path / "ckpt"
+    metrics = json.loads((ckpt / "metrics.json").read_text())
+    curve = metrics["heldout_answers"]
+    assert [h["step"] for h in curve] == [1, 2, 3] and all(h["answerable"] and h["unanswerable"] for h in curve)
+    # a random 2-layer model scores the same at every step: ties, each one kept, so the last step is published
+    assert len({h["answer_score"] for h in curve}) == 1 and [h["kept"] for h in curve] == [1, 2, 3]
+    assert metrics["best_checkpoint"] == "checkpoint-3" and metrics["best_metric"] == curve[-1]["answer_score"]
+    assert same_tensors(adapter_tensors(ckpt), adapter_tensors(ckpt / "trainer" / "checkpoint-3"))
+    # what a resumed run continues the count from is in the trainer's own log
+    logged = json.loads((ckpt / "trainer" / "checkpoint-3" / "trainer_state.json").read_text())["log_history"]
+    evaluations = [h for h in logged if heldout.KEPT in h]
+    assert [h[heldout.KEPT] for h in evaluations] == [1, 2, 3]
+    assert all(f"eval_answer_{key}" in h for h in evaluations for key in ("answerable", "unanswerable"))
 
 
 def test_shared_prompt_prefix_is_kept_once_with_the_original_positions_and_labels():
