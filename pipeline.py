@@ -13,8 +13,7 @@ reach every stage.
 """
 from __future__ import annotations
 
-import contextlib
-import io as stdio
+import importlib
 import json
 import os
 import subprocess
@@ -45,13 +44,19 @@ class Stage:
     outputs: list[Path]
 
 
+# The config each stage reads its command line into: the pipeline reads a stage's flags the same way before the
+# first stage runs, so a flag the train stage cannot read stops it now, not after generation.
+STAGE_CONFIGS = {"parse": "syntheticdatageneration:GenerationConfig", "generate": "syntheticdatageneration:GenerationConfig",
+                 "preprocess": "preprocessing:PreprocessConfig", "quality": "dataquality:QualityConfig",
+                 "train": "train:TrainConfig", "evaluate": "evaluate:EvalConfig", "deploy": "policytune.deploy:DeployConfig"}
+
+
 def plan(cfg: PipelineConfig, extra: dict[str, list[str]]) -> list[Stage]:
     """The stages in order, with their command lines and the files that decide whether to rerun."""
     data, ckpt, reports = Path(cfg.data_dir), Path(cfg.checkpoint_dir), Path(cfg.reports_dir)
     common = ["--data-dir", cfg.data_dir, "--checkpoint-dir", cfg.checkpoint_dir]
     pdfs = [arg for p in cfg.pdf for arg in ("--pdf", p)]
     prompts = Path("generated_prompt.py")  # users edit it by hand: an edit reruns generation and judging
-    modelfile = modelfile_path(extra.get("deploy", []), cfg)
     stages = [
         Stage("parse", ["syntheticdatageneration.py", *common, *pdfs, "--parse-only"], [Path(p) for p in cfg.pdf],
               [data / "chunks.json"]),
@@ -67,25 +72,24 @@ def plan(cfg: PipelineConfig, extra: dict[str, list[str]]) -> list[Stage]:
               [ckpt / "adapter_model.safetensors", data / "eval_split.json", Path("sample/gold.jsonl")],
               [reports / "eval.json"]),
         Stage("deploy", ["-m", "policytune.deploy", *common, "--verify"], [ckpt / "adapter_model.safetensors"],
-              [ckpt / "adapter.gguf", modelfile]),
+              [ckpt / "adapter.gguf"]),
     ]
     for stage in stages:
         stage.command += extra.get(stage.name, [])
+    # deploy writes the Modelfile where its own flags, a --config file or POLICYTUNE_MODELFILE say
+    deploy_cfg = stage_config(stages[-1])
+    stages[-1].outputs.append(deploy.modelfile_path(deploy_cfg.modelfile, deploy_cfg.checkpoint_dir))
     return stages
 
 
-def modelfile_path(deploy_flags: list[str], cfg: PipelineConfig) -> Path:
-    """Where the deploy stage writes the Modelfile, read as deploy reads it (its flags, a --config file,
-    POLICYTUNE_MODELFILE). A deploy flag it cannot read stops the pipeline here, not after training."""
-    messages = stdio.StringIO()
+def stage_config(stage: Stage) -> config.Base:
+    """The config a stage will run with, read from its command line as the stage reads it."""
+    module, name = STAGE_CONFIGS[stage.name].split(":")
+    args = stage.command[2:] if stage.command[0] == "-m" else stage.command[1:]
     try:
-        with contextlib.redirect_stderr(messages):
-            deploy_cfg = config.parse(deploy.DeployConfig, ["--data-dir", cfg.data_dir, "--checkpoint-dir",
-                                                            cfg.checkpoint_dir, *deploy_flags])
-    except SystemExit:  # argparse's usage and error: only the error line is kept
-        error = messages.getvalue().strip().splitlines()[-1:] or ["cannot read them"]
-        raise config.UserError(f"deploy stage flags {deploy_flags}: {error[0].split('error: ', 1)[-1]}") from None
-    return deploy.modelfile_path(deploy_cfg.modelfile, deploy_cfg.checkpoint_dir)
+        return config.parse(getattr(importlib.import_module(module), name), args)
+    except config.UserError as exc:
+        raise config.UserError(f"{stage.name} stage: {exc}") from None
 
 
 def fingerprint(stage: Stage) -> str:
@@ -148,6 +152,9 @@ def headline(reports_dir: Path) -> None:
 def main(cfg: PipelineConfig, extra: dict[str, list[str]]) -> None:
     config.show(cfg)
     stages = plan(cfg, extra)
+    for stage in stages:
+        if stage.name in extra:
+            stage_config(stage)
     first, last = STAGE_NAMES.index(cfg.from_stage), STAGE_NAMES.index(cfg.to_stage)
     if first > last:
         raise config.UserError(f"--from-stage {cfg.from_stage} comes after --to-stage {cfg.to_stage}")

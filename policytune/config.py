@@ -80,9 +80,17 @@ def env_name(field_name: str) -> str:
     return ENV_PREFIX + field_name.upper()
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors (an unknown flag, a missing value, a bad choice) are a UserError: one line and
+    exit code 2 like any other bad input, instead of the usage block before the message."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise UserError(f"{message} (--help lists the flags)")
+
+
 def parse(cls: type[T], argv: list[str] | None = None, description: str | None = None) -> T:
     """Build a stage config from defaults, --config FILE, POLICYTUNE_* env vars and flags."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         description=description or (sys.modules[cls.__module__].__doc__ or "").strip(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

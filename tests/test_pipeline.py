@@ -74,11 +74,15 @@ def test_the_pipeline_looks_for_the_modelfile_where_deploy_writes_it(tmp_path, m
     assert modelfile({"deploy": ["--modelfile", "M", "--config", str(deploy_config)]}) == Path("M")
 
 
-def test_a_deploy_flag_deploy_cannot_read_stops_the_pipeline_before_its_first_stage(tmp_path):
+def test_a_stage_flag_the_stage_cannot_read_stops_the_pipeline_before_its_first_stage(tmp_path):
     result = pipeline_run(tmp_path, "--deploy.verify-n", "0")
-    assert_one_line_error(result, "--verify-n must be at least 1")
+    assert_one_line_error(result, "deploy stage: --verify-n must be at least 1")
     result = pipeline_run(tmp_path, "--deploy.no-such-flag", "1")
     assert_one_line_error(result, "unrecognized arguments: --no-such-flag 1")
+    result = pipeline_run(tmp_path, "--train.lora-r", "0")
+    assert_one_line_error(result, "train stage: --lora-r and --lora-alpha must be positive")
+    result = pipeline_run(tmp_path, "--generate.questions-per-fact", "many")
+    assert_one_line_error(result, "generate stage: --questions-per-fact: expected int, got 'many'")
     assert not (tmp_path / "data").exists()
 
 

@@ -278,3 +278,14 @@ def test_api_key_reaches_the_endpoint_and_no_file_or_log(tmp_path, request, last
     assert len(written) >= (25 if last == "evaluate" else 12), [str(p) for p in written]
     leaks = [str(p) for p in written if key.encode() in p.read_bytes()]
     assert not leaks, f"the API key was written to {leaks}"
+
+
+@pytest.mark.parametrize("script", ["syntheticdatageneration.py", "preprocessing.py", "dataquality.py", "train.py",
+                                    "evaluate.py", "-m policytune.deploy", "pipeline.py", "bench/quality.py"])
+def test_a_flag_a_stage_cannot_read_is_one_line_not_the_usage(script, tmp_path):
+    data = ["--data-dir", str(tmp_path / "data")]
+    assert_one_line_error(run_script(*script.split(), *data, "--no-such-flag", "1", timeout=120),
+                          "unrecognized arguments: --no-such-flag 1 (--help lists the flags)")
+    assert_one_line_error(run_script(*script.split(), *data, "--config", timeout=120),
+                          "argument --config: expected one argument")
+    assert not (tmp_path / "data").exists()
