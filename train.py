@@ -400,7 +400,7 @@ def main(cfg: TrainConfig) -> None:
             "best_metric": next((h["eval_answer_score"] for h in eval_log
                                  if h["step"] == best_step and "eval_answer_score" in h), None)
             if by_answers else trainer.state.best_metric,
-            "heldout_answers": answers_cb.history if answers_cb else [],
+            "heldout_answers": heldout.curve(history),
             "best_checkpoint": Path(best).name if best else None,
             "published": "best" if args.load_best_model_at_end else "last",
             "global_step": trainer.state.global_step, "epochs": round(trainer.state.epoch or 0, 3),

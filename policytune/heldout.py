@@ -47,7 +47,14 @@ def score(records: list[dict], predictions: list[str]) -> dict[str, Any]:
 
 
 KEPT = "eval_answer_kept"
-PARTS = ("answerable_accuracy", "refusal_recall", "answerable", "unanswerable")  # logged: a resumed run reads them
+# logged with every evaluation: a resumed run reads them back (`curve`)
+PARTS = ("answerable_accuracy", "refusal_recall", "false_refusal_rate", "answerable", "unanswerable")
+
+
+def curve(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every evaluation's held-out answer figures from a trainer's log, those before a resume included."""
+    return [{"step": h.get("step"), "answer_score": h["eval_answer_score"], "kept": h[KEPT],
+             **{key: h.get(f"eval_answer_{key}") for key in PARTS}} for h in log_history if KEPT in h]
 
 
 def standard_error(result: dict[str, Any]) -> float:
@@ -73,15 +80,12 @@ def kept_count(earlier: list[dict[str, Any]], result: dict[str, Any]) -> int:
 
 
 def callback(records: list[dict], batch_size: int = 32, max_new_tokens: int = 48):
-    """A TrainerCallback that scores held-out answers at every evaluation (its `history` is the curve)."""
+    """A TrainerCallback that scores held-out answers at every evaluation and logs them with it (`curve` reads them)."""
     from transformers import TrainerCallback
 
     answerable = sum(bool(r.get("answerable", True)) for r in records)
 
     class HeldOutAnswers(TrainerCallback):
-        def __init__(self) -> None:
-            self.history: list[dict[str, Any]] = []
-
         def on_evaluate(self, args, state, control, metrics=None, model=None, processing_class=None, **kwargs):
             if not records or model is None or processing_class is None or metrics is None:
                 return
@@ -93,11 +97,8 @@ def callback(records: list[dict], batch_size: int = 32, max_new_tokens: int = 48
             finally:
                 model.train(was_training)
             result = {**score(records, predictions), "answerable": answerable, "unanswerable": len(records) - answerable}
-            # A resumed run has lost this object's history but not the trainer's log: the count goes on from there.
-            earlier = [{"answer_score": h["eval_answer_score"], "kept": h[KEPT],
-                        **{key: h[f"eval_answer_{key}"] for key in PARTS if f"eval_answer_{key}" in h}}
-                       for h in state.log_history if KEPT in h]
-            result["kept"] = kept_count(earlier, result)
+            # the trainer's log, not this object, holds the earlier evaluations: a resumed run continues the count
+            result["kept"] = kept_count(curve(state.log_history), result)
             added = {"eval_answer_score": result["answer_score"], KEPT: result["kept"],
                      **{f"eval_answer_{key}": result[key] for key in PARTS if result[key] is not None}}
             # The trainer hands every callback this same dict, and reads it for the best checkpoint after them; its
@@ -106,7 +107,6 @@ def callback(records: list[dict], batch_size: int = 32, max_new_tokens: int = 48
             logged = next((h for h in reversed(state.log_history) if "eval_loss" in h), None)
             if logged is not None and logged.get("step") == state.global_step:
                 logged.update(added)
-            self.history.append({"step": state.global_step, **result})
             print(f"held-out answers at step {state.global_step}: accuracy {result['answerable_accuracy']}, "
                   f"refusal recall {result['refusal_recall']}, score {result['answer_score']}", flush=True)
 

@@ -311,6 +311,10 @@ def test_killed_run_resumes_from_its_checkpoint_not_from_zero(workdir, tiny_mode
     assert metrics["train_loss_steps"] == list(range(1, 31))
     assert metrics["eval_loss_steps"] == sorted(set(metrics["eval_loss_steps"]))
     assert set(range(2, 31, 2)) <= set(metrics["eval_loss_steps"])
+    # and so is the held-out answer curve, with its count of kept evaluations going on from before the kill
+    curve = metrics["heldout_answers"]
+    assert [h["step"] for h in curve] == metrics["eval_loss_steps"]
+    assert all(later["kept"] >= earlier["kept"] for earlier, later in zip(curve, curve[1:]))
     # A finished run is not resumed again, and other settings never resume a run that is not theirs.
     assert not (trainer_dir / "run_key.json").exists()
 
