@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from policytune import augment, chat, config, cpu, heldout, io, models, question_noise, training
+from policytune import augment, chat, config, cpu, heldout, io, models, training
 
 QUANTIZATIONS = ["auto", "4bit", "8bit", "none"]
 
@@ -93,9 +93,6 @@ class TrainConfig(config.Base):
     grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
     max_length: int = field(default=384, metadata={
         "help": "longest tokenised example (prompt ~70 tokens + answer); longer ones are dropped, not truncated"})
-    question_noise: float = field(default=0.0, metadata={
-        "help": "leave out this share of each training question's words, drawn anew every pass (0: off; needs the "
-                "padding-free answer-only path)"})
     padding_free: bool = field(default=True, metadata={
         "help": "concatenate a batch into one sequence instead of padding (same loss, fewer tokens computed)"})
     gradient_checkpointing: bool = field(default=False, metadata={
@@ -163,10 +160,6 @@ class TrainConfig(config.Base):
             raise ValueError("--fact-weight must be positive (1: every answer token alike)")
         if self.fact_weight != 1.0 and not self.answer_only_head:
             raise ValueError("--fact-weight needs --answer-only-head (the weighted loss is computed there)")
-        if not 0 <= self.question_noise < 1:
-            raise ValueError("--question-noise must be in [0, 1)")
-        if self.question_noise and not (self.answer_only_head and self.padding_free):
-            raise ValueError("--question-noise needs --answer-only-head and --padding-free (the words are left out there)")
         if self.loraplus_ratio < 0 or 0 < self.loraplus_ratio < 1:
             raise ValueError("--loraplus-ratio must be 0 (off) or at least 1")
 
@@ -313,9 +306,7 @@ def main(cfg: TrainConfig) -> None:
         [{"prompt": chat.format_prompt("?"), "completion": chat.format_completion(chat.REFUSAL)}], tokenizer, None
     ).answers[0] if cfg.fact_weight != 1.0 else []
     trainer_class = (training.answer_only_trainer_class(share_prefix=cfg.share_prompt_prefix and cfg.attention == "per-example",
-                                                        fact_weight=cfg.fact_weight, refusal_ids=refusal_ids,
-                                                        question_noise=cfg.question_noise, seed=cfg.seed,
-                                                        noise_layout=question_noise.layout(tokenizer) if cfg.question_noise else None)
+                                                        fact_weight=cfg.fact_weight, refusal_ids=refusal_ids)
                      if cfg.answer_only_head else SFTTrainer)
     if cfg.loraplus_ratio and lora is not None:
         trainer_class = training.loraplus_trainer_class(trainer_class, cfg.loraplus_ratio)

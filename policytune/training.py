@@ -240,8 +240,7 @@ def answer_positions(labels):
     return keep, following[following != IGNORE_INDEX]
 
 
-def answer_only_trainer_class(share_prefix: bool = False, fact_weight: float = 1.0, refusal_ids: list[int] = (),
-                              question_noise: float = 0.0, noise_layout=None, seed: int = 0):
+def answer_only_trainer_class(share_prefix: bool = False, fact_weight: float = 1.0, refusal_ids: list[int] = ()):
     """TRL's SFTTrainer with the LM head and the cross-entropy computed at answer positions only.
 
     The 49k-vocabulary head is the largest matmul of a small model, and TRL's fused head scores
@@ -252,13 +251,11 @@ def answer_only_trainer_class(share_prefix: bool = False, fact_weight: float = 1
     With share_prefix (and per-example attention), a batch's common prompt prefix is computed once
     (`share_prompt_prefix`); the tokens counted as seen stay the examples' own. A fact_weight
     other than 1 weights the answer tokens the question does not hold (`token_weights`) in training
-    steps; the eval loss stays the plain mean. A question_noise above 0 leaves out that share of each
-    question's words in training batches (`question_noise`), drawn anew for every batch of every pass.
+    steps; the eval loss stays the plain mean.
     """
     import torch
     from trl import SFTTrainer
 
-    from policytune import question_noise as noise
     from policytune import token_weights  # it reads IGNORE_INDEX from this module
 
     class AnswerOnlySFTTrainer(SFTTrainer):
@@ -267,12 +264,6 @@ def answer_only_trainer_class(share_prefix: bool = False, fact_weight: float = 1
                     or self.aux_loss_enabled or getattr(self.args, "loss_type", "nll") != "nll"):
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             mode = "train" if self.model.training else "eval"
-            if mode == "train" and question_noise > 0:
-                # seeded by the step and the micro-batch, so a resumed run draws what the first one would have
-                step, call = getattr(self, "_noise_call", (-1, 0))
-                self._noise_call = (self.state.global_step, call + 1 if step == self.state.global_step else 0)
-                draws = torch.Generator().manual_seed(abs(hash((seed, *self._noise_call))))
-                inputs = noise.drop_words(inputs, question_noise, noise_layout, draws)
             shared = share_prefix and getattr(self.model.config, "_attn_implementation", None) == VARLEN_ATTENTION
             batch = share_prompt_prefix(inputs) if shared else inputs
             keep, targets = answer_positions(batch["labels"])
