@@ -100,11 +100,12 @@ def pipeline_run(tmp_path: Path, *flags: str):
 def test_failing_stage_stops_the_pipeline_with_its_exit_code_and_keeps_earlier_outputs(tmp_path):
     data = tmp_path / "data"
     write_sample(data)
-    # --judge-votes 0 makes dataquality.py exit 2 before it reads anything.
-    failed = pipeline_run(tmp_path, "--from", "preprocess", "--to", "quality", "--quality.judge-votes", "0")
+    # an input that is not there makes dataquality.py exit 2 when it runs (a flag it cannot read would stop the
+    # pipeline before its first stage)
+    failed = pipeline_run(tmp_path, "--from", "preprocess", "--to", "quality", "--quality.input", "missing.json")
     assert failed.returncode == 2, failed.stderr[-2000:]
     assert "== preprocess:" in failed.stdout and "== quality:" in failed.stdout and "== train" not in failed.stdout
-    assert "error: --judge-votes must be at least 1" in failed.stderr
+    assert "error: " in failed.stderr and "missing.json" in failed.stderr
     assert "pipeline stopped at stage 'quality' (exit 2)" in failed.stderr
     kept = (data / "instructions.json").read_bytes()
     state = json.loads((data / "pipeline_state.json").read_text())
