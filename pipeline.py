@@ -39,16 +39,12 @@ class PipelineConfig(config.Base):
 @dataclass
 class Stage:
     name: str
-    command: list[str]
+    command: list[str]  # a script and its flags, or "-m", a module and its flags
     inputs: list[Path]
     outputs: list[Path]
-
-
-# The config each stage reads its command line into: the pipeline reads a stage's flags the same way before the
-# first stage runs, so a flag the train stage cannot read stops it now, not after generation.
-STAGE_CONFIGS = {"parse": "syntheticdatageneration:GenerationConfig", "generate": "syntheticdatageneration:GenerationConfig",
-                 "preprocess": "preprocessing:PreprocessConfig", "quality": "dataquality:QualityConfig",
-                 "train": "train:TrainConfig", "evaluate": "evaluate:EvalConfig", "deploy": "policytune.deploy:DeployConfig"}
+    # The config class the script reads its flags into: the pipeline reads them the same way before the first
+    # stage runs (`stage_config`), so a flag the train stage cannot read stops it then, not after generation.
+    config: str
 
 
 def plan(cfg: PipelineConfig, extra: dict[str, list[str]]) -> list[Stage]:
@@ -59,20 +55,20 @@ def plan(cfg: PipelineConfig, extra: dict[str, list[str]]) -> list[Stage]:
     prompts = Path("generated_prompt.py")  # users edit it by hand: an edit reruns generation and judging
     stages = [
         Stage("parse", ["syntheticdatageneration.py", *common, *pdfs, "--parse-only"], [Path(p) for p in cfg.pdf],
-              [data / "chunks.json"]),
+              [data / "chunks.json"], "GenerationConfig"),
         Stage("generate", ["syntheticdatageneration.py", *common, *pdfs, "--reuse-chunks"], [data / "chunks.json", prompts],
-              [data / "syntheticdata.json", data / "facts.json"]),
+              [data / "syntheticdata.json", data / "facts.json"], "GenerationConfig"),
         Stage("preprocess", ["preprocessing.py", *common], [data / "syntheticdata.json", data / "chunks.json"],
-              [data / "instructions.json"]),
+              [data / "instructions.json"], "PreprocessConfig"),
         Stage("quality", ["dataquality.py", *common], [data / "instructions.json", prompts],
-              [data / "instructionquality.json", data / "quality_report.json"]),
+              [data / "instructionquality.json", data / "quality_report.json"], "QualityConfig"),
         Stage("train", ["train.py", *common], [data / "instructionquality.json", data / "facts.json"],
-              [ckpt / "adapter_model.safetensors", ckpt / "metrics.json", data / "eval_split.json"]),
+              [ckpt / "adapter_model.safetensors", ckpt / "metrics.json", data / "eval_split.json"], "TrainConfig"),
         Stage("evaluate", ["evaluate.py", *common, "--reports-dir", cfg.reports_dir],
               [ckpt / "adapter_model.safetensors", data / "eval_split.json", Path("sample/gold.jsonl")],
-              [reports / "eval.json"]),
+              [reports / "eval.json"], "EvalConfig"),
         Stage("deploy", ["-m", "policytune.deploy", *common, "--verify"], [ckpt / "adapter_model.safetensors"],
-              [ckpt / "adapter.gguf"]),
+              [ckpt / "adapter.gguf"], "DeployConfig"),
     ]
     for stage in stages:
         stage.command += extra.get(stage.name, [])
@@ -84,10 +80,10 @@ def plan(cfg: PipelineConfig, extra: dict[str, list[str]]) -> list[Stage]:
 
 def stage_config(stage: Stage) -> config.Base:
     """The config a stage will run with, read from its command line as the stage reads it."""
-    module, name = STAGE_CONFIGS[stage.name].split(":")
-    args = stage.command[2:] if stage.command[0] == "-m" else stage.command[1:]
+    as_module = stage.command[0] == "-m"
+    module = stage.command[1] if as_module else Path(stage.command[0]).stem
     try:
-        return config.parse(getattr(importlib.import_module(module), name), args)
+        return config.parse(getattr(importlib.import_module(module), stage.config), stage.command[2 if as_module else 1:])
     except config.UserError as exc:
         raise config.UserError(f"{stage.name} stage: {exc}") from None
 
