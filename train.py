@@ -61,9 +61,6 @@ class TrainConfig(config.Base):
     lora_dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA input (0: none, and no copy of the input per adapter)"})
     target_modules: list[str] = field(default_factory=lambda: ["all-linear"], metadata={
         "help": "modules that get adapters; 'all-linear' = every linear projection except the output head"})
-    lora_layers: float = field(default=1.0, metadata={
-        "help": "share of the decoder layers, counted from the top, that get adapters (1: all; 0.5: the upper half, "
-                "and backward stops below it)"})
     quantization: str = field(default="auto", metadata={
         "help": "auto = 4-bit NF4 (QLoRA) on CUDA, none on CPU (4-bit is slower there)", "choices": QUANTIZATIONS})
     # Schedule. Generation asks about every fact (433 on the sample, 3 questions each, plus the section
@@ -163,8 +160,6 @@ class TrainConfig(config.Base):
             raise ValueError("--fact-weight must be positive (1: every answer token alike)")
         if self.fact_weight != 1.0 and not self.answer_only_head:
             raise ValueError("--fact-weight needs --answer-only-head (the weighted loss is computed there)")
-        if not 0 < self.lora_layers <= 1:
-            raise ValueError("--lora-layers must be above 0 and at most 1")
         if self.loraplus_ratio < 0 or 0 < self.loraplus_ratio < 1:
             raise ValueError("--loraplus-ratio must be 0 (off) or at least 1")
 
@@ -207,7 +202,7 @@ def main(cfg: TrainConfig) -> None:
     base = models.resolve(cfg.base_model)
 
     import torch
-    from peft import prepare_model_for_kbit_training
+    from peft import LoraConfig, prepare_model_for_kbit_training
     from transformers import EarlyStoppingCallback
     from trl import SFTConfig, SFTTrainer
     from datasets import Dataset
@@ -236,8 +231,9 @@ def main(cfg: TrainConfig) -> None:
         training.use_varlen_attention(model)
     if quantization != "none":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
-    lora = training.lora_config(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules,
-                                cfg.lora_layers) if cfg.method == "lora" else None
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, task_type="CAUSAL_LM",
+                      target_modules=cfg.target_modules[0] if cfg.target_modules == ["all-linear"] else cfg.target_modules
+                      ) if cfg.method == "lora" else None
 
     # 3. Schedule: evaluate and checkpoint at the same steps so the best checkpoint can be kept.
     steps_per_epoch = math.ceil(len(train_tok.rows) / (cfg.batch_size * cfg.grad_accum * world))

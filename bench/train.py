@@ -59,7 +59,7 @@ GOAL_MFU = 0.4
 
 # train.py at 22841b0 (the issue's baseline), as options of `prepare`.
 BASELINE = {"answer_only_head": False, "attention": "sdpa", "share_prompt_prefix": False, "lora_r": 64,
-            "lora_alpha": 128, "lora_dropout": 0.05, "target_modules": ["all-linear"], "lora_layers": 1.0, "batch_size": 8,
+            "lora_alpha": 128, "lora_dropout": 0.05, "target_modules": ["all-linear"], "batch_size": 8,
             "learning_rate": 1e-3, "compile": False, "thread_delta": 0, "full_finetune": False, "bf16": False}
 ATTENTION_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 MLP_PROJECTIONS = ["gate_proj", "up_proj", "down_proj"]
@@ -80,7 +80,6 @@ VARIANTS = {
     "threads-1": ("defaults, one thread fewer", "default", {"thread_delta": -1}),
     "attn-only": ("defaults, LoRA on attention only", "default", {"target_modules": ATTENTION_PROJECTIONS}),
     "mlp-only": ("defaults, LoRA on MLP only", "default", {"target_modules": MLP_PROJECTIONS}),
-    "top-half": ("defaults, LoRA on the upper half of the layers", "default", {"lora_layers": 0.5}),
     "r128": ("defaults, r=128 alpha 256", "default", {"lora_r": 128, "lora_alpha": 256}),
     "r256": ("defaults, r=256 alpha 512", "default", {"lora_r": 256, "lora_alpha": 512}),
     "full": ("defaults, full fine-tuning (no LoRA)", "default", {"full_finetune": True, "learning_rate": 5e-5}),
@@ -146,7 +145,7 @@ def train_defaults() -> dict:
     d = common.load_stage("train.py").TrainConfig()
     return {**BASELINE, "answer_only_head": d.answer_only_head, "attention": d.attention,
             "share_prompt_prefix": d.share_prompt_prefix, "lora_r": d.lora_r, "lora_alpha": d.lora_alpha,
-            "lora_dropout": d.lora_dropout, "target_modules": d.target_modules, "lora_layers": d.lora_layers, "batch_size": d.batch_size,
+            "lora_dropout": d.lora_dropout, "target_modules": d.target_modules, "batch_size": d.batch_size,
             "learning_rate": d.learning_rate, "compile": d.compile}
 
 
@@ -168,6 +167,7 @@ def build_trainer(opts: dict, rows: list[dict], cfg: TrainBenchConfig, max_steps
     """An SFTTrainer set up as train.py sets it up, with `opts` deciding what the variants change."""
     import torch
     from datasets import Dataset
+    from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
     base = models.resolve(cfg.base_model)
@@ -175,8 +175,10 @@ def build_trainer(opts: dict, rows: list[dict], cfg: TrainBenchConfig, max_steps
     model = models.load_model(base)
     if opts["attention"] == "per-example":
         training.use_varlen_attention(model)
-    lora = None if opts["full_finetune"] else training.lora_config(
-        model, opts["lora_r"], opts["lora_alpha"], opts["lora_dropout"], opts["target_modules"], opts["lora_layers"])
+    targets = opts["target_modules"]
+    lora = None if opts["full_finetune"] else LoraConfig(
+        r=opts["lora_r"], lora_alpha=opts["lora_alpha"], lora_dropout=opts["lora_dropout"], task_type="CAUSAL_LM",
+        target_modules=targets[0] if targets == ["all-linear"] else targets)
     args = SFTConfig(
         output_dir=str(common.RESULTS / "train-scratch"), max_steps=max_steps,
         per_device_train_batch_size=opts["batch_size"], per_device_eval_batch_size=opts["batch_size"],

@@ -226,24 +226,6 @@ def publish(staging: Path, target: Path, last: str, stale: tuple[str, ...] = ())
 # --- Throughput (issue 17): answer-only LM head, attention per example, bf16 detection, time estimate ---
 
 
-def lora_config(model, r: int, alpha: int, dropout: float, targets: list[str], layers: float = 1.0):
-    """PEFT's LoraConfig for `targets` ("all-linear" or module names) on the upper `layers` share of the decoder
-    layers. Below the lowest adapted layer nothing needs a gradient, so backward stops there: a half costs about a
-    third less a step, and the frozen lower layers read an employee's wording as the base model does."""
-    import torch
-    from peft import LoraConfig
-
-    extra: dict[str, Any] = {}
-    if layers < 1.0:
-        n = model.config.num_hidden_layers
-        extra["layers_to_transform"] = list(range(n - max(1, round(n * layers)), n))
-        if targets == ["all-linear"]:  # PEFT takes a layer range only with module names
-            targets = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-                              if isinstance(module, torch.nn.Linear) and re.search(r"\.layers\.\d+\.", name)})
-    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, task_type="CAUSAL_LM",
-                      target_modules=targets[0] if targets == ["all-linear"] else targets, **extra)
-
-
 def answer_positions(labels):
     """Positions whose next token is trained on, and those next tokens (the loss's targets).
 
