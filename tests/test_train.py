@@ -276,7 +276,7 @@ def test_publishing_one_method_clears_the_other_methods_files(tmp_path):
     stage = stage_module("train.py")
     with pytest.raises(ValueError, match="quantized weights cannot be trained"):
         stage.TrainConfig(method="full", quantization="4bit")
-    assert stage.TrainConfig(method="full").peak_learning_rate() == 1e-4
+    assert stage.TrainConfig(method="full").peak_learning_rate() == 3e-4
     assert stage.TrainConfig().peak_learning_rate() == 1e-3
 
 
