@@ -200,6 +200,28 @@ def remove_incomplete_checkpoints(trainer_dir: Path) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def checkpoint_bytes(model, whole_model: bool) -> int:
+    """About what one trainer checkpoint takes on disk: the saved weights (every one for a full fine-tune, the
+    trainable ones for an adapter) and Adam's two float32 moments of every trainable weight."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    saved = sum(p.numel() * p.element_size() for p in model.parameters() if whole_model or p.requires_grad)
+    return saved + 2 * 4 * trainable
+
+
+def check_disk_space(folder: Path, checkpoint: int, kept: int) -> None:
+    """Fail before the first step, not at the first save, where `folder`'s disk cannot hold the checkpoints a run
+    keeps at once (`kept`, plus the one being written before the oldest is rotated away); checkpoints already in
+    the folder count as space, since rotation reuses it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    present = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    needed = checkpoint * (kept + 1) - present
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise UserError(f"{folder}: {free / 1e9:.1f} GB free, but this run's checkpoints need about {needed / 1e9:.1f} GB "
+                        f"({kept + 1} of {checkpoint / 1e6:.0f} MB: weights and optimizer state); free some space or "
+                        "point --checkpoint-dir at a larger disk")
+
+
 # What each training method publishes (and deploy derives), so the other method's files can be cleared away.
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin", "adapter_config.json", "adapter.gguf")
 FULL_FILES = ("model.safetensors", "config.json", "generation_config.json", "model.gguf")

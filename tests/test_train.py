@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -696,3 +697,25 @@ def test_a_moment_of_load_while_measuring_does_not_cost_the_run_a_pass():
     per_token = training.seconds_per_token(trainer, rows, bf16=False)
     assert trainer.calls == 1 + 3 * 2  # the untimed first batch, then two rounds of three
     assert per_token * 60 < 0.25, "the slowed round was counted"
+
+
+def test_a_disk_too_small_for_the_checkpoints_stops_the_run_before_it_starts(tmp_path, tiny_model):
+    """A full fine-tune's checkpoints are weights plus Adam's two moments (about 1.6 GB at 135M parameters): a
+    disk that cannot hold the ones a run keeps gets one clear error before the first step, not a traceback at
+    the first save."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from policytune.config import UserError
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    weights = sum(p.numel() for p in model.parameters())
+    assert training.checkpoint_bytes(model, whole_model=True) == 12 * weights  # float32 weights + 2 moments
+    adapted = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    trainable = sum(p.numel() for p in adapted.parameters() if p.requires_grad)
+    assert 0 < trainable < weights and training.checkpoint_bytes(adapted, whole_model=False) == 12 * trainable
+
+    free = shutil.disk_usage(tmp_path).free
+    with pytest.raises(UserError, match=r"GB free, but this run's checkpoints need about .* --checkpoint-dir"):
+        training.check_disk_space(tmp_path / "trainer", checkpoint=free, kept=2)
+    training.check_disk_space(tmp_path / "trainer", checkpoint=training.checkpoint_bytes(adapted, False), kept=2)
