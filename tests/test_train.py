@@ -248,7 +248,7 @@ def test_full_fine_tuning_writes_a_whole_model_in_place_of_the_adapter(workdir, 
     result = train(workdir, "--base-model", str(tiny_model), "--method", "full", "--max-steps", "6",
                    "--eval-steps", "3", *[f for f in TINY_FLAGS if f not in ("--learning-rate", "3e-3")])
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "at learning rate 0.0001" in result.stdout, "full fine-tuning takes its own default learning rate"
+    assert "at learning rate 0.0003" in result.stdout, "full fine-tuning takes its own default learning rate"
     for name in ("model.safetensors", "config.json", "tokenizer.json", "training_config.json", "metrics.json"):
         assert (ckpt / name).is_file(), name
     assert not (ckpt / "adapter_model.safetensors").exists() and not (ckpt / "adapter_config.json").exists()
