@@ -320,8 +320,7 @@ def main(cfg: TrainConfig) -> None:
     )
     print(f"rank {trainer.args.process_index}/{trainer.args.world_size} joined", flush=True)
     if is_main:  # a full fine-tune's checkpoint is about 1.6 GB at 135M parameters
-        training.check_disk_space(trainer_dir, training.checkpoint_bytes(trainer.model, cfg.method == "full"),
-                                  args.save_total_limit)
+        training.check_disk_space(trainer_dir, training.checkpoint_bytes(trainer.model), args.save_total_limit)
 
     # 4. Prove the loss sees the answers only, with the trainer's own data and collator.
     try:

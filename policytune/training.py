@@ -200,12 +200,10 @@ def remove_incomplete_checkpoints(trainer_dir: Path) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def checkpoint_bytes(model, whole_model: bool) -> int:
-    """About what one trainer checkpoint takes on disk: the saved weights (every one for a full fine-tune, the
-    trainable ones for an adapter) and Adam's two float32 moments of every trainable weight."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    saved = sum(p.numel() * p.element_size() for p in model.parameters() if whole_model or p.requires_grad)
-    return saved + 2 * 4 * trainable
+def checkpoint_bytes(model) -> int:
+    """About what one trainer checkpoint takes on disk: every trainable weight (all of them in a full fine-tune, the
+    adapter's otherwise) and Adam's two float32 moments of it."""
+    return sum(p.numel() * (p.element_size() + 2 * 4) for p in model.parameters() if p.requires_grad)
 
 
 def check_disk_space(folder: Path, checkpoint: int, kept: int) -> None:

@@ -710,12 +710,12 @@ def test_a_disk_too_small_for_the_checkpoints_stops_the_run_before_it_starts(tmp
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
     weights = sum(p.numel() for p in model.parameters())
-    assert training.checkpoint_bytes(model, whole_model=True) == 12 * weights  # float32 weights + 2 moments
+    assert training.checkpoint_bytes(model) == 12 * weights  # float32 weights + 2 moments
     adapted = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
     trainable = sum(p.numel() for p in adapted.parameters() if p.requires_grad)
-    assert 0 < trainable < weights and training.checkpoint_bytes(adapted, whole_model=False) == 12 * trainable
+    assert 0 < trainable < weights and training.checkpoint_bytes(adapted) == 12 * trainable
 
     free = shutil.disk_usage(tmp_path).free
     with pytest.raises(UserError, match=r"GB free, but this run's checkpoints need about .* --checkpoint-dir"):
         training.check_disk_space(tmp_path / "trainer", checkpoint=free, kept=2)
-    training.check_disk_space(tmp_path / "trainer", checkpoint=training.checkpoint_bytes(adapted, False), kept=2)
+    training.check_disk_space(tmp_path / "trainer", checkpoint=training.checkpoint_bytes(adapted), kept=2)
