@@ -25,6 +25,8 @@ from pathlib import Path
 from policytune import config, deploy, io
 
 STAGE_NAMES = ["parse", "generate", "preprocess", "quality", "train", "evaluate", "deploy"]
+# What a full fine-tune (--train.method full) writes in place of the adapter's files.
+FULL_MODEL_FILES = {"adapter_model.safetensors": "model.safetensors", "adapter.gguf": "model.gguf"}
 
 
 @dataclass
@@ -45,6 +47,7 @@ class Stage:
     # The config class the script reads its flags into: the pipeline reads them the same way before the first
     # stage runs (`stage_config`), so a flag the train stage cannot read stops it then, not after generation.
     config: str
+    settings: config.Base | None = None  # what `stage_config` read, kept so each command line is read once
 
 
 def plan(cfg: PipelineConfig, extra: dict[str, list[str]]) -> list[Stage]:
@@ -72,6 +75,12 @@ def plan(cfg: PipelineConfig, extra: dict[str, list[str]]) -> list[Stage]:
     ]
     for stage in stages:
         stage.command += extra.get(stage.name, [])
+    # A full fine-tune saves and deploys a whole model, not an adapter: without its file names the train and deploy
+    # stages would never look finished, and every rerun of the pipeline would train again.
+    if stage_config(stages[STAGE_NAMES.index("train")]).method == "full":
+        for stage in stages:
+            stage.inputs = [ckpt / FULL_MODEL_FILES.get(p.name, p.name) if p.parent == ckpt else p for p in stage.inputs]
+            stage.outputs = [ckpt / FULL_MODEL_FILES.get(p.name, p.name) if p.parent == ckpt else p for p in stage.outputs]
     # deploy writes the Modelfile where its own flags, a --config file or POLICYTUNE_MODELFILE say
     deploy_cfg = stage_config(stages[-1])
     stages[-1].outputs.append(deploy.modelfile_path(deploy_cfg.modelfile, deploy_cfg.checkpoint_dir))
@@ -80,12 +89,15 @@ def plan(cfg: PipelineConfig, extra: dict[str, list[str]]) -> list[Stage]:
 
 def stage_config(stage: Stage) -> config.Base:
     """The config a stage will run with, read from its command line as the stage reads it."""
-    as_module = stage.command[0] == "-m"
-    module = stage.command[1] if as_module else Path(stage.command[0]).stem
-    try:
-        return config.parse(getattr(importlib.import_module(module), stage.config), stage.command[2 if as_module else 1:])
-    except config.UserError as exc:
-        raise config.UserError(f"{stage.name} stage: {exc}") from None
+    if stage.settings is None:
+        as_module = stage.command[0] == "-m"
+        module = stage.command[1] if as_module else Path(stage.command[0]).stem
+        try:
+            stage.settings = config.parse(getattr(importlib.import_module(module), stage.config),
+                                          stage.command[2 if as_module else 1:])
+        except config.UserError as exc:
+            raise config.UserError(f"{stage.name} stage: {exc}") from None
+    return stage.settings
 
 
 def fingerprint(stage: Stage) -> str:
@@ -179,8 +191,9 @@ def main(cfg: PipelineConfig, extra: dict[str, list[str]]) -> None:
             state.pop(later.name, None)
     total = time.perf_counter() - started
     print(f"\npipeline finished in {total:.0f}s; stage times: {timings or 'all skipped'}")
-    print(f"  adapter:   {Path(cfg.checkpoint_dir) / 'adapter_model.safetensors'}")
-    print(f"  gguf:      {Path(cfg.checkpoint_dir) / 'adapter.gguf'}")
+    trained = next(s for s in stages if s.name == "train").outputs[0]
+    print(f"  {'model:' if trained.name == 'model.safetensors' else 'adapter:':<11}{trained}")
+    print(f"  gguf:      {stages[-1].outputs[0]}")
     print(f"  Modelfile: {stages[-1].outputs[-1].resolve()}")
     print(f"  report:    {Path(cfg.reports_dir) / 'eval.html'}")
     headline(Path(cfg.reports_dir))

@@ -36,8 +36,9 @@ def test_stage_flags_pass_through_to_their_stage_only():
 
     cfg = config.parse(pipeline.PipelineConfig, own)
     assert (cfg.from_stage, cfg.to_stage, cfg.force, cfg.data_dir) == ("train", "evaluate", True, "d")
+    extra["train"][-1] = "1e-4"  # planning reads the train stage's flags, and a negative rate is no rate
     commands = {stage.name: stage.command for stage in pipeline.plan(cfg, extra)}
-    assert commands["train"][0] == "train.py" and commands["train"][-4:] == ["--epochs", "2", "--learning-rate", "-1e-4"]
+    assert commands["train"][0] == "train.py" and commands["train"][-4:] == ["--epochs", "2", "--learning-rate", "1e-4"]
     assert commands["generate"][-2:] == ["--pairs-per-chunk", "4"] and commands["quality"][-1] == "--no-balance"
     for name in ("parse", "preprocess", "evaluate", "deploy"):
         assert not {"--epochs", "--pairs-per-chunk", "--no-balance"} & set(commands[name]), name
@@ -56,6 +57,29 @@ def test_the_repository_modelfile_is_written_for_the_default_checkpoints_only():
     assert Path("runs/b/checkpoints/Modelfile") in {s.name: s for s in pipeline.plan(other, {})}["deploy"].outputs
     given = {s.name: s for s in pipeline.plan(other, {"deploy": ["--modelfile", "M"]})}["deploy"].outputs
     assert Path("M") in given
+
+
+def test_a_full_fine_tune_counts_as_trained_and_deployed_by_its_own_files(tmp_path):
+    """train.py --method full writes model.safetensors and deploy model.gguf, no adapter: a rerun must find them and
+    skip both stages, not train for another twenty minutes."""
+    pipeline = _pipeline()
+    cfg = config.parse(pipeline.PipelineConfig, ["--data-dir", str(tmp_path / "data"),
+                                                 "--checkpoint-dir", str(tmp_path / "ckpt")])
+    stages = {s.name: s for s in pipeline.plan(cfg, {"train": ["--method", "full"]})}
+    ckpt = tmp_path / "ckpt"
+    assert stages["train"].outputs[0] == ckpt / "model.safetensors"
+    assert stages["evaluate"].inputs[0] == ckpt / "model.safetensors"
+    assert stages["deploy"].outputs[0] == ckpt / "model.gguf"
+    assert {s.name: s for s in pipeline.plan(cfg, {})}["train"].outputs[0] == ckpt / "adapter_model.safetensors"
+
+    (tmp_path / "data").mkdir()
+    ckpt.mkdir()
+    for path in stages["train"].inputs + stages["train"].outputs + stages["deploy"].outputs:
+        path.write_text("x")
+    state = {name: pipeline.fingerprint(stages[name]) for name in ("train", "deploy")}
+    assert pipeline.up_to_date(stages["train"], state) and pipeline.up_to_date(stages["deploy"], state)
+    (ckpt / "model.gguf").unlink()
+    assert not pipeline.up_to_date(stages["deploy"], state)
 
 
 def test_the_pipeline_looks_for_the_modelfile_where_deploy_writes_it(tmp_path, monkeypatch):
