@@ -364,7 +364,15 @@ def main(cfg: TrainConfig) -> None:
               f"{torch.get_num_threads()} threads", flush=True)
 
     # 6. Train (resumable), keep the best checkpoint by eval loss.
-    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    try:
+        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    except Exception as exc:
+        if not training.out_of_space(exc, trainer_dir, training.checkpoint_bytes(trainer.model)):
+            raise
+        raise config.UserError(f"{trainer_dir}: the disk filled up while saving a checkpoint at step "
+                               f"{trainer.state.global_step} ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
+                               "free some space and rerun the same command: it resumes from the last complete "
+                               "checkpoint") from None
     if not trainer.is_world_process_zero():
         return
 

@@ -8,6 +8,7 @@ the BOS a Llama tokenizer adds); TRL still builds the labels, packs or pads, and
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import math
 import os
@@ -218,6 +219,21 @@ def check_disk_space(folder: Path, checkpoint: int, kept: int) -> None:
         raise UserError(f"{folder}: {free / 1e9:.1f} GB free, but this run's checkpoints need about {needed / 1e9:.1f} GB "
                         f"({kept + 1} of {checkpoint / 1e6:.0f} MB: weights and optimizer state); free some space or "
                         "point --checkpoint-dir at a larger disk")
+
+
+def out_of_space(exc: BaseException, folder: Path, checkpoint: int) -> bool:
+    """Whether a failure during training is the checkpoint folder's disk filling up: the error or one it was raised
+    from says so (safetensors: "No space left on device (os error 28)"), or, since torch.save reports only "unexpected
+    pos", the disk has no room left for one more checkpoint of `checkpoint` bytes."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC or "No space left on device" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    try:
+        return shutil.disk_usage(folder).free < checkpoint
+    except OSError:
+        return False
 
 
 # What each training method publishes (and deploy derives), so the other method's files can be cleared away.

@@ -6,6 +6,7 @@ import ast
 import json
 import re
 import secrets
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,8 @@ from conftest import ROOT, run_script
 from fault_server import FaultServer, ok, refused_url
 from policytune import chat, facts, generate, heuristics, io, llm, questions
 from test_preprocessing import write_sample
-from test_train import tiny_model  # noqa: F401 (a fixture: a 2-layer random Llama, seconds to train)
+import test_train
+from test_train import tiny_model, workdir  # noqa: F401 (fixtures: a 2-layer random Llama, seconds to train)
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
@@ -289,3 +291,24 @@ def test_a_flag_a_stage_cannot_read_is_one_line_not_the_usage(script, tmp_path):
     assert_one_line_error(run_script(*script.split(), *data, "--config", timeout=120),
                           "argument --config: expected one argument")
     assert not (tmp_path / "data").exists()
+
+
+def test_a_disk_that_fills_up_mid_run_is_one_line_not_a_traceback(workdir, tiny_model):
+    """Free space can pass the check before the first step and still run out at a save (another process fills the
+    disk; a checkpoint also holds the tokenizer, about 2 MB here). A real full disk, a 1 MB tmpfs, needs root to mount."""
+    ckpt = workdir / "ckpt"
+    ckpt.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(ckpt)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()[:200]}")
+    try:
+        result = test_train.train(workdir, "--base-model", str(tiny_model), "--max-steps", "4", "--eval-steps", "2", *test_train.TINY_FLAGS)
+        # training's progress bars share stderr (and may redraw after the error): one error line, no traceback
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+        errors = [line[line.index("error: "):] for line in result.stderr.splitlines() if "error: " in line]
+        assert len(errors) == 1, result.stderr[-3000:]
+        line = errors[0]
+        assert "the disk filled up while saving a checkpoint at step 2" in line, line
+        assert "rerun the same command" in line and "No space left on device" in line
+    finally:
+        subprocess.run(["umount", str(ckpt)], check=True)

@@ -719,3 +719,22 @@ def test_a_disk_too_small_for_the_checkpoints_stops_the_run_before_it_starts(tmp
     with pytest.raises(UserError, match=r"GB free, but this run's checkpoints need about .* --checkpoint-dir"):
         training.check_disk_space(tmp_path / "trainer", checkpoint=free, kept=2)
     training.check_disk_space(tmp_path / "trainer", checkpoint=training.checkpoint_bytes(adapted), kept=2)
+
+
+def test_a_failure_is_read_as_a_full_disk_only_when_the_error_or_the_free_space_says_so(tmp_path):
+    import errno
+
+    free = shutil.disk_usage(tmp_path).free
+    assert training.out_of_space(OSError(errno.ENOSPC, "No space left on device"), tmp_path, checkpoint=1)
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "disk")
+        except OSError as inner:
+            raise RuntimeError("saving failed") from inner
+    except RuntimeError as outer:
+        assert training.out_of_space(outer, tmp_path, checkpoint=1)
+    torch_style = RuntimeError("[enforce fail at inline_container.cc:671] . unexpected pos 576 vs 534")
+    assert training.out_of_space(torch_style, tmp_path, checkpoint=free + 1)  # no room for one more checkpoint
+    assert not training.out_of_space(torch_style, tmp_path, checkpoint=1)
+    assert not training.out_of_space(ValueError("a bug"), tmp_path, checkpoint=1)
+
