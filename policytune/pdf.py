@@ -17,7 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from policytune import models  # noqa: F401  (sets HF_HUB_OFFLINE before Docling is imported)
-from policytune import io, layout
+from policytune import io  # `layout` imports Docling (seconds): imported where a document is read
 from policytune.config import UserError
 
 SUFFIX_FORMATS = {".pdf": "PDF", ".docx": "DOCX", ".html": "HTML", ".htm": "HTML", ".md": "MD", ".markdown": "MD"}
@@ -105,6 +105,8 @@ def make_converter(ocr: bool = False, artifacts_path: str | None = None):
     from docling.datamodel.pipeline_options import HeadingHierarchyOptions, PdfPipelineOptions, RapidOcrOptions
     from docling.document_converter import DocumentConverter, PdfFormatOption
 
+    from policytune import layout
+
     if ocr and not (importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("rapidocr")):
         raise UserError("--ocr needs the 'ocr' extra (onnxruntime and rapidocr): uv sync --extra ocr")
     options = PdfPipelineOptions(
@@ -191,6 +193,8 @@ def assign_heading_levels(result, path: str) -> None:
     from docling.models.stages.heading_hierarchy.heading_hierarchy_model import HeadingHierarchyModel
     from docling_core.types.doc import SectionHeaderItem
 
+    from policytune import layout
+
     headings = [item for item in result.document.texts if isinstance(item, SectionHeaderItem)]
     hidden = []
     for item in headings:
@@ -230,6 +234,8 @@ def _normalise(text: str) -> str:
 def drop_running_text(document) -> None:
     """Move text repeated in the page margins (running headers/footers) out of the body."""
     from docling_core.types.doc import ContentLayer, CoordOrigin
+
+    from policytune import layout
 
     if len(document.pages) < 2:
         return
