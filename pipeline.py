@@ -14,6 +14,7 @@ reach every stage.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -21,6 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 from policytune import config, deploy, io
 
@@ -91,13 +93,25 @@ def stage_config(stage: Stage) -> config.Base:
     """The config a stage will run with, read from its command line as the stage reads it."""
     if stage.settings is None:
         as_module = stage.command[0] == "-m"
-        module = stage.command[1] if as_module else Path(stage.command[0]).stem
+        module = importlib.import_module(stage.command[1]) if as_module else _script(stage.command[0])
         try:
-            stage.settings = config.parse(getattr(importlib.import_module(module), stage.config),
-                                          stage.command[2 if as_module else 1:])
+            stage.settings = config.parse(getattr(module, stage.config), stage.command[2 if as_module else 1:])
         except config.UserError as exc:
             raise config.UserError(f"{stage.name} stage: {exc}") from None
     return stage.settings
+
+
+def _script(name: str) -> ModuleType:
+    """A stage script beside this file, loaded by its path: `import train` would find whichever `train` module comes
+    first on sys.path (bench/train.py, for bench/quality.py)."""
+    path = Path(__file__).resolve().parent / name
+    key = f"policytune_stage_{path.stem}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module  # dataclasses look their module up here
+        spec.loader.exec_module(module)
+    return sys.modules[key]
 
 
 def fingerprint(stage: Stage) -> str:

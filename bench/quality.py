@@ -205,9 +205,16 @@ def run_recipe(name: str, flags: list[str], cfg: QualityBenchConfig, pipeline, c
     _, extra = pipeline.split_stage_flags(["--evaluate.divergence-max", "0"] + flags + ["--evaluate.gold", gold])
     plan_cfg = pipeline.PipelineConfig(pdf=cfg.pdf, data_dir=str(data), checkpoint_dir=str(folder / "checkpoints"),
                                        reports_dir=str(folder / "reports"))
+    try:
+        steps = [s for s in pipeline.plan(plan_cfg, extra) if s.name in RECIPE_STAGES]
+    except config.UserError as exc:  # a flag a stage cannot read: no stage runs, the other recipes still do
+        state["status"] = f"failed before its first stage: {exc}"
+        print(f"== {name}: {state['status']}", flush=True)
+        io.write_json_atomic(state_path, state)
+        return state
     state["status"] = "ok"
     evaluate_command: list[str] = []
-    for step in (s for s in pipeline.plan(plan_cfg, extra) if s.name in RECIPE_STAGES):
+    for step in steps:
         if step.name == "evaluate":
             evaluate_command = step.command
         done = state["stages"].get(step.name)

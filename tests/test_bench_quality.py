@@ -60,7 +60,7 @@ class FakeStages:
             assert (data / "chunks.json").is_file()
             (data / "facts.json").write_text(json.dumps([{"id": f"f{i}"} for i in range(3)]))
         elif name == "train":
-            if _option(command, "--epochs") == "-1":  # as train.py would refuse it
+            if _option(command, "--max-steps") == "99":  # a run that fails midway
                 return 2, 0.5
             (data / "train_split.json").write_text(json.dumps(
                 [{"answerable": True, "fact_id": "f0", "output": "25 days", "instruction": "How many days of annual leave?"},
@@ -94,7 +94,7 @@ def test_recipes_share_one_parse_a_failure_is_reported_and_skip_existing_resumes
     pdf.write_bytes(b"%PDF-1.4 not really")
     gold.write_text('{"id": "g1", "question": "How many days?"}\n')
     argv = ["--pdf", str(pdf), "--gold", str(gold)]
-    recipes = ["ok=--train.max-steps 2", "broken=--train.epochs -1"]
+    recipes = ["ok=--train.max-steps 2", "broken=--train.max-steps 99", "unreadable=--train.epochs -1"]
 
     def bench(*extra: str) -> dict:
         with pytest.raises(SystemExit) as exit_info:  # a failed recipe makes the bench exit 1, after reporting
@@ -107,13 +107,13 @@ def test_recipes_share_one_parse_a_failure_is_reported_and_skip_existing_resumes
     assert fake.stages() == [("_parse", "parse"), ("ok", "generate"), ("ok", "preprocess"), ("ok", "quality"), ("ok", "train"),
                              ("ok", "evaluate"), ("broken", "generate"), ("broken", "preprocess"), ("broken", "quality"),
                              ("broken", "train")]
-    for name in ("ok", "broken"):  # the same chunks, copied
+    for name in ("ok", "broken", "unreadable"):  # the same chunks, copied
         assert (root / name / "data" / "chunks.json").read_text() == (root / "_parse" / "data" / "chunks.json").read_text()
     evaluate = next(c for n, c in fake.calls if n == "evaluate")
     assert _option(evaluate, "--gold") == str(gold.resolve()) and _option(evaluate, "--reports-dir") == str(root / "ok" / "reports")
     assert _option(next(c for n, c in fake.calls if n == "train"), "--max-steps") == "2"
 
-    ok, broken = saved["recipes"]
+    ok, broken, unreadable = saved["recipes"]
     assert ok["state"]["status"] == "ok" and list(ok["state"]["stages"]) == quality.RECIPE_STAGES
     assert ok["measured"] == {"n_gold": 6, "intervals": ok["measured"]["intervals"], "train_records": 4, "facts_covered": 2,
                               "facts_total": 3, "facts_basis": ok["measured"]["facts_basis"], "train_tokens": 1234,
@@ -125,11 +125,14 @@ def test_recipes_share_one_parse_a_failure_is_reported_and_skip_existing_resumes
     assert _option(evaluate, "--divergence-max") == "0", "every gold question's refusal probability, for separability"
     assert broken["state"]["status"] == "failed at train (exit 2)" and "evaluate" not in broken["state"]["stages"]
     assert broken["measured"] == {}
+    # a flag its stage cannot read stops that recipe before its first stage, not after generating its data
+    assert unreadable["state"]["status"] == ("failed before its first stage: train stage: --epochs and --max-steps "
+                                             "must be 0 (automatic) or positive") and unreadable["state"]["stages"] == {}
     out = capsys.readouterr().out
     assert "| ok " in out and "0.50 [0.25, 0.75]" in out and "+0.50 [+0.25, +0.75]" in out and "2/3" in out
     assert "| 1/0 " in out, "gold questions a training question nearly copies, answerable/unanswerable"
     assert "failed at train (exit 2)" in out and "error: something broke" in out
-    assert [r["model"] for r in saved["rows"]] == ["tuned", "base", "tuned − base", "tuned"]
+    assert [r["model"] for r in saved["rows"]] == ["tuned", "base", "tuned − base", "tuned", "tuned"]
 
     # Resume: the parse and every finished stage are kept; only the failed stage runs again.
     fake.calls.clear()
