@@ -14,7 +14,6 @@ reach every stage.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import json
 import os
 import subprocess
@@ -22,7 +21,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 
 from policytune import config, deploy, io
 
@@ -80,9 +78,10 @@ def plan(cfg: PipelineConfig, extra: dict[str, list[str]]) -> list[Stage]:
     # A full fine-tune saves and deploys a whole model, not an adapter: without its file names the train and deploy
     # stages would never look finished, and every rerun of the pipeline would train again.
     if stage_config(stages[STAGE_NAMES.index("train")]).method == "full":
+        def whole_model(paths: list[Path]) -> list[Path]:
+            return [ckpt / FULL_MODEL_FILES.get(p.name, p.name) if p.parent == ckpt else p for p in paths]
         for stage in stages:
-            stage.inputs = [ckpt / FULL_MODEL_FILES.get(p.name, p.name) if p.parent == ckpt else p for p in stage.inputs]
-            stage.outputs = [ckpt / FULL_MODEL_FILES.get(p.name, p.name) if p.parent == ckpt else p for p in stage.outputs]
+            stage.inputs, stage.outputs = whole_model(stage.inputs), whole_model(stage.outputs)
     # deploy writes the Modelfile where its own flags, a --config file or POLICYTUNE_MODELFILE say
     deploy_cfg = stage_config(stages[-1])
     stages[-1].outputs.append(deploy.modelfile_path(deploy_cfg.modelfile, deploy_cfg.checkpoint_dir))
@@ -93,25 +92,13 @@ def stage_config(stage: Stage) -> config.Base:
     """The config a stage will run with, read from its command line as the stage reads it."""
     if stage.settings is None:
         as_module = stage.command[0] == "-m"
-        module = importlib.import_module(stage.command[1]) if as_module else _script(stage.command[0])
+        module = importlib.import_module(stage.command[1]) if as_module else \
+            config.load_script(Path(__file__).resolve().parent / stage.command[0])
         try:
             stage.settings = config.parse(getattr(module, stage.config), stage.command[2 if as_module else 1:])
         except config.UserError as exc:
             raise config.UserError(f"{stage.name} stage: {exc}") from None
     return stage.settings
-
-
-def _script(name: str) -> ModuleType:
-    """A stage script beside this file, loaded by its path: `import train` would find whichever `train` module comes
-    first on sys.path (bench/train.py, for bench/quality.py)."""
-    path = Path(__file__).resolve().parent / name
-    key = f"policytune_stage_{path.stem}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module  # dataclasses look their module up here
-        spec.loader.exec_module(module)
-    return sys.modules[key]
 
 
 def fingerprint(stage: Stage) -> str:

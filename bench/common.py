@@ -18,6 +18,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable
 
+from policytune import config
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(os.environ.get("POLICYTUNE_BENCH_RESULTS") or ROOT / "bench" / "results")  # tests point it elsewhere
 SHARED_DOCS = ROOT.parent / "shared" / "eval-docs"
@@ -172,16 +174,6 @@ def goal(text: str, met: bool) -> str:
 
 
 def load_stage(script: str):
-    """Import a top-level stage script (train.py, evaluate.py, ...) by path.
-
-    By path, because `import evaluate` from bench/evaluate.py would import the bench itself (and
-    could pick up an unrelated installed package of the same name).
-    """
-    import importlib.util
-
-    path = ROOT / script
-    spec = importlib.util.spec_from_file_location(f"stage_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """Import a top-level stage script (train.py, evaluate.py, ...) by path: `import evaluate` from
+    bench/evaluate.py would import the bench itself."""
+    return config.load_script(ROOT / script)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import os
 import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, TypeVar
 
 ENV_PREFIX = "POLICYTUNE_"
@@ -200,3 +202,15 @@ def run(main: Callable[[T], Any], cls: type[T], argv: list[str] | None = None) -
     except KeyboardInterrupt:
         print("interrupted: partial work is kept and a rerun resumes it", file=sys.stderr, flush=True)
         raise SystemExit(130) from None
+
+
+def load_script(path: Path) -> ModuleType:
+    """A stage script (train.py, pipeline.py, ...) imported once by its path, for its config class: `import train`
+    would find whichever `train` comes first on sys.path (bench/train.py beside bench/quality.py)."""
+    name = f"stage_{path.stem}"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up here
+        spec.loader.exec_module(module)
+    return sys.modules[name]
