@@ -152,6 +152,12 @@ class TrainConfig(config.Base):
             raise ValueError("--batch-size, --grad-accum and --max-length must be positive")
         if self.epochs < 0 or self.max_steps < 0:
             raise ValueError("--epochs and --max-steps must be 0 (automatic) or positive")
+        tied = {"embed_tokens", "lm_head"} & {m.rsplit(".", 1)[-1] for m in self.target_modules}
+        if tied:
+            # SmolLM2 and Llama-3.2-1B tie the two: merging such an adapter (evaluation, deployment) changes both, and
+            # the merged model answers gibberish (BENCHMARKS.md, sixteenth session); TRL refuses lm_head outright
+            raise ValueError(f"--target-modules: {', '.join(sorted(tied))} cannot take an adapter (the input "
+                             "embeddings and the output head share one matrix); train them with --method full")
         if self.time_budget <= 0 or self.max_auto_epochs < 1:
             raise ValueError("--time-budget must be positive and --max-auto-epochs at least 1")
         if self.method == "full" and self.quantization in ("4bit", "8bit"):

@@ -105,6 +105,8 @@ def test_a_stage_flag_the_stage_cannot_read_stops_the_pipeline_before_its_first_
     assert_one_line_error(result, "unrecognized arguments: --no-such-flag 1")
     result = pipeline_run(tmp_path, "--train.lora-r", "0")
     assert_one_line_error(result, "train stage: --lora-r and --lora-alpha must be positive")
+    result = pipeline_run(tmp_path, "--train.target-modules", "q_proj,embed_tokens")
+    assert_one_line_error(result, "train stage: --target-modules: embed_tokens cannot take an adapter")
     result = pipeline_run(tmp_path, "--generate.questions-per-fact", "many")
     assert_one_line_error(result, "generate stage: --questions-per-fact: expected int, got 'many'")
     assert not (tmp_path / "data").exists()
