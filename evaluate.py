@@ -282,8 +282,8 @@ def load_tuned(base: models.BaseModel, adapter: Path, dtype: str):
         try:
             model = PeftModel.from_pretrained(model, str(adapter))
         except Exception as exc:  # shape mismatches, corrupt safetensors: the adapter does not fit this base
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise config.UserError(f"{adapter}: cannot attach the adapter to {base.name} ({first[:300]})") from None
+            raise config.UserError(f"{adapter}: cannot attach the adapter to {base.name} "
+                                   f"({config.first_line(exc, 300)})") from None
         # PEFT silently skips adapter tensors whose layer the base lacks (e.g. fewer layers): an adapter
         # that is only partly applied would make "tuned" a different model than the one trained.
         not_applied = sorted(set(adapter_tensor_names(adapter)) - set(get_peft_model_state_dict(model)))

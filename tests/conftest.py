@@ -137,12 +137,6 @@ def trained_checkpoint(tmp_path_factory, embedded_base) -> TrainedCheckpoint:
 def stage_module(script: str):
     """A stage script (evaluate.py, ...) imported as a module once per session, for in-process checks that skip a
     second interpreter start."""
-    import importlib.util
+    from policytune import config
 
-    name = f"{Path(script).stem}_stage"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / script)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up here
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return config.load_script(ROOT / script)

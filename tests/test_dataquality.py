@@ -1,7 +1,6 @@
 """Stage 3: the quality gate keeps good pairs, short facts and correct refusals, and says why it drops the rest."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_script
+from conftest import ROOT, run_script, stage_module
 from policytune import chat, heuristics, judge, llm
 from test_preprocessing import CIVIC, DEFINITIONS, INJECTED, SICK_NOTICE, write_sample
 
@@ -193,12 +192,7 @@ def test_three_judge_votes_rank_a_swapped_number_below_the_right_one_and_keep_by
 
 def _dataquality():
     """dataquality.py imported as a module (a script at the project root)."""
-    if "dataquality_script" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("dataquality_script", ROOT / "dataquality.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["dataquality_script"] = module  # dataclasses look their module up here
-        spec.loader.exec_module(module)
-    return sys.modules["dataquality_script"]
+    return stage_module("dataquality.py")
 
 
 def scored(record_id: str, answerable: bool, score: float) -> dict:

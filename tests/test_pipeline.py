@@ -2,14 +2,12 @@
 run with its exit code and keeps what finished, a corrupt state file is a one-line error."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_script
+from conftest import ROOT, run_script, stage_module
 from policytune import config
 from test_preprocessing import write_sample
 from test_reliability import assert_one_line_error, snapshot
@@ -17,12 +15,7 @@ from test_reliability import assert_one_line_error, snapshot
 
 def _pipeline():
     """pipeline.py imported as a module (it is a script at the project root, not in the package)."""
-    if "pipeline_script" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("pipeline_script", ROOT / "pipeline.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["pipeline_script"] = module  # dataclasses look their module up here
-        spec.loader.exec_module(module)
-    return sys.modules["pipeline_script"]
+    return stage_module("pipeline.py")
 
 
 def test_stage_flags_pass_through_to_their_stage_only():
