@@ -60,7 +60,8 @@ GOAL_MFU = 0.4
 # train.py at 22841b0 (the issue's baseline), as options of `prepare`.
 BASELINE = {"answer_only_head": False, "attention": "sdpa", "share_prompt_prefix": False, "lora_r": 64,
             "lora_alpha": 128, "lora_dropout": 0.05, "target_modules": ["all-linear"], "batch_size": 8,
-            "learning_rate": 1e-3, "compile": False, "thread_delta": 0, "full_finetune": False, "bf16": False}
+            "learning_rate": 1e-3, "compile": False, "thread_delta": 0, "full_finetune": False, "bf16": False,
+            "float32_attention": True}
 ATTENTION_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 MLP_PROJECTIONS = ["gate_proj", "up_proj", "down_proj"]
 
@@ -83,7 +84,8 @@ VARIANTS = {
     "r128": ("defaults, r=128 alpha 256", "default", {"lora_r": 128, "lora_alpha": 256}),
     "r256": ("defaults, r=256 alpha 512", "default", {"lora_r": 256, "lora_alpha": 512}),
     "full": ("defaults, full fine-tuning (no LoRA)", "default", {"full_finetune": True, "learning_rate": 5e-5}),
-    "bf16": ("defaults + bf16 autocast", "default", {"bf16": True}),
+    "fp32": ("defaults without bf16 autocast", "default", {"bf16": False}),
+    "bf16-attention": ("defaults, attention in bf16 too", "default", {"float32_attention": False}),
 }
 CORE = ["baseline", "head", "attention", "dropout0", "no-prefix", "default"]
 
@@ -142,8 +144,11 @@ def load_records(cfg: TrainBenchConfig) -> tuple[list[dict], str]:
 
 def train_defaults() -> dict:
     """train.py's current defaults, as `prepare`'s options."""
+    import torch
+
     d = common.load_stage("train.py").TrainConfig()
-    return {**BASELINE, "answer_only_head": d.answer_only_head, "attention": d.attention,
+    return {**BASELINE, "bf16": training.use_bf16(d.bf16, torch.cuda.is_available()),
+            "answer_only_head": d.answer_only_head, "attention": d.attention,
             "share_prompt_prefix": d.share_prompt_prefix, "lora_r": d.lora_r, "lora_alpha": d.lora_alpha,
             "lora_dropout": d.lora_dropout, "target_modules": d.target_modules, "batch_size": d.batch_size,
             "learning_rate": d.learning_rate, "compile": d.compile}
@@ -245,7 +250,10 @@ def step(variant: dict) -> dict:
     started, cpu_started = time.perf_counter(), time.process_time()
     batch = next(variant["data"])
     items = trainer._get_num_items_in_batch([batch], trainer.args.device)
-    loss = trainer.training_step(model, batch, items)
+    training.FLOAT32_CPU_ATTENTION = variant["opts"]["float32_attention"]
+    # train.py's Trainer autocasts through accelerate's wrapped forward, which calling training_step skips
+    with torch.autocast(trainer.args.device.type, dtype=torch.bfloat16, enabled=variant["opts"]["bf16"]):
+        loss = trainer.training_step(model, batch, items)
     trainer.optimizer.step()
     trainer.lr_scheduler.step()
     model.zero_grad(set_to_none=True)
@@ -460,9 +468,11 @@ def main(cfg: TrainBenchConfig) -> None:
     if cfg.parity:
         return parity(cfg, records, source, defaults)
     keys = list(dict.fromkeys(cfg.variants))
-    if "bf16" in keys and not training.cpu_has_native_bf16():
-        print("bf16: skipped, this CPU has no native bf16 (no avx512_bf16 / amx_bf16 flag); emulated bf16 is slower", flush=True)
-        keys.remove("bf16")
+    if defaults["bf16"] is False:
+        for key in [k for k in ("fp32", "bf16-attention") if k in keys]:
+            print(f"{key}: skipped, train.py does not autocast to bf16 here (no native bf16: no avx512_bf16 / amx_bf16 "
+                  "flag), so it is the defaults", flush=True)
+            keys.remove(key)
     if not keys:
         raise config.UserError("no variant left to run")
     options = {key: variant_options(key, defaults) for key in keys}

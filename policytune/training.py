@@ -8,6 +8,7 @@ the BOS a Llama tokenizer adds); TRL still builds the labels, packs or pads, and
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import math
@@ -355,6 +356,7 @@ def loraplus_trainer_class(base: type, ratio: float) -> type:
 
 
 VARLEN_ATTENTION = "policytune_varlen_sdpa"
+FLOAT32_CPU_ATTENTION = True  # see _varlen_sdpa_forward; bench/train.py turns it off to measure what it buys
 SHARED_PREFIX_KEY = "shared_prefix_length"  # batch key: the first N tokens are one prompt prefix every example shares
 
 
@@ -382,8 +384,16 @@ def _varlen_sdpa_forward(module, query, key, value, attention_mask, dropout=0.0,
         return picked.view(examples, longest, heads, dim).transpose(1, 2)
 
     groups = getattr(module, "num_key_value_groups", 1)
-    output = torch.nn.functional.scaled_dot_product_attention(
-        rows(query), rows(key), rows(value), dropout_p=dropout, scale=scaling, is_causal=True, enable_gqa=groups > 1)
+    # On a CPU, bf16 SDPA's backward is about 3x slower than float32's (measured on an AMX Xeon, where it took more
+    # time than every matmul of the step): under bf16 autocast (which casts SDPA's float32 inputs too: the rotary
+    # embedding leaves them float32) the linear layers run in bf16, the attention does not.
+    wide = FLOAT32_CPU_ATTENTION and query.device.type == "cpu" and (
+        query.dtype == torch.bfloat16 or torch.is_autocast_enabled("cpu"))
+    dtype = torch.float32 if wide else query.dtype
+    with torch.autocast("cpu", enabled=False) if wide else contextlib.nullcontext():
+        output = torch.nn.functional.scaled_dot_product_attention(
+            rows(query).to(dtype), rows(key).to(dtype), rows(value).to(dtype), dropout_p=dropout, scale=scaling,
+            is_causal=True, enable_gqa=groups > 1).to(query.dtype)
     heads, dim = output.shape[1], output.shape[3]
     output = output.transpose(1, 2).reshape(examples * longest, heads, dim).index_select(0, scatter)
     return output.unsqueeze(0), None  # (1, T, heads, dim), as the attention modules expect

@@ -442,6 +442,30 @@ def test_answer_only_loss_equals_the_full_logits_loss(tiny_model, tmp_path, padd
         assert torch.allclose(grad_shared, plain_grad, atol=1e-5, rtol=1e-3)
 
 
+def test_per_example_attention_stays_float32_under_bf16_autocast_on_a_cpu(tiny_model, tmp_path, monkeypatch):
+    """bf16 SDPA's backward on a CPU is slower than float32's: under bf16 autocast only the linear layers go bf16."""
+    import torch
+
+    _, make, batch = _trainers_on_one_batch(tiny_model, tmp_path, padding_free=True)
+    trainer = make(training.answer_only_trainer_class(), "per-example")
+    sdpa, seen = torch.nn.functional.scaled_dot_product_attention, []
+
+    def spy(query, key, value, **kwargs):
+        out = sdpa(query, key, value, **kwargs)
+        seen.append(out.dtype)  # under autocast the inputs may be float32 and the computation still bf16
+        return out
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    reference, _ = _loss_and_grad(trainer, batch)
+    for float32_attention, wanted in [(True, torch.float32), (False, torch.bfloat16)]:
+        monkeypatch.setattr(training, "FLOAT32_CPU_ATTENTION", float32_attention)
+        seen.clear()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, grad = _loss_and_grad(trainer, batch)
+        assert seen and set(seen) == {wanted}
+        assert abs(loss - reference) < 0.05 * abs(reference) and torch.isfinite(grad).all()
+
+
 def test_fact_weight_favours_the_answer_tokens_its_question_lacks(tiny_model):
     import torch
 
