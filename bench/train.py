@@ -61,7 +61,7 @@ GOAL_MFU = 0.4
 BASELINE = {"answer_only_head": False, "attention": "sdpa", "share_prompt_prefix": False, "lora_r": 64,
             "lora_alpha": 128, "lora_dropout": 0.05, "target_modules": ["all-linear"], "batch_size": 8,
             "learning_rate": 1e-3, "compile": False, "thread_delta": 0, "full_finetune": False, "bf16": False,
-            "float32_attention": True}
+            "float32_attention": True, "split_saving": 1.0}
 ATTENTION_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 MLP_PROJECTIONS = ["gate_proj", "up_proj", "down_proj"]
 
@@ -86,6 +86,7 @@ VARIANTS = {
     "full": ("defaults, full fine-tuning (no LoRA)", "default", {"full_finetune": True, "learning_rate": 5e-5}),
     "fp32": ("defaults without bf16 autocast", "default", {"bf16": False}),
     "bf16-attention": ("defaults, attention in bf16 too", "default", {"float32_attention": False}),
+    "one-call": ("defaults, attention padded to the batch's longest", "default", {"split_saving": 1.0}),
 }
 CORE = ["baseline", "head", "attention", "dropout0", "no-prefix", "default"]
 
@@ -151,7 +152,7 @@ def train_defaults() -> dict:
             "answer_only_head": d.answer_only_head, "attention": d.attention,
             "share_prompt_prefix": d.share_prompt_prefix, "lora_r": d.lora_r, "lora_alpha": d.lora_alpha,
             "lora_dropout": d.lora_dropout, "target_modules": d.target_modules, "batch_size": d.batch_size,
-            "learning_rate": d.learning_rate, "compile": d.compile}
+            "learning_rate": d.learning_rate, "compile": d.compile, "split_saving": training.SPLIT_SAVING}
 
 
 def variant_options(key: str, defaults: dict) -> dict:
@@ -251,6 +252,7 @@ def step(variant: dict) -> dict:
     batch = next(variant["data"])
     items = trainer._get_num_items_in_batch([batch], trainer.args.device)
     training.FLOAT32_CPU_ATTENTION = variant["opts"]["float32_attention"]
+    training.SPLIT_SAVING = variant["opts"]["split_saving"]
     # train.py's Trainer autocasts through accelerate's wrapped forward, which calling training_step skips
     with torch.autocast(trainer.args.device.type, dtype=torch.bfloat16, enabled=variant["opts"]["bf16"]):
         loss = trainer.training_step(model, batch, items)

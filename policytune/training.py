@@ -367,7 +367,9 @@ def _varlen_sdpa_forward(module, query, key, value, attention_mask, dropout=0.0,
     block-diagonal mask, so its cost grows with the square of the batch. Here the examples are laid
     out right-padded as (examples, longest) and attended causally, which is exact for every real
     token (a causal query never sees the padding after it) and costs examples x longest^2. With a
-    shared prefix (`share_prompt_prefix`), every example's row starts with the one copy of it.
+    shared prefix (`share_prompt_prefix`), every example's row starts with the one copy of it. A batch
+    whose examples differ much in length (a section restatement beside short questions) is attended
+    in two such calls, the long examples and the short ones (`_packed_layout`).
     """
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -376,43 +378,52 @@ def _varlen_sdpa_forward(module, query, key, value, attention_mask, dropout=0.0,
     if cu_seq_lens is None or query.shape[0] != 1 or query.shape[2] != key.shape[2]:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
-    gather, scatter, examples, longest = _packed_layout(cu_seq_lens, int(kwargs.get(SHARED_PREFIX_KEY) or 0), query.device)
-
-    def rows(states):  # (1, heads, T, dim) -> (examples, heads, longest, dim)
-        heads, dim = states.shape[1], states.shape[3]
-        picked = states[0].transpose(0, 1).index_select(0, gather)
-        return picked.view(examples, longest, heads, dim).transpose(1, 2)
-
-    groups = getattr(module, "num_key_value_groups", 1)
+    groups, scatter = _packed_layout(cu_seq_lens, int(kwargs.get(SHARED_PREFIX_KEY) or 0), query.device)
+    heads, dim = query.shape[1], query.shape[3]
     # On a CPU, bf16 SDPA's backward is about 3x slower than float32's (measured on an AMX Xeon, where it took more
     # time than every matmul of the step): under bf16 autocast (which casts SDPA's float32 inputs too: the rotary
     # embedding leaves them float32) the linear layers run in bf16, the attention does not.
     wide = FLOAT32_CPU_ATTENTION and query.device.type == "cpu" and (
         query.dtype == torch.bfloat16 or torch.is_autocast_enabled("cpu"))
     dtype = torch.float32 if wide else query.dtype
+    groups_per_head = getattr(module, "num_key_value_groups", 1)
+
+    def rows(states, gather, examples, longest):  # (1, heads, T, dim) -> (examples, heads, longest, dim)
+        picked = states[0].transpose(0, 1).index_select(0, gather).to(dtype)
+        return picked.view(examples, longest, states.shape[1], dim).transpose(1, 2)
+
+    outputs = []
     with torch.autocast("cpu", enabled=False) if wide else contextlib.nullcontext():
-        output = torch.nn.functional.scaled_dot_product_attention(
-            rows(query).to(dtype), rows(key).to(dtype), rows(value).to(dtype), dropout_p=dropout, scale=scaling,
-            is_causal=True, enable_gqa=groups > 1).to(query.dtype)
-    heads, dim = output.shape[1], output.shape[3]
-    output = output.transpose(1, 2).reshape(examples * longest, heads, dim).index_select(0, scatter)
+        for gather, examples, longest in groups:
+            output = torch.nn.functional.scaled_dot_product_attention(
+                rows(query, gather, examples, longest), rows(key, gather, examples, longest),
+                rows(value, gather, examples, longest), dropout_p=dropout, scale=scaling, is_causal=True,
+                enable_gqa=groups_per_head > 1)
+            outputs.append(output.transpose(1, 2).reshape(examples * longest, heads, dim))
+    output = torch.cat(outputs).index_select(0, scatter).to(query.dtype)
     return output.unsqueeze(0), None  # (1, T, heads, dim), as the attention modules expect
 
 
 _layout_cache: dict = {}
+# Two attention calls instead of one when they save at least this share of the padded attention work (each call
+# has its own overhead; a batch of alike lengths stays one call).
+SPLIT_SAVING = 0.25
 
 
 def _packed_layout(cu_seq_lens, prefix: int, device):
-    """Index maps between the packed row and the (examples x longest) layout; cached per batch.
+    """Index maps between the packed row and right-padded (examples x longest) groups; cached per batch.
 
     Without a shared prefix, cu_seq_lens bounds the examples. With one, its first segment is the
     prefix (length `prefix`) and the others are each example's rest; row i is prefix + rest i.
-    `gather` picks each row's tokens from the packed row (padding repeats token 0, and a causal query
-    never sees it); `scatter` picks each packed token's output (the prefix's from row 0).
+    The rows are sorted by length and cut where two groups save SPLIT_SAVING of the work
+    (rows x longest^2) of one. Returns ([(gather, rows, longest)] per group, scatter): `gather` picks
+    each row's tokens from the packed row (padding repeats token 0, and a causal query never sees it);
+    `scatter` picks each packed token's output from the groups' outputs laid end to end (the prefix's
+    from the first row).
     """
     import torch
 
-    key = (tuple(cu_seq_lens.tolist()), prefix, str(device))
+    key = (tuple(cu_seq_lens.tolist()), prefix, str(device), SPLIT_SAVING)
     if key not in _layout_cache:
         _layout_cache.clear()  # one batch at a time: every layer of a step reuses it
         bounds = list(key[0])
@@ -420,14 +431,32 @@ def _packed_layout(cu_seq_lens, prefix: int, device):
         if prefix:
             assert segments[0] == (0, prefix), "the shared prefix must be the first segment"
             segments = segments[1:]
-        longest = max(prefix + b - a for a, b in segments)
-        gather, scatter = [], list(range(prefix))
-        for row, (a, b) in enumerate(segments):
-            tokens = list(range(prefix)) + list(range(a, b))
-            gather += tokens + [0] * (longest - len(tokens))
-            scatter += range(row * longest + prefix, row * longest + prefix + b - a)
-        _layout_cache[key] = (torch.tensor(gather, device=device), torch.tensor(scatter, device=device),
-                              len(segments), longest)
+        lengths = [prefix + b - a for a, b in segments]
+        order = sorted(range(len(segments)), key=lambda i: -lengths[i])
+        cost = len(order) * lengths[order[0]] ** 2
+        cut = min(range(1, len(order)), default=len(order),
+                  key=lambda k: k * lengths[order[0]] ** 2 + (len(order) - k) * lengths[order[k]] ** 2)
+        if cut < len(order) and cut * lengths[order[0]] ** 2 + (len(order) - cut) * lengths[order[cut]] ** 2 \
+                > (1 - SPLIT_SAVING) * cost:
+            cut = len(order)
+        groups, start_of = [], {}
+        offset = 0
+        for members in (order[:cut], order[cut:]):
+            if not members:
+                continue
+            longest = lengths[members[0]]
+            gather = []
+            for row, i in enumerate(members):
+                a, b = segments[i]
+                tokens = list(range(prefix)) + list(range(a, b))
+                gather += tokens + [0] * (longest - len(tokens))
+                start_of[i] = offset + row * longest
+            groups.append((torch.tensor(gather, device=device), len(members), longest))
+            offset += len(members) * longest
+        scatter = list(range(prefix))
+        for i, (a, b) in enumerate(segments):
+            scatter += range(start_of[i] + prefix, start_of[i] + prefix + b - a)
+        _layout_cache[key] = (groups, torch.tensor(scatter, device=device))
     return _layout_cache[key]
 
 

@@ -442,6 +442,36 @@ def test_answer_only_loss_equals_the_full_logits_loss(tiny_model, tmp_path, padd
         assert torch.allclose(grad_shared, plain_grad, atol=1e-5, rtol=1e-3)
 
 
+@pytest.mark.parametrize("prefix", [0, 5], ids=["no-prefix", "shared-prefix"])
+def test_per_example_attention_is_exact_when_a_long_example_splits_the_batch(prefix):
+    import types
+
+    import torch
+
+    torch.manual_seed(0)
+    rests = [60, 4, 7, 3, 6]  # one section restatement among short questions: attended in two calls
+    bounds = [0, prefix] if prefix else [0]
+    for n in rests:
+        bounds.append(bounds[-1] + n)
+    total, heads, dim = bounds[-1], 2, 8
+    query, key, value = (torch.randn(1, heads, total, dim) for _ in range(3))
+    cu = torch.tensor(bounds)
+    groups, _ = training._packed_layout(cu, prefix, query.device)
+    assert [rows for _, rows, _ in groups] == [1, 4]  # the long example alone, the short ones together
+    out, _ = training._varlen_sdpa_forward(types.SimpleNamespace(num_key_value_groups=1), query, key, value, None,
+                                           cu_seq_lens_q=cu, **{training.SHARED_PREFIX_KEY: prefix})
+    segments = list(zip(bounds[1:] if prefix else bounds, bounds[2:] if prefix else bounds[1:]))
+    for a, b in segments:  # each example alone: its prefix copy, then its own tokens, causally
+        index = torch.tensor(list(range(prefix)) + list(range(a, b)))
+        alone = torch.nn.functional.scaled_dot_product_attention(
+            query[:, :, index], key[:, :, index], value[:, :, index], is_causal=True)
+        assert torch.allclose(out[0, a:b].transpose(0, 1), alone[0, :, prefix:], atol=1e-5)
+        if prefix:
+            assert torch.allclose(out[0, :prefix].transpose(0, 1), alone[0, :, :prefix], atol=1e-5)
+    alike = torch.tensor([0, 10, 19, 29])  # lengths alike: one call
+    assert len(training._packed_layout(alike, 0, query.device)[0]) == 1
+
+
 def test_per_example_attention_stays_float32_under_bf16_autocast_on_a_cpu(tiny_model, tmp_path, monkeypatch):
     """bf16 SDPA's backward on a CPU is slower than float32's: under bf16 autocast only the linear layers go bf16."""
     import torch
