@@ -433,11 +433,11 @@ def _packed_layout(cu_seq_lens, prefix: int, device):
             segments = segments[1:]
         lengths = [prefix + b - a for a, b in segments]
         order = sorted(range(len(segments)), key=lambda i: -lengths[i])
-        cost = len(order) * lengths[order[0]] ** 2
-        cut = min(range(1, len(order)), default=len(order),
-                  key=lambda k: k * lengths[order[0]] ** 2 + (len(order) - k) * lengths[order[k]] ** 2)
-        if cut < len(order) and cut * lengths[order[0]] ** 2 + (len(order) - cut) * lengths[order[cut]] ** 2 \
-                > (1 - SPLIT_SAVING) * cost:
+        def work(cut: int) -> int:  # the longest `cut` rows padded to the first's length, the rest to theirs
+            return cut * lengths[order[0]] ** 2 + (len(order) - cut) * lengths[order[cut % len(order)]] ** 2
+
+        cut = min(range(1, len(order)), key=work, default=len(order))
+        if work(cut) > (1 - SPLIT_SAVING) * work(len(order)):
             cut = len(order)
         groups, start_of = [], {}
         offset = 0
