@@ -59,6 +59,9 @@ class GenerationConfig(llm.LLMOptions):
     near_miss_openings: bool = field(default=True, metadata={
         "help": "ask near misses again in employees' openings ('According to the policy, ...') while fewer than "
                 "--unanswerable-ratio were found"})
+    situation_first: bool = field(default=True, metadata={
+        "help": "say the condition of half the questions that end in one first, as employees open with their situation "
+                "('I'm on probation. Am I covered?' for 'Am I covered, if I am on probation?')"})
     near_miss_check: str = field(default="topic", metadata={
         "help": "drop a near miss when a fact alike holds its aspect's cue words: any such fact (document), or one not "
                 "about another of the policy's topics (topic: 'study leave ... performance' says nothing of sick leave)",
@@ -138,7 +141,7 @@ def main(cfg: GenerationConfig) -> None:
             questions_per_fact=cfg.questions_per_fact, contrast_figures=cfg.contrast_figures,
             near_miss_check=cfg.near_miss_check, detail_near_misses=cfg.detail_near_misses,
             employee_words=cfg.employee_words, about_phrases=cfg.about_phrases,
-            near_miss_openings=cfg.near_miss_openings)
+            near_miss_openings=cfg.near_miss_openings, situation_first=cfg.situation_first)
     io.write_json_atomic(output_path, records)
     io.write_json_atomic(cfg.data_path("syntheticdata_summary.json"), summary)
     print(generate.format_summary(summary), flush=True)

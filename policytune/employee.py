@@ -10,7 +10,13 @@ from __future__ import annotations
 import re
 import zlib
 
+from policytune.phrasing import lower_first
+
 _ABBREVIATION = re.compile(r"((?:[A-Z][\w'-]*\s+){1,8})\(([A-Z]{2,6})\)")
+# "According to the policy, ..." and the other openings questions.WRAPPERS puts in front of a question
+_OPENING = re.compile(r"^(?:(?:According to the policy|Under our policy), |Quick question about [^:?]+: )")
+_CONDITION = re.compile(r"^(?P<ask>\w+(?: [^?]*?)?\w),? if (?P<who>I|my) (?P<rest>[^?,;]+)\?$")
+_PARTICIPLE = re.compile(r"^(?:been|had|taken|done|given|made|left|\w+ed)\b")
 _CONTRACTIONS = [(r"^What is\b", "What's"), (r"^Who is\b", "Who's"), (r"^How much is\b", "How much's"),
                  (r"\bI am\b", "I'm"), (r"\bdo not\b", "don't"), (r"\bcannot\b", "can't")]
 
@@ -60,3 +66,25 @@ def _same_case(original: str, replacement: str, at: int) -> str:
     if at and any(w[0].isupper() for w in original.split() if w != "I"):
         return original  # inside a name: "Form MED-1 Medical Certificate" keeps its words
     return replacement[0].upper() + replacement[1:] if original[:1].isupper() else replacement
+
+
+def situation_first(question: str) -> str | None:
+    """The question with its trailing condition said first, as employees open with their situation: "Am I covered,
+    if I am still within my probationary period?" -> "I'm still within my probationary period. Am I covered?";
+    "What happens to parental leave if I resign?" -> "If I resign, what happens to parental leave?". None when the
+    question ends in no "if I ..." or "if my ..." condition. The words are the same, so no near-copy check tells the
+    two apart: a plan asks one or the other, never both."""
+    opening = _OPENING.match(question)
+    head = opening.group(0) if opening else ""
+    found = _CONDITION.match(question[len(head):])
+    if not found or len(found["ask"].split()) < 2:
+        return None
+    ask, rest = found["ask"], found["rest"].strip()
+    if found["who"] == "I" and rest.startswith("am "):
+        return f"I'm {rest[3:]}. {head}{ask}?"
+    if found["who"] == "I" and rest.startswith("have "):
+        have = "I've" if _PARTICIPLE.match(rest[5:]) else "I have"
+        return f"{have} {rest[5:]}. {head}{ask}?"
+    condition = f"if {found['who']} {rest}"
+    return f"{head}{condition}, {lower_first(ask)}?" if head else f"{condition[0].upper()}{condition[1:]}, " \
+        f"{lower_first(ask)}?"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import time
+import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,8 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
          not_a_benefit: str = r"$^", contrast_figures: bool = True,
          near_miss_check: str = "topic", detail_near_misses: bool = True,
          employee_words: dict[str, list[str]] | None = None,
-         about_phrases: bool = True, near_miss_openings: bool = True) -> tuple[dict[str, dict], dict]:
+         about_phrases: bool = True, near_miss_openings: bool = True,
+         situation_first: bool = True) -> tuple[dict[str, dict], dict]:
     """Decide every question of every chunk before asking the teacher anything.
 
     Per chunk: its facts, each with the code's drafts that point at it (consistency-checked
@@ -98,7 +100,9 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
     is about another of the document's topics). With `employee_words`, each fact's third question is one of its
     first ones in everyday words (`employee.py`). With `about_phrases`, a fact still short of questions is asked
     about its own noun phrases (`keyphrases.py`). With `near_miss_openings`, near misses short of the ratio are asked
-    again in employees' openings. Returns (plan by chunk id, report of what was left out).
+    again in employees' openings. With `situation_first`, half the questions that end in "if I ..." (facts and near
+    misses alike, picked by hash) say it first (`employee.situation_first`). Returns (plan by chunk id, report of what
+    was left out).
     """
     by_section: dict[str, list[dict]] = {}
     for fact in fact_list:
@@ -255,6 +259,14 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
                 chunk_plan[item["fact"]["chunk_id"]]["unanswerable"].append(
                     {**item, "question": question})
                 chosen += 1
+    if situation_first:
+        # Employees open with their situation ("I'm on probation. Can I ...?") and no planned question did. Done last, on
+        # questions already checked: the words stay the same, only their order changes.
+        every = [d for e in entries for d in e["drafts"]] + \
+            [u for chunk in chunks for u in chunk_plan[chunk["id"]]["unanswerable"]]
+        for item in every:
+            if zlib.crc32(item["question"].encode()) % 2 and (said := employee.situation_first(item["question"])):
+                item["question"] = said
     return chunk_plan, {"rejected_drafts": rejected_drafts, "unanswerable_answered_by_document": answered,
                         "unanswerable_wanted": wanted, "unanswerable_planned": chosen,
                         "unanswerable_per_aspect": dict(per_aspect.most_common())}
@@ -411,7 +423,7 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
                    fact_list: list[dict] | None = None, contrast_figures: bool = True,
                    near_miss_check: str = "topic", detail_near_misses: bool = True,
                    employee_words: bool = True, about_phrases: bool = True,
-                   near_miss_openings: bool = True) -> tuple[list[dict], dict]:
+                   near_miss_openings: bool = True, situation_first: bool = True) -> tuple[list[dict], dict]:
     """Generate (or resume) questions for every fact of every chunk; returns (records in chunk order, summary)."""
     from tqdm import tqdm
 
@@ -424,7 +436,7 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
                                    prompt_set["unanswerable_templates"], prompt_set["near_miss_topics"],
                                    prompt_set["not_a_benefit"], contrast_figures, near_miss_check,
                                    detail_near_misses, prompt_set["employee_words"] if employee_words else None,
-                                   about_phrases, near_miss_openings)
+                                   about_phrases, near_miss_openings, situation_first)
     section_indexes = {}
     for fact in fact_list:
         section_indexes.setdefault(fact["section"], []).append(fact)

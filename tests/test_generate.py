@@ -125,7 +125,9 @@ def test_evidence_answers_ask_only_for_a_question_and_answer_with_the_fact(tmp_p
             else ("", "", record["answer"])
         assert record["answer_source"] == "evidence" and statement == record["evidence"]
         assert statement in next(c["text"] for c in chunks if c["id"] == record["chunk_id"])
-        assert not reply or re.match(r"(?:Is|Are|Do|Does|Can|Must|Will|Should|Am)\b", record["question"])
+        # a situation said first ("I'm on probation. Am I ...?", "If I join ..., do I ...?") leads the question
+        asked = re.sub(r"^(?:[^?]+?\. |If [^,?]+, )", "", record["question"])
+        assert not reply or re.match(r"(?:Is|Are|Do|Does|Can|Must|Will|Should|Am)\b", asked, re.I)
 
 
 @pytest.mark.parametrize("fault", [invalid_json(), status(500), status(429, retry_after=1), hang(3),

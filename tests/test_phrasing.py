@@ -239,6 +239,23 @@ def test_a_question_is_also_asked_in_everyday_words_and_the_documents_abbreviati
     assert employee.reword("Who approves it?", words) is None  # nothing to say differently
 
 
+def test_a_questions_condition_can_be_said_first_as_the_askers_situation():
+    assert employee.situation_first("Am I covered, if I am still within my probationary period?") == \
+        "I'm still within my probationary period. Am I covered?"
+    assert employee.situation_first("According to the policy, what happens if I have been absent for 20 days?") == \
+        "I've been absent for 20 days. According to the policy, what happens?"
+    assert employee.situation_first("Do I keep my job, if I have a disability?") == \
+        "I have a disability. Do I keep my job?"
+    # other verbs keep their "if", moved to the front; so does the opening a question was wrapped in
+    assert employee.situation_first("How many floating holidays do I receive, if I join on or after 1 July?") == \
+        "If I join on or after 1 July, how many floating holidays do I receive?"
+    assert employee.situation_first("Quick question about sick leave: who do I tell if my manager can't be reached?") \
+        == "Quick question about sick leave: if my manager can't be reached, who do I tell?"
+    # nothing to move, or too little left to ask
+    assert employee.situation_first("How many days of annual leave do I get?") is None
+    assert employee.situation_first("What if I resign?") is None
+
+
 def test_pronouns_and_agreement_read_right_in_rule_built_questions():
     # an employee subject's "they are" becomes "I am"; a "their" nobody in the question owns is a misparse
     assert phrasing.polar("Employees who join part way through the year accrue leave only for the months in which "
