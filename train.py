@@ -91,6 +91,9 @@ class TrainConfig(config.Base):
     fact_weight: float = field(default=1.0, metadata={
         "help": "loss weight of the answer tokens its question does not hold (the figure, name or yes/no a fact "
                 "adds) against the words it repeats; refusals keep 1; 1: the plain mean"})
+    question_loss: bool = field(default=False, metadata={
+        "help": "also train on each training question's tokens, not only its answer's (loss over instructions, Shi et "
+                "al. 2024; held-out loss stays on answers)"})
     batch_size: int = field(default=8, metadata={"help": "examples per device per step"})
     grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
     max_length: int = field(default=384, metadata={
@@ -166,6 +169,8 @@ class TrainConfig(config.Base):
             raise ValueError("--learning-rate must be positive (0: the method's default)")
         if self.fact_weight <= 0:
             raise ValueError("--fact-weight must be positive (1: every answer token alike)")
+        if self.fact_weight != 1.0 and self.question_loss:
+            raise ValueError("--fact-weight weighs answer tokens against their question: not with --question-loss")
         if self.fact_weight != 1.0 and not self.answer_only_head:
             raise ValueError("--fact-weight needs --answer-only-head (the weighted loss is computed there)")
         if self.loraplus_ratio < 0 or 0 < self.loraplus_ratio < 1:
@@ -223,7 +228,8 @@ def main(cfg: TrainConfig) -> None:
     quantization = ("4bit" if on_cuda and cfg.method == "lora" else "none") if cfg.quantization == "auto" \
         else cfg.quantization
     tokenizer = models.load_tokenizer(base)
-    train_tok = training.tokenize_examples(training.build_examples(train_records), tokenizer, cfg.max_length)
+    train_tok = training.tokenize_examples(training.build_examples(train_records), tokenizer, cfg.max_length,
+                                           cfg.question_loss)
     eval_tok = training.tokenize_examples(training.build_examples(eval_records), tokenizer, cfg.max_length)
     if not train_tok.rows:
         raise config.UserError(f"no training example fits --max-length {cfg.max_length} tokens")
@@ -331,13 +337,15 @@ def main(cfg: TrainConfig) -> None:
     if is_main:
         training.check_disk_space(trainer_dir, checkpoint, args.save_total_limit)
 
-    # 4. Prove the loss sees the answers only, with the trainer's own data and collator.
+    # 4. Prove the loss sees the answers only (with --question-loss, the questions too), with the trainer's own data
+    # and collator.
     try:
         mask_check = training.check_loss_mask(trainer.data_collator, trainer.train_dataset, train_tok.answers, tokenizer)
     except RuntimeError as exc:
         raise config.UserError(str(exc)) from None
     if is_main:
-        print(f"loss mask check: {mask_check['label_tokens']} label tokens = {mask_check['answer_tokens']} answer tokens "
+        trained = "question and answer" if cfg.question_loss else "answer"
+        print(f"loss mask check: {mask_check['label_tokens']} label tokens = {mask_check['answer_tokens']} {trained} tokens "
               f"in the first {mask_check['checked_examples']} examples", flush=True)
 
     # 5. Passes: with --epochs 0, as many as this machine does in --time-budget. A resumed run keeps its choice.

@@ -105,12 +105,23 @@ class Tokenized:
     """Token ids ready for SFTTrainer, and what was left out."""
 
     rows: list[dict]            # {"input_ids", "completion_mask"}: TRL turns these into labels
-    answers: list[list[int]]    # per row: the answer's token ids, exactly what the loss must see
+    answers: list[list[int]]    # per row: the token ids the loss must see (the answer's; with the question's before)
     dropped_too_long: int
 
 
-def tokenize_examples(examples: list[dict], tokenizer, max_length: int | None) -> Tokenized:
-    """Tokenise prompt+completion exactly as `tokenizer(chat.format_example(...))` does, with a completion mask."""
+def _question_span(prompt: str, prompt_ids: list[int], tokenizer) -> tuple[int, int]:
+    """Where the user turn's text lies in the tokenised prompt: [start, end) token positions."""
+    opening = f"{chat.IM_START}user\n"
+    head = prompt[:prompt.index(opening) + len(opening)]
+    spans = [tokenizer(text)["input_ids"] for text in (head, prompt[:prompt.rindex(chat.IM_END)])]
+    if any(ids != prompt_ids[:len(ids)] for ids in spans):
+        raise RuntimeError("the question's tokens merge with the chat markers around them")
+    return len(spans[0]), len(spans[1])
+
+
+def tokenize_examples(examples: list[dict], tokenizer, max_length: int | None, question_loss: bool = False) -> Tokenized:
+    """Tokenise prompt+completion exactly as `tokenizer(chat.format_example(...))` does, with a completion mask.
+    With question_loss the question's own tokens are in the mask too (the chat markers and system prompt never)."""
     rows, answers, dropped = [], [], 0
     for example in examples:
         full = tokenizer(example["prompt"] + example["completion"])["input_ids"]
@@ -122,8 +133,12 @@ def tokenize_examples(examples: list[dict], tokenizer, max_length: int | None) -
         if max_length and len(full) > max_length:
             dropped += 1  # truncating would cut the answer or its end marker: better not to train on it
             continue
-        rows.append({"input_ids": full, "completion_mask": [0] * len(prompt) + [1] * (len(full) - len(prompt))})
-        answers.append(full[len(prompt):])
+        mask = [0] * len(prompt) + [1] * (len(full) - len(prompt))
+        if question_loss:
+            start, end = _question_span(example["prompt"], prompt, tokenizer)
+            mask[start:end] = [1] * (end - start)
+        rows.append({"input_ids": full, "completion_mask": mask})
+        answers.append([token for token, trained in zip(full, mask) if trained])
     return Tokenized(rows, answers, dropped)
 
 

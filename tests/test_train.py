@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -123,6 +124,10 @@ def test_examples_tokenise_exactly_like_the_chat_format(embedded_base):
     tokenized = training.tokenize_examples([example], tokenizer, max_length=384)
     assert tokenized.rows[0]["input_ids"] == tokenizer(chat.format_example(q, a))["input_ids"]
     assert tokenizer.decode(tokenized.answers[0]) == chat.format_completion(a)
+    # with the question's loss: the same ids, and the question's words (no system prompt, no chat marker) trained too
+    asked = training.tokenize_examples([example], tokenizer, max_length=384, question_loss=True)
+    assert asked.rows[0]["input_ids"] == tokenized.rows[0]["input_ids"]
+    assert tokenizer.decode(asked.answers[0]) == q + chat.format_completion(a)
 
 
 def test_loss_mask_check_passes_on_real_records_and_fails_when_the_prompt_is_trained(tiny_model, tmp_path):
@@ -234,6 +239,16 @@ def test_by_default_the_passes_fill_the_time_budget_and_measuring_leaves_the_tra
         (runs["fixed"][1] / "adapter_model.safetensors").read_bytes()
     assert training.passes_in_budget(100, 1000, 4) == 4 and training.passes_in_budget(600, 900, 4) == 1.0
     assert training.passes_in_budget(300, 900, 4) == 2.5 and training.passes_in_budget(5000, 60, 4) == 1.0
+
+
+def test_question_loss_trains_on_the_questions_too_and_holds_out_answers_only(workdir, tiny_model):
+    result = train(workdir, "--base-model", str(tiny_model), "--max-steps", "2", "--eval-steps", "2", "--question-loss",
+                   *TINY_FLAGS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    checked = re.search(r"loss mask check: (\d+) label tokens = (\d+) question and answer tokens", result.stdout)
+    assert checked and checked[1] == checked[2], result.stdout[-2000:]
+    rejected = train(workdir, "--base-model", str(tiny_model), "--question-loss", "--fact-weight", "3", *TINY_FLAGS)
+    assert rejected.returncode == 2 and "not with --question-loss" in rejected.stderr
 
 
 def test_full_fine_tuning_writes_a_whole_model_in_place_of_the_adapter(workdir, tiny_model):
