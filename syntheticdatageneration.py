@@ -59,7 +59,9 @@ class GenerationConfig(llm.LLMOptions):
     near_miss_openings: bool = field(default=True, metadata={
         "help": "ask near misses again in employees' openings ('According to the policy, ...') while fewer than "
                 "--unanswerable-ratio were found"})
-    situation_first: bool = field(default=True, metadata={
+    # Measured on the sample's gold set at 2.5 passes (BENCHMARKS.md, eighteenth session): no change on the questions
+    # that open with the asker's situation (0.09 -> 0.12 of 69, within noise) nor overall; so off.
+    situation_first: bool = field(default=False, metadata={
         "help": "say the condition of half the questions that end in one first, as employees open with their situation "
                 "('I'm on probation. Am I covered?' for 'Am I covered, if I am on probation?')"})
     near_miss_check: str = field(default="topic", metadata={

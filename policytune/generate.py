@@ -89,7 +89,7 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
          near_miss_check: str = "topic", detail_near_misses: bool = True,
          employee_words: dict[str, list[str]] | None = None,
          about_phrases: bool = True, near_miss_openings: bool = True,
-         situation_first: bool = True) -> tuple[dict[str, dict], dict]:
+         situation_first: bool = False) -> tuple[dict[str, dict], dict]:
     """Decide every question of every chunk before asking the teacher anything.
 
     Per chunk: its facts, each with the code's drafts that point at it (consistency-checked
@@ -423,7 +423,7 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
                    fact_list: list[dict] | None = None, contrast_figures: bool = True,
                    near_miss_check: str = "topic", detail_near_misses: bool = True,
                    employee_words: bool = True, about_phrases: bool = True,
-                   near_miss_openings: bool = True, situation_first: bool = True) -> tuple[list[dict], dict]:
+                   near_miss_openings: bool = True, situation_first: bool = False) -> tuple[list[dict], dict]:
     """Generate (or resume) questions for every fact of every chunk; returns (records in chunk order, summary)."""
     from tqdm import tqdm
 
