@@ -85,6 +85,5 @@ def situation_first(question: str) -> str | None:
     if found["who"] == "I" and rest.startswith("have "):
         have = "I've" if _PARTICIPLE.match(rest[5:]) else "I have"
         return f"{have} {rest[5:]}. {head}{ask}?"
-    condition = f"if {found['who']} {rest}"
-    return f"{head}{condition}, {lower_first(ask)}?" if head else f"{condition[0].upper()}{condition[1:]}, " \
-        f"{lower_first(ask)}?"
+    condition = f"{'if' if head else 'If'} {found['who']} {rest}"
+    return f"{head}{condition}, {lower_first(ask)}?"
