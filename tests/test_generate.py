@@ -74,6 +74,27 @@ def test_plan_asks_about_every_fact_with_drafts_that_point_at_it_and_meets_the_u
     assert len({u["question"] for u in unanswerable}) == len(unanswerable)
 
 
+def test_situation_first_says_the_condition_of_about_half_the_questions_first_and_keeps_the_rest():
+    from policytune import employee
+
+    chunks = make_chunks(10)
+    fact_list, _ = facts.inventory(chunks)
+    templates = generate.prompts()["unanswerable_templates"]
+
+    def asked(on: bool) -> list[str]:
+        chunk_plan, _ = generate.plan(chunks, fact_list, 3, 0.3, templates, situation_first=on)
+        return [d["question"] for c in chunks for e in chunk_plan[c["id"]]["facts"] for d in e["drafts"]] + \
+            [u["question"] for c in chunks for u in chunk_plan[c["id"]]["unanswerable"]]
+
+    before, after = asked(False), asked(True)
+    assert len(before) == len(after)
+    moved = [(b, a) for b, a in zip(before, after) if b != a]
+    assert all(a == employee.situation_first(b) for b, a in moved)
+    movable = [b for b in before if employee.situation_first(b)]
+    assert 0.25 * len(movable) <= len(moved) <= 0.75 * len(movable), (len(moved), len(movable))
+    assert any(a.startswith("I've completed") for _, a in moved)
+
+
 def test_prompts_fence_the_fact_as_data_and_hash_changes_with_them():
     prompt_set = generate.prompts()
     chunk = make_chunks(1)[0]
