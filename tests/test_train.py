@@ -241,7 +241,7 @@ def test_by_default_the_passes_fill_the_time_budget_and_measuring_leaves_the_tra
     assert training.passes_in_budget(300, 900, 4) == 2.5 and training.passes_in_budget(5000, 60, 4) == 1.0
 
 
-def test_question_loss_trains_on_the_questions_too_and_holds_out_answers_only(workdir, tiny_model):
+def test_question_loss_trains_on_the_questions_too_and_not_beside_the_fact_weight(workdir, tiny_model):
     result = train(workdir, "--base-model", str(tiny_model), "--max-steps", "2", "--eval-steps", "2", "--question-loss",
                    *TINY_FLAGS)
     assert result.returncode == 0, result.stderr[-3000:]
