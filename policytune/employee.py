@@ -11,10 +11,12 @@ import re
 import zlib
 
 from policytune.phrasing import lower_first
+from policytune.questions import WRAPPERS
 
 _ABBREVIATION = re.compile(r"((?:[A-Z][\w'-]*\s+){1,8})\(([A-Z]{2,6})\)")
-# "According to the policy, ..." and the other openings questions.WRAPPERS puts in front of a question
-_OPENING = re.compile(r"^(?:(?:According to the policy|Under our policy), |Quick question about [^:?]+: )")
+# "According to the policy, ...": the openings questions.WRAPPERS puts in front of a question
+_OPENING = re.compile("^(?:" + "|".join(re.escape(w.split("{q}")[0]).replace(re.escape("{topic}"), "[^:?]+")
+                                         for w in WRAPPERS) + ")")
 _CONDITION = re.compile(r"^(?P<ask>\w+(?: [^?]*?)?\w),? if (?P<who>I|my) (?P<rest>[^?,;]+)\?$")
 _PARTICIPLE = re.compile(r"^(?:been|had|taken|done|given|made|left|\w+ed)\b")
 _CONTRACTIONS = [(r"^What is\b", "What's"), (r"^Who is\b", "Who's"), (r"^How much is\b", "How much's"),
