@@ -78,7 +78,9 @@ class TrainConfig(config.Base):
     # Passes are the lever, and the default pipeline must stay within 30 minutes: 24 minutes trains 2.5-3 passes
     # there (the pipeline about 27 minutes) and still the 1-pass minimum on a 2-core AVX2 CPU (about 26).
     time_budget: float = field(default=24.0, metadata={
-        "help": "minutes of training (steps and held-out evaluations) that --epochs 0 fills"})
+        "help": "minutes of training (steps and held-out evaluations) that --epochs 0 fills; if the machine turns out "
+                "slower than measured, training ends at the last checkpoint that keeps it within 1.1x of this (after "
+                "at least one pass)"})
     max_auto_epochs: float = field(default=4.0, metadata={"help": "most passes --epochs 0 chooses"})
     max_steps: int = field(default=0, metadata={"help": "stop after this many optimizer steps (0: use --epochs)"})
     learning_rate: float = field(default=0.0, metadata={
@@ -313,6 +315,12 @@ def main(cfg: TrainConfig) -> None:
     callbacks = [metrics_cb, training.time_estimate_callback(
         after_steps=max(3, min(11, total_steps // 20)), evaluates=has_eval,
         eval_batches=math.ceil(len(eval_tok.rows) / (cfg.batch_size * world)), tokens_per_step=pass_tokens / steps_per_epoch)]
+    # Passes chosen by the budget end at a checkpoint if the machine turns out slower than measured. One rank only:
+    # ranks reading their own clocks could stop at different steps.
+    deadline_cb = training.deadline_callback(cfg.time_budget * 60, min_steps=steps_per_epoch) \
+        if auto_epochs and world == 1 else None
+    if deadline_cb:
+        callbacks.append(deadline_cb)
     if cfg.threads == 0 and world == 1 and not on_cuda and physical_cores > 1:
         callbacks.append(training.adaptive_threads_callback(physical_cores, os.cpu_count() or physical_cores))
     if answers_cb:
@@ -435,6 +443,7 @@ def main(cfg: TrainConfig) -> None:
             "best_checkpoint": Path(best).name if best else None,
             "published": "best" if args.load_best_model_at_end else "last",
             "global_step": trainer.state.global_step, "epochs": round(trainer.state.epoch or 0, 3),
+            "stopped_by_time_budget": bool(deadline_cb and deadline_cb.stopped_at),
             "final_train_loss": round(result.training_loss, 5),
             "resumed_from": resume_from.name if resume_from else None,
             **metrics_cb.summary(trainer.state), **training.peak_memory(),

@@ -690,6 +690,42 @@ def passes_in_budget(pass_seconds: float, budget_seconds: float, most: float) ->
     return min(most, max(1.0, halves / 2))
 
 
+def deadline_callback(budget_seconds: float, min_steps: int, tolerance: float = 1.1, clock=time.monotonic,
+                      output=_print_now):
+    """A TrainerCallback that ends training at a checkpoint when the next stretch would end past the time budget.
+
+    The passes are chosen from a speed measured before training; a machine that slows down later (the
+    2-core Xeon fell from about 290 to 205 tokens/s within runs) would run past the budget, and the pipeline
+    past its 30 minutes. At each checkpoint (after its held-out evaluation, so keep-best can choose it), if
+    the time so far plus the last stretch between checkpoints exceeds `tolerance` times the budget, training
+    stops there. Never before `min_steps` (a whole pass: a partial one leaves facts unseen). The budget
+    counts from this process's start of training: a resumed run gets it again."""
+    from transformers import TrainerCallback
+
+    class Deadline(TrainerCallback):
+        def __init__(self) -> None:
+            self.start = self.last = 0.0
+            self.stopped_at: int | None = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start = self.last = clock()
+
+        def on_save(self, args, state, control, **kwargs):
+            now = clock()
+            stretch, self.last = now - self.last, now
+            if state.global_step < min_steps or state.global_step >= state.max_steps:
+                return
+            if now - self.start + stretch > tolerance * budget_seconds:
+                control.should_training_stop = True
+                self.stopped_at = state.global_step
+                if state.is_world_process_zero:
+                    output(f"time budget: stopping at step {state.global_step} of {state.max_steps} "
+                           f"({format_duration(now - self.start)} trained; the next {format_duration(stretch)} would "
+                           f"end past {format_duration(tolerance * budget_seconds)}: this machine is slower than measured)")
+
+    return Deadline()
+
+
 def adaptive_threads_callback(maximum: int, cpus: int, check_seconds: float = 5.0, output=_print_now):
     """A TrainerCallback that re-chooses torch's thread count (cpu.choose_threads) every few seconds of training."""
     import torch

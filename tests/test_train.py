@@ -807,3 +807,31 @@ def test_a_failure_is_read_as_a_full_disk_only_when_the_error_or_the_free_space_
     assert not training.out_of_space(torch_style, tmp_path, checkpoint=1)
     assert not training.out_of_space(ValueError("a bug"), tmp_path, checkpoint=1)
 
+
+
+def test_the_time_budget_ends_a_run_that_turns_out_slower_than_measured():
+    """At a checkpoint, training stops when the time so far plus the last stretch would pass 1.1x the budget; never
+    before a whole pass, and never for a run on time."""
+    from types import SimpleNamespace
+
+    def run(stretches: list[float], min_steps: int = 10) -> tuple[int | None, list[str]]:
+        now = [0.0]
+        lines: list[str] = []
+        callback = training.deadline_callback(100, min_steps=min_steps, clock=lambda: now[0], output=lines.append)
+        state = SimpleNamespace(global_step=0, max_steps=10 * len(stretches), is_world_process_zero=True)
+        control = SimpleNamespace(should_training_stop=False)
+        callback.on_train_begin(None, state, control)
+        for stretch in stretches:
+            now[0] += stretch
+            state.global_step += 10
+            callback.on_save(None, state, control)
+            if control.should_training_stop:
+                return state.global_step, lines
+        return None, lines
+
+    assert run([20, 20, 20, 20, 20]) == (None, [])  # 100 s: on time
+    assert run([25, 25, 25, 25]) == (None, [])  # the last stretch ends the run anyway
+    stopped, lines = run([25, 30, 35, 40, 45])  # slowing down: 90 s + 35 s would end at 125 s, past 110
+    assert stopped == 30 and len(lines) == 1 and "stopping at step 30 of 50" in lines[0]
+    assert run([200, 200], min_steps=20) == (None, [])  # slower than the whole budget, but not before a pass
+    assert run([200, 200, 200], min_steps=20)[0] == 20
