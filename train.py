@@ -79,8 +79,8 @@ class TrainConfig(config.Base):
     # there (the pipeline about 27 minutes) and still the 1-pass minimum on a 2-core AVX2 CPU (about 26).
     time_budget: float = field(default=24.0, metadata={
         "help": "minutes of training (steps and held-out evaluations) that --epochs 0 fills; if the machine turns out "
-                "slower than measured, training ends at the last checkpoint that keeps it within 1.1x of this (after "
-                "at least one pass)"})
+                "slower than measured, training ends at the first checkpoint (after a whole pass) from which the next "
+                f"stretch would end past {training.DEADLINE_TOLERANCE:g}x of this"})
     max_auto_epochs: float = field(default=4.0, metadata={"help": "most passes --epochs 0 chooses"})
     max_steps: int = field(default=0, metadata={"help": "stop after this many optimizer steps (0: use --epochs)"})
     learning_rate: float = field(default=0.0, metadata={

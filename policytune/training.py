@@ -690,8 +690,12 @@ def passes_in_budget(pass_seconds: float, budget_seconds: float, most: float) ->
     return min(most, max(1.0, halves / 2))
 
 
-def deadline_callback(budget_seconds: float, min_steps: int, tolerance: float = 1.1, clock=time.monotonic,
-                      output=_print_now):
+# How far past its time budget a run whose passes the budget chose may go before it stops at a checkpoint.
+DEADLINE_TOLERANCE = 1.1
+
+
+def deadline_callback(budget_seconds: float, min_steps: int, tolerance: float = DEADLINE_TOLERANCE,
+                      clock=time.monotonic, output=_print_now):
     """A TrainerCallback that ends training at a checkpoint when the next stretch would end past the time budget.
 
     The passes are chosen from a speed measured before training; a machine that slows down later (the

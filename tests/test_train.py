@@ -808,7 +808,6 @@ def test_a_failure_is_read_as_a_full_disk_only_when_the_error_or_the_free_space_
     assert not training.out_of_space(ValueError("a bug"), tmp_path, checkpoint=1)
 
 
-
 def test_the_time_budget_ends_a_run_that_turns_out_slower_than_measured():
     """At a checkpoint, training stops when the time so far plus the last stretch would pass 1.1x the budget; never
     before a whole pass, and never for a run on time."""
