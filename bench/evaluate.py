@@ -1,16 +1,22 @@
-"""Evaluation benchmark: answers per second of evaluate.py's generation, batched vs one by one.
+"""Evaluation benchmark: answers per second of evaluate.py's generation, today's against the c260f75 path.
 
-    uv run python bench/evaluate.py                         # 16 questions, batch 8 vs 1, 1 thread
-    uv run python bench/evaluate.py --questions 64 --batch-size 16 --threads 2
+    uv run python bench/evaluate.py                         # 64 questions, 2 threads
+    uv run python bench/evaluate.py --questions 128 --threads 1
 
-Uses evaluate.py's own `generate` (greedy, left-padded batches, stops at <|im_end|>) on the same
-questions and model for both variants, interleaved (batched, one-by-one, batched, ...) in one
-process, best of each kept. The model is base + the trained adapter when checkpoints/ has one,
-else base + a fresh LoRA adapter of train.py's shape (the same compute: LoRA B starts at zero).
-Questions come from data/eval_split.json when it exists, else a fixed list of HR questions.
+Variants, all through `policytune.answers.greedy` (greedy, stops at <|im_end|>) on the same
+questions and model, interleaved in one process (every variant once per round, best of each kept):
+  before:     batches of 32 in the order given, left-padded, every prompt computed in full (c260f75)
+  by length:  the same, questions of similar length batched together
+  default:    evaluate.py's batch size, by length, the shared system turn computed once per run
+Every variant must give the same answers (greedy decoding of the same prompts); the table counts
+the answers that differ from the first variant's. The model is base + the trained adapter when
+checkpoints/ has one, else base + a fresh LoRA adapter (the same compute: LoRA B starts at zero).
+Questions come from sample/gold.jsonl (an employee's wording), else data/eval_split.json, else a
+fixed list of HR questions.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,17 +30,18 @@ from policytune import config, io, models
 
 @dataclass
 class EvalBenchConfig(config.Base):
-    questions: int = field(default=16, metadata={"help": "number of questions (eval split first, then the built-in list, repeated)"})
-    batch_size: int = field(default=8, metadata={"help": "batch size of the batched variant (evaluate.py's default is 8)"})
+    questions: int = field(default=64, metadata={"help": "number of questions (gold set, eval split, then the built-in list)"})
+    batch_size: int = field(default=0, metadata={"help": "batch size of the default variant (0: evaluate.py's default)"})
     max_new_tokens: int = field(default=48, metadata={"help": "answer length cap (evaluate.py's default)"})
-    rounds: int = field(default=2, metadata={"help": "interleaved rounds of (batched, one-by-one); best of each kept"})
-    threads: int = field(default=1, metadata={"help": "torch CPU threads (1: the other core is busy on a shared machine)"})
+    rounds: int = field(default=2, metadata={"help": "interleaved rounds of every variant; best of each kept"})
+    threads: int = field(default=2, metadata={"help": "torch CPU threads (1: the other core is busy on a shared machine)"})
     adapter: str = field(default="", metadata={"help": "adapter folder (default: --checkpoint-dir when it has one, else a fresh LoRA)"})
 
 
 def pick_questions(cfg: EvalBenchConfig) -> list[str]:
-    split = cfg.data_path("eval_split.json")
-    pool = [r["instruction"] for r in io.read_records(split, "eval split")] if split.is_file() else []
+    gold, split = common.ROOT / "sample" / "gold.jsonl", cfg.data_path("eval_split.json")
+    pool = [json.loads(line)["question"] for line in gold.read_text().splitlines() if line.strip()] if gold.is_file() else []
+    pool += [r["instruction"] for r in io.read_records(split, "eval split")] if split.is_file() else []
     pool += common.QUESTIONS
     return [pool[i % len(pool)] for i in range(cfg.questions)]
 
@@ -69,25 +76,36 @@ def main(cfg: EvalBenchConfig) -> None:
     print(f"{len(questions)} questions, {adapter}, {cfg.threads} thread(s)", flush=True)
     answers_lib.greedy(model, tokenizer, questions[:2], 2, 4, "warm-up")
 
-    variants = {f"batched ({cfg.batch_size})": cfg.batch_size, "one by one": 1}
+    batch_size = cfg.batch_size or stage.EvalConfig().batch_size
+    variants = {"before (32, in order)": dict(batch_size=32, by_length=False, share_prefix=False),
+                "by length (32)": dict(batch_size=32, by_length=True, share_prefix=False),
+                f"default ({batch_size}, by length, shared prefix)": dict(batch_size=batch_size, by_length=True,
+                                                                            share_prefix=True)}
     seconds: dict[str, list[float]] = {name: [] for name in variants}
-    tokens: dict[str, int] = {}
+    answers: dict[str, list[str]] = {}
     for round_no in range(cfg.rounds):
-        for name, batch_size in variants.items():
+        names = list(variants)[round_no % len(variants):] + list(variants)[:round_no % len(variants)]
+        for name in names:
+            opts = variants[name]
             started = time.perf_counter()
-            answers = answers_lib.greedy(model, tokenizer, questions, batch_size, cfg.max_new_tokens, name)
+            answers[name] = answers_lib.greedy(model, tokenizer, questions, opts["batch_size"], cfg.max_new_tokens, name,
+                                               by_length=opts["by_length"], share_prefix=opts["share_prefix"])
             seconds[name].append(time.perf_counter() - started)
-            tokens[name] = sum(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers)
             print(f"  round {round_no + 1} {name}: {seconds[name][-1]:.1f}s", flush=True)
 
+    first = answers[next(iter(variants))]
     rows = [{"variant": name, "questions": len(questions), "best seconds": min(s),
-             "answers/s": len(questions) / min(s), "answer tokens/s": tokens[name] / min(s)}
+             "answers/s": len(questions) / min(s),
+             "answer tokens/s": sum(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers[name]) / min(s),
+             "answers unlike the first variant's": sum(a != b for a, b in zip(first, answers[name]))}
             for name, s in seconds.items()]
     print(common.table(rows))
-    speedup = rows[0]["answers/s"] / rows[1]["answers/s"]
-    print(f"ratio batched / one by one (answers/s): {speedup:.2f}x", flush=True)
+    ratios = {f"{row['variant']} / {rows[0]['variant']} (answers/s)": row["answers/s"] / rows[0]["answers/s"]
+              for row in rows[1:]}
+    for label, ratio in ratios.items():
+        print(f"ratio {label}: {ratio:.2f}x", flush=True)
     common.report("evaluate", {"config": config.as_dict(cfg), "model": base.name, "adapter": adapter, "rows": rows,
-                               "ratios": {"batched / one by one (answers/s)": speedup}, "seconds": seconds})
+                               "ratios": ratios, "seconds": seconds})
 
 
 if __name__ == "__main__":

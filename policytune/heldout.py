@@ -79,7 +79,7 @@ def kept_count(earlier: list[dict[str, Any]], result: dict[str, Any]) -> int:
     return count + (result["answer_score"] >= best["answer_score"] - standard_error(best))
 
 
-def callback(records: list[dict], batch_size: int = 32, max_new_tokens: int = 48):
+def callback(records: list[dict], batch_size: int = 64, max_new_tokens: int = 48):
     """A TrainerCallback that scores held-out answers at every evaluation and logs them with it (`curve` reads them)."""
     from transformers import TrainerCallback
 

@@ -597,3 +597,35 @@ def test_divergence_on_an_even_sample_and_reports_skip_unmeasured_items():
     items = [{"id": "a", "regression": False, "tuned_correct": True, "divergence": None}, {"id": "b", "regression": False,
              "tuned_correct": True, "divergence": shift}]
     assert [i["id"] for i in report.worst_first(items)] == ["b", "a"] and report.kl(items[0]) is None
+
+
+def test_shared_prefix_leaves_every_prompt_a_token_of_its_own():
+    from policytune.answers import shared_prefix_length
+
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
+    assert shared_prefix_length([[1, 2], [1, 2, 3]]) == 1  # the shorter prompt keeps its last token
+    assert shared_prefix_length([[7, 2], [1, 2]]) == 0
+    assert shared_prefix_length([[1, 2, 3]]) == 0  # one prompt: nothing to share
+
+
+@pytest.mark.slow
+def test_answers_batched_by_length_on_a_shared_prefix_are_each_prompts_own(project):
+    """The system turn computed once, questions reordered and padded between it and their own tokens: the tuned
+    model must give every question the answer the plain left-padded batches in the given order give it."""
+    from policytune import answers, models
+
+    stage = _stage_module()
+    folder, base = stage.find_adapter(stage.EvalConfig(adapter=str(project / "checkpoints")))
+    model, tokenizer = stage.load_tuned(base, folder, "float32"), models.load_tokenizer(base)
+    held_out = [r["instruction"] for r in json.loads((project / "data" / "eval_split.json").read_text())]
+    questions = held_out[:6] + ["Leave?", "If I am a part-time employee on a fixed-term contract, how many days of "
+                                "annual leave do I get, and can I carry any of them over to next year?"]
+    with stage.merged(model):
+        plain = answers.greedy(model, tokenizer, questions, 3, 16, progress=False, by_length=False, share_prefix=False)
+        batches = []
+        fast = answers.greedy(model, tokenizer, questions, 3, 16, progress=False,
+                              on_batch=lambda chunk, new: batches.append(chunk))
+    assert fast == plain
+    assert len(set(plain)) > 2  # different questions, different answers: the comparison means something
+    lengths = [len(q) for q in questions]
+    assert batches[0][0] == questions[lengths.index(min(lengths))]  # the shortest prompts were batched first
