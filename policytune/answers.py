@@ -53,7 +53,7 @@ def greedy(model, tokenizer, questions: list[str], batch_size: int, max_new_toke
     if shared:
         with torch.no_grad():
             prefix = model(input_ids=torch.tensor([prompts[todo[0]][:shared]], device=model.device), use_cache=True)
-        prefix_cache = getattr(prefix, "cache", None) or prefix.past_key_values
+        prefix_cache = prefix.cache if getattr(prefix, "cache", None) is not None else prefix.past_key_values
     bar = tqdm(total=len(unique), initial=len(unique) - len(todo), desc=desc, unit="question", disable=not progress)
     for start in range(0, len(todo), batch_size):
         chunk = todo[start:start + batch_size]
