@@ -16,7 +16,6 @@ fixed list of HR questions.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,9 +37,9 @@ class EvalBenchConfig(config.Base):
     adapter: str = field(default="", metadata={"help": "adapter folder (default: --checkpoint-dir when it has one, else a fresh LoRA)"})
 
 
-def pick_questions(cfg: EvalBenchConfig) -> list[str]:
-    gold, split = common.ROOT / "sample" / "gold.jsonl", cfg.data_path("eval_split.json")
-    pool = [json.loads(line)["question"] for line in gold.read_text().splitlines() if line.strip()] if gold.is_file() else []
+def pick_questions(cfg: EvalBenchConfig, gold: Path) -> list[str]:
+    split = cfg.data_path("eval_split.json")
+    pool = [r["question"] for r in io.read_jsonl(gold)]
     pool += [r["instruction"] for r in io.read_records(split, "eval split")] if split.is_file() else []
     pool += common.QUESTIONS
     return [pool[i % len(pool)] for i in range(cfg.questions)]
@@ -72,7 +71,7 @@ def main(cfg: EvalBenchConfig) -> None:
     torch.set_num_threads(cfg.threads)
     model, base, adapter = load_model(cfg, stage)
     tokenizer = models.load_tokenizer(base)
-    questions = pick_questions(cfg)
+    questions = pick_questions(cfg, stage.SAMPLE_GOLD)
     print(f"{len(questions)} questions, {adapter}, {cfg.threads} thread(s)", flush=True)
     answers_lib.greedy(model, tokenizer, questions[:2], 2, 4, "warm-up")
 

@@ -49,17 +49,17 @@ def greedy(model, tokenizer, questions: list[str], batch_size: int, max_new_toke
     if by_length:
         todo.sort(key=lambda q: len(prompts[q]))
     shared = shared_prefix_length(list(prompts.values())) if share_prefix else 0
-    cache_keyword = _cache_keyword(model)
+    head = prompts[todo[0]][:shared] if shared else []
     if shared:
+        cache_keyword = _cache_keyword(model)
         with torch.no_grad():
-            prefix = model(input_ids=torch.tensor([prompts[todo[0]][:shared]], device=model.device), use_cache=True)
+            prefix = model(input_ids=torch.tensor([head], device=model.device), use_cache=True)
         prefix_cache = prefix.cache if getattr(prefix, "cache", None) is not None else prefix.past_key_values
     bar = tqdm(total=len(unique), initial=len(unique) - len(todo), desc=desc, unit="question", disable=not progress)
     for start in range(0, len(todo), batch_size):
         chunk = todo[start:start + batch_size]
         own = [prompts[q][shared:] for q in chunk]
         width = max(len(tokens) for tokens in own)
-        head = prompts[chunk[0]][:shared]
         input_ids = torch.tensor([head + [pad_id] * (width - len(t)) + t for t in own], device=model.device)
         mask = torch.tensor([[1] * shared + [0] * (width - len(t)) + [1] * len(t) for t in own], device=model.device)
         cache = {}
