@@ -321,38 +321,52 @@ def spread(total: int, most: int) -> list[int]:
 
 
 def divergence(model, tokenizer, questions: list[str], targets: list[str], batch_size: int) -> list[dict[str, Any]]:
-    """Teacher-forced on each target answer: KL(tuned || base), top-1 agreement, P(refusal starts)."""
+    """Teacher-forced on each target answer: KL(tuned || base), top-1 agreement, P(refusal starts).
+
+    As in the answers, each model reads the system turn every prompt shares from a cache computed once and the
+    tuned one runs with its adapter merged; the head scores only the positions that predict an answer token."""
     import torch
     from tqdm import tqdm
 
     refusal_first = tokenizer(chat.REFUSAL, add_special_tokens=False)["input_ids"][0]
+    prompt_ids = [tokenizer(chat.format_prompt(q), add_special_tokens=False)["input_ids"] for q in questions]
+    # The answer is tokenised on its own, as generation sees it after the prompt.
+    target_ids = [tokenizer(chat.format_completion(t), add_special_tokens=False)["input_ids"] for t in targets]
+    shared = answers_lib.shared_prefix_length(prompt_ids)
+    head = prompt_ids[0][:shared] if shared else []
+    with merged(model):
+        tuned_prefix = answers_lib.prefix_cache(model, head)
+    with model.disable_adapter():
+        base_prefix = answers_lib.prefix_cache(model, head)
     results = []
     for start in tqdm(range(0, len(questions), batch_size), desc="divergence", unit="batch"):
-        prompt_ids = [tokenizer(chat.format_prompt(q), add_special_tokens=False)["input_ids"]
-                      for q in questions[start:start + batch_size]]
-        # The answer is tokenised on its own, as generation sees it after the prompt.
-        target_ids = [tokenizer(chat.format_completion(t), add_special_tokens=False)["input_ids"]
-                      for t in targets[start:start + batch_size]]
-        rows = [p + t for p, t in zip(prompt_ids, target_ids)]
+        prompts = [p[shared:] for p in prompt_ids[start:start + batch_size]]
+        answers = target_ids[start:start + batch_size]
+        rows = [p + t for p, t in zip(prompts, answers)]
         width = max(map(len, rows))
-        # Right padding keeps every real token at its natural position.
+        # Right padding keeps every real token at its natural position, after the cached system turn.
         input_ids = torch.tensor([r + [tokenizer.pad_token_id] * (width - len(r)) for r in rows], device=model.device)
-        attention = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=model.device)
+        attention = torch.tensor([[1] * (shared + len(r)) + [0] * (width - len(r)) for r in rows], device=model.device)
+        # Position i predicts token i + 1: a row's answer tokens are predicted from len(prompt) - 1 on.
+        scored = max(map(len, answers))
+        positions = torch.tensor([[min(len(p) - 1 + k, width - 1) for k in range(scored)] for p in prompts],
+                                 device=model.device)
         with torch.no_grad():
-            tuned_logits = model(input_ids=input_ids, attention_mask=attention).logits
+            with merged(model):
+                tuned_logits = model(input_ids=input_ids, attention_mask=attention, logits_to_keep=positions,
+                                     **answers_lib.repeated(tuned_prefix, len(rows))).logits
             with model.disable_adapter():
-                base_logits = model(input_ids=input_ids, attention_mask=attention).logits
-        for row, (prompt, target) in enumerate(zip(prompt_ids, target_ids)):
-            # Position i predicts token i + 1: the answer tokens are predicted from len(prompt) - 1 on.
-            span = slice(len(prompt) - 1, len(prompt) - 1 + len(target))
+                base_logits = model(input_ids=input_ids, attention_mask=attention, logits_to_keep=positions,
+                                    **answers_lib.repeated(base_prefix, len(rows))).logits
+        for row, target in enumerate(answers):
+            span = slice(0, len(target))
             kl, agree = metrics.next_token_divergence(tuned_logits[row, span], base_logits[row, span])
-            first = len(prompt) - 1
             results.append({
                 "kl": round(sum(kl) / len(kl), 6), "top1_agreement": round(sum(agree) / len(agree), 4),
                 "positions": len(kl),
                 "refusal_first_token_prob": {
-                    "base": round(float(torch.softmax(base_logits[row, first].float(), -1)[refusal_first]), 6),
-                    "tuned": round(float(torch.softmax(tuned_logits[row, first].float(), -1)[refusal_first]), 6)},
+                    "base": round(float(torch.softmax(base_logits[row, 0].float(), -1)[refusal_first]), 6),
+                    "tuned": round(float(torch.softmax(tuned_logits[row, 0].float(), -1)[refusal_first]), 6)},
             })
     return results
 
@@ -361,8 +375,8 @@ def divergence(model, tokenizer, questions: list[str], targets: list[str], batch
 
 @contextlib.contextmanager
 def merged(model):
-    """The adapter folded into the base weights while generating (about 1.2-1.4x faster on a CPU than
-    running the LoRA matmuls at every step), unfolded afterwards for the divergence's base pass."""
+    """The adapter folded into the base weights while the tuned model runs (about 1.2-1.4x faster on a CPU
+    than running the LoRA matmuls at every step), unfolded afterwards for the base model's passes."""
     model.merge_adapter()
     try:
         yield model

@@ -1,4 +1,4 @@
-"""Evaluation benchmark: answers per second of evaluate.py's generation, today's against the c260f75 path.
+"""Evaluation benchmark: answers per second of evaluate.py's generation, today's against earlier paths.
 
     uv run python bench/evaluate.py                         # 64 questions, 2 threads
     uv run python bench/evaluate.py --questions 128 --threads 1
@@ -6,8 +6,9 @@
 Variants, all through `policytune.answers.greedy` (greedy, stops at <|im_end|>) on the same
 questions and model, interleaved in one process (every variant once per round, best of each kept):
   before:     batches of 32 in the order given, left-padded, every prompt computed in full (c260f75)
-  by length:  the same, questions of similar length batched together
-  default:    evaluate.py's batch size, by length, the shared system turn computed once per run
+  generate:   evaluate.py's batch size, by length, the shared system turn computed once per run, every row
+              decoded by model.generate until the batch's longest answer ends (2f7fd1b)
+  default:    the same, a row leaving its batch when its answer ends
 Every variant must give the same answers (greedy decoding of the same prompts); the table counts
 the answers that differ from the first variant's. The model is base + the trained adapter when
 checkpoints/ has one, else base + a fresh LoRA adapter (the same compute: LoRA B starts at zero).
@@ -76,19 +77,18 @@ def main(cfg: EvalBenchConfig) -> None:
     answers_lib.greedy(model, tokenizer, questions[:2], 2, 4, "warm-up")
 
     batch_size = cfg.batch_size or stage.EvalConfig().batch_size
-    variants = {"before (32, in order)": dict(batch_size=32, by_length=False, share_prefix=False),
-                "by length (32)": dict(batch_size=32, by_length=True, share_prefix=False),
-                f"default ({batch_size}, by length, shared prefix)": dict(batch_size=batch_size, by_length=True,
-                                                                            share_prefix=True)}
+    variants = {"before (32, in order)": dict(batch_size=32, by_length=False, share_prefix=False, drop_finished=False),
+                f"generate ({batch_size}, by length, shared prefix)": dict(batch_size=batch_size, drop_finished=False),
+                f"default ({batch_size}, by length, shared prefix, rows leave when done)": dict(batch_size=batch_size)}
     seconds: dict[str, list[float]] = {name: [] for name in variants}
     answers: dict[str, list[str]] = {}
     for round_no in range(cfg.rounds):
         names = list(variants)[round_no % len(variants):] + list(variants)[:round_no % len(variants)]
         for name in names:
-            opts = variants[name]
+            opts = dict(variants[name])
             started = time.perf_counter()
-            answers[name] = answers_lib.greedy(model, tokenizer, questions, opts["batch_size"], cfg.max_new_tokens, name,
-                                               by_length=opts["by_length"], share_prefix=opts["share_prefix"])
+            answers[name] = answers_lib.greedy(model, tokenizer, questions, opts.pop("batch_size"), cfg.max_new_tokens,
+                                               name, **opts)
             seconds[name].append(time.perf_counter() - started)
             print(f"  round {round_no + 1} {name}: {seconds[name][-1]:.1f}s", flush=True)
 

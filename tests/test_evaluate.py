@@ -610,8 +610,9 @@ def test_shared_prefix_leaves_every_prompt_a_token_of_its_own():
 
 @pytest.mark.slow
 def test_answers_batched_by_length_on_a_shared_prefix_are_each_prompts_own(project):
-    """The system turn computed once, questions reordered and padded between it and their own tokens: the tuned
-    model must give every question the answer the plain left-padded batches in the given order give it."""
+    """The system turn computed once, questions reordered and padded between it and their own tokens, rows leaving
+    the batch as they stop: the tuned model must give every question the answer model.generate gives it on plain
+    left-padded batches in the given order."""
     from policytune import answers, models
 
     stage = _stage_module()
@@ -621,11 +622,50 @@ def test_answers_batched_by_length_on_a_shared_prefix_are_each_prompts_own(proje
     questions = held_out[:6] + ["Leave?", "If I am a part-time employee on a fixed-term contract, how many days of "
                                 "annual leave do I get, and can I carry any of them over to next year?"]
     with stage.merged(model):
-        plain = answers.greedy(model, tokenizer, questions, 3, 16, progress=False, by_length=False, share_prefix=False)
+        plain = answers.greedy(model, tokenizer, questions, 3, 24, progress=False, by_length=False, share_prefix=False,
+                               drop_finished=False)
         batches = []
-        fast = answers.greedy(model, tokenizer, questions, 3, 16, progress=False,
-                              on_batch=lambda chunk, new: batches.append(chunk))
+        fast = answers.greedy(model, tokenizer, questions, 3, 24, progress=False,
+                              on_batch=lambda chunk, new: batches.append((chunk, new)))
     assert fast == plain
     assert len(set(plain)) > 2  # different questions, different answers: the comparison means something
-    lengths = [len(q) for q in questions]
-    assert batches[0][0] == questions[lengths.index(min(lengths))]  # the shortest prompts were batched first
+    lengths = [[len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in new] for _, new in batches]
+    assert any(max(batch) - min(batch) >= 3 for batch in lengths), lengths  # a row left its batch steps early
+    shortest = min(questions, key=lambda q: len(tokenizer(q)["input_ids"]))
+    assert batches[0][0][0] == shortest  # the shortest prompts were batched first
+
+
+@pytest.mark.slow
+def test_divergence_read_through_the_shared_prefix_is_each_answers_own(project):
+    """The system turn cached once, the adapter merged, only the answer positions scored: every figure must be the
+    one full forward passes of each question alone, adapter attached unmerged, give."""
+    import torch
+
+    from policytune import chat, metrics, models
+
+    stage = _stage_module()
+    folder, base = stage.find_adapter(stage.EvalConfig(adapter=str(project / "checkpoints")))
+    model, tokenizer = stage.load_tuned(base, folder, "float32"), models.load_tokenizer(base)
+    held_out = json.loads((project / "data" / "eval_split.json").read_text())[:5]
+    questions = [r["instruction"] for r in held_out] + ["Leave?"]
+    targets = [r["output"] for r in held_out] + [chat.REFUSAL]
+    measured = stage.divergence(model, tokenizer, questions, targets, batch_size=4)
+
+    refusal_first = tokenizer(chat.REFUSAL, add_special_tokens=False)["input_ids"][0]
+    for question, target, got in zip(questions, targets, measured):
+        prompt = tokenizer(chat.format_prompt(question), add_special_tokens=False)["input_ids"]
+        answer = tokenizer(chat.format_completion(target), add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([prompt + answer])
+        with torch.no_grad():
+            tuned = model(input_ids=ids).logits[0]
+            with model.disable_adapter():
+                plain = model(input_ids=ids).logits[0]
+        span = slice(len(prompt) - 1, len(prompt) - 1 + len(answer))
+        kl, agree = metrics.next_token_divergence(tuned[span], plain[span])
+        assert got["positions"] == len(answer)
+        assert got["kl"] == pytest.approx(sum(kl) / len(kl), abs=1e-3)
+        assert got["top1_agreement"] == pytest.approx(sum(agree) / len(agree), abs=1e-4)
+        for name, logits in (("tuned", tuned), ("base", plain)):
+            expected = float(torch.softmax(logits[len(prompt) - 1], -1)[refusal_first])
+            assert got["refusal_first_token_prob"][name] == pytest.approx(expected, abs=1e-4)
+    assert max(m["kl"] for m in measured) > 0.05  # the adapter moved the model: the comparison means something
