@@ -56,9 +56,9 @@ class EvalConfig(config.Base):
                 "(sample/gold.jsonl beside the held-out split when <data-dir>/chunks.json is only the bundled "
                 "sample) or 'none'"})
     reports_dir: str = field(default="reports", metadata={"help": "where eval.json, eval.md and eval.html go"})
-    batch_size: int = field(default=64, metadata={"help": "prompts per generation batch (on a CPU a decode step of 64 rows "
-                                                         "costs far less than two of 32: BENCHMARKS.md); the divergence "
-                                                         f"scores at most {DIVERGENCE_BATCH} at a time"})
+    batch_size: int = field(default=128, metadata={"help": "prompts per generation batch (rows leave as their answers end, so a "
+                                                          "larger batch has fewer decode steps: BENCHMARKS.md); the "
+                                                          f"divergence scores at most {DIVERGENCE_BATCH} at a time"})
     divergence_max: int = field(default=96, metadata={
         "help": "questions the next-token divergence is measured on, spread evenly over all of them (0: all, "
                 "-1: none); it costs two forward passes per question"})
@@ -252,6 +252,10 @@ class FullModel:
 
     def generate(self, *args, **kwargs):
         return self.current.generate(*args, **kwargs)
+
+    def get_base_model(self):
+        """The transformers model answering now (PEFT's name for it: answers reads its forward's arguments)."""
+        return self.current
 
     @contextlib.contextmanager
     def disable_adapter(self):

@@ -60,7 +60,8 @@ def decode(model, input_ids, mask, cache: dict, max_new_tokens: int, stop_ids: l
     """
     import torch
 
-    keyword, past = next(iter(cache.items()), (None, None))
+    keyword = next(iter(cache), None) or _cache_keyword(model)
+    past = cache.get(keyword)
     rows = list(range(input_ids.shape[0]))
     out: list[list[int]] = [[] for _ in rows]
     stops = torch.tensor(stop_ids, device=input_ids.device)
@@ -68,7 +69,7 @@ def decode(model, input_ids, mask, cache: dict, max_new_tokens: int, stop_ids: l
     positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -step_input.shape[1]:]
     with torch.no_grad():
         for _ in range(max_new_tokens):
-            kwargs = {keyword or "past_key_values": past} if past is not None else {}
+            kwargs = {keyword: past} if past is not None else {}
             output = model(input_ids=step_input, attention_mask=mask, position_ids=positions, use_cache=True,
                            logits_to_keep=1, **kwargs)
             past = _returned_cache(output)

@@ -226,7 +226,7 @@ def test_a_full_fine_tune_deploys_as_its_own_gguf_and_evaluates_like_the_adapter
     import torch
     from peft import PeftModel
 
-    from policytune import models
+    from policytune import answers, models
 
     base = models.resolve("embedded")
     with_adapter = PeftModel.from_pretrained(models.load_model(base, dtype="float32"), str(trained_adapter)).eval()
@@ -256,3 +256,11 @@ def test_a_full_fine_tune_deploys_as_its_own_gguf_and_evaluates_like_the_adapter
         assert torch.allclose(pair(ids).logits, with_adapter(ids).logits, atol=1e-3)
         with pair.disable_adapter(), with_adapter.disable_adapter():
             assert torch.allclose(pair(ids).logits, with_adapter(ids).logits, atol=1e-4)
+    # and evaluation's answers and divergence run on it as on the adapter (the shared system turn's cache included)
+    tokenizer = models.load_tokenizer(base)
+    questions = ["How many days of annual leave do I get?", "Leave?", "Who approves sick leave after three days?"]
+    assert answers.greedy(pair, tokenizer, questions, 2, 12, progress=False) == \
+        answers.greedy(with_adapter, tokenizer, questions, 2, 12, progress=False)
+    shifts = [stage.divergence(model, tokenizer, questions, [chat.REFUSAL] * 3, 2) for model in (pair, with_adapter)]
+    assert [s["kl"] for s in shifts[0]] == pytest.approx([s["kl"] for s in shifts[1]], abs=1e-3)
+    assert min(s["kl"] for s in shifts[0]) > 0  # the fine-tuned model is not its base
