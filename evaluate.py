@@ -336,8 +336,8 @@ def divergence(model, tokenizer, questions: list[str], targets: list[str], batch
     prompt_ids = [tokenizer(chat.format_prompt(q), add_special_tokens=False)["input_ids"] for q in questions]
     # The answer is tokenised on its own, as generation sees it after the prompt.
     target_ids = [tokenizer(chat.format_completion(t), add_special_tokens=False)["input_ids"] for t in targets]
-    shared = answers_lib.shared_prefix_length(prompt_ids)
-    head = prompt_ids[0][:shared] if shared else []
+    head = prompt_ids[0][:answers_lib.shared_prefix_length(prompt_ids)]
+    shared = len(head)
     with merged(model):
         tuned_prefix = answers_lib.prefix_cache(model, head)
     with model.disable_adapter():
