@@ -260,7 +260,7 @@ def main(cfg: TrainConfig) -> None:
     auto_epochs = cfg.epochs == 0 and cfg.max_steps == 0
     epochs = cfg.epochs or 1.0  # --epochs 0: one pass until this machine's speed is measured (below)
     total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(steps_per_epoch * epochs)
-    eval_steps = cfg.eval_steps or max(1, steps_per_epoch // 2)
+    eval_steps = cfg.eval_steps or training.half_pass_steps(steps_per_epoch)
     has_eval = bool(eval_tok.rows)
     by_answers = has_eval and cfg.select_by == "answers"
     trainer_dir = cfg.checkpoint_path("trainer")

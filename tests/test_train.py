@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -614,6 +615,29 @@ def test_time_estimate_is_printed_once_after_the_first_steps():
         callback.on_step_end(None, state, None)
     per_step = float(lines[0].split("time estimate: ")[1].split(" s per step")[0])
     assert 0.3 <= per_step <= 1.0, lines[0]  # ~0.4 s: 20 times a timed step, not 0.02 s
+
+
+def test_evaluations_twice_a_pass_never_come_a_few_steps_apart():
+    """Every half pass a held-out evaluation costs about a minute on a 2-core CPU; one a step or two before the run's
+    last step (which transformers evaluates anyway) buys nothing. The sample's 193 steps a pass did exactly that."""
+    assert training.evaluation_steps(10, 5) == [5, 10] and training.evaluation_steps(11, 5) == [5, 10, 11]
+    for steps_per_epoch in range(16, 400):
+        every = training.half_pass_steps(steps_per_epoch)
+        for halves in range(2, 9):  # the passes the time budget may choose: 1 to 4, in halves
+            points = training.evaluation_steps(math.ceil(steps_per_epoch * halves / 2), every)
+            assert len(points) == halves, (steps_per_epoch, halves, points)
+            assert min(b - a for a, b in zip([0] + points, points)) >= every / 2, (steps_per_epoch, halves, points)
+    # the time estimate counts the evaluation at the end too
+    from types import SimpleNamespace
+
+    lines: list[str] = []
+    callback = training.time_estimate_callback(after_steps=3, evaluates=True, eval_batches=3, output=lines.append)
+    state = SimpleNamespace(global_step=0, max_steps=193, is_world_process_zero=True)
+    callback.on_train_begin(None, state, None)
+    for step in range(1, 4):
+        state.global_step = step
+        callback.on_step_end(SimpleNamespace(eval_steps=96), state, None)
+    assert "190 of 193 steps left and 3 evaluations" in lines[0], lines[0]  # 96, 192, 193
 
 
 # --- keep-best and early stopping -----------------------------------------------------------------
