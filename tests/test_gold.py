@@ -215,20 +215,30 @@ def test_the_section_and_gap_helpers_read_the_policy_headings(source):
     assert "deliberately" not in policy_text()  # the maintainers' comment is not part of the policy
 
 
-# The PostHog gold set (bench/gold/posthog.jsonl): a policy nobody here wrote. Its source stays out of the
-# repository (../shared/eval-docs/), so the checks against the source skip where it is absent.
+# The gold sets for policies nobody here wrote (bench/gold/posthog.jsonl, bench/gold/18f.jsonl). Their sources
+# stay out of the repository (../shared/eval-docs/), so the checks against the source skip where it is absent.
 
+EVAL_DOCS = ROOT.parent / "shared" / "eval-docs"
 POSTHOG_GOLD = ROOT / "bench" / "gold" / "posthog.jsonl"
-POSTHOG_SOURCE = ROOT.parent / "shared" / "eval-docs" / "posthog-time-off-benefits.md"
+POSTHOG_SOURCE = EVAL_DOCS / "posthog-time-off-benefits.md"
+F18_GOLD = ROOT / "bench" / "gold" / "18f.jsonl"
+F18_SOURCE = EVAL_DOCS / "18f-leave-policy.md"
+
+OTHER_POLICY_GOLD_SETS = pytest.mark.parametrize(
+    ("gold_path", "source_path", "prefix"),
+    [(POSTHOG_GOLD, POSTHOG_SOURCE, "p"), (F18_GOLD, F18_SOURCE, "f")],
+    ids=["posthog", "18f"],
+)
 
 
-def test_the_posthog_gold_set_is_well_formed():
-    items = load_gold(POSTHOG_GOLD)
+@OTHER_POLICY_GOLD_SETS
+def test_the_gold_set_for_a_policy_nobody_here_wrote_is_well_formed(gold_path, source_path, prefix):
+    items = load_gold(gold_path)
     assert len(answerable(items)) >= 80 and len(unanswerable(items)) >= 25
     assert len({item["id"] for item in items}) == len(items)
     assert len({" ".join(normalise_words(item["question"])) for item in items}) == len(items)
     for item in items:
-        assert set(item) == KEYS and re.fullmatch(r"p\d{3,}", item["id"]), item
+        assert set(item) == KEYS and re.fullmatch(rf"{prefix}\d{{3,}}", item["id"]), item
         if item["answerable"]:
             assert item["type"] in ANSWERABLE_TYPES and 1 <= len(item["keywords"]) <= 3, item["id"]
         else:
@@ -236,9 +246,12 @@ def test_the_posthog_gold_set_is_well_formed():
             assert item["answer"] == chat.REFUSAL, item["id"]
 
 
-@pytest.mark.skipif(not POSTHOG_SOURCE.exists(), reason="../shared/eval-docs is not here")
-def test_the_posthog_gold_set_is_grounded_in_its_policy_and_copies_none_of_it():
-    items, source = load_gold(POSTHOG_GOLD), POSTHOG_SOURCE.read_text(encoding="utf-8")
+@OTHER_POLICY_GOLD_SETS
+def test_the_gold_set_for_a_policy_nobody_here_wrote_is_grounded_in_it_and_copies_none_of_it(
+        gold_path, source_path, prefix):
+    if not source_path.exists():
+        pytest.skip("../shared/eval-docs is not here")
+    items, source = load_gold(gold_path), source_path.read_text(encoding="utf-8")
     headings = {h.strip() for h in re.findall(r"^#+\s+(.+)$", source, flags=re.M)}
     assert {item["section"] for item in items} - headings == set()
     assert keyword_problems(items, source) == []
