@@ -21,14 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from policytune import chat, cpu, normalize
+from policytune import chat, citation, cpu, normalize
 from policytune.config import UserError
 
 IGNORE_INDEX = -100  # label value the loss skips (PyTorch's CrossEntropyLoss ignore_index)
 
 
-def build_examples(records: list[dict]) -> list[dict]:
-    """Instruction records -> [{"prompt", "completion"}] in the one chat format (closed book: no context)."""
+def build_examples(records: list[dict], cite_section: bool = False) -> list[dict]:
+    """Instruction records -> [{"prompt", "completion"}] in the one chat format (closed book: no context); with
+    cite_section each answerable answer opens with its section's name (`citation`)."""
     examples = []
     for number, record in enumerate(records, 1):
         question = str(record.get("instruction") or "").strip()
@@ -37,6 +38,8 @@ def build_examples(records: list[dict]) -> list[dict]:
             missing = "instruction" if not question else "output"
             raise UserError(f"record {number} (id {record.get('id', '?')}) has no {missing}: every training record "
                             "needs a question and an answer (rerun dataquality.py?)")
+        if cite_section:
+            answer = citation.cited(answer, record)
         examples.append({"prompt": chat.format_prompt(question), "completion": chat.format_completion(answer)})
     return examples
 

@@ -92,6 +92,17 @@ def logits(model, tokenizer):
         return model(**ids).logits
 
 
+def test_cite_section_opens_answerable_answers_with_their_sections_name_only():
+    records = [{"instruction": "Is volunteer leave recorded?", "output": "Yes. It is recorded in PeopleHub.",
+                "answerable": True, "headings": ["7. Other Leave", "7.4 Volunteer Leave"]},
+               {"instruction": "Is volunteer leave paid?", "output": chat.REFUSAL, "answerable": False,
+                "headings": ["7. Other Leave", "7.4 Volunteer Leave"]},
+               {"instruction": "What does the policy say about 7.4 Volunteer Leave?", "output": "Volunteer leave is ..."}]
+    plain, cited = training.build_examples(records), training.build_examples(records, cite_section=True)
+    assert cited[0]["completion"] == chat.format_completion("Volunteer Leave: Yes. It is recorded in PeopleHub.")
+    assert cited[1:] == plain[1:] and cited[0]["prompt"] == plain[0]["prompt"]
+
+
 def test_split_is_stratified_deterministic_and_disjoint():
     records = make_records()
     train_a, eval_a = training.split_records(records, 0.25)
