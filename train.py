@@ -101,7 +101,7 @@ class TrainConfig(config.Base):
     # Measured after one pass on a 2-core AVX2 CPU (BENCHMARKS.md, twenty-second session), paired against the same
     # data without labels: on the sample's gold set refusal recall +0.15 [+0.05, +0.25], false refusals -0.01,
     # accuracy -0.00 (within noise); on 18F's +0.23 [+0.08, +0.38], +0.09 [+0.03, +0.15], +0.03; a second seed on
-    # the sample 0.25 / 0.18 / 0.09. Without it the tuned model refused no more near misses than its base there;
+    # the sample +0.13, +0.08, -0.06. Without it the tuned model refused no more near misses than its base there;
     # with it, more on every run, at up to 0.09 more false refusals (separability 0.59-0.63: mostly a threshold).
     cite_section: bool = field(default=True, metadata={
         "help": "open each answerable training answer with the name of its section (\"Volunteer Leave: ...\"), so the "
