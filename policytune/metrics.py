@@ -154,6 +154,18 @@ def token_f1(prediction: str, answer: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+# "Yes." or "No." opening an answer, after a section label where the model was trained to give one
+# ("Volunteer Leave: Yes. ...", policytune/citation.py).
+_POLARITY = re.compile(r"^\s*(?:[^.?!:\n]{1,60}:\s*)?(yes|no)\b", re.I)
+
+
+def polarity(text: str) -> str | None:
+    """"yes" or "no" where the answer opens with one, else None (an answer with no opening yes or no contradicts
+    neither)."""
+    match = _POLARITY.match(text)
+    return match.group(1).lower() if match else None
+
+
 def numbers(text: str) -> set[str]:
     """The numbers of a text after normalising ("twenty-five days" and "25 days" both give {"25"})."""
     return {w for w in normalise_words(text) if any(c.isdigit() for c in w)}
@@ -193,9 +205,11 @@ def judge(prediction: str, answerable: bool | None, answer: str | None = None,
         scores["correct"] = not refusal and scores["keyword_match"]
     elif answer:
         contained = _contains(normalise_words(prediction), normalise_words(answer))
-        # Word overlap alone would pass "Employees get 30 days" for "Employees get 25 days".
+        # Word overlap alone would pass "Employees get 30 days" for "Employees get 25 days", and "No. Leave is
+        # recorded in PeopleHub." for "Yes. Leave is recorded in PeopleHub.".
         scores["correct"] = not refusal and (scores["exact_match"] or contained or (
-            scores["token_f1"] >= f1_threshold and numbers_agree(prediction, answer)))
+            scores["token_f1"] >= f1_threshold and numbers_agree(prediction, answer)
+            and polarity(prediction) in (None, polarity(answer))))
     else:
         scores["correct"] = None
     return scores

@@ -65,6 +65,14 @@ def test_exact_match_token_f1_and_containment():
     assert metrics.token_f1("no overlap", "25 days") == 0.0
     assert metrics.judge("Employees receive 25 days of paid annual leave each year.", True, "25 days")["correct"] is True
     assert metrics.judge("Employees receive 20 days.", True, "25 days")["correct"] is False
+    # Yes for no shares every other word: overlap passes it, the opening yes or no does not.
+    expected = "Yes. Volunteer leave is recorded in PeopleHub by your manager."
+    assert metrics.judge("No. Volunteer leave is recorded in PeopleHub by your manager.", True, expected)["correct"] is False
+    assert metrics.judge("No, volunteer leave is recorded in PeopleHub.", True, expected)["correct"] is False
+    assert metrics.judge("Yes, volunteer leave is recorded in PeopleHub.", True, expected)["correct"] is True
+    assert metrics.judge("Volunteer Leave: Yes. It is recorded in PeopleHub by your manager.", True, expected)["correct"]
+    assert metrics.judge("Volunteer leave is recorded in PeopleHub by your manager.", True, expected)["correct"] is True
+    assert metrics.polarity("Volunteer Leave: No. It is not paid.") == "no" and metrics.polarity("Not paid.") is None
     # Nothing to judge against: answers are kept, correctness is unknown.
     assert metrics.judge("Something", answerable=None)["correct"] is None
     assert metrics.judge("Something", answerable=True)["correct"] is None
