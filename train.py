@@ -371,7 +371,7 @@ def main(cfg: TrainConfig) -> None:
     if auto_epochs:
         chosen = _read_key(key_path, "epochs") if resume_from else None
         if chosen is None:
-            per_token = training.seconds_per_token(trainer, train_tok.rows, args.bf16)
+            per_token = training.seconds_per_token(trainer, args.bf16)
             pass_seconds = per_token * pass_tokens / world
             chosen = training.passes_in_budget(pass_seconds, cfg.time_budget * 60, cfg.max_auto_epochs)
             if world > 1:  # every rank must run the same schedule: the slowest one's

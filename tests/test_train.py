@@ -778,16 +778,21 @@ def test_threads_follow_other_jobs_load_with_hysteresis():
 
 def test_a_moment_of_load_while_measuring_does_not_cost_the_run_a_pass():
     """The pass time is the faster of two timings of the same batches: a batch slowed once (another process took the
-    core for a moment) does not count. A stand-in trainer, because a moment of load cannot be made on cue."""
+    core for a moment) does not count. A stand-in trainer, because a moment of load cannot be made on cue. The batches
+    are the trainer's prepared rows, labels included (raw rows timed a heavier step than training runs)."""
     import torch
 
     class Trainer:
         def __init__(self) -> None:
             self.model = torch.nn.Linear(4, 1)
             self.args = type("Args", (), {"per_device_train_batch_size": 2, "device": torch.device("cpu")})()
+            self.train_dataset = [{"input_ids": [1] * 10, "labels": [-100] * 6 + [1] * 4, "text": "Q? A."}
+                                  for _ in range(8)]
             self.calls = 0
+            self.collated: list[dict] = []
 
         def data_collator(self, rows):
+            self.collated += rows
             return {"x": torch.ones(len(rows), 4)}
 
         def compute_loss(self, model, batch):
@@ -797,9 +802,9 @@ def test_a_moment_of_load_while_measuring_does_not_cost_the_run_a_pass():
             return model(batch["x"]).sum()
 
     trainer = Trainer()
-    rows = [{"input_ids": [1] * 10} for _ in range(8)]
-    per_token = training.seconds_per_token(trainer, rows, bf16=False)
+    per_token = training.seconds_per_token(trainer, bf16=False)
     assert trainer.calls == 1 + 3 * 2  # the untimed first batch, then two rounds of three
+    assert trainer.collated and all(set(row) == {"input_ids", "labels"} for row in trainer.collated)
     assert per_token * 60 < 0.25, "the slowed round was counted"
 
 
