@@ -61,7 +61,7 @@ GOAL_MFU = 0.4
 BASELINE = {"answer_only_head": False, "attention": "sdpa", "share_prompt_prefix": False, "lora_r": 64,
             "lora_alpha": 128, "lora_dropout": 0.05, "target_modules": ["all-linear"], "batch_size": 8,
             "learning_rate": 1e-3, "compile": False, "thread_delta": 0, "full_finetune": False, "bf16": False,
-            "float32_attention": True, "split_saving": 1.0}
+            "float32_attention": True, "split_saving": 1.0, "cite_section": False}
 ATTENTION_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 MLP_PROJECTIONS = ["gate_proj", "up_proj", "down_proj"]
 
@@ -152,7 +152,8 @@ def train_defaults() -> dict:
             "answer_only_head": d.answer_only_head, "attention": d.attention,
             "share_prompt_prefix": d.share_prompt_prefix, "lora_r": d.lora_r, "lora_alpha": d.lora_alpha,
             "lora_dropout": d.lora_dropout, "target_modules": d.target_modules, "batch_size": d.batch_size,
-            "learning_rate": d.learning_rate, "compile": d.compile, "split_saving": training.SPLIT_SAVING}
+            "learning_rate": d.learning_rate, "compile": d.compile, "split_saving": training.SPLIT_SAVING,
+            "cite_section": d.cite_section}
 
 
 def variant_options(key: str, defaults: dict) -> dict:
@@ -231,7 +232,8 @@ def prepare(key: str, opts: dict, records: list[dict], cfg: TrainBenchConfig, st
     import torch
 
     tokenizer = models.load_tokenizer(models.resolve(cfg.base_model))
-    rows = training.tokenize_examples(training.build_examples(records), tokenizer, cfg.max_length).rows
+    examples = training.build_examples(records, opts["cite_section"])
+    rows = training.tokenize_examples(examples, tokenizer, cfg.max_length).rows
     rows = rows * math.ceil(steps * opts["batch_size"] / len(rows))  # no epoch end inside the run
     trainer = build_trainer(opts, rows, cfg, steps)
     trainer.create_optimizer_and_scheduler(num_training_steps=steps)
