@@ -76,10 +76,13 @@ class TrainConfig(config.Base):
     # Sample gold set (BENCHMARKS.md, tenth session, AVX-512 BF16 machine), accuracy / refusal recall / false refusals
     # by passes: 1: 0.12 / 0.15 / 0.18, 2: 0.15 / 0.27 / 0.16, 3: 0.19 / 0.21 / 0.07, 4: 0.24 / 0.25 / 0.07, then flat.
     # Passes are the lever, and the default pipeline must stay within 30 minutes, the other stages taking 4-8 of them.
-    # Until the twenty-third session the pass was timed on a heavier step than training runs (1.5x on AVX2; on bf16
-    # CPUs the passes then ran 1.0-1.2x the time measured) and 24 minutes chose 2.5-3 passes there. Measured on the
-    # real step, 22 minutes should choose about as many there (not rerun on such a CPU), 1.5 passes where an AVX2 CPU
-    # does a pass in 10 minutes (24 would choose 2: a 29-minute pipeline), and the 1-pass minimum where it takes 18.
+    # Until the twenty-third session the pass was timed on a heavier step than training runs (993 s a pass measured
+    # against 567 s on the real step, AVX2 CPU; on bf16 CPUs the passes ran 1.0-1.2x the heavier measurement, and 24
+    # minutes chose 2.5-3 of them). Timed on the real step, 24 minutes would choose a third pass there that the
+    # deadline cuts short; 22 should choose 2.5-3 as before (arithmetic: no bf16 CPU was lent to rerun it). On the
+    # AVX2 CPU of that session it chooses 2 passes where 1 was chosen: a 25 min 36 s pipeline, gold 0.21 / 0.25 /
+    # 0.03 against 0.11 / 0.25 / 0.08 after 1 pass (twenty-second session); a slower AVX2 CPU still trains the 1-pass
+    # minimum.
     time_budget: float = field(default=22.0, metadata={
         "help": "minutes of training (steps and held-out evaluations) that --epochs 0 fills; if the machine turns out "
                 "slower than measured, training ends at the first checkpoint (after a whole pass) from which the next "
@@ -106,6 +109,8 @@ class TrainConfig(config.Base):
     # accuracy -0.00 (within noise); on 18F's +0.23 [+0.08, +0.38], +0.09 [+0.03, +0.15], +0.03; a second seed on
     # the sample +0.13, +0.08, -0.06. Without it the tuned model refused no more near misses than its base there;
     # with it, more on every run, at up to 0.09 more false refusals (separability 0.59-0.63: mostly a threshold).
+    # After two passes (twenty-third session): accuracy +0.06 [+0.01, +0.11], refusal recall +0.02, false refusals
+    # -0.11 [-0.16, -0.07] (0.15 -> 0.03), separability 0.56 -> 0.62.
     cite_section: bool = field(default=True, metadata={
         "help": "open each answerable training answer with the name of its section (\"Volunteer Leave: ...\"), so the "
                 "model names a section before it recalls a fact from it and refuses where it names none"})
