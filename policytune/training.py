@@ -146,7 +146,7 @@ def tokenize_examples(examples: list[dict], tokenizer, max_length: int | None, q
 
 
 def collatable(row: dict) -> dict:
-    """A prepared dataset row with only what the trainer's collator reads (TRL keeps the text columns beside them)."""
+    """A prepared dataset row cut to the columns the trainer's collator reads."""
     return {k: v for k, v in row.items() if k in ("input_ids", "labels", "seq_lengths")}
 
 
@@ -665,7 +665,7 @@ def time_estimate_callback(after_steps: int = 3, evaluates: bool = False, eval_b
 def seconds_per_token(trainer, bf16: bool, batches: int = 3, rounds: int = 2) -> float:
     """This machine's training speed, from forward and backward passes on a few batches drawn across the trainer's
     prepared training rows (TRL builds their answer-only labels there: the step is the one training runs, with the head
-    on the answer positions and the shared prompt prefix computed once; raw rows measured 1.5x too slow a step).
+    on the answer positions and the shared prompt prefix computed once; raw rows timed a step 1.5-1.75x too slow).
 
     Batches of short questions cost several times less per token than those holding a restated section (the shared
     prompt prefix is a larger share of them), so the rows are an evenly spaced, shuffled sample of the whole split,
