@@ -154,15 +154,20 @@ def token_f1(prediction: str, answer: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-# "Yes." or "No." opening an answer, after a section label where the model was trained to give one
-# ("Volunteer Leave: Yes. ...", policytune/citation.py).
-_POLARITY = re.compile(r"^\s*(?:[^.?!:\n]{1,60}:\s*)?(yes|no)\b", re.I)
+# A section label opening an answer, where the model was trained to give one ("Volunteer Leave: ...",
+# policytune/citation.py): the expected answers have none.
+_LABEL = re.compile(r"^\s*[^.?!:\n]{1,60}:\s*(?=\S)")
+
+
+def unlabelled(text: str) -> str:
+    """The answer without an opening section label."""
+    return _LABEL.sub("", text, count=1)
 
 
 def polarity(text: str) -> str | None:
-    """"yes" or "no" where the answer opens with one, else None (an answer with no opening yes or no contradicts
-    neither)."""
-    match = _POLARITY.match(text)
+    """"yes" or "no" where the answer opens with one (after a section label), else None (an answer with no opening
+    yes or no contradicts neither)."""
+    match = re.match(r"\s*(yes|no)\b", unlabelled(text), re.I)
     return match.group(1).lower() if match else None
 
 
@@ -198,8 +203,10 @@ def judge(prediction: str, answerable: bool | None, answer: str | None = None,
         scores["correct"] = None
         return scores
     if answer:
-        scores["exact_match"] = exact_match(prediction, answer)
-        scores["token_f1"] = round(token_f1(prediction, answer), 4)
+        # a section label is where the answer comes from, not part of it: scored without it too
+        content = unlabelled(prediction)
+        scores["exact_match"] = exact_match(prediction, answer) or exact_match(content, answer)
+        scores["token_f1"] = round(max(token_f1(prediction, answer), token_f1(content, answer)), 4)
     if keywords:
         scores["keyword_match"] = keyword_match(prediction, keywords)
         scores["correct"] = not refusal and scores["keyword_match"]

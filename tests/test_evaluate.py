@@ -73,6 +73,12 @@ def test_exact_match_token_f1_and_containment():
     assert metrics.judge("Volunteer Leave: Yes. It is recorded in PeopleHub by your manager.", True, expected)["correct"]
     assert metrics.judge("Volunteer leave is recorded in PeopleHub by your manager.", True, expected)["correct"] is True
     assert metrics.polarity("Volunteer Leave: No. It is not paid.") == "no" and metrics.polarity("Not paid.") is None
+    # A section label is not held against the answer's words.
+    labelled = "Shared Parental Leave Entitlement And Pay Rules: Twelve weeks, paid at the full rate."
+    assert metrics.token_f1(labelled, "Twelve weeks, paid in full.") < 0.5
+    assert metrics.judge(labelled, True, "Twelve weeks, paid in full.")["correct"] is True
+    assert metrics.judge("Payroll: Yes.", True, "Yes.")["exact_match"] is True
+    assert metrics.unlabelled("Note that: pay is 12 weeks.") == "pay is 12 weeks." and metrics.unlabelled("12 weeks.") == "12 weeks."
     # Nothing to judge against: answers are kept, correctness is unknown.
     assert metrics.judge("Something", answerable=None)["correct"] is None
     assert metrics.judge("Something", answerable=True)["correct"] is None
