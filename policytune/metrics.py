@@ -171,6 +171,13 @@ def polarity(text: str) -> str | None:
     return match.group(1).lower() if match else None
 
 
+def polarity_agrees(prediction: str, answer: str) -> bool:
+    """The prediction does not open with the opposite of the expected answer's yes or no (an expected answer without
+    one has nothing to contradict)."""
+    expected = polarity(answer)
+    return expected is None or polarity(prediction) in (None, expected)
+
+
 def numbers(text: str) -> set[str]:
     """The numbers of a text after normalising ("twenty-five days" and "25 days" both give {"25"})."""
     return {w for w in normalise_words(text) if any(c.isdigit() for c in w)}
@@ -216,7 +223,7 @@ def judge(prediction: str, answerable: bool | None, answer: str | None = None,
         # recorded in PeopleHub." for "Yes. Leave is recorded in PeopleHub.".
         scores["correct"] = not refusal and (scores["exact_match"] or contained or (
             scores["token_f1"] >= f1_threshold and numbers_agree(prediction, answer)
-            and polarity(prediction) in (None, polarity(answer))))
+            and polarity_agrees(prediction, answer)))
     else:
         scores["correct"] = None
     return scores

@@ -73,6 +73,8 @@ def test_exact_match_token_f1_and_containment():
     assert metrics.judge("Volunteer Leave: Yes. It is recorded in PeopleHub by your manager.", True, expected)["correct"]
     assert metrics.judge("Volunteer leave is recorded in PeopleHub by your manager.", True, expected)["correct"] is True
     assert metrics.polarity("Volunteer Leave: No. It is not paid.") == "no" and metrics.polarity("Not paid.") is None
+    # An expected answer with no yes or no has none to contradict.
+    assert metrics.judge("Yes, staff get 25 days of leave a year.", True, "Staff get 25 days of leave each year.")["correct"]
     # A section label is not held against the answer's words.
     labelled = "Shared Parental Leave Entitlement And Pay Rules: Twelve weeks, paid at the full rate."
     assert metrics.token_f1(labelled, "Twelve weeks, paid in full.") < 0.5
