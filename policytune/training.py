@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import json
 import math
 import os
 import re
@@ -207,12 +208,21 @@ def metrics_callback():
     return MetricsCallback()
 
 
+def checkpoint_complete(folder: Path) -> bool:
+    """trainer_state.json is saved last, and not atomically: a kill while it is written leaves it empty or cut."""
+    try:
+        json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def latest_complete_checkpoint(trainer_dir: Path) -> Path | None:
-    """The newest checkpoint-N folder that was fully written (trainer_state.json is saved last)."""
+    """The newest checkpoint-N folder that was fully written."""
     found = []
     for folder in trainer_dir.glob("checkpoint-*"):
         suffix = folder.name.split("-", 1)[1]
-        if suffix.isdigit() and (folder / "trainer_state.json").is_file():
+        if suffix.isdigit() and checkpoint_complete(folder):
             found.append((int(suffix), folder))
     return max(found)[1] if found else None
 
@@ -220,7 +230,7 @@ def latest_complete_checkpoint(trainer_dir: Path) -> Path | None:
 def remove_incomplete_checkpoints(trainer_dir: Path) -> None:
     """Delete checkpoint folders a kill cut short, so neither resume nor rotation picks them."""
     for folder in trainer_dir.glob("checkpoint-*"):
-        if not (folder / "trainer_state.json").is_file():
+        if not checkpoint_complete(folder):
             shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -874,3 +874,14 @@ def test_the_time_budget_ends_a_run_that_turns_out_slower_than_measured():
     assert stopped == 30 and len(lines) == 1 and "stopping at step 30 of 50" in lines[0]
     assert run([200, 200], min_steps=20) == (None, [])  # slower than the whole budget, but not before a pass
     assert run([200, 200, 200], min_steps=20)[0] == 20
+
+
+def test_a_checkpoint_whose_trainer_state_a_kill_cut_short_is_neither_resumed_nor_kept(tmp_path):
+    """trainer_state.json is written last but not atomically: a kill during its write (seen under load in CI) left an
+    empty file that resuming could not read."""
+    for step, state in ((2, '{"global_step": 2}'), (4, "")):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    assert training.latest_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
+    training.remove_incomplete_checkpoints(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2"]
