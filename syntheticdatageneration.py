@@ -64,6 +64,9 @@ class GenerationConfig(llm.LLMOptions):
     situation_first: bool = field(default=False, metadata={
         "help": "say the condition of half the questions that end in one first, as employees open with their situation "
                 "('I'm on probation. Am I covered?' for 'Am I covered, if I am on probation?')"})
+    absent_benefits: bool = field(default=False, metadata={
+        "help": "also ask about everyday benefits the policy never names at all (generated_prompt.ABSENT_BENEFITS: "
+                "fostering, a company car, ...), answered with the refusal (policytune/absent.py)"})
     near_miss_check: str = field(default="topic", metadata={
         "help": "drop a near miss when a fact alike holds its aspect's cue words: any such fact (document), or one not "
                 "about another of the policy's topics (topic: 'study leave ... performance' says nothing of sick leave)",
@@ -143,7 +146,8 @@ def main(cfg: GenerationConfig) -> None:
             questions_per_fact=cfg.questions_per_fact, contrast_figures=cfg.contrast_figures,
             near_miss_check=cfg.near_miss_check, detail_near_misses=cfg.detail_near_misses,
             employee_words=cfg.employee_words, about_phrases=cfg.about_phrases,
-            near_miss_openings=cfg.near_miss_openings, situation_first=cfg.situation_first)
+            near_miss_openings=cfg.near_miss_openings, situation_first=cfg.situation_first,
+            absent_benefits=cfg.absent_benefits)
     io.write_json_atomic(output_path, records)
     io.write_json_atomic(cfg.data_path("syntheticdata_summary.json"), summary)
     print(generate.format_summary(summary), flush=True)

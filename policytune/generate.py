@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from policytune import chat, details, employee, heuristics, io, keyphrases, llm, normalize, phrasing, questions
-from policytune import unstated
+from policytune import absent, unstated
 from policytune import facts as facts_lib
 
 TYPES = ("numeric", "entity", "procedure", "eligibility")
@@ -49,7 +49,8 @@ def prompts() -> dict[str, Any]:
     return {"system": gp.GENERATION_SYSTEM_PROMPT, "answerable": gp.ANSWERABLE_PROMPT,
             "question_only": gp.QUESTION_ONLY_PROMPT, "type_hints": gp.TYPE_HINTS,
             "unanswerable_templates": gp.UNANSWERABLE_TEMPLATES, "not_a_benefit": gp.NOT_A_BENEFIT,
-            "near_miss_topics": f"{gp.LEAVE_TOPICS}|{gp.MONEY_TOPICS}", "employee_words": gp.EMPLOYEE_WORDS}
+            "near_miss_topics": f"{gp.LEAVE_TOPICS}|{gp.MONEY_TOPICS}", "employee_words": gp.EMPLOYEE_WORDS,
+            "absent_benefits": gp.ABSENT_BENEFITS}
 
 
 def prompt_sha(prompt_set: dict[str, Any] | None = None) -> str:
@@ -89,7 +90,8 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
          near_miss_check: str = "topic", detail_near_misses: bool = True,
          employee_words: dict[str, list[str]] | None = None,
          about_phrases: bool = True, near_miss_openings: bool = True,
-         situation_first: bool = False) -> tuple[dict[str, dict], dict]:
+         situation_first: bool = False,
+         absent_benefits: dict[str, dict] | None = None) -> tuple[dict[str, dict], dict]:
     """Decide every question of every chunk before asking the teacher anything.
 
     Per chunk: its facts, each with the code's drafts that point at it (consistency-checked
@@ -101,7 +103,8 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
     first ones in everyday words (`employee.py`). With `about_phrases`, a fact still short of questions is asked
     about its own noun phrases (`keyphrases.py`). With `near_miss_openings`, near misses short of the ratio are asked
     again in employees' openings. With `situation_first`, half the questions that end in "if I ..." (facts and near
-    misses alike, picked by hash) say it first (`employee.situation_first`). Returns (plan by chunk id, report of what
+    misses alike, picked by hash) say it first (`employee.situation_first`). With `absent_benefits`, the benefits of that
+    inventory the document never names are asked about too (`absent.py`). Returns (plan by chunk id, report of what
     was left out).
     """
     by_section: dict[str, list[dict]] = {}
@@ -222,6 +225,17 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
         by_aspect.setdefault(candidate["aspect"], []).append((name, candidate))
     # an equal share where one or two aspects survive for every topic ("Is X different for union members?")
     cap = max(8, round(min(MAX_ASPECT_SHARE, 1 / max(1, len(by_aspect))) * len(survivors)))
+    # Benefits the policy does not have at all ("Do I get leave to foster a child?"), each its own aspect of two
+    # questions, outside the share above (which they would lower for the others); planned under the section most
+    # alike, where an employee would have looked.
+    if document_index is not None and absent_benefits:
+        kept, absent_dropped = absent.near_misses(fact_list, absent_benefits)
+        answered += [{**d, "section": ""} for d in absent_dropped]
+        for item in kept:
+            if item["question"] not in seen_questions:
+                alike = document_index.top(item["question"], 1)  # none where no word is shared
+                section = alike[0][0]["section"] if alike else fact_list[0]["section"]
+                by_aspect.setdefault(item["aspect"], []).append((section, item))
     per_aspect: Counter = Counter()
     per_section: Counter = Counter()
     chosen = 0
@@ -423,7 +437,8 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
                    fact_list: list[dict] | None = None, contrast_figures: bool = True,
                    near_miss_check: str = "topic", detail_near_misses: bool = True,
                    employee_words: bool = True, about_phrases: bool = True,
-                   near_miss_openings: bool = True, situation_first: bool = False) -> tuple[list[dict], dict]:
+                   near_miss_openings: bool = True, situation_first: bool = False,
+                   absent_benefits: bool = False) -> tuple[list[dict], dict]:
     """Generate (or resume) questions for every fact of every chunk; returns (records in chunk order, summary)."""
     from tqdm import tqdm
 
@@ -436,7 +451,8 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
                                    prompt_set["unanswerable_templates"], prompt_set["near_miss_topics"],
                                    prompt_set["not_a_benefit"], contrast_figures, near_miss_check,
                                    detail_near_misses, prompt_set["employee_words"] if employee_words else None,
-                                   about_phrases, near_miss_openings, situation_first)
+                                   about_phrases, near_miss_openings, situation_first,
+                                   prompt_set["absent_benefits"] if absent_benefits else None)
     section_indexes = {}
     for fact in fact_list:
         section_indexes.setdefault(fact["section"], []).append(fact)

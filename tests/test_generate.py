@@ -459,6 +459,45 @@ def test_details_a_named_benefit_leaves_out_are_asked_and_stated_ones_are_not():
     assert details.things("Leave booked before joining (for example, a pre-paid holiday) is honoured.") == []
 
 
+def test_benefits_the_policy_never_names_are_refused_and_a_word_anywhere_keeps_a_benefit_out(tmp_path):
+    """The real inventory against a short leave policy: fostering and a company car are never named, so they are
+    asked and answered with the refusal; adoption is named only in a heading, jury service only as "court", so
+    neither is asked. Off by default: the plan is then the same as without the inventory."""
+    def chunk(headings: list[str], text: str) -> dict:
+        return {"id": io.content_hash(text), "doc": "p.pdf", "pages": [1], "headings": headings, "text": text,
+                "context_text": text, "n_tokens": 40, "kind": "text"}
+
+    chunks = [chunk(["2. Annual Leave"], "Employees receive 25 days of annual leave per year. Annual leave is "
+                    "booked in PeopleHub at least 2 weeks ahead."),
+              chunk(["5. Adoption Leave"], "Eligible employees receive 26 weeks of leave at full pay."),
+              chunk(["7. Civic Duties"], "Staff summoned to court are paid as normal for up to 10 days.")]
+    fact_list, _ = facts.inventory(chunks)
+    inventory = generate.prompts()["absent_benefits"]
+    from policytune import absent
+
+    kept, dropped = absent.near_misses(fact_list, inventory)
+    asked = {k["question"] for k in kept}
+    assert {"Do I get any leave when I start fostering a child?", "Do I get a company car?"} <= asked
+    assert not any("adopt" in q.lower() or "jury" in q.lower() or "witness" in q.lower() for q in asked)
+    assert {d["aspect"]: d["reason"] for d in dropped}["absent_adoption"] == "the document names 'adopt'"
+    assert {d["aspect"] for d in dropped} >= {"absent_annual_leave", "absent_jury"}
+
+    def planned(inventory: dict | None) -> list[str]:
+        chunk_plan, _ = generate.plan(chunks, fact_list, 3, 0.9, {}, absent_benefits=inventory)
+        return [u["question"] for c in chunks for u in chunk_plan[c["id"]]["unanswerable"]]
+
+    with_inventory, without = planned(inventory), planned(None)
+    assert "Do I get a company car?" in with_inventory and "Do I get a company car?" not in without
+    unwrapped = {q for q in without if not any(q.startswith(w.split("{")[0]) for w in questions.WRAPPERS)}
+    assert unwrapped <= set(with_inventory), "the other near misses are all still asked (fewer openings repeat them)"
+    with FaultServer(default=ok(grounded_reply)) as server:
+        records, summary = run_generation(server.url, chunks, tmp_path / "cache.jsonl", rewordings_per_fact=0,
+                                          unanswerable_ratio=0.9, absent_benefits=True)
+    car = [r for r in records if r["question"] == "Do I get a company car?"]
+    assert len(car) == 1 and car[0]["answer"] == chat.REFUSAL and not car[0]["answerable"]
+    assert summary["unanswerable_per_aspect"]["absent_company_car"] >= 1
+
+
 def test_a_near_miss_is_not_dropped_for_a_fact_about_another_benefit_but_is_for_a_scope_rule():
     """Sick leave never mentions performance reviews; study leave does. With the topic check the study leave fact
     does not answer "Will sick leave count against my performance review?"; a scope rule naming no benefit still
