@@ -64,7 +64,10 @@ class GenerationConfig(llm.LLMOptions):
     situation_first: bool = field(default=False, metadata={
         "help": "say the condition of half the questions that end in one first, as employees open with their situation "
                 "('I'm on probation. Am I covered?' for 'Am I covered, if I am on probation?')"})
-    absent_benefits: bool = field(default=False, metadata={
+    # Measured on three policies' gold sets at 2 passes (BENCHMARKS.md, twenty-fourth session): refusal recall +0.10
+    # (sample) and +0.26 (18F), false refusals -0.13 (PostHog), separability up on all three; accuracy -0.02 to -0.06,
+    # within noise each time.
+    absent_benefits: bool = field(default=True, metadata={
         "help": "also ask about everyday benefits the policy never names at all (generated_prompt.ABSENT_BENEFITS: "
                 "fostering, a company car, ...), answered with the refusal (policytune/absent.py)"})
     near_miss_check: str = field(default="topic", metadata={

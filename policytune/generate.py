@@ -438,7 +438,7 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
                    near_miss_check: str = "topic", detail_near_misses: bool = True,
                    employee_words: bool = True, about_phrases: bool = True,
                    near_miss_openings: bool = True, situation_first: bool = False,
-                   absent_benefits: bool = False) -> tuple[list[dict], dict]:
+                   absent_benefits: bool = True) -> tuple[list[dict], dict]:
     """Generate (or resume) questions for every fact of every chunk; returns (records in chunk order, summary)."""
     from tqdm import tqdm
 

@@ -462,7 +462,7 @@ def test_details_a_named_benefit_leaves_out_are_asked_and_stated_ones_are_not():
 def test_benefits_the_policy_never_names_are_refused_and_a_word_anywhere_keeps_a_benefit_out(tmp_path):
     """The real inventory against a short leave policy: fostering and a company car are never named, so they are
     asked and answered with the refusal; adoption is named only in a heading, jury service only as "court", so
-    neither is asked. Off by default: the plan is then the same as without the inventory."""
+    neither is asked. Without the inventory every other near miss is still planned."""
     def chunk(headings: list[str], text: str) -> dict:
         return {"id": io.content_hash(text), "doc": "p.pdf", "pages": [1], "headings": headings, "text": text,
                 "context_text": text, "n_tokens": 40, "kind": "text"}
