@@ -185,6 +185,10 @@ UNANSWERABLE_TEMPLATES = {
 # asked only when none of its cues (regular expressions, matched from a word start, on the lower-cased
 # document and its headings) occurs anywhere: list every word a policy covering the topic would use.
 # Its questions are answered with the refusal. Add what your employees ask about; keep the cues broad.
+# Asked only of a document with a heading that names a kind of leave: a leave or benefits policy, where the
+# list was measured. An expenses or security policy is another domain: there these questions are off-topic, not
+# near misses, and they would take the place of near misses about its own rules.
+ABSENT_BENEFITS_FOR = LEAVE_TOPICS
 ABSENT_BENEFITS = {
     "fostering": {"cues": ["foster"],
                   "questions": ["Do I get any leave when I start fostering a child?",

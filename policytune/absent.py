@@ -30,8 +30,16 @@ def mention(cues: list[str], text: str) -> str | None:
     return None
 
 
-def near_misses(fact_list: list[dict], inventory: dict[str, dict]) -> tuple[list[dict], list[dict]]:
-    """(questions about the inventory's benefits the document never names, {aspect, reason} for those it may name)."""
+def applies(fact_list: list[dict], headings: str) -> bool:
+    """Whether a heading of the document matches `headings` (generated_prompt.ABSENT_BENEFITS_FOR: a kind of leave)."""
+    return any(re.search(headings, str(h), re.I) for fact in fact_list for h in fact.get("headings") or [])
+
+
+def near_misses(fact_list: list[dict], inventory: dict[str, dict], headings: str = ".") -> tuple[list[dict], list[dict]]:
+    """(questions about the inventory's benefits the document never names, {aspect, reason} for those it may name);
+    none where no heading matches `headings`."""
+    if not applies(fact_list, headings):
+        return [], [{"question": "", "aspect": "absent", "reason": f"no heading matches {headings!r}"}]
     text = document_text(fact_list)
     kept, dropped = [], []
     for name, entry in inventory.items():

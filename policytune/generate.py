@@ -50,7 +50,7 @@ def prompts() -> dict[str, Any]:
             "question_only": gp.QUESTION_ONLY_PROMPT, "type_hints": gp.TYPE_HINTS,
             "unanswerable_templates": gp.UNANSWERABLE_TEMPLATES, "not_a_benefit": gp.NOT_A_BENEFIT,
             "near_miss_topics": f"{gp.LEAVE_TOPICS}|{gp.MONEY_TOPICS}", "employee_words": gp.EMPLOYEE_WORDS,
-            "absent_benefits": gp.ABSENT_BENEFITS}
+            "absent_benefits": gp.ABSENT_BENEFITS, "absent_benefits_for": gp.ABSENT_BENEFITS_FOR}
 
 
 def prompt_sha(prompt_set: dict[str, Any] | None = None) -> str:
@@ -91,7 +91,7 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
          employee_words: dict[str, list[str]] | None = None,
          about_phrases: bool = True, near_miss_openings: bool = True,
          situation_first: bool = False,
-         absent_benefits: dict[str, dict] | None = None) -> tuple[dict[str, dict], dict]:
+         absent_benefits: dict[str, dict] | None = None, absent_for: str = ".") -> tuple[dict[str, dict], dict]:
     """Decide every question of every chunk before asking the teacher anything.
 
     Per chunk: its facts, each with the code's drafts that point at it (consistency-checked
@@ -104,7 +104,7 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
     about its own noun phrases (`keyphrases.py`). With `near_miss_openings`, near misses short of the ratio are asked
     again in employees' openings. With `situation_first`, half the questions that end in "if I ..." (facts and near
     misses alike, picked by hash) say it first (`employee.situation_first`). With `absent_benefits`, the benefits of that
-    inventory the document never names are asked about too (`absent.py`). Returns (plan by chunk id, report of what
+    inventory the document never names are asked about too, where a heading matches `absent_for` (`absent.py`). Returns (plan by chunk id, report of what
     was left out).
     """
     by_section: dict[str, list[dict]] = {}
@@ -229,7 +229,7 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
     # questions, outside the share above (which they would lower for the others); planned under the section most
     # alike, where an employee would have looked.
     if document_index is not None and absent_benefits:
-        kept, absent_dropped = absent.near_misses(fact_list, absent_benefits)
+        kept, absent_dropped = absent.near_misses(fact_list, absent_benefits, absent_for)
         answered += [{**d, "section": ""} for d in absent_dropped]
         for item in kept:
             if item["question"] not in seen_questions:
@@ -452,7 +452,8 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
                                    prompt_set["not_a_benefit"], contrast_figures, near_miss_check,
                                    detail_near_misses, prompt_set["employee_words"] if employee_words else None,
                                    about_phrases, near_miss_openings, situation_first,
-                                   prompt_set["absent_benefits"] if absent_benefits else None)
+                                   prompt_set["absent_benefits"] if absent_benefits else None,
+                                   prompt_set["absent_benefits_for"])
     section_indexes = {}
     for fact in fact_list:
         section_indexes.setdefault(fact["section"], []).append(fact)

@@ -462,7 +462,8 @@ def test_details_a_named_benefit_leaves_out_are_asked_and_stated_ones_are_not():
 def test_benefits_the_policy_never_names_are_refused_and_a_word_anywhere_keeps_a_benefit_out(tmp_path):
     """The real inventory against a short leave policy: fostering and a company car are never named, so they are
     asked and answered with the refusal; adoption is named only in a heading, jury service only as "court", so
-    neither is asked. Without the inventory every other near miss is still planned."""
+    neither is asked. Without the inventory every other near miss is still planned; a policy with no kind of leave
+    gets none of it."""
     def chunk(headings: list[str], text: str) -> dict:
         return {"id": io.content_hash(text), "doc": "p.pdf", "pages": [1], "headings": headings, "text": text,
                 "context_text": text, "n_tokens": 40, "kind": "text"}
@@ -496,6 +497,11 @@ def test_benefits_the_policy_never_names_are_refused_and_a_word_anywhere_keeps_a
     car = [r for r in records if r["question"] == "Do I get a company car?"]
     assert len(car) == 1 and car[0]["answer"] == chat.REFUSAL and not car[0]["answerable"]
     assert summary["unanswerable_per_aspect"]["absent_company_car"] >= 1
+    # an expenses policy names no kind of leave: not the domain of the inventory, so nothing of it is asked
+    expenses = [chunk(["2. Expenses", "2.1 Claims"], "Expense claims are submitted on Form EXP-14 within 30 days.")]
+    expense_facts, _ = facts.inventory(expenses)
+    assert absent.near_misses(expense_facts, inventory, generate.prompts()["absent_benefits_for"])[0] == []
+    assert absent.near_misses(fact_list, inventory, generate.prompts()["absent_benefits_for"])[0] == kept
 
 
 def test_a_near_miss_is_not_dropped_for_a_fact_about_another_benefit_but_is_for_a_scope_rule():
