@@ -14,7 +14,7 @@ import pytest
 
 from conftest import ROOT
 from fault_server import FaultServer, hang, invalid_json, length_cut, ok, refused_url, schema_mismatch, status
-from policytune import chat, facts, generate, io, llm, questions
+from policytune import absent, chat, facts, generate, io, llm, questions
 
 RECORD_FIELDS = {"id", "chunk_id", "doc", "pages", "headings", "question", "answer", "answerable", "type", "model",
                  "prompt_sha", "sampling"}
@@ -474,8 +474,6 @@ def test_benefits_the_policy_never_names_are_refused_and_a_word_anywhere_keeps_a
               chunk(["7. Civic Duties"], "Staff summoned to court are paid as normal for up to 10 days.")]
     fact_list, _ = facts.inventory(chunks)
     inventory = generate.prompts()["absent_benefits"]
-    from policytune import absent
-
     kept, dropped = absent.near_misses(fact_list, inventory)
     asked = {k["question"] for k in kept}
     assert {"Do I get any leave when I start fostering a child?", "Do I get a company car?"} <= asked
