@@ -66,7 +66,7 @@ class GenerationConfig(llm.LLMOptions):
                 "('I'm on probation. Am I covered?' for 'Am I covered, if I am on probation?')"})
     # Measured on three policies' gold sets at 2 passes (BENCHMARKS.md, twenty-fourth session): refusal recall +0.10
     # (sample) and +0.26 (18F), false refusals -0.13 (PostHog), separability up on all three; accuracy -0.02 to -0.06,
-    # within noise each time.
+    # within noise each time. A second seed on 18F at 1 pass: recall -0.03, false refusals -0.05, accuracy -0.01.
     absent_benefits: bool = field(default=True, metadata={
         "help": "also ask about everyday benefits the policy never names at all (generated_prompt.ABSENT_BENEFITS: "
                 "fostering, a company car, ...), answered with the refusal (policytune/absent.py)"})
