@@ -215,19 +215,22 @@ def test_the_section_and_gap_helpers_read_the_policy_headings(source):
     assert "deliberately" not in policy_text()  # the maintainers' comment is not part of the policy
 
 
-# The gold sets for policies nobody here wrote (bench/gold/posthog.jsonl, bench/gold/18f.jsonl). Their sources
-# stay out of the repository (../shared/eval-docs/), so the checks against the source skip where it is absent.
+# The gold sets for policies nobody here wrote (bench/gold/posthog.jsonl, bench/gold/18f.jsonl,
+# bench/gold/sourcegraph.jsonl). Their sources stay out of the repository (../shared/eval-docs/), so the checks
+# against the source skip where it is absent.
 
 EVAL_DOCS = ROOT.parent / "shared" / "eval-docs"
 POSTHOG_GOLD = ROOT / "bench" / "gold" / "posthog.jsonl"
 POSTHOG_SOURCE = EVAL_DOCS / "posthog-time-off-benefits.md"
 F18_GOLD = ROOT / "bench" / "gold" / "18f.jsonl"
 F18_SOURCE = EVAL_DOCS / "18f-leave-policy.md"
+SOURCEGRAPH_GOLD = ROOT / "bench" / "gold" / "sourcegraph.jsonl"
+SOURCEGRAPH_SOURCE = EVAL_DOCS / "sourcegraph-leave-benefits.md"
 
 OTHER_POLICY_GOLD_SETS = pytest.mark.parametrize(
     ("gold_path", "source_path", "prefix"),
-    [(POSTHOG_GOLD, POSTHOG_SOURCE, "p"), (F18_GOLD, F18_SOURCE, "f")],
-    ids=["posthog", "18f"],
+    [(POSTHOG_GOLD, POSTHOG_SOURCE, "p"), (F18_GOLD, F18_SOURCE, "f"), (SOURCEGRAPH_GOLD, SOURCEGRAPH_SOURCE, "s")],
+    ids=["posthog", "18f", "sourcegraph"],
 )
 
 
