@@ -3,18 +3,37 @@
 Trained this way the model names a section before it recalls a fact from it, and the refusal, which names none, is
 what it says where no section comes first. After one pass the tuned model then refused more near misses than its base
 on two policies' gold sets, where without labels it did not (BENCHMARKS.md, twenty-second session). The label is the
-section's innermost heading in words; refusals, and the section restatements (whose question names the section
-already), are left as they are. Users see the label too: an answer says where in the policy it comes from.
+section's innermost heading in words that names something; refusals, and the section restatements (whose question
+names the section already), are left as they are. Users see the label too: an answer says where in the policy it
+comes from.
+
+A heading that is a question ("Q: What happens to withholdings from my paychecks while I'm on leave?", the FAQ pages
+of a handbook) or an FAQ container names nothing: trained as labels, such questions read like the employee's own,
+and after one pass on the Sourcegraph handbook the tuned model opened 60 of 140 gold answers with one of two of them,
+whatever was asked (BENCHMARKS.md, twenty-fifth session). The label is then the nearest heading above that names
+a part of the policy ("Sourcegraph Medical Leave of Absence (LOA) Policy").
 """
 from __future__ import annotations
 
+import re
+
 from policytune import facts
+
+# "Q: Can I extend my LOA past 4 weeks?", "Who is eligible for a LOA?", "FAQ for US-based Teammates", "Questions?"
+_NOT_A_LABEL = re.compile(r"^(?:q\s?[.:]|faqs?\b|q\s?&\s?a\b|frequently asked questions\b)|\?\W*$", re.I)
+
+
+def label(headings: list[str]) -> str | None:
+    """The innermost heading, in words, that names a part of the policy rather than asking a question."""
+    for heading in reversed([str(h) for h in headings or []]):
+        name = facts.heading_name(heading)
+        if name and not _NOT_A_LABEL.search(name):
+            return name
+    return None
 
 
 def cited(answer: str, record: dict) -> str:
-    """`answer` opened with the record's section name, where the record is answerable and has headings."""
-    headings = [h for h in record.get("headings") or [] if str(h).strip()]
-    if not record.get("answerable", True) or not headings:
-        return answer
-    return f"{facts.heading_name(headings[-1])}: {answer}"
+    """`answer` opened with the record's section name, where the record is answerable and a heading names one."""
+    name = label(record.get("headings") or []) if record.get("answerable", True) else None
+    return f"{name}: {answer}" if name else answer
 

@@ -103,6 +103,24 @@ def test_cite_section_opens_answerable_answers_with_their_sections_name_only():
     assert cited[1:] == plain[1:] and cited[0]["prompt"] == plain[0]["prompt"]
 
 
+def test_a_question_heading_is_no_label_the_nearest_heading_that_names_a_part_is():
+    page = "Sourcegraph Medical Leave of Absence (LOA) Policy"
+    faq = ["Sourcegraph Handbook: Paid Time Off, Leave and Health Benefits", page, "FAQ", "FAQ for US-based Teammates",
+           "Q: What happens to withholdings from my paychecks while I'm on leave?"]
+    records = [{"instruction": "Do my 401k contributions continue?", "output": "Yes, they continue.",
+                "answerable": True, "headings": faq},
+               {"instruction": "Who is eligible?", "output": "Full-time teammates.", "answerable": True,
+                "headings": [page, "Who is eligible for a LOA?"]},
+               {"instruction": "Whom do I email?", "output": "The People Team.", "answerable": True,
+                "headings": ["Questions?"]},
+               {"instruction": "When do I tell my manager?", "output": "As soon as possible.", "answerable": True,
+                "headings": [page, "Step 1: Notify your Manager & the People Team"]}]
+    completions = [e["completion"] for e in training.build_examples(records, cite_section=True)]
+    assert completions == [chat.format_completion(a) for a in (
+        f"{page}: Yes, they continue.", f"{page}: Full-time teammates.", "The People Team.",
+        "Step 1: Notify your Manager & the People Team: As soon as possible.")]
+
+
 def test_split_is_stratified_deterministic_and_disjoint():
     records = make_records()
     train_a, eval_a = training.split_records(records, 0.25)
