@@ -96,12 +96,13 @@ BALANCE_TOPICS = r"annual|vacation|pto|paid time off|floating|toil|lieu|sabbatic
 MONEY_TOPICS = (r"allowance|pay|salary|bonus|reimburs|expense|insurance|pension|benefit|assistance|contribution|fund|"
                 r"budget|stipend|wellness|wellbeing|travel|relocation|equipment|savings|plan|match|cover")
 # Headings that name a process or part of the document rather than a benefit ("Booking Leave", "Purpose and
-# Scope"): no near miss is asked about them ("Do senior staff get more other balances?").
+# Scope", "Step 3: Pre-leave Tasks", "Health benefits we offer"): no near miss is asked about them ("Do senior staff get
+# more other balances?", "Can I take pre-leave tasks during my notice period?").
 NOT_A_BENEFIT = (r"\b(?:booking|cancel+ing|changing|requesting|applying|working on|purpose|scope|ownership|review|"
                  r"definitions|contacts|records|history|effect of|interrupted|timing|notice|approval|overview|balances|"
                  r"returning|return to work|recording|policy|enrolment|eligibility|repayment|payout|forfeiture|"
                  r"keeping in touch|certificates|self-certification|hours|accrual|accrued|requests?|submitting|approvals|claims|"
-                 r"how to|book|specific)\b")
+                 r"how to|book|specific|tasks|resources|ground rules|we offer|faq)\b")
 UNANSWERABLE_TEMPLATES = {
     "amount": {"cues": ["$", "£", "€", "amount", "salary", "pay", "paid", "%", "allowance of", "up to", "budget",
                         "euro", "dollar", "pound", "cost", "fee", "reimburse"], "topics": MONEY_TOPICS,

@@ -25,6 +25,9 @@ _NOT_MODIFIER = re.compile(
     r"\b(?:the|a|an|to|have|has|had|take|takes|taking|use|get|this|that|each|every|following|same|other|any|all|own|"
     r"relevant|such|more|less|further|additional|extra|unused|remaining|new|current|one|first|last|next|per|whole|"
     r"generous|competitive|fair|good|great|flexible|reasonable|"
+    # what says which leave, not what kind: "the exact leave and return-to-work dates", "a dedicated leave case manager"
+    r"exact|dedicated|specific|particular|actual|appropriate|applicable|requested|planned|approved|expected|intended|"
+    r"proposed|upcoming|previous|prior|entire|total|initial|final|"
     r"half|full|normal|usual|standard|separate|which|what|and|or|of|for|in|on|at|by|with|from|is|are|be|may|can|"
     r"will|must|should|receives?|accrues?|provides?|offers?|needs?|gives?|gets?|requests?|books?|qualif\w*)\b")
 BENEFIT_HEADS = f"{LEAVE_HEADS}|{MONEY_HEADS}|{PROGRAMME_HEADS}"

@@ -356,6 +356,9 @@ def test_near_misses_are_asked_about_benefits_only_and_no_aspect_takes_over():
     process = [{"headings": ["2. Booking Leave and Blackout Periods"], "topic": "Booking Leave and Blackout Periods",
                 "text": "Annual leave must be requested through PeopleHub before it is taken."}]
     assert questions_of(process, spec) == [], "a process heading is not a benefit to ask near misses about"
+    tasks = [{"headings": ["Medical Leave", "Step 3: Pre-leave Tasks"], "topic": "Step 3: Pre-leave Tasks",
+              "text": "Work with your manager to create an out of office plan."}]
+    assert questions_of(tasks, spec) == [], "'Can I take pre-leave tasks during my notice period?' is not a question"
     accrual = [{"headings": ["2. Annual Leave", "2.1 Accrual"], "topic": "Accrual",
                 "text": "Leave accrues on the last calendar day of each month."}]
     assert not any("taxed" in q for q in questions_of(accrual, spec)), "'Is accrual taxed?' is not a question"
@@ -457,6 +460,9 @@ def test_details_a_named_benefit_leaves_out_are_asked_and_stated_ones_are_not():
     assert not any("loss-of-earnings" in q for q in asked), "the allowance it names is stated: repaid to the company"
     assert not any("annual leave" in q for q in asked), "named in too many facts to tell which speak of it"
     assert details.things("Leave booked before joining (for example, a pre-paid holiday) is honoured.") == []
+    # which leave, not a kind of leave (the Sourcegraph handbook: "How much exact leave do I get a year?" was asked)
+    assert details.things("Log the exact leave and return-to-work dates in Slack.") == []
+    assert details.things("Tilt has a dedicated leave case manager for each leave.") == []
 
 
 def test_benefits_the_policy_never_names_are_refused_and_a_word_anywhere_keeps_a_benefit_out(tmp_path):
