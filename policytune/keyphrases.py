@@ -32,7 +32,8 @@ _BOUNDARY = {"their", "its", "his", "her", "your", "our", "my", "this", "these",
              "very", "really", "quite", "even", "still", "already", "own", "like", "beyond", "us", "me",
              "him", "much", "many", "few", "under", "above", "below", "across", "along", "around", "among", "upon",
              "about", "near", "past", "since", "kind", "sort", "first", "better", "worse", "entire", "enough",
-             "everyone", "everybody", "anyone", "someone", "need", "various", "several", "certain", "quick"} | _JOINS
+             "everyone", "everybody", "anyone", "someone", "need", "various", "several", "certain", "quick",
+             "whether"} | _JOINS  # the lexicon has "whether" as a noun
 _OBJECT_START = {"their", "its", "his", "her", "your", "our", "my", "this", "these", "those", "each", "every", "any",
                  "all", "some", "no", "up", "not", "only", "also"}
 _VERB_BEFORE = {"to", "can", "could", "will", "would", "may", "might", "must", "should", "shall", "we", "you", "they",

@@ -551,6 +551,7 @@ def test_a_fact_the_rules_cannot_read_is_asked_about_its_own_noun_phrases():
     said = keyphrases.noun_phrases("You can take time off whenever you don't need to be around, and we won't mind if "
                                    "you save money on 6 months of continuous service.")
     assert not {"take time", "save money", "don't", "won't mind", "months of continuous service"} & set(said)
+    assert "the teammate" in keyphrases.noun_phrases("We can support the teammate whether it is through PTO or leave.")
 
     def chunk(headings: list[str], text: str) -> dict:
         return {"id": io.content_hash(text), "doc": "p.pdf", "pages": [1], "headings": headings, "text": text,
