@@ -115,7 +115,7 @@ UNANSWERABLE_TEMPLATES = {
     "contractors": {"cues": ["contractor", "intern", "agency", "consultant", "third party", "temporary"],
                     "questions": ["Does {topic} also apply to contractors and interns?",
                                   "Can interns get {topic} too?"]},
-    "part_time": {"cues": ["part-time", "part time", "pro rata", "contracted hours", "proportion"],
+    "part_time": {"cues": ["part-time", "part time", "pro rata", "contracted hours", "proportion", "full-time", "full time"],
                   "questions": ["Is {topic} reduced pro rata for part-time staff?",
                                 "How does {topic} work if I work part time?"]},
     "tax": {"cues": ["tax", "salary sacrifice", "gross", "net"], "topics": MONEY_TOPICS,

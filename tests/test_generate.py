@@ -359,6 +359,10 @@ def test_near_misses_are_asked_about_benefits_only_and_no_aspect_takes_over():
     tasks = [{"headings": ["Medical Leave", "Step 3: Pre-leave Tasks"], "topic": "Step 3: Pre-leave Tasks",
               "text": "Work with your manager to create an out of office plan."}]
     assert questions_of(tasks, spec) == [], "'Can I take pre-leave tasks during my notice period?' is not a question"
+    full_time = [{"headings": ["Medical Leave"], "topic": "Medical Leave",
+                  "text": "Teammates are eligible if they work full-time and have a doctor's note."}]
+    asked = questions_of(full_time, spec)
+    assert asked and not any("part time" in q or "part-time" in q for q in asked), "full-time only answers part time"
     accrual = [{"headings": ["2. Annual Leave", "2.1 Accrual"], "topic": "Accrual",
                 "text": "Leave accrues on the last calendar day of each month."}]
     assert not any("taxed" in q for q in questions_of(accrual, spec)), "'Is accrual taxed?' is not a question"
