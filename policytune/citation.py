@@ -9,7 +9,7 @@ comes from.
 
 A heading that is a question ("Q: What happens to withholdings from my paychecks while I'm on leave?", the FAQ pages
 of a handbook) or an FAQ container names nothing: trained as labels, such questions read like the employee's own,
-and after one pass on the Sourcegraph handbook the tuned model opened 60 of 140 gold answers with one of two of them,
+and after one pass on the Sourcegraph handbook the tuned model opened 61 of 140 gold answers with one of two of them,
 whatever was asked (BENCHMARKS.md, twenty-fifth session). The label is then the nearest heading above that names
 a part of the policy ("Sourcegraph Medical Leave of Absence (LOA) Policy").
 """
