@@ -81,6 +81,7 @@ def test_exact_match_token_f1_and_containment():
     assert metrics.judge(labelled, True, "Twelve weeks, paid in full.")["correct"] is True
     assert metrics.judge("Payroll: Yes.", True, "Yes.")["exact_match"] is True
     assert metrics.unlabelled("Note that: pay is 12 weeks.") == "pay is 12 weeks." and metrics.unlabelled("12 weeks.") == "12 weeks."
+    assert metrics.polarity("Step 2: Formally kick-off leave process: No. Tell your manager first.") == "no"
     # Nothing to judge against: answers are kept, correctness is unknown.
     assert metrics.judge("Something", answerable=None)["correct"] is None
     assert metrics.judge("Something", answerable=True)["correct"] is None
