@@ -19,15 +19,15 @@ import re
 
 from policytune import facts
 
-# "Q: Can I extend my LOA past 4 weeks?", "Who is eligible for a LOA?", "FAQ for US-based Teammates", "Questions?"
-_NOT_A_LABEL = re.compile(r"^(?:q\s?[.:]|faqs?\b|q\s?&\s?a\b|frequently asked questions\b)|\?\W*$", re.I)
+# "FAQ for US-based Teammates": what holds questions names no part of the policy either
+_FAQ = re.compile(r"^(?:faqs?|q\s?&\s?a|frequently asked questions)\b", re.I)
 
 
 def label(headings: list[str]) -> str | None:
     """The innermost heading, in words, that names a part of the policy rather than asking a question."""
     for heading in reversed([str(h) for h in headings or []]):
         name = facts.heading_name(heading)
-        if name and not _NOT_A_LABEL.search(name):
+        if name and not facts.asks(name) and not _FAQ.match(name):
             return name
     return None
 

@@ -188,6 +188,15 @@ def heading_name(heading: str) -> str:
     return re.sub(r"^About\s+(?=\S)", "", name)
 
 
+# "Q: Can I extend my LOA past 4 weeks?", "Pregnant? Here is what to know": FAQ pages title their entries with questions
+_ASKS = re.compile(r"^\s*q\s?[.:]|\?", re.I)
+
+
+def asks(heading: str) -> bool:
+    """Whether a heading asks a question rather than naming a part of the policy."""
+    return bool(_ASKS.search(heading))
+
+
 def topic(headings: list[str], doc: str = "the policy") -> str:
     """The innermost heading in words (`heading_name`): what a question about the fact is about."""
     names = [heading_name(h) for h in headings or []]

@@ -393,14 +393,14 @@ def speakable(topic: str) -> bool:
 # A heading that is itself a question ("Q: Can I extend my LOA past 4 weeks?", "Q. When are my benefits effective?")
 # or a clause ("For general uses and vacation", "If you are sick") does not name a benefit.
 # Speaking to the reader anywhere ("Take your leave") is the same.
-_NOT_A_NAME = re.compile(r"q\s?[.:]|(?:if|when|how|why|what|who|where|which|we|our|my|i|for|to|can|could|should|"
-                         r"do|does|is|are|will|may|must)\b|.*\?|.*\b(?:you|your|yours)\b", re.I)
+_NOT_A_NAME = re.compile(r"(?:if|when|how|why|what|who|where|which|we|our|my|i|for|to|can|could|should|"
+                         r"do|does|is|are|will|may|must)\b|.*\b(?:you|your|yours)\b", re.I)
 
 
 def names_nothing(topic: str) -> bool:
     """Whether a heading cannot stand for the benefit inside another question: it asks, opens a clause or speaks to
     the reader."""
-    return not topic.strip() or bool(_NOT_A_NAME.match(topic.strip()))
+    return not topic.strip() or facts_lib.asks(topic) or bool(_NOT_A_NAME.match(topic.strip()))
 
 
 # -ing words that qualify a benefit rather than name an act: "Floating holidays", "Qualifying life events"

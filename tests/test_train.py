@@ -114,11 +114,13 @@ def test_a_question_heading_is_no_label_the_nearest_heading_that_names_a_part_is
                {"instruction": "Whom do I email?", "output": "The People Team.", "answerable": True,
                 "headings": ["Questions?"]},
                {"instruction": "When do I tell my manager?", "output": "As soon as possible.", "answerable": True,
-                "headings": [page, "Step 1: Notify your Manager & the People Team"]}]
+                "headings": [page, "Step 1: Notify your Manager & the People Team"]},
+               {"instruction": "Is the leave paid?", "output": "Yes, for 12 weeks.", "answerable": True,
+                "headings": [page, "Pregnant? Here is what to know"]}]
     completions = [e["completion"] for e in training.build_examples(records, cite_section=True)]
     assert completions == [chat.format_completion(a) for a in (
         f"{page}: Yes, they continue.", f"{page}: Full-time teammates.", "The People Team.",
-        "Step 1: Notify your Manager & the People Team: As soon as possible.")]
+        "Step 1: Notify your Manager & the People Team: As soon as possible.", f"{page}: Yes, for 12 weeks.")]
 
 
 def test_split_is_stratified_deterministic_and_disjoint():
