@@ -69,10 +69,18 @@ def question_schema(max_chars: int = 150) -> dict:
             "properties": {"question": {"type": "string", "minLength": 8, "maxLength": max_chars}}}
 
 
+# An FAQ's answer opens with its own yes or no ("Yes! We do not have a waiting period for Medical Leave."): it answers
+# the FAQ's question, not the one asked here, and after a reply of ours reads "No. Yes! We do not have ...".
+_OWN_REPLY = re.compile(r"^(?:yes|no)\s*[!,.;:]+\s*(?=\w)", re.I)
+
+
 def answer_for(fact: dict, draft: dict) -> str:
-    """The answer a code-written question is trained on: the policy's statement, led by "Yes." or "No." for a yes/no
-    question ("Are forfeited days paid out?" -> "No. Forfeited days are not paid out.")."""
-    return f"{draft['reply']} {fact['text']}" if draft.get("reply") else fact["text"]
+    """The answer a code-written question is trained on: the policy's statement, without a yes or no of its own, led
+    by "Yes." or "No." for a yes/no question ("Are forfeited days paid out?" -> "No. Forfeited days are not paid
+    out.")."""
+    text = _OWN_REPLY.sub("", fact["text"], count=1)
+    text = text[:1].upper() + text[1:]
+    return f"{draft['reply']} {text}" if draft.get("reply") else text
 
 
 def not_near_copy(question: str, others: list[str]) -> bool:

@@ -426,6 +426,11 @@ def test_a_yes_no_question_is_asked_with_a_wrong_figure_and_answered_no():
     denied = [d for d in drafts if d["style"] == "contrast"]
     assert denied and all(d["reply"] == "No." and "25 days" not in d["question"] for d in denied)
     assert generate.answer_for(fact, denied[0]) == "No. " + fact["text"]
+    # an FAQ's own yes or no answered another question
+    faq = {**fact, "text": "Yes! We do not have a waiting period for Medical Leave."}
+    assert generate.answer_for(faq, {"reply": "No."}) == "No. We do not have a waiting period for Medical Leave."
+    assert generate.answer_for(faq, {}) == "We do not have a waiting period for Medical Leave."
+    assert generate.answer_for({**fact, "text": "No more than 5 days carry over."}, {}) == "No more than 5 days carry over."
     assert not [d for d in questions.templates(fact, contrast_figures=False) if d["style"] == "contrast"]
 
     stated = "Employees with 10 or more years of service receive 28 days of annual leave."
