@@ -78,8 +78,10 @@ def answer_for(fact: dict, draft: dict) -> str:
     """The answer a code-written question is trained on: the policy's statement, without a yes or no of its own, led
     by "Yes." or "No." for a yes/no question ("Are forfeited days paid out?" -> "No. Forfeited days are not paid
     out.")."""
-    text = _OWN_REPLY.sub("", fact["text"], count=1)
-    text = text[:1].upper() + text[1:]
+    text = fact["text"]
+    if _OWN_REPLY.match(text):
+        text = _OWN_REPLY.sub("", text, count=1)
+        text = text[0].upper() + text[1:]
     return f"{draft['reply']} {text}" if draft.get("reply") else text
 
 

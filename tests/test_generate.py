@@ -431,6 +431,7 @@ def test_a_yes_no_question_is_asked_with_a_wrong_figure_and_answered_no():
     assert generate.answer_for(faq, {"reply": "No."}) == "No. We do not have a waiting period for Medical Leave."
     assert generate.answer_for(faq, {}) == "We do not have a waiting period for Medical Leave."
     assert generate.answer_for({**fact, "text": "No more than 5 days carry over."}, {}) == "No more than 5 days carry over."
+    assert generate.answer_for({**fact, "text": "eBay vouchers are taxed."}, {}) == "eBay vouchers are taxed."
     assert not [d for d in questions.templates(fact, contrast_figures=False) if d["style"] == "contrast"]
 
     stated = "Employees with 10 or more years of service receive 28 days of annual leave."
