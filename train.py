@@ -79,7 +79,8 @@ class TrainConfig(config.Base):
     # Until the twenty-third session the pass was timed on a heavier step than training runs (993 s a pass measured
     # against 567 s on the real step, AVX2 CPU; on bf16 CPUs the passes ran 1.0-1.2x the heavier measurement, and 24
     # minutes chose 2.5-3 of them). Timed on the real step, 24 minutes would choose a third pass there that the
-    # deadline cuts short; 22 should choose 2.5-3 as before (arithmetic: no bf16 CPU was lent to rerun it). On the
+    # deadline cuts short; 22 should choose 2.5-3 as before (on an AMX Xeon, twenty-sixth session: 3 chosen at 366 s
+    # a pass timed, the steps then ran 1.5x slower and the deadline stopped at 2.5; 27 min 11 s in all). On the
     # AVX2 CPU of that session it chooses 2 passes where 1 was chosen: a 25 min 36 s pipeline, gold 0.21 / 0.25 /
     # 0.03 against 0.11 / 0.25 / 0.08 after 1 pass (twenty-second session); a slower AVX2 CPU still trains the 1-pass
     # minimum.
@@ -92,6 +93,9 @@ class TrainConfig(config.Base):
     learning_rate: float = field(default=0.0, metadata={
         "help": "peak learning rate (0: 1e-3 for LoRA, 3e-4 for full fine-tuning, which moves every weight)"})
     warmup_ratio: float = field(default=0.05, metadata={"help": "share of steps with a linear warm-up"})
+    # Measured on the sample's gold set (BENCHMARKS.md, twenty-fifth and twenty-sixth sessions): ratio 4 stores the
+    # training wordings faster (held-out score +0.07 both times), but gold accuracy +0.09 at 2 passes against another
+    # session's run and +0.03 (within noise) in one invocation at 2.5 passes, refusal recall down both times; so off.
     loraplus_ratio: float = field(default=0.0, metadata={
         "help": "LoRA+ (Hayou et al. 2024): the B matrices learn this many times faster than A (0: plain LoRA)"})
     # Measured on the sample's gold set at 2.5 passes (BENCHMARKS.md, eleventh session): weight 3 gave the same
