@@ -79,9 +79,9 @@ def answer_for(fact: dict, draft: dict) -> str:
     by "Yes." or "No." for a yes/no question ("Are forfeited days paid out?" -> "No. Forfeited days are not paid
     out.")."""
     text = fact["text"]
-    if _OWN_REPLY.match(text):
-        text = _OWN_REPLY.sub("", text, count=1)
-        text = text[0].upper() + text[1:]
+    own = _OWN_REPLY.match(text)
+    if own:
+        text = text[own.end()].upper() + text[own.end() + 1:]
     return f"{draft['reply']} {text}" if draft.get("reply") else text
 
 
