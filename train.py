@@ -98,6 +98,12 @@ class TrainConfig(config.Base):
     # session's run and +0.03 (within noise) in one invocation at 2.5 passes, refusal recall down both times; so off.
     loraplus_ratio: float = field(default=0.0, metadata={
         "help": "LoRA+ (Hayou et al. 2024): the B matrices learn this many times faster than A (0: plain LoRA)"})
+    # The model answers its training wordings and not an employee's (BENCHMARKS.md, "What limits it"); noise on the
+    # input embeddings is a regulariser said to make a tuned model less tied to its training wordings.
+    neftune_alpha: float = field(default=0.0, metadata={
+        "help": "NEFTune (Jain et al. 2023): uniform noise of scale alpha / sqrt(tokens x width) on the input "
+                "embeddings in training steps; a padding-free batch counts every token of the batch, so alpha 15 here "
+                "is about 5 per example of ~100 tokens at batch 8 (0: off)"})
     # Measured on the sample's gold set at 2.5 passes (BENCHMARKS.md, eleventh session): weight 3 gave the same
     # accuracy (+0.00 [-0.05, +0.05]) and lower refusal recall (-0.10 [-0.20, -0.02]); so off.
     fact_weight: float = field(default=1.0, metadata={
@@ -199,6 +205,8 @@ class TrainConfig(config.Base):
             raise ValueError("--fact-weight needs --answer-only-head (the weighted loss is computed there)")
         if self.loraplus_ratio < 0 or 0 < self.loraplus_ratio < 1:
             raise ValueError("--loraplus-ratio must be 0 (off) or at least 1")
+        if self.neftune_alpha < 0:
+            raise ValueError("--neftune-alpha must be 0 (off) or positive")
 
     def peak_learning_rate(self) -> float:
         # Full fine-tuning at 2.5 passes on the sample (BENCHMARKS.md, fifteenth session): 1e-4 stored less than LoRA,
@@ -326,6 +334,7 @@ def main(cfg: TrainConfig) -> None:
         use_cpu=not on_cuda,
         seed=cfg.seed, data_seed=cfg.seed, report_to="none", dataloader_pin_memory=on_cuda,
         ddp_find_unused_parameters=False, disable_tqdm=not is_main,
+        neftune_noise_alpha=cfg.neftune_alpha or None,
     )
     metrics_cb = training.metrics_callback()
     # Listed before early stopping: it adds the figure early stopping and keep-best read (heldout.KEPT).
