@@ -283,6 +283,21 @@ def test_question_loss_trains_on_the_questions_too_and_not_beside_the_fact_weigh
     assert rejected.returncode == 2 and "not with --question-loss" in rejected.stderr
 
 
+def test_neftune_noise_reaches_the_training_steps_only_when_asked(workdir, tiny_model):
+    """The same first batch under the same seed: noise on the input embeddings moves its loss; none leaves it."""
+    def first_loss(*flags: str) -> float:
+        result = train(workdir, "--base-model", str(tiny_model), "--max-steps", "1", "--eval-fraction", "0", "--fresh",
+                       *TINY_FLAGS, *flags)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return float(re.search(r"'loss': '([\d.]+)'", result.stdout + result.stderr)[1])
+
+    plain = first_loss()
+    assert first_loss("--neftune-alpha", "0") == plain
+    assert abs(first_loss("--neftune-alpha", "20000") - plain) > 0.01
+    rejected = train(workdir, "--base-model", str(tiny_model), "--neftune-alpha", "-1", *TINY_FLAGS)
+    assert rejected.returncode == 2 and "--neftune-alpha" in rejected.stderr
+
+
 def test_full_fine_tuning_writes_a_whole_model_in_place_of_the_adapter(workdir, tiny_model):
     """--method full trains every weight and saves the model itself; the adapter of an earlier LoRA run in the same
     folder is removed, so nothing later loads it instead."""
