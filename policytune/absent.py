@@ -39,7 +39,8 @@ def near_misses(fact_list: list[dict], inventory: dict[str, dict], headings: str
     """(questions about the inventory's benefits the document never names, {aspect, reason} for those it may name);
     none where no heading matches `headings`."""
     if not applies(fact_list, headings):
-        return [], [{"question": "", "aspect": "absent", "reason": f"no heading matches {headings!r}"}]
+        return [], [{"question": entry["questions"][0], "aspect": f"absent_{name}",
+                     "reason": f"no heading matches {headings!r}"} for name, entry in inventory.items()]
     text = document_text(fact_list)
     kept, dropped = [], []
     for name, entry in inventory.items():

@@ -514,7 +514,9 @@ def test_benefits_the_policy_never_names_are_refused_and_a_word_anywhere_keeps_a
     # an expenses policy names no kind of leave: not the domain of the inventory, so nothing of it is asked
     expenses = [chunk(["2. Expenses", "2.1 Claims"], "Expense claims are submitted on Form EXP-14 within 30 days.")]
     expense_facts, _ = facts.inventory(expenses)
-    assert absent.near_misses(expense_facts, inventory, generate.prompts()["absent_benefits_for"])[0] == []
+    skipped, why = absent.near_misses(expense_facts, inventory, generate.prompts()["absent_benefits_for"])
+    assert skipped == [] and len(why) == len(inventory), "the report says which benefit was not asked, and why"
+    assert all(d["question"] and d["aspect"].startswith("absent_") and "no heading matches" in d["reason"] for d in why)
     assert absent.near_misses(fact_list, inventory, generate.prompts()["absent_benefits_for"])[0] == kept
 
 
