@@ -105,7 +105,7 @@ class TrainConfig(config.Base):
     neftune_alpha: float = field(default=0.0, metadata={
         "help": "NEFTune (Jain et al. 2023): uniform noise of scale alpha / sqrt(tokens x width) on the input "
                 "embeddings in training steps; a padding-free batch counts every token of the batch, so alpha 15 here "
-                "is about 5 per example of ~100 tokens at batch 8 (0: off)"})
+                "is about 5-7 per example at batch 8 (0: off)"})
     # Measured on the sample's gold set at 2.5 passes (BENCHMARKS.md, eleventh session): weight 3 gave the same
     # accuracy (+0.00 [-0.05, +0.05]) and lower refusal recall (-0.10 [-0.20, -0.02]); so off.
     fact_weight: float = field(default=1.0, metadata={

@@ -36,8 +36,8 @@ def applies(fact_list: list[dict], headings: str) -> bool:
 
 
 def near_misses(fact_list: list[dict], inventory: dict[str, dict], headings: str = ".") -> tuple[list[dict], list[dict]]:
-    """(questions about the inventory's benefits the document never names, {aspect, reason} for those it may name);
-    none where no heading matches `headings`."""
+    """(questions about the inventory's benefits the document never names, {question, aspect, reason} for those it
+    may name); where no heading matches `headings`, no question, and every benefit reported with that reason."""
     if not applies(fact_list, headings):
         return [], [{"question": entry["questions"][0], "aspect": f"absent_{name}",
                      "reason": f"no heading matches {headings!r}"} for name, entry in inventory.items()]
