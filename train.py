@@ -86,8 +86,8 @@ class TrainConfig(config.Base):
     # minimum.
     time_budget: float = field(default=22.0, metadata={
         "help": "minutes of training (steps and held-out evaluations) that --epochs 0 fills; if the machine turns out "
-                "slower than measured, training ends at the first checkpoint (after a whole pass) from which the next "
-                f"stretch would end past {training.DEADLINE_TOLERANCE:g}x of this"})
+                "slower than measured, the learning-rate schedule follows the time spent and training ends, annealed, "
+                "when this is up (never before a whole pass)"})
     max_auto_epochs: float = field(default=4.0, metadata={"help": "most passes --epochs 0 chooses"})
     max_steps: int = field(default=0, metadata={"help": "stop after this many optimizer steps (0: use --epochs)"})
     learning_rate: float = field(default=0.0, metadata={
@@ -347,8 +347,8 @@ def main(cfg: TrainConfig) -> None:
     callbacks = [metrics_cb, training.time_estimate_callback(
         after_steps=max(3, min(11, total_steps // 20)), evaluates=has_eval,
         eval_batches=math.ceil(len(eval_tok.rows) / (cfg.batch_size * world)), tokens_per_step=pass_tokens / steps_per_epoch)]
-    # Passes chosen by the budget end at a checkpoint if the machine turns out slower than measured. One rank only:
-    # ranks reading their own clocks could stop at different steps.
+    # Passes chosen by the budget run their schedule on the clock if the machine turns out slower than measured. One
+    # rank only: ranks reading their own clocks could stop at different steps.
     deadline_cb = training.deadline_callback(cfg.time_budget * 60, min_steps=steps_per_epoch) \
         if auto_epochs and world == 1 else None
     if deadline_cb:

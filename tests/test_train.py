@@ -883,32 +883,105 @@ def test_a_failure_is_read_as_a_full_disk_only_when_the_error_or_the_free_space_
     assert not training.out_of_space(ValueError("a bug"), tmp_path, checkpoint=1)
 
 
-def test_the_time_budget_ends_a_run_that_turns_out_slower_than_measured():
-    """At a checkpoint, training stops when the time so far plus the last stretch would pass 1.1x the budget; never
-    before a whole pass, and never for a run on time."""
+def test_a_run_slower_than_measured_follows_its_schedule_on_the_clock_and_ends_annealed_when_its_time_is_up():
+    """The learning rate at each step is the planned cosine schedule's at the larger of the steps done and the time
+    spent; when the time is up training stops with a held-out evaluation and a checkpoint, never before a whole pass;
+    a run on time gets the planned schedule exactly; a resumed run continues from its progress."""
     from types import SimpleNamespace
 
-    def run(stretches: list[float], min_steps: int = 10) -> tuple[int | None, list[str]]:
+    import torch
+    from transformers import get_cosine_schedule_with_warmup
+
+    def run(seconds_per_step: float, max_steps: int = 100, min_steps: int = 20, first_step: int = 0):
         now = [0.0]
         lines: list[str] = []
         callback = training.deadline_callback(100, min_steps=min_steps, clock=lambda: now[0], output=lines.append)
-        state = SimpleNamespace(global_step=0, max_steps=10 * len(stretches), is_world_process_zero=True)
-        control = SimpleNamespace(should_training_stop=False)
-        callback.on_train_begin(None, state, control)
-        for stretch in stretches:
-            now[0] += stretch
-            state.global_step += 10
-            callback.on_save(None, state, control)
-            if control.should_training_stop:
-                return state.global_step, lines
-        return None, lines
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        scheduler = get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=5, num_training_steps=max_steps)
+        planned = [scheduler.lr_lambdas[0](step) for step in range(max_steps + 1)]
+        for _ in range(first_step):
+            optimizer.step()
+            scheduler.step()
+        state = SimpleNamespace(global_step=first_step, max_steps=max_steps, is_world_process_zero=True)
+        args = SimpleNamespace(eval_strategy="steps")
+        control = SimpleNamespace(should_training_stop=False, should_save=False, should_evaluate=False)
+        callback.on_train_begin(args, state, control, lr_scheduler=scheduler)
+        rates = {}
+        while state.global_step < max_steps and not control.should_training_stop:
+            now[0] += seconds_per_step
+            optimizer.step()
+            scheduler.step()
+            state.global_step += 1
+            rates[state.global_step] = scheduler.get_last_lr()[0]
+            callback.on_step_end(args, state, control)
+        return state.global_step, rates, planned, control, lines
 
-    assert run([20, 20, 20, 20, 20]) == (None, [])  # 100 s: on time
-    assert run([25, 25, 25, 25]) == (None, [])  # the last stretch ends the run anyway
-    stopped, lines = run([25, 30, 35, 40, 45])  # slowing down: 90 s + 35 s would end at 125 s, past 110
-    assert stopped == 30 and len(lines) == 1 and "stopping at step 30 of 50" in lines[0]
-    assert run([200, 200], min_steps=20) == (None, [])  # slower than the whole budget, but not before a pass
-    assert run([200, 200, 200], min_steps=20)[0] == 20
+    step, rates, planned, control, lines = run(1.0)  # 100 steps in the 100 s budget: on time
+    assert step == 100 and not control.should_training_stop and lines == []
+    assert all(rates[s] == planned[s] for s in rates), "a run on time gets the planned schedule exactly"
+
+    step, rates, planned, control, lines = run(2.0)  # twice as slow: half the steps, the whole schedule
+    assert step == 50 and control.should_training_stop and control.should_save and control.should_evaluate
+    assert rates[25] == pytest.approx(planned[50]) and rates[50] == pytest.approx(0.0, abs=1e-6)
+    assert all(a >= b for a, b in zip(list(rates.values())[5:], list(rates.values())[6:])), "still annealing"
+    assert len(lines) == 2 and "follows the clock" in lines[0] and "stopping at step 50 of 100" in lines[1]
+
+    step, rates, _, control, _ = run(10.0, max_steps=80, min_steps=40)  # a pass takes 4x the budget
+    assert step == 40 and control.should_training_stop, "never before a whole pass, and annealed at its end"
+    assert rates[40] == pytest.approx(0.0, abs=1e-6) and rates[20] > 0.3
+
+    step, rates, planned, control, _ = run(4.0, first_step=50)  # resumed halfway, the budget again, 4 s a step
+    assert step == 75 and control.should_training_stop and rates[51] == pytest.approx(planned[51], abs=0.02)
+
+
+def test_a_real_trainer_on_a_slow_clock_anneals_evaluates_and_saves_where_its_time_ends(tiny_model, tmp_path):
+    """In a real SFTTrainer whose steps take twice the planned time (the clock: 2 s a step, a 12 s budget for 12
+    steps, a pass of 4), the logged learning rates follow the whole cosine schedule in 6 steps, and the run ends
+    there with an evaluation and a checkpoint that keep-best can choose."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    from policytune import models
+
+    torch.set_num_threads(1)
+    base = models.resolve(str(tiny_model))
+    tokenizer = models.load_tokenizer(base)
+    rows = training.tokenize_examples(training.build_examples(make_records()), tokenizer, 384).rows
+    args = SFTConfig(output_dir=str(tmp_path / "trainer"), report_to="none", max_length=None, padding_free=True,
+                     completion_only_loss=True, per_device_train_batch_size=2, use_cpu=True, disable_tqdm=True,
+                     max_steps=12, learning_rate=1e-3, lr_scheduler_type="cosine", warmup_steps=1, logging_steps=1,
+                     eval_strategy="steps", eval_steps=4, save_strategy="steps", save_steps=4,
+                     load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False)
+    steps: list[int] = []
+    trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(base.hf_path), args=args, processing_class=tokenizer,
+                         train_dataset=Dataset.from_list(rows[:8]), eval_dataset=Dataset.from_list(rows[8:10]),
+                         peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"),
+                         callbacks=[training.deadline_callback(12, min_steps=4, clock=lambda: 2.0 * steps[0],
+                                                               output=lambda line: None)])
+
+    from transformers import TrainerCallback
+
+    class StepCount(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            steps[0] = state.global_step + 1  # the clock at the end of the step under way
+
+    steps.append(0)
+    trainer.add_callback(StepCount())
+    trainer.train()
+    history = trainer.state.log_history
+    rates = {h["step"]: h["learning_rate"] for h in history if "learning_rate" in h and "loss" in h}
+    assert trainer.state.global_step == 6, "half the planned steps in the planned time"
+    def planned(step: float) -> float:  # the cosine schedule of 12 steps, one of warm-up
+        return 1e-3 * 0.5 * (1 + math.cos(math.pi * (step - 1) / 11))
+
+    # the rate a step uses was set at the end of the step before, when the clock said twice its count
+    assert all(rates[step] == pytest.approx(planned(2 * (step - 1))) for step in range(2, 7))
+    assert trainer.lr_scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12), "annealed to its end"
+    assert [h["step"] for h in history if "eval_loss" in h] == [4, 6]
+    assert sorted(p.name for p in (tmp_path / "trainer").glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-6"]
 
 
 def test_a_checkpoint_whose_trainer_state_a_kill_cut_short_is_neither_resumed_nor_kept(tmp_path):
