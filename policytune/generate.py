@@ -189,6 +189,7 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
         for topic in {c["topic"] for queue in candidates.values() for c in queue}:
             topic_words |= document_index.specific(facts_lib.tokens(topic))
     answered: list[dict] = []
+    outside_domain: list[dict] = []
     survivors: list[tuple[str, dict]] = []
     seen_questions: set[str] = set()
     # Round-robin over sections, one candidate each per pass, so every topic gets near misses.
@@ -240,7 +241,9 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
     # alike, where an employee would have looked.
     if document_index is not None and absent_benefits:
         kept, absent_dropped = absent.near_misses(fact_list, absent_benefits, absent_for)
-        answered += [{**d, "section": ""} for d in absent_dropped]
+        # a policy outside the inventory's domain (no heading names a leave) leaves them unasked, answered or not
+        (answered if absent.applies(fact_list, absent_for) else outside_domain).extend(
+            {**d, "section": ""} for d in absent_dropped)
         for item in kept:
             if item["question"] not in seen_questions:
                 alike = document_index.top(item["question"], 1)  # none where no word is shared
@@ -292,6 +295,7 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
             if zlib.crc32(item["question"].encode()) % 2 and (said := employee.situation_first(item["question"])):
                 item["question"] = said
     return chunk_plan, {"rejected_drafts": rejected_drafts, "unanswerable_answered_by_document": answered,
+                        "unanswerable_outside_domain": outside_domain,
                         "unanswerable_wanted": wanted, "unanswerable_planned": chosen,
                         "unanswerable_per_aspect": dict(per_aspect.most_common())}
 
@@ -515,6 +519,7 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
     summary = summarise(records, failures, chunks, fact_list, questions_per_fact, requested_ratio=unanswerable_ratio)
     summary["dropped"] = dropped
     summary["unanswerable_answered_by_document"] = plan_report["unanswerable_answered_by_document"]
+    summary["unanswerable_outside_domain"] = plan_report["unanswerable_outside_domain"]
     summary["rejected_drafts"] = len(plan_report["rejected_drafts"])
     summary["unanswerable_per_aspect"] = plan_report["unanswerable_per_aspect"]
     summary.update({"chunks_from_cache": from_cache, "chunks_generated": len(pending), "new_pairs": new_pairs,
@@ -596,7 +601,8 @@ def format_summary(summary: dict) -> str:
         f"answerable: {summary['answerable']}, unanswerable: {summary['unanswerable']} "
         f"(ratio {summary['unanswerable_ratio']:.2f}, requested {summary['requested_unanswerable_ratio']:.2f}); "
         f"unanswerable candidates dropped because the document may answer them: "
-        f"{len(summary.get('unanswerable_answered_by_document', []))}",
+        f"{len(summary.get('unanswerable_answered_by_document', []))}; benefits not asked about, the policy being "
+        f"outside their domain: {len(summary.get('unanswerable_outside_domain', []))}",
         "per type: " + ", ".join(f"{k} {v}" for k, v in summary["per_type"].items()),
         "near misses per aspect: " + ", ".join(f"{k} {v}" for k, v in summary.get("unanswerable_per_aspect", {}).items()),
         "per style: " + ", ".join(f"{k} {v}" for k, v in summary["per_style"].items()),

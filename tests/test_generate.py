@@ -517,6 +517,13 @@ def test_benefits_the_policy_never_names_are_refused_and_a_word_anywhere_keeps_a
     skipped, why = absent.near_misses(expense_facts, inventory, generate.prompts()["absent_benefits_for"])
     assert skipped == [] and len(why) == len(inventory), "the report says which benefit was not asked, and why"
     assert all(d["question"] and d["aspect"].startswith("absent_") and "no heading matches" in d["reason"] for d in why)
+    _, expense_report = generate.plan(expenses, expense_facts, 3, 0.9, {}, absent_benefits=inventory,
+                                      absent_for=generate.prompts()["absent_benefits_for"])
+    assert {d["question"] for d in expense_report["unanswerable_outside_domain"]} == {d["question"] for d in why}
+    assert not any(d["aspect"].startswith("absent_") for d in expense_report["unanswerable_answered_by_document"]), \
+        "not asked because the policy is about something else, not because it answers them"
+    _, report = generate.plan(chunks, fact_list, 3, 0.9, {}, absent_benefits=inventory)
+    assert report["unanswerable_outside_domain"] == []
     assert absent.near_misses(fact_list, inventory, generate.prompts()["absent_benefits_for"])[0] == kept
 
 
