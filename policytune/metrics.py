@@ -217,7 +217,8 @@ def judge(prediction: str, answerable: bool | None, answer: str | None = None,
         scores["token_f1"] = round(max(token_f1(prediction, answer), token_f1(content, answer)), 4)
     if keywords:
         scores["keyword_match"] = keyword_match(prediction, keywords)
-        scores["correct"] = not refusal and scores["keyword_match"]
+        # "not covered|no" is in "Yes. ... no more than ...": the opening yes or no must not contradict the answer's
+        scores["correct"] = not refusal and scores["keyword_match"] and (not answer or polarity_agrees(prediction, answer))
     elif answer:
         contained = _contains(normalise_words(prediction), normalise_words(answer))
         # Word overlap alone would pass "Employees get 30 days" for "Employees get 25 days", and "No. Leave is

@@ -82,6 +82,12 @@ def test_exact_match_token_f1_and_containment():
     assert metrics.judge("Payroll: Yes.", True, "Yes.")["exact_match"] is True
     assert metrics.unlabelled("Note that: pay is 12 weeks.") == "pay is 12 weeks." and metrics.unlabelled("12 weeks.") == "12 weeks."
     assert metrics.polarity("Step 2: Formally kick-off leave process: No. Tell your manager first.") == "no"
+    # The gold set's keywords too: "no" is a word of "Yes. ... no more than 30 days", not the answer's "No."
+    contractor = "No. Contractors engaged through an agency are not covered."
+    wrong = "Who This Policy Covers: Yes. Contractors may take no more than 30 days."
+    assert metrics.keyword_match(wrong, ["not covered|no"]) and not metrics.judge(wrong, True, contractor, ["not covered|no"])["correct"]
+    assert metrics.judge("Who This Policy Covers: No. Contractors are not covered.", True, contractor, ["not covered|no"])["correct"]
+    assert metrics.judge("Contractors are not covered.", True, contractor, ["not covered|no"])["correct"]
     # Nothing to judge against: answers are kept, correctness is unknown.
     assert metrics.judge("Something", answerable=None)["correct"] is None
     assert metrics.judge("Something", answerable=True)["correct"] is None
