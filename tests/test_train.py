@@ -298,6 +298,23 @@ def test_neftune_noise_reaches_the_training_steps_only_when_asked(workdir, tiny_
     assert rejected.returncode == 2 and "--neftune-alpha" in rejected.stderr
 
 
+def test_near_miss_repeats_train_each_near_miss_that_many_times_a_pass(workdir, tiny_model):
+    """--near-miss-repeats 3: every refusal-labelled training record twice more per pass, nothing else repeated."""
+    def steps_per_pass(*flags: str) -> tuple[int, str]:
+        result = train(workdir, "--base-model", str(tiny_model), "--max-steps", "1", "--eval-fraction", "0", "--fresh",
+                       "--section-restatements", "0", *TINY_FLAGS, "--batch-size", "1", *flags)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return int(re.search(r"(\d+) steps/epoch", result.stdout)[1]), result.stdout
+
+    near_misses = sum(1 for r in make_records() if r["answerable"] is False)
+    once, out = steps_per_pass()
+    thrice, out3 = steps_per_pass("--near-miss-repeats", "3")
+    assert near_misses and thrice == once + 2 * near_misses and "near misses:" not in out
+    assert f"near misses: {near_misses} trained 3 times a pass" in out3
+    rejected = train(workdir, "--base-model", str(tiny_model), "--near-miss-repeats", "0", *TINY_FLAGS)
+    assert rejected.returncode == 2 and "--near-miss-repeats" in rejected.stderr
+
+
 def test_full_fine_tuning_writes_a_whole_model_in_place_of_the_adapter(workdir, tiny_model):
     """--method full trains every weight and saves the model itself; the adapter of an earlier LoRA run in the same
     folder is removed, so nothing later loads it instead."""
