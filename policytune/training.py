@@ -782,7 +782,11 @@ def deadline_callback(budget_seconds: float, min_steps: int, clock=time.monotoni
                 if state.is_world_process_zero:
                     output(f"time budget: this machine is slower than measured; from step {step} the learning-rate "
                            f"schedule follows the clock (at step {virtual:.0f} of {state.max_steps} by time spent)")
-            if virtual >= state.max_steps and step >= min_steps:
+            # an evaluation transformers scheduled at this step, with the clock ending within two steps: the run ends
+            # here rather than paying for one more evaluation and checkpoint a step or two later
+            ending_soon = virtual > step and (state.max_steps - virtual) * (step - self.first_step) < \
+                2 * (virtual - self.first_step) and bool(getattr(control, "should_evaluate", False))
+            if (virtual >= state.max_steps or ending_soon) and step >= min_steps:
                 control.should_training_stop = True
                 control.should_save = True
                 control.should_evaluate = args is not None and args.eval_strategy != "no"

@@ -909,7 +909,7 @@ def test_a_run_slower_than_measured_follows_its_schedule_on_the_clock_and_ends_a
     import torch
     from transformers import get_cosine_schedule_with_warmup
 
-    def run(seconds_per_step: float, max_steps: int = 100, min_steps: int = 20, first_step: int = 0):
+    def run(seconds_per_step: float, max_steps: int = 100, min_steps: int = 20, first_step: int = 0, eval_every: int = 0):
         now = [0.0]
         lines: list[str] = []
         callback = training.deadline_callback(100, min_steps=min_steps, clock=lambda: now[0], output=lines.append)
@@ -930,6 +930,7 @@ def test_a_run_slower_than_measured_follows_its_schedule_on_the_clock_and_ends_a
             scheduler.step()
             state.global_step += 1
             rates[state.global_step] = scheduler.get_last_lr()[0]
+            control.should_evaluate = bool(eval_every) and state.global_step % eval_every == 0  # transformers' flow
             callback.on_step_end(args, state, control)
         return state.global_step, rates, planned, control, lines
 
@@ -942,6 +943,9 @@ def test_a_run_slower_than_measured_follows_its_schedule_on_the_clock_and_ends_a
     assert rates[25] == pytest.approx(planned[50]) and rates[50] == pytest.approx(0.0, abs=1e-6)
     assert all(a >= b for a, b in zip(list(rates.values())[5:], list(rates.values())[6:])), "still annealing"
     assert len(lines) == 2 and "follows the clock" in lines[0] and "stopping at step 50 of 100" in lines[1]
+
+    # the clock ends a step after an evaluation transformers scheduled: the run ends at that one, not a step later
+    assert run(1.97)[0] == 51 and run(1.97, eval_every=10)[0] == 50 and run(1.0, eval_every=10)[0] == 100
 
     step, rates, _, control, _ = run(10.0, max_steps=80, min_steps=40)  # a pass takes 4x the budget
     assert step == 40 and control.should_training_stop, "never before a whole pass, and annealed at its end"
