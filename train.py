@@ -260,7 +260,7 @@ def main(cfg: TrainConfig) -> None:
     elif is_main and (cfg.section_restatements or cfg.fact_statements):
         print(f"knowledge augmentation: none ({facts_path} not found; the generate stage writes it)", flush=True)
     if cfg.near_miss_repeats > 1:
-        near_misses = [r for r in train_records if r.get("answerable") is False]
+        near_misses = [r for r in train_records if not r.get("answerable", True)]
         train_records = train_records + near_misses * (cfg.near_miss_repeats - 1)
         if is_main:
             print(f"near misses: {len(near_misses)} trained {cfg.near_miss_repeats} times a pass", flush=True)

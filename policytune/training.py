@@ -745,7 +745,6 @@ def deadline_callback(budget_seconds: float, min_steps: int, clock=time.monotoni
             self.start = 0.0
             self.first_step = 0
             self.max_steps = 0
-            self.progress_at_start = 0.0
             self.stopped_at: int | None = None
             self.leading_from: int | None = None
 
@@ -756,7 +755,8 @@ def deadline_callback(budget_seconds: float, min_steps: int, clock=time.monotoni
             total = budget_seconds
             if done > 0 and step < min_steps:
                 total = max(total, elapsed / done * (min_steps - self.first_step))
-            return self.progress_at_start + (1 - self.progress_at_start) * elapsed / total
+            at_start = self.first_step / max(1, self.max_steps)
+            return at_start + (1 - at_start) * elapsed / total
 
         def virtual_step(self, step: float) -> float:
             by_time = min(1.0, self.progress(int(step))) * self.max_steps
@@ -766,7 +766,6 @@ def deadline_callback(budget_seconds: float, min_steps: int, clock=time.monotoni
             self.start = clock()
             self.first_step = state.global_step
             self.max_steps = state.max_steps
-            self.progress_at_start = state.global_step / max(1, state.max_steps)
             inner = getattr(lr_scheduler, "scheduler", lr_scheduler)  # accelerate may wrap it
             if inner is not None and hasattr(inner, "lr_lambdas"):
                 inner.lr_lambdas = [lambda step, schedule=schedule: schedule(self.virtual_step(step))
@@ -785,11 +784,11 @@ def deadline_callback(budget_seconds: float, min_steps: int, clock=time.monotoni
             # an evaluation transformers scheduled at this step, with the clock ending within two steps: the run ends
             # here rather than paying for one more evaluation and checkpoint a step or two later
             ending_soon = virtual > step and (state.max_steps - virtual) * (step - self.first_step) < \
-                2 * (virtual - self.first_step) and bool(getattr(control, "should_evaluate", False))
+                2 * (virtual - self.first_step) and control.should_evaluate
             if (virtual >= state.max_steps or ending_soon) and step >= min_steps:
                 control.should_training_stop = True
                 control.should_save = True
-                control.should_evaluate = args is not None and args.eval_strategy != "no"
+                control.should_evaluate = args.eval_strategy != "no"
                 self.stopped_at = step
                 if state.is_world_process_zero:
                     output(f"time budget: stopping at step {step} of {state.max_steps} with the schedule ended "

@@ -976,7 +976,7 @@ def test_a_real_trainer_on_a_slow_clock_anneals_evaluates_and_saves_where_its_ti
                      max_steps=12, learning_rate=1e-3, lr_scheduler_type="cosine", warmup_steps=1, logging_steps=1,
                      eval_strategy="steps", eval_steps=4, save_strategy="steps", save_steps=4,
                      load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False)
-    steps: list[int] = []
+    steps = [0]  # the step under way, which the fake clock reads
     trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(base.hf_path), args=args, processing_class=tokenizer,
                          train_dataset=Dataset.from_list(rows[:8]), eval_dataset=Dataset.from_list(rows[8:10]),
                          peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"),
@@ -989,7 +989,6 @@ def test_a_real_trainer_on_a_slow_clock_anneals_evaluates_and_saves_where_its_ti
         def on_step_begin(self, args, state, control, **kwargs):
             steps[0] = state.global_step + 1  # the clock at the end of the step under way
 
-    steps.append(0)
     trainer.add_callback(StepCount())
     trainer.train()
     history = trainer.state.log_history
