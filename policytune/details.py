@@ -21,10 +21,13 @@ ANY_HEAD = "|".join((LEAVE_HEADS, MONEY_HEADS, PROGRAMME_HEADS, "pay"))
 # A named benefit: a determiner, one to three modifiers, the head noun ("the childcare support pilot").
 _THING = re.compile(rf"\b(?:[Tt]he|[Aa]n?|[Oo]ur|[Aa]ny|[Ii]ts|[Tt]heir)\s+"
                     rf"((?:[a-z][a-z-]+\s+){{1,3}}?(?:{ANY_HEAD}))\b")
+# Praise, not a kind of benefit: "a generous annual education stipend" names the annual education stipend.
+EVALUATIVE = r"generous|competitive|fair|good|great|flexible|reasonable"
+_PRAISE = re.compile(rf"^(?:(?:{EVALUATIVE})\s+)+")
 _NOT_MODIFIER = re.compile(
     r"\b(?:the|a|an|to|have|has|had|take|takes|taking|use|get|this|that|each|every|following|same|other|any|all|own|"
     r"relevant|such|more|less|further|additional|extra|unused|remaining|new|current|one|first|last|next|per|whole|"
-    r"generous|competitive|fair|good|great|flexible|reasonable|"
+    rf"{EVALUATIVE}|"
     # what says which leave, not what kind: "the exact leave and return-to-work dates", "a dedicated leave case manager"
     r"exact|dedicated|specific|particular|actual|appropriate|applicable|requested|planned|approved|expected|intended|"
     r"proposed|upcoming|previous|prior|entire|total|initial|final|"
@@ -55,7 +58,9 @@ KINDS = {
                r"\bnotify|\btell|\binform|\bimmediately|\bfirst day",
                ["How much notice do I need to give for {the}{thing}?", "How far ahead must I request {the}{thing}?"]),
     "eligibility": (BENEFIT_HEADS,
-                    r"eligib|available to|entitle|qualif|employees who|staff who|anyone|everyone|all employees|"
+                    r"eligib|available to|entitle|qualif|employees who|staff who|anyone|everyone|everybody|all employees|"
+                    r"every (?:team ?member|teammate|employee|staff member)|all (?:team ?members|teammates|staff)|"
+                    r"regardless of|"
                     r"\bafter\b|\bservice\b|\bonly\b|apply to|applies to|open to|must have|probation|\bif\b|"
                     r"\bwhere\b|\bwhen\b|\bwho\b|circumstances|\bcase",
                     ["Who is eligible for {the}{thing}?", "Do I qualify for {the}{thing}?"]),
@@ -85,7 +90,9 @@ def things(text: str) -> list[str]:
     ["pet bereavement day", "childcare support pilot"]; not a name ("the Keystone Pension Plan")."""
     out = []
     for match in _THING.finditer(text):
-        phrase = match.group(1).strip()
+        phrase = _PRAISE.sub("", match.group(1).strip())
+        if not re.fullmatch(rf"(?:[a-z][a-z-]+\s+)+(?:{ANY_HEAD})", phrase):
+            continue  # "generous time off": praise of the time off, no kind of it named
         if re.search(r"\b(?:for example|e\.g\.|such as|like)\b[^.;)]*$|\([^)]*$", text[:match.start()]):
             continue  # "(for example, a wedding or a pre-paid holiday)": an example, not a benefit
         if not _NOT_MODIFIER.search(" ".join(phrase.split()[:-1])):

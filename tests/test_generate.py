@@ -473,6 +473,15 @@ def test_details_a_named_benefit_leaves_out_are_asked_and_stated_ones_are_not():
     # which leave, not a kind of leave (the Sourcegraph handbook: "How much exact leave do I get a year?" was asked)
     assert details.things("Log the exact leave and return-to-work dates in Slack.") == []
     assert details.things("Tilt has a dedicated leave case manager for each leave.") == []
+    # praise is not a kind of benefit: the stipend is named without it, and praised time off names none
+    assert details.things("We have a generous annual education stipend.") == ["annual education stipend"]
+    assert details.things("We offer generous time off and a flexible schedule.") == []
+    # "for every team member" says who is eligible
+    budget = [fact(["9. Learning"], "We have an annual learning budget for every team member."),
+              *fact_list[4:]]
+    asked = {k["question"] for k in details.near_misses(budget, facts.Index(budget))[0]}
+    assert "How much is the annual learning budget?" in asked
+    assert "Who is eligible for the annual learning budget?" not in asked
 
 
 def test_benefits_the_policy_never_names_are_refused_and_a_word_anywhere_keeps_a_benefit_out(tmp_path):
