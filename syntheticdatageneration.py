@@ -70,6 +70,10 @@ class GenerationConfig(llm.LLMOptions):
     absent_benefits: bool = field(default=True, metadata={
         "help": "also ask about everyday benefits the policy never names at all (generated_prompt.ABSENT_BENEFITS: "
                 "fostering, a company car, ...), answered with the refusal (policytune/absent.py)"})
+    topic_near_misses: bool = field(default=True, metadata={
+        "help": "ask each section the aspects of generated_prompt.UNANSWERABLE_TEMPLATES its policy is silent on ('Is "
+                "parental leave different for union members?'); without, near misses are the details, providers and "
+                "benefits the policy leaves out"})
     near_miss_check: str = field(default="topic", metadata={
         "help": "drop a near miss when a fact alike holds its aspect's cue words: any such fact (document), or one not "
                 "about another of the policy's topics (topic: 'study leave ... performance' says nothing of sick leave)",
@@ -150,7 +154,7 @@ def main(cfg: GenerationConfig) -> None:
             near_miss_check=cfg.near_miss_check, detail_near_misses=cfg.detail_near_misses,
             employee_words=cfg.employee_words, about_phrases=cfg.about_phrases,
             near_miss_openings=cfg.near_miss_openings, situation_first=cfg.situation_first,
-            absent_benefits=cfg.absent_benefits)
+            absent_benefits=cfg.absent_benefits, topic_near_misses=cfg.topic_near_misses)
     io.write_json_atomic(output_path, records)
     io.write_json_atomic(cfg.data_path("syntheticdata_summary.json"), summary)
     print(generate.format_summary(summary), flush=True)

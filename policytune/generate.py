@@ -452,8 +452,10 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
                    near_miss_check: str = "topic", detail_near_misses: bool = True,
                    employee_words: bool = True, about_phrases: bool = True,
                    near_miss_openings: bool = True, situation_first: bool = False,
-                   absent_benefits: bool = True) -> tuple[list[dict], dict]:
-    """Generate (or resume) questions for every fact of every chunk; returns (records in chunk order, summary)."""
+                   absent_benefits: bool = True, topic_near_misses: bool = True) -> tuple[list[dict], dict]:
+    """Generate (or resume) questions for every fact of every chunk; returns (records in chunk order, summary).
+    Without `topic_near_misses` no section is asked the aspects of `UNANSWERABLE_TEMPLATES`; near misses then come
+    from the details, providers and benefits the policy leaves out."""
     from tqdm import tqdm
 
     started = time.perf_counter()
@@ -462,7 +464,8 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
     if fact_list is None:
         fact_list, _ = facts_lib.inventory(chunks)
     chunk_plan, plan_report = plan(chunks, fact_list, questions_per_fact, unanswerable_ratio,
-                                   prompt_set["unanswerable_templates"], prompt_set["near_miss_topics"],
+                                   prompt_set["unanswerable_templates"] if topic_near_misses else {},
+                                   prompt_set["near_miss_topics"],
                                    prompt_set["not_a_benefit"], contrast_figures, near_miss_check,
                                    detail_near_misses, prompt_set["employee_words"] if employee_words else None,
                                    about_phrases, near_miss_openings, situation_first,

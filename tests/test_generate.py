@@ -602,3 +602,22 @@ def test_a_fact_the_rules_cannot_read_is_asked_about_its_own_noun_phrases():
     # each question points at its fact, not at the section's other one
     index = facts.Index(fact_list)
     assert all(index.top(q, 1)[0][0]["id"] == target["id"] for q in asked)
+
+
+def test_without_topic_near_misses_no_section_is_asked_the_template_aspects(tmp_path):
+    """The templates ask every section the aspects it is silent on ("Is annual leave different for union members?");
+    off, the near misses left are the details and benefits the policy leaves out, and the answerable pairs are the
+    same."""
+    chunks = make_chunks(6)
+    templates = generate.prompts()["unanswerable_templates"]
+
+    def generated(topic_near_misses: bool, cache: str) -> tuple[list[dict], dict]:
+        with FaultServer(default=ok(grounded_reply)) as server:
+            return run_generation(server.url, chunks, tmp_path / cache, rewordings_per_fact=0, unanswerable_ratio=0.3,
+                                  topic_near_misses=topic_near_misses)
+
+    (with_records, with_summary), (without_records, without_summary) = generated(True, "a.jsonl"), generated(False, "b.jsonl")
+    assert set(with_summary["unanswerable_per_aspect"]) & set(templates), "the templates ask these sections something"
+    assert not set(without_summary["unanswerable_per_aspect"]) & set(templates)
+    assert [r["question"] for r in with_records if r["answerable"]] == \
+        [r["question"] for r in without_records if r["answerable"]]
