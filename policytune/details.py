@@ -58,7 +58,8 @@ KINDS = {
                r"\bnotify|\btell|\binform|\bimmediately|\bfirst day",
                ["How much notice do I need to give for {the}{thing}?", "How far ahead must I request {the}{thing}?"]),
     "eligibility": (BENEFIT_HEADS,
-                    r"eligib|available to|entitle|qualif|employees who|staff who|anyone|everyone|everybody|all employees|"
+                    r"eligib|available to|entitle|qualif|employees who|staff who|anyone|everyone|everybody|"
+                    r"all employees|"
                     r"every (?:team ?member|teammate|employee|staff member)|all (?:team ?members|teammates|staff)|"
                     r"regardless of|"
                     r"\bafter\b|\bservice\b|\bonly\b|apply to|applies to|open to|must have|probation|\bif\b|"

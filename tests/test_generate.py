@@ -616,7 +616,8 @@ def test_without_topic_near_misses_no_section_is_asked_the_template_aspects(tmp_
             return run_generation(server.url, chunks, tmp_path / cache, rewordings_per_fact=0, unanswerable_ratio=0.3,
                                   topic_near_misses=topic_near_misses)
 
-    (with_records, with_summary), (without_records, without_summary) = generated(True, "a.jsonl"), generated(False, "b.jsonl")
+    with_records, with_summary = generated(True, "a.jsonl")
+    without_records, without_summary = generated(False, "b.jsonl")
     assert set(with_summary["unanswerable_per_aspect"]) & set(templates), "the templates ask these sections something"
     assert not set(without_summary["unanswerable_per_aspect"]) & set(templates)
     assert [r["question"] for r in with_records if r["answerable"]] == \
