@@ -18,12 +18,11 @@ LEAVE_HEADS = r"leave|day|holiday|time off"
 MONEY_HEADS = r"allowance|assistance|reimbursement|budget|bonus|stipend|grant|subsidy|fund"
 PROGRAMME_HEADS = r"pilot|programme|program|scheme"
 ANY_HEAD = "|".join((LEAVE_HEADS, MONEY_HEADS, PROGRAMME_HEADS, "pay"))
-# A named benefit: a determiner, one to three modifiers, the head noun ("the childcare support pilot").
-_THING = re.compile(rf"\b(?:[Tt]he|[Aa]n?|[Oo]ur|[Aa]ny|[Ii]ts|[Tt]heir)\s+"
-                    rf"((?:[a-z][a-z-]+\s+){{1,3}}?(?:{ANY_HEAD}))\b")
 # Praise, not a kind of benefit: "a generous annual education stipend" names the annual education stipend.
 EVALUATIVE = r"generous|competitive|fair|good|great|flexible|reasonable"
-_PRAISE = re.compile(rf"^(?:(?:{EVALUATIVE})\s+)+")
+# A named benefit: a determiner, any praise, one to three modifiers, the head noun ("the childcare support pilot").
+_THING = re.compile(rf"\b(?:[Tt]he|[Aa]n?|[Oo]ur|[Aa]ny|[Ii]ts|[Tt]heir)\s+(?:(?:{EVALUATIVE})\s+)*"
+                    rf"((?:[a-z][a-z-]+\s+){{1,3}}?(?:{ANY_HEAD}))\b")
 _NOT_MODIFIER = re.compile(
     r"\b(?:the|a|an|to|have|has|had|take|takes|taking|use|get|this|that|each|every|following|same|other|any|all|own|"
     r"relevant|such|more|less|further|additional|extra|unused|remaining|new|current|one|first|last|next|per|whole|"
@@ -91,9 +90,7 @@ def things(text: str) -> list[str]:
     ["pet bereavement day", "childcare support pilot"]; not a name ("the Keystone Pension Plan")."""
     out = []
     for match in _THING.finditer(text):
-        phrase = _PRAISE.sub("", match.group(1).strip())
-        if not re.fullmatch(rf"(?:[a-z][a-z-]+\s+)+(?:{ANY_HEAD})", phrase):
-            continue  # "generous time off": praise of the time off, no kind of it named
+        phrase = match.group(1).strip()
         if re.search(r"\b(?:for example|e\.g\.|such as|like)\b[^.;)]*$|\([^)]*$", text[:match.start()]):
             continue  # "(for example, a wedding or a pre-paid holiday)": an example, not a benefit
         if not _NOT_MODIFIER.search(" ".join(phrase.split()[:-1])):
