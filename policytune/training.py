@@ -725,6 +725,13 @@ def passes_in_budget(pass_seconds: float, budget_seconds: float, most: float) ->
     return min(most, max(1.0, halves / 2))
 
 
+def _process_group():
+    """torch.distributed where more than one process trains together, else None."""
+    import torch.distributed as dist
+
+    return dist if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 else None
+
+
 def deadline_callback(budget_seconds: float, min_steps: int, clock=time.monotonic, output=_print_now):
     """A TrainerCallback that runs the learning-rate schedule on the clock when the machine is slower than measured.
 
@@ -748,9 +755,24 @@ def deadline_callback(budget_seconds: float, min_steps: int, clock=time.monotoni
             self.stopped_at: int | None = None
             self.leading_from: int | None = None
 
+        def elapsed(self) -> float:
+            """Seconds since training began by rank 0's clock, on every rank: under DDP each rank steps its own
+            optimizer at the rate this sets and stops where it says, so they must agree (a rank stopping a step early
+            would leave the others waiting at their next gradient sync). Every rank calls it at the same points."""
+            seconds = clock() - self.start
+            dist = _process_group()
+            if dist is None:
+                return seconds
+            import torch
+
+            on = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+            shared = torch.tensor([seconds], dtype=torch.float64, device=on)
+            dist.broadcast(shared, src=0)
+            return float(shared.item())
+
         def progress(self, step: int) -> float:
             """The share of the run's time spent, counting a resumed run's earlier steps as done."""
-            elapsed = clock() - self.start
+            elapsed = self.elapsed()
             done = step - self.first_step
             total = budget_seconds
             if done > 0 and step < min_steps:

@@ -900,40 +900,45 @@ def test_a_failure_is_read_as_a_full_disk_only_when_the_error_or_the_free_space_
     assert not training.out_of_space(ValueError("a bug"), tmp_path, checkpoint=1)
 
 
-def test_a_run_slower_than_measured_follows_its_schedule_on_the_clock_and_ends_annealed_when_its_time_is_up():
-    """The learning rate at each step is the planned cosine schedule's at the larger of the steps done and the time
-    spent; when the time is up training stops with a held-out evaluation and a checkpoint, never before a whole pass;
-    a run on time gets the planned schedule exactly; a resumed run continues from its progress."""
+def clocked_run(seconds_per_step: float, max_steps: int = 100, min_steps: int = 20, first_step: int = 0,
+                eval_every: int = 0):
+    """The deadline callback in a bare training loop whose steps take `seconds_per_step` on its own clock (a 100 s
+    budget): the step it ends at, each step's learning rate, the planned schedule, the last control and the output."""
     from types import SimpleNamespace
 
     import torch
     from transformers import get_cosine_schedule_with_warmup
 
-    def run(seconds_per_step: float, max_steps: int = 100, min_steps: int = 20, first_step: int = 0, eval_every: int = 0):
-        now = [0.0]
-        lines: list[str] = []
-        callback = training.deadline_callback(100, min_steps=min_steps, clock=lambda: now[0], output=lines.append)
-        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-        scheduler = get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=5, num_training_steps=max_steps)
-        planned = [scheduler.lr_lambdas[0](step) for step in range(max_steps + 1)]
-        for _ in range(first_step):
-            optimizer.step()
-            scheduler.step()
-        state = SimpleNamespace(global_step=first_step, max_steps=max_steps, is_world_process_zero=True)
-        args = SimpleNamespace(eval_strategy="steps")
-        control = SimpleNamespace(should_training_stop=False, should_save=False, should_evaluate=False)
-        callback.on_train_begin(args, state, control, lr_scheduler=scheduler)
-        rates = {}
-        while state.global_step < max_steps and not control.should_training_stop:
-            now[0] += seconds_per_step
-            optimizer.step()
-            scheduler.step()
-            state.global_step += 1
-            rates[state.global_step] = scheduler.get_last_lr()[0]
-            control.should_evaluate = bool(eval_every) and state.global_step % eval_every == 0  # transformers' flow
-            callback.on_step_end(args, state, control)
-        return state.global_step, rates, planned, control, lines
+    now = [0.0]
+    lines: list[str] = []
+    callback = training.deadline_callback(100, min_steps=min_steps, clock=lambda: now[0], output=lines.append)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=5, num_training_steps=max_steps)
+    planned = [scheduler.lr_lambdas[0](step) for step in range(max_steps + 1)]
+    for _ in range(first_step):
+        optimizer.step()
+        scheduler.step()
+    state = SimpleNamespace(global_step=first_step, max_steps=max_steps, is_world_process_zero=True)
+    args = SimpleNamespace(eval_strategy="steps")
+    control = SimpleNamespace(should_training_stop=False, should_save=False, should_evaluate=False)
+    callback.on_train_begin(args, state, control, lr_scheduler=scheduler)
+    rates = {}
+    while state.global_step < max_steps and not control.should_training_stop:
+        now[0] += seconds_per_step
+        optimizer.step()
+        scheduler.step()
+        state.global_step += 1
+        rates[state.global_step] = scheduler.get_last_lr()[0]
+        control.should_evaluate = bool(eval_every) and state.global_step % eval_every == 0  # transformers' flow
+        callback.on_step_end(args, state, control)
+    return state.global_step, rates, planned, control, lines
 
+
+def test_a_run_slower_than_measured_follows_its_schedule_on_the_clock_and_ends_annealed_when_its_time_is_up():
+    """The learning rate at each step is the planned cosine schedule's at the larger of the steps done and the time
+    spent; when the time is up training stops with a held-out evaluation and a checkpoint, never before a whole pass;
+    a run on time gets the planned schedule exactly; a resumed run continues from its progress."""
+    run = clocked_run
     step, rates, planned, control, lines = run(1.0)  # 100 steps in the 100 s budget: on time
     assert step == 100 and not control.should_training_stop and lines == []
     assert all(rates[s] == planned[s] for s in rates), "a run on time gets the planned schedule exactly"
@@ -953,6 +958,28 @@ def test_a_run_slower_than_measured_follows_its_schedule_on_the_clock_and_ends_a
 
     step, rates, planned, control, _ = run(4.0, first_step=50)  # resumed halfway, the budget again, 4 s a step
     assert step == 75 and control.should_training_stop and rates[51] == pytest.approx(planned[51], abs=0.02)
+
+
+def _deadline_on_rank(rank: int, store: str, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        step, rates, *_ = clocked_run(2.0 if rank == 0 else 1.0)  # rank 1's clock says it is on time
+        Path(out, f"rank{rank}.json").write_text(json.dumps({"step": step, "rates": rates}))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_under_ddp_every_rank_follows_rank_0s_clock_and_stops_at_the_same_step(tmp_path):
+    """Two gloo ranks whose clocks disagree (rank 0 twice as slow): both take rank 0's learning rates and stop at its
+    step, as DDP needs (a rank stopping alone would leave the other waiting at its next gradient sync)."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_deadline_on_rank, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["step"] == ranks[1]["step"] == 50
+    assert ranks[0]["rates"] == ranks[1]["rates"]
 
 
 def test_a_real_trainer_on_a_slow_clock_anneals_evaluates_and_saves_where_its_time_ends(tiny_model, tmp_path):
