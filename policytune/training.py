@@ -744,7 +744,8 @@ def deadline_callback(budget_seconds: float, min_steps: int, clock=time.monotoni
     the planned one would and ends when its time is up, with a held-out evaluation and a checkpoint there for
     keep-best. Never before `min_steps` (a whole pass: a partial one leaves facts unseen); where one pass takes
     longer than the budget, the time is that of the pass projected from the steps so far. The budget counts from
-    this process's start of training: a resumed run continues from its progress with the budget again."""
+    the start of training in this invocation, by rank 0's clock on every rank: a resumed run continues from its
+    progress with the budget again."""
     from transformers import TrainerCallback
 
     class Deadline(TrainerCallback):
