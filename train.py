@@ -23,6 +23,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from policytune import augment, chat, config, cpu, heldout, io, models, training
 
@@ -234,6 +235,15 @@ def _read_key(path: Path, field: str = "run_key"):
         return None  # a damaged key only means the run is not resumed
 
 
+def same_settings(saved: dict | None, current: dict[str, Any], defaults: dict[str, Any]) -> bool:
+    """Whether a run saved with the settings `saved` is the run `current` asks for: every setting it had is the same,
+    and one it did not have (a flag an upgrade added since) is at its default, which is what that run trained with.
+    Without the second rule any new flag would restart every killed run."""
+    if not isinstance(saved, dict):
+        return False
+    return all(saved[k] == v if k in saved else v == defaults.get(k, v) for k, v in current.items())
+
+
 def main(cfg: TrainConfig) -> None:
     started = time.monotonic()
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -317,10 +327,13 @@ def main(cfg: TrainConfig) -> None:
     # A killed run with the same settings and data resumes by itself, so rerunning the command (or
     # the pipeline) after a kill loses nothing; anything else starts clean.
     speed_only = ("resume", "fresh", "threads", "answer_only_head", "attention", "share_prompt_prefix", "compile")  # same numbers either way
-    run_key = io.content_hash({k: v for k, v in config.as_dict(cfg).items() if k not in speed_only},
-                              train_records, eval_records, world)
+    settings = {k: v for k, v in config.as_dict(cfg).items() if k not in speed_only}
+    defaults = config.as_dict(TrainConfig())
+    data_key = io.content_hash(train_records, eval_records, world)
+    run_key = {"data_key": data_key, "settings": settings}
     key_path = trainer_dir / "run_key.json"
-    same_run = key_path.exists() and _read_key(key_path) == run_key
+    same_run = _read_key(key_path, "data_key") == data_key and \
+        same_settings(_read_key(key_path, "settings"), settings, defaults)
     if cfg.resume or (same_run and not cfg.fresh):
         resume_from = training.latest_complete_checkpoint(trainer_dir)
         if is_main:
@@ -329,7 +342,7 @@ def main(cfg: TrainConfig) -> None:
     elif is_main and trainer_dir.exists():
         shutil.rmtree(trainer_dir)  # a fresh run must not resume or rotate a previous run's checkpoints
     if is_main:
-        io.write_json_atomic(key_path, {"run_key": run_key})
+        io.write_json_atomic(key_path, run_key)
 
     args = SFTConfig(
         output_dir=str(trainer_dir),
@@ -426,7 +439,7 @@ def main(cfg: TrainConfig) -> None:
         total_steps = math.ceil(steps_per_epoch * epochs)
         trainer.args.warmup_steps = math.ceil(cfg.warmup_ratio * total_steps)
         if is_main:
-            io.write_json_atomic(key_path, {"run_key": run_key, "epochs": epochs})
+            io.write_json_atomic(key_path, {**run_key, "epochs": epochs})
     if is_main:
         if lora is not None:
             trainable, total = trainer.model.get_nb_trainable_parameters()

@@ -380,6 +380,10 @@ def test_killed_run_resumes_from_its_checkpoint_not_from_zero(workdir, tiny_mode
     step = int(training.latest_complete_checkpoint(trainer_dir).name.split("-")[1])
     assert step < 30
 
+    # A key written before an upgrade added a flag (here near_miss_repeats, at its default) still names this run.
+    key = json.loads((trainer_dir / "run_key.json").read_text())
+    del key["settings"]["near_miss_repeats"]
+    (trainer_dir / "run_key.json").write_text(json.dumps(key))
     # The same command again (no --resume: what a pipeline rerun does) continues the killed run.
     resumed = train(workdir, *flags)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -402,6 +406,14 @@ def test_killed_run_resumes_from_its_checkpoint_not_from_zero(workdir, tiny_mode
     more = train(workdir, *flags[:3], "31", *flags[4:], "--resume")
     assert more.returncode == 0, more.stderr[-3000:]
     assert "resuming from" in more.stdout and json.loads((workdir / "ckpt" / "metrics.json").read_text())["global_step"] == 31
+
+
+def test_a_saved_run_is_this_run_only_when_its_settings_match_or_are_new_ones_at_their_defaults():
+    same = stage_module("train.py").same_settings
+    assert same({"epochs": 2}, {"epochs": 2, "near_miss_repeats": 1}, {"epochs": 0, "near_miss_repeats": 1})
+    assert not same({"epochs": 2}, {"epochs": 2, "near_miss_repeats": 3}, {"epochs": 0, "near_miss_repeats": 1})
+    assert not same({"epochs": 2}, {"epochs": 3}, {"epochs": 0})  # a changed setting is another run
+    assert not same(None, {"epochs": 2}, {"epochs": 0})  # a key from before settings were saved
 
 
 @pytest.mark.slow
