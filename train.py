@@ -373,13 +373,13 @@ def main(cfg: TrainConfig) -> None:
     pass_tokens = sum(len(row["input_ids"]) for row in train_tok.rows)
     # batches differ several-fold in cost (a restated section against a few short questions): a run of hundreds of
     # steps is timed over ten of them before it says how long it will take
+    # Passes chosen by the budget run their schedule on the clock if the machine turns out slower than measured (and
+    # are rounded up to fill the budget). Under DDP every rank goes by rank 0's clock, so they stop together.
+    deadline_cb = training.deadline_callback(cfg.time_budget * 60, min_steps=steps_per_epoch) if auto_epochs else None
     callbacks = [metrics_cb, training.time_estimate_callback(
         after_steps=max(3, min(11, total_steps // 20)), evaluates=has_eval,
-        eval_batches=math.ceil(len(eval_tok.rows) / (cfg.batch_size * world)), tokens_per_step=pass_tokens / steps_per_epoch)]
-    # Passes chosen by the budget run their schedule on the clock if the machine turns out slower than measured. One
-    # rank only: ranks reading their own clocks could stop at different steps.
-    deadline_cb = training.deadline_callback(cfg.time_budget * 60, min_steps=steps_per_epoch) \
-        if auto_epochs and world == 1 else None
+        eval_batches=math.ceil(len(eval_tok.rows) / (cfg.batch_size * world)), tokens_per_step=pass_tokens / steps_per_epoch,
+        budget_seconds=cfg.time_budget * 60 if deadline_cb else 0.0, min_steps=steps_per_epoch)]
     if deadline_cb:
         callbacks.append(deadline_cb)
     if cfg.threads == 0 and world == 1 and not on_cuda and physical_cores > 1:

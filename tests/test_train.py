@@ -269,8 +269,10 @@ def test_by_default_the_passes_fill_the_time_budget_and_measuring_leaves_the_tra
     assert epochs == {"roomy": 2, "tight": 1, "fixed": 2}
     assert (runs["roomy"][1] / "adapter_model.safetensors").read_bytes() == \
         (runs["fixed"][1] / "adapter_model.safetensors").read_bytes()
-    assert training.passes_in_budget(100, 1000, 4) == 4 and training.passes_in_budget(600, 900, 4) == 1.0
-    assert training.passes_in_budget(300, 900, 4) == 2.5 and training.passes_in_budget(5000, 60, 4) == 1.0
+    # Rounded up to the half pass that fills the budget (the deadline ends a longer plan on time, annealed).
+    assert training.passes_in_budget(100, 1000, 4) == 4 and training.passes_in_budget(600, 900, 4) == 1.5
+    assert training.passes_in_budget(300, 900, 4) == 3.0 and training.passes_in_budget(5000, 60, 4) == 1.0
+    assert training.passes_in_budget(660, 1320, 4) == 2.0  # 1.74 passes' time: 1.5 used to leave 4 minutes idle
 
 
 def test_question_loss_trains_on_the_questions_too_and_not_beside_the_fact_weight(workdir, tiny_model):
@@ -429,6 +431,22 @@ def test_torchrun_two_ranks_join_and_write_one_adapter(workdir, tiny_model):
     metrics = json.loads((workdir / "ckpt" / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["global_step"] == 3
     assert sorted(p.name for p in (workdir / "ckpt").glob("adapter_model*")) == ["adapter_model.safetensors"]
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_choose_their_passes_by_the_budget_on_rank_0s_clock(workdir, tiny_model):
+    """With --epochs 0 every rank runs the deadline, reading rank 0's clock at the same points (a broadcast at each
+    step and each learning-rate lookup): the ranks finish the pass together and one adapter is written."""
+    result = run_script("-m", "torch.distributed.run", "--nproc_per_node", "2", str(ROOT / "train.py"),
+                        "--data-dir", str(workdir / "data"), "--checkpoint-dir", str(workdir / "ckpt"),
+                        "--base-model", str(tiny_model), "--time-budget", "0.0001", "--eval-fraction", "0", *TINY_FLAGS,
+                        "--batch-size", "1", cwd=workdir, env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "passes: 1 (" in output and output.count("adapter saved:") == 1
+    assert "; the time budget ends it" in output  # the deadline is on: its estimate ends with the pass, past the budget
+    metrics = json.loads((workdir / "ckpt" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["epochs"] == 1
 
 
 def bad_input_run(workdir: Path, *flags: str) -> subprocess.CompletedProcess:
@@ -690,6 +708,34 @@ def test_time_estimate_is_printed_once_after_the_first_steps():
         callback.on_step_end(None, state, None)
     per_step = float(lines[0].split("time estimate: ")[1].split(" s per step")[0])
     assert 0.3 <= per_step <= 1.0, lines[0]  # ~0.4 s: 20 times a timed step, not 0.02 s
+
+
+def test_a_plan_longer_than_the_time_budget_is_estimated_to_end_with_the_budget():
+    """Passes are rounded up to fill the budget and the deadline ends a longer plan on time: the estimate says when."""
+    from types import SimpleNamespace
+
+    def estimate(budget: float, min_steps: int) -> tuple[float, str]:
+        lines: list[str] = []
+        callback = training.time_estimate_callback(after_steps=3, budget_seconds=budget, min_steps=min_steps,
+                                                   output=lines.append)
+        state = SimpleNamespace(global_step=0, max_steps=400, is_world_process_zero=True)
+        callback.on_train_begin(None, state, None)
+        for step in range(1, 4):
+            state.global_step = step
+            time.sleep(0.05)
+            callback.on_step_end(None, state, None)
+        seconds = lines[0].split("about ")[1].split(" more")[0]
+        minutes = float(seconds.split(" min")[0]) if " min" in seconds else 0.0
+        return minutes * 60 + float(seconds.split(" ")[-2] if seconds.endswith(" s") else 0), lines[0]
+
+    unbounded, line = estimate(0.0, 0)  # ~397 steps of ~0.05 s
+    assert 18 <= unbounded <= 40 and "budget" not in line, line
+    bounded, line = estimate(5.0, 10)
+    assert 4 <= bounded <= 5 and line.endswith("; the time budget ends it"), line
+    whole_pass, line = estimate(5.0, 300)  # never before a whole pass: 297 steps more
+    assert 14 <= whole_pass <= 30 and line.endswith("; the time budget ends it"), line
+    within, line = estimate(600.0, 10)
+    assert within == pytest.approx(unbounded, rel=0.5) and "budget" not in line, line
 
 
 def test_evaluations_twice_a_pass_never_come_a_few_steps_apart():
