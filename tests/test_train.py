@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -553,8 +554,6 @@ def test_answer_only_loss_equals_the_full_logits_loss(tiny_model, tmp_path, padd
 
 @pytest.mark.parametrize("prefix", [0, 5], ids=["no-prefix", "shared-prefix"])
 def test_per_example_attention_is_exact_when_a_long_example_splits_the_batch(prefix):
-    import types
-
     import torch
 
     torch.manual_seed(0)
@@ -682,17 +681,19 @@ def test_bf16_autocast_only_where_the_cpu_has_it_natively():
     assert training.use_bf16("auto", on_cuda=False, flags="avx512_bf16") is True
 
 
-def test_time_estimate_is_printed_once_after_the_first_steps():
-    from types import SimpleNamespace
-
-    lines: list[str] = []
-    callback = training.time_estimate_callback(after_steps=3, output=lines.append)
-    state = SimpleNamespace(global_step=0, max_steps=40, is_world_process_zero=True)
+def _run_steps(callback, steps: int, seconds: float, max_steps: int, tokens_per_step: int = 0) -> None:
+    """Drive a TrainerCallback through `steps` steps of `seconds` each, as the trainer would."""
+    state = types.SimpleNamespace(global_step=0, max_steps=max_steps, is_world_process_zero=True, num_input_tokens_seen=0)
     callback.on_train_begin(None, state, None)
-    for step in range(1, 8):
-        state.global_step = step
-        time.sleep(0.01)
+    for step in range(1, steps + 1):
+        state.global_step, state.num_input_tokens_seen = step, tokens_per_step * step
+        time.sleep(seconds)
         callback.on_step_end(None, state, None)
+
+
+def test_time_estimate_is_printed_once_after_the_first_steps():
+    lines: list[str] = []
+    _run_steps(training.time_estimate_callback(after_steps=3, output=lines.append), 7, 0.01, max_steps=40)
     assert len(lines) == 1
     assert lines[0].startswith("time estimate: ") and "37 of 40 steps left" in lines[0] and "more (finishing around" in lines[0]
     assert "measured over 2 steps" in lines[0]
@@ -700,30 +701,18 @@ def test_time_estimate_is_printed_once_after_the_first_steps():
     # Timed steps of short examples (100 tokens) in a run whose steps average 2,000 tokens: costed per token
     lines.clear()
     callback = training.time_estimate_callback(after_steps=3, tokens_per_step=2000, output=lines.append)
-    state = SimpleNamespace(global_step=0, max_steps=40, is_world_process_zero=True, num_input_tokens_seen=0)
-    callback.on_train_begin(None, state, None)
-    for step in range(1, 4):
-        state.global_step, state.num_input_tokens_seen = step, 100 * step
-        time.sleep(0.02)
-        callback.on_step_end(None, state, None)
+    _run_steps(callback, 3, 0.02, max_steps=40, tokens_per_step=100)
     per_step = float(lines[0].split("time estimate: ")[1].split(" s per step")[0])
     assert 0.3 <= per_step <= 1.0, lines[0]  # ~0.4 s: 20 times a timed step, not 0.02 s
 
 
 def test_a_plan_longer_than_the_time_budget_is_estimated_to_end_with_the_budget():
     """Passes are rounded up to fill the budget and the deadline ends a longer plan on time: the estimate says when."""
-    from types import SimpleNamespace
-
     def estimate(budget: float, min_steps: int) -> tuple[float, str]:
         lines: list[str] = []
         callback = training.time_estimate_callback(after_steps=3, budget_seconds=budget, min_steps=min_steps,
                                                    output=lines.append)
-        state = SimpleNamespace(global_step=0, max_steps=400, is_world_process_zero=True)
-        callback.on_train_begin(None, state, None)
-        for step in range(1, 4):
-            state.global_step = step
-            time.sleep(0.05)
-            callback.on_step_end(None, state, None)
+        _run_steps(callback, 3, 0.05, max_steps=400)
         seconds = lines[0].split("about ")[1].split(" more")[0]
         minutes = float(seconds.split(" min")[0]) if " min" in seconds else 0.0
         return minutes * 60 + float(seconds.split(" ")[-2] if seconds.endswith(" s") else 0), lines[0]
