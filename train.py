@@ -371,11 +371,11 @@ def main(cfg: TrainConfig) -> None:
     # Listed before early stopping: it adds the figure early stopping and keep-best read (heldout.KEPT).
     answers_cb = heldout.callback(heldout.balanced_sample(eval_records, cfg.heldout_answers)) if by_answers else None
     pass_tokens = sum(len(row["input_ids"]) for row in train_tok.rows)
-    # batches differ several-fold in cost (a restated section against a few short questions): a run of hundreds of
-    # steps is timed over ten of them before it says how long it will take
     # Passes chosen by the budget run their schedule on the clock if the machine turns out slower than measured (and
     # are rounded up to fill the budget). Under DDP every rank goes by rank 0's clock, so they stop together.
     deadline_cb = training.deadline_callback(cfg.time_budget * 60, min_steps=steps_per_epoch) if auto_epochs else None
+    # batches differ several-fold in cost (a restated section against a few short questions): a run of hundreds of
+    # steps is timed over ten of them before it says how long it will take
     callbacks = [metrics_cb, training.time_estimate_callback(
         after_steps=max(3, min(11, total_steps // 20)), evaluates=has_eval,
         eval_batches=math.ceil(len(eval_tok.rows) / (cfg.batch_size * world)), tokens_per_step=pass_tokens / steps_per_epoch,

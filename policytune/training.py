@@ -668,8 +668,9 @@ def time_estimate_callback(after_steps: int = 3, evaluates: bool = False, eval_b
             per_eval = self.eval_seconds if self.eval_seconds is not None else per_step * eval_batches / 3
             seconds = per_step * left + per_eval * evals_left
             ends = ""
-            if budget_seconds and seconds > budget_seconds - (now - self.started):
-                seconds = max(budget_seconds - (now - self.started), per_step * (min_steps - state.global_step), 0.0)
+            budget_left = budget_seconds - (now - self.started)
+            if budget_seconds and seconds > budget_left:
+                seconds = max(budget_left, per_step * (min_steps - state.global_step), 0.0)
                 ends = "; the time budget ends it"
             if state.is_world_process_zero:
                 output(f"time estimate: {per_step:.1f} s per step (measured over {self.timed_steps} steps); "

@@ -713,9 +713,8 @@ def test_a_plan_longer_than_the_time_budget_is_estimated_to_end_with_the_budget(
         callback = training.time_estimate_callback(after_steps=3, budget_seconds=budget, min_steps=min_steps,
                                                    output=lines.append)
         _run_steps(callback, 3, 0.05, max_steps=400)
-        seconds = lines[0].split("about ")[1].split(" more")[0]
-        minutes = float(seconds.split(" min")[0]) if " min" in seconds else 0.0
-        return minutes * 60 + float(seconds.split(" ")[-2] if seconds.endswith(" s") else 0), lines[0]
+        minutes, seconds = re.search(r"about (?:(\d+) min ?)?(?:(\d+) s)? more", lines[0]).groups()
+        return int(minutes or 0) * 60 + int(seconds or 0), lines[0]
 
     unbounded, line = estimate(0.0, 0)  # ~397 steps of ~0.05 s
     assert 18 <= unbounded <= 40 and "budget" not in line, line
