@@ -681,14 +681,14 @@ def test_bf16_autocast_only_where_the_cpu_has_it_natively():
     assert training.use_bf16("auto", on_cuda=False, flags="avx512_bf16") is True
 
 
-def _run_steps(callback, steps: int, seconds: float, max_steps: int, tokens_per_step: int = 0) -> None:
+def _run_steps(callback, steps: int, seconds: float, max_steps: int, tokens_per_step: int = 0, args=None) -> None:
     """Drive a TrainerCallback through `steps` steps of `seconds` each, as the trainer would."""
     state = types.SimpleNamespace(global_step=0, max_steps=max_steps, is_world_process_zero=True, num_input_tokens_seen=0)
-    callback.on_train_begin(None, state, None)
+    callback.on_train_begin(args, state, None)
     for step in range(1, steps + 1):
         state.global_step, state.num_input_tokens_seen = step, tokens_per_step * step
         time.sleep(seconds)
-        callback.on_step_end(None, state, None)
+        callback.on_step_end(args, state, None)
 
 
 def test_time_estimate_is_printed_once_after_the_first_steps():
@@ -737,15 +737,9 @@ def test_evaluations_twice_a_pass_never_come_a_few_steps_apart():
             assert len(points) == halves, (steps_per_epoch, halves, points)
             assert min(b - a for a, b in zip([0] + points, points)) >= every / 2, (steps_per_epoch, halves, points)
     # the time estimate counts the evaluation at the end too
-    from types import SimpleNamespace
-
     lines: list[str] = []
     callback = training.time_estimate_callback(after_steps=3, evaluates=True, eval_batches=3, output=lines.append)
-    state = SimpleNamespace(global_step=0, max_steps=193, is_world_process_zero=True)
-    callback.on_train_begin(None, state, None)
-    for step in range(1, 4):
-        state.global_step = step
-        callback.on_step_end(SimpleNamespace(eval_steps=96), state, None)
+    _run_steps(callback, 3, 0.0, max_steps=193, args=types.SimpleNamespace(eval_steps=96))
     assert "190 of 193 steps left and 3 evaluations" in lines[0], lines[0]  # 96, 192, 193
 
 
