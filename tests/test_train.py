@@ -301,6 +301,28 @@ def test_neftune_noise_reaches_the_training_steps_only_when_asked(workdir, tiny_
     assert rejected.returncode == 2 and "--neftune-alpha" in rejected.stderr
 
 
+def test_loraplus_moves_the_b_matrices_ratio_times_as_far_as_plain_lora(workdir, tiny_model):
+    """LoRA's B matrices start at zero, so after one AdamW step (no warm-up) each has moved by its learning rate:
+    the peak rate with plain LoRA, that times the ratio with LoRA+ (A, whose gradient is zero while B is, stays)."""
+    from safetensors.torch import load_file
+
+    def step_sizes(*flags: str) -> tuple[float, float]:
+        result = train(workdir, "--base-model", str(tiny_model), "--max-steps", "1", "--eval-fraction", "0", "--fresh",
+                       "--warmup-ratio", "0", *TINY_FLAGS, *flags)
+        assert result.returncode == 0, result.stderr[-3000:]
+        tensors = load_file(workdir / "ckpt" / "adapter_model.safetensors")
+        b = max(t.abs().max().item() for name, t in tensors.items() if "lora_B" in name)
+        return b, float(json.loads((workdir / "ckpt" / "training_config.json").read_text())["loraplus_ratio"])
+
+    lr = float(TINY_FLAGS[TINY_FLAGS.index("--learning-rate") + 1])
+    plain, ratio0 = step_sizes("--loraplus-ratio", "0")
+    faster, ratio3 = step_sizes("--loraplus-ratio", "3")
+    assert (ratio0, ratio3) == (0, 3)
+    assert plain == pytest.approx(lr, rel=0.01) and faster == pytest.approx(3 * lr, rel=0.01), (plain, faster)
+    rejected = train(workdir, "--base-model", str(tiny_model), "--loraplus-ratio", "0.5", *TINY_FLAGS)
+    assert rejected.returncode == 2 and "--loraplus-ratio" in rejected.stderr
+
+
 def test_near_miss_repeats_train_each_near_miss_that_many_times_a_pass(workdir, tiny_model):
     """--near-miss-repeats 3: every refusal-labelled training record twice more per pass, nothing else repeated."""
     def steps_per_pass(*flags: str) -> tuple[int, str]:
