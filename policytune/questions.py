@@ -394,13 +394,18 @@ def speakable(topic: str) -> bool:
 # or a clause ("For general uses and vacation", "If you are sick") does not name a benefit.
 # Speaking to the reader anywhere ("Take your leave") is the same.
 _NOT_A_NAME = re.compile(r"(?:if|when|how|why|what|who|where|which|we|our|my|i|for|to|can|could|should|"
-                         r"do|does|is|are|will|may|must)\b|.*\b(?:you|your|yours)\b", re.I)
+                         r"do|does|is|are|will|may|must|other)\b|.*\b(?:you|your|yours)\b", re.I)
+# A heading with a clause inside ("Reasons someone can take leave") or one that names a list of benefits ("Leave
+# types", "Types of leave") is no single benefit either: "Is reasons someone can take leave taxed?".
+_CLAUSE_OR_KINDS = re.compile(r"\b(?:someone|anyone|everyone|they|can|could|may|might|must|should|would|types?|"
+                              r"kinds?)\b", re.I)
 
 
 def names_nothing(topic: str) -> bool:
     """Whether a heading cannot stand for the benefit inside another question: it asks, opens a clause or speaks to
     the reader."""
-    return not topic.strip() or facts_lib.asks(topic) or bool(_NOT_A_NAME.match(topic.strip()))
+    return not topic.strip() or facts_lib.asks(topic) or bool(_NOT_A_NAME.match(topic.strip())) or \
+        bool(_CLAUSE_OR_KINDS.search(topic))
 
 
 # -ing words that qualify a benefit rather than name an act: "Floating holidays", "Qualifying life events"
@@ -417,7 +422,13 @@ def names_an_act(topic: str) -> bool:
         return False
     first = words[0].lower()
     kinds = phrasing.lemmas(first)
-    if not kinds or kinds.keys() & {"NOUN", "PROPN", "ADJ"} or first in _MODIFYING:
+    if first in _MODIFYING or not kinds:
+        return False
+    # a gerund with an object of more than one word is an act even where it is also a noun ("Taking advanced leave",
+    # "Understanding travel comp time"); with one word it may name a benefit ("Fostering leave", "Training budget")
+    if first.endswith("ing") and "VERB" in kinds and len(words) > 2:
+        return True
+    if kinds.keys() & {"NOUN", "PROPN", "ADJ"}:
         return False
     # a participle names a kind of benefit ("Paid time off", "Extended illness pay"); a gerund or a bare verb an act
     return "VERB" not in kinds or first.endswith("ing") or first in kinds["VERB"]
@@ -597,7 +608,8 @@ def near_miss_topic(headings: list[str], topic: str) -> str:
     if _GENERIC_HEADING.search(topic) and len(names) >= 2:
         topic = names[-2]
     topic = topic.split(": ", 1)[-1]  # "PostHog Handbook: Time Off, Benefits and Training" names "Time Off"
-    return re.split(r"\s+/\s+|,\s*aka\b|,\s|\s+\(", topic)[0].strip()
+    topic = re.split(r"\s+/\s+|,\s*aka\b|,\s|\s+\(", topic)[0].strip()
+    return re.sub(r"(?<=\bLeave) Act$", "", topic, flags=re.I)  # the leave a law gives: "Family Medical Leave Act"
 
 
 def unanswerable_candidates(section_facts: list[dict], templates_by_aspect: dict[str, dict], benefit_topics: str = ".",

@@ -402,9 +402,14 @@ def test_no_near_miss_names_a_heading_that_asks_speaks_to_the_reader_or_names_an
     assert asked("Medical Leave"), "the plain benefit heading is asked about"
     for heading in ("Q: What if I need to be out on leave for more than 12 weeks?", "Q. When is my leave effective?", "Q. How do I change my plan (QLE)?",
                     "For general uses and vacation, you can use:", "Step 5: Take your leave", "Donating leave",
-                    "Using donated leave", "Formally kick-off leave process"):
+                    "Using donated leave", "Formally kick-off leave process", "Reasons someone can take leave",
+                    "Leave types", "Types of leave", "Other paid leave", "Taking advanced leave",
+                    "Understanding travel comp time"):
         assert asked("Medical Leave", heading) == [], heading
     assert asked("Paid Parental Leave"), "a participle names a kind of leave, not an act"
+    assert asked("Fostering leave") and asked("Training budget"), "a gerund before one noun names a benefit"
+    law = asked("Family Medical Leave Act (FMLA)")
+    assert law and all(" act" not in q.lower() for q in law), "a law is asked about as the leave it gives"
     assert all("support:" not in q.lower() for q in asked("Leave Support:")), "a heading's trailing colon is not asked"
 
 
