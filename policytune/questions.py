@@ -425,8 +425,9 @@ def names_an_act(topic: str) -> bool:
     if first in _MODIFYING or not kinds:
         return False
     # a gerund with an object of more than one word is an act even where it is also a noun ("Taking advanced leave",
-    # "Understanding travel comp time"); with one word it may name a benefit ("Fostering leave", "Training budget")
-    if first.endswith("ing") and "VERB" in kinds and len(words) > 2:
+    # "Understanding travel comp time"); with one word, or joined to another noun, it may name a benefit ("Fostering
+    # leave", "Training budget", "Learning and development")
+    if first.endswith("ing") and "VERB" in kinds and len(words) > 2 and words[1].lower() not in ("and", "or", "&"):
         return True
     if kinds.keys() & {"NOUN", "PROPN", "ADJ"}:
         return False
