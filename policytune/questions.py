@@ -402,8 +402,8 @@ _CLAUSE_OR_KINDS = re.compile(r"\b(?:someone|anyone|everyone|they|can|could|may|
 
 
 def names_nothing(topic: str) -> bool:
-    """Whether a heading cannot stand for the benefit inside another question: it asks, opens a clause or speaks to
-    the reader."""
+    """Whether a heading cannot stand for the benefit inside another question: it asks, opens or holds a clause, lists
+    kinds of benefit or speaks to the reader."""
     return not topic.strip() or facts_lib.asks(topic) or bool(_NOT_A_NAME.match(topic.strip())) or \
         bool(_CLAUSE_OR_KINDS.search(topic))
 
