@@ -392,20 +392,17 @@ def speakable(topic: str) -> bool:
 
 # A heading that is itself a question ("Q: Can I extend my LOA past 4 weeks?", "Q. When are my benefits effective?")
 # or a clause ("For general uses and vacation", "If you are sick") does not name a benefit.
-# Speaking to the reader anywhere ("Take your leave") is the same.
+# Speaking to the reader anywhere ("Take your leave") is the same, and so is a clause inside ("Reasons someone can take
+# leave") or a list of benefits ("Leave types", "Types of leave"): "Is reasons someone can take leave taxed?".
 _NOT_A_NAME = re.compile(r"(?:if|when|how|why|what|who|where|which|we|our|my|i|for|to|can|could|should|"
-                         r"do|does|is|are|will|may|must|other)\b|.*\b(?:you|your|yours)\b", re.I)
-# A heading with a clause inside ("Reasons someone can take leave") or one that names a list of benefits ("Leave
-# types", "Types of leave") is no single benefit either: "Is reasons someone can take leave taxed?".
-_CLAUSE_OR_KINDS = re.compile(r"\b(?:someone|anyone|everyone|they|can|could|may|might|must|should|would|types?|"
-                              r"kinds?)\b", re.I)
+                         r"do|does|is|are|will|may|must|other)\b|.*\b(?:you|your|yours|someone|anyone|everyone|they|"
+                         r"can|could|may|might|must|should|would|types?|kinds?)\b", re.I)
 
 
 def names_nothing(topic: str) -> bool:
     """Whether a heading cannot stand for the benefit inside another question: it asks, opens or holds a clause, lists
     kinds of benefit or speaks to the reader."""
-    return not topic.strip() or facts_lib.asks(topic) or bool(_NOT_A_NAME.match(topic.strip())) or \
-        bool(_CLAUSE_OR_KINDS.search(topic))
+    return not topic.strip() or facts_lib.asks(topic) or bool(_NOT_A_NAME.match(topic.strip()))
 
 
 # -ing words that qualify a benefit rather than name an act: "Floating holidays", "Qualifying life events"
