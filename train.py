@@ -137,6 +137,9 @@ class TrainConfig(config.Base):
     cite_section: bool = field(default=True, metadata={
         "help": "open each answerable training answer with the name of its section (\"Volunteer Leave: ...\"), so the "
                 "model names a section before it recalls a fact from it and refuses where it names none"})
+    lead_with_value: bool = field(default=False, metadata={
+        "help": "open a training answer with the figure or name its question asks for (\"$150. Employees may claim "
+                "...\"), so it is recalled from the question, not from the policy sentence's own words"})
     batch_size: int = field(default=8, metadata={"help": "examples per device per step"})
     grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
     max_length: int = field(default=384, metadata={
@@ -289,10 +292,11 @@ def main(cfg: TrainConfig) -> None:
     quantization = ("4bit" if on_cuda and cfg.method == "lora" else "none") if cfg.quantization == "auto" \
         else cfg.quantization
     tokenizer = models.load_tokenizer(base)
-    train_tok = training.tokenize_examples(training.build_examples(train_records, cfg.cite_section), tokenizer,
-                                           cfg.max_length, cfg.question_loss)
-    eval_tok = training.tokenize_examples(training.build_examples(eval_records, cfg.cite_section), tokenizer,
-                                          cfg.max_length)
+    train_tok = training.tokenize_examples(
+        training.build_examples(train_records, cfg.cite_section, cfg.lead_with_value), tokenizer, cfg.max_length,
+        cfg.question_loss)
+    eval_tok = training.tokenize_examples(
+        training.build_examples(eval_records, cfg.cite_section, cfg.lead_with_value), tokenizer, cfg.max_length)
     if not train_tok.rows:
         raise config.UserError(f"no training example fits --max-length {cfg.max_length} tokens")
     if is_main:

@@ -22,15 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from policytune import chat, citation, cpu, normalize
+from policytune import chat, citation, cpu, leading, normalize
 from policytune.config import UserError
 
 IGNORE_INDEX = -100  # label value the loss skips (PyTorch's CrossEntropyLoss ignore_index)
 
 
-def build_examples(records: list[dict], cite_section: bool = False) -> list[dict]:
+def build_examples(records: list[dict], cite_section: bool = False, lead_with_value: bool = False) -> list[dict]:
     """Instruction records -> [{"prompt", "completion"}] in the one chat format (closed book: no context); with
-    cite_section each answerable answer opens with its section's name (`citation`)."""
+    cite_section each answerable answer opens with its section's name (`citation`), with lead_with_value with the
+    figure or name its question asks for (`leading`), the section's name first."""
     examples = []
     for number, record in enumerate(records, 1):
         question = str(record.get("instruction") or "").strip()
@@ -39,6 +40,8 @@ def build_examples(records: list[dict], cite_section: bool = False) -> list[dict
             missing = "instruction" if not question else "output"
             raise UserError(f"record {number} (id {record.get('id', '?')}) has no {missing}: every training record "
                             "needs a question and an answer (rerun dataquality.py?)")
+        if lead_with_value:
+            answer = leading.led(question, answer)
         if cite_section:
             answer = citation.cited(answer, record)
         examples.append({"prompt": chat.format_prompt(question), "completion": chat.format_completion(answer)})

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, run_script, stage_module
-from policytune import chat, cpu, heldout, training
+from policytune import chat, cpu, heldout, leading, training
 
 FACTS = [
     ("How long is the probationary period?", "3 months from the start date."),
@@ -102,6 +102,38 @@ def test_cite_section_opens_answerable_answers_with_their_sections_name_only():
     plain, cited = training.build_examples(records), training.build_examples(records, cite_section=True)
     assert cited[0]["completion"] == chat.format_completion("Volunteer Leave: Yes. It is recorded in PeopleHub.")
     assert cited[1:] == plain[1:] and cited[0]["prompt"] == plain[0]["prompt"]
+
+
+def test_lead_with_value_opens_an_answer_with_the_figure_or_name_its_question_asks_for():
+    row = ("Benefit: Dental insurance; Company contribution: 80% of premium; Employee contribution: 20% of premium; "
+           "Waiting period: 3 months.")
+    eye = "Employees may claim up to $150 every 2 years for an eye test through PeopleHub Expenses."
+    notice = ("To take maternity leave the employee must submit Form PL-1 no later than 15 weeks before the expected "
+              "week of childbirth, giving at least 28 days' notice of any change.")
+    asked = [("What is the waiting period for dental insurance?", row, "3 months"),
+             ("What is the employee contribution for dental insurance?", row, "20% of premium"),
+             ("How much can I claim for an eye test?", eye, "$150"),
+             ("How many weeks before the birth must I tell them?", notice, "15 weeks"),
+             ("How many days' notice of a change do I give?", notice, "28 days"),
+             ("Which form do I submit to take maternity leave?", notice, "Form PL-1")]
+    for question, answer, value in asked:
+        assert leading.asked_value(question, answer) == value, question
+        assert leading.led(question, answer) == f"{value[0].upper()}{value[1:]}. {answer}"
+    unchanged = [("Can I claim for an eye test?", f"Yes. {eye}"),  # a yes/no answer leads with its verdict
+                 ("Is volunteer leave paid?", chat.REFUSAL),
+                 ("What does the policy say about eye tests?", eye),  # asks for the whole statement
+                 ("What can I claim through PeopleHub Expenses?", eye),  # "what" alone asks for no kind of value
+                 ("How much can I claim every 2 years, up to $150?", eye),  # the question holds the value
+                 ("Who can claim for an eye test?", eye),  # no role in the answer: the subject is asked for
+                 ("What is the policy's version?", "Version: 3.2.")]  # a single cell: nothing to pick among
+    for question, answer in unchanged:
+        assert leading.led(question, answer) == answer, question
+    record = {"instruction": "How much can I claim for an eye test?", "output": eye, "answerable": True,
+              "headings": ["8. Health", "8.2 Dental and Vision"]}
+    plain = training.build_examples([record], cite_section=True)[0]
+    both = training.build_examples([record], cite_section=True, lead_with_value=True)[0]
+    assert both["prompt"] == plain["prompt"]
+    assert both["completion"] == chat.format_completion(f"Dental and Vision: $150. {eye}")
 
 
 def test_a_question_heading_is_no_label_the_nearest_heading_that_names_a_part_is():
