@@ -281,6 +281,26 @@ def sentence_questions(text: str, topic: str = "") -> list[dict[str, str]]:
     return out
 
 
+# "How many weeks of paternity leave ...?" as employees ask it: "How much paternity leave ...?"; "How many months is
+# probation?": "How long is probation?". The gold sets ask "how long" and "how much" more than "how many", the
+# training data had no "how long" at all, and a question without the unit makes the answer recall the unit too.
+_DURATION = r"(?:(?:calendar|business|working|work|paid|unpaid|consecutive) )*(?:days|weeks|months|years|hours)"
+_HOW_MANY_OF = re.compile(rf"\bhow many {_DURATION}(?: of (?!(?:my|your|their|the|this|that|any)\b)(?=(?:[\w-]+ ){{0,3}}?(?:leave|pay|holidays?|notice|absence|time|"
+                          rf"sickness|training|study|toil)\b)|['’] (?=notice\b))", re.I)
+_HOW_MANY_LONG = re.compile(rf"(?:^|(?<=, )|(?<=: ))(?:for )?how many {_DURATION} (?=(?:is|are)\b)", re.I)
+
+
+def unit_free(question: str) -> str | None:
+    """The question asking "how much <noun>" or "how long" where it asks how many days, weeks, months or years of
+    something; None where it asks neither way."""
+    for pattern, words in ((_HOW_MANY_OF, "how much "), (_HOW_MANY_LONG, "how long ")):
+        match = pattern.search(question)
+        if match:
+            words = words.capitalize() if question[match.start()].isupper() else words
+            return question[:match.start()] + words + question[match.end():]
+    return None
+
+
 _POINTS_BACK = re.compile(r"(?:this|these|those|both|such|each of these|all of these|the same)\b", re.I)
 
 
@@ -304,7 +324,7 @@ def _clause_questions(text: str) -> list[dict[str, str]]:
                                                                      question)):
                 question = None
         if question and len(question.split()) <= 25:
-            out.append({"question": question, "style": "wh", "slot": slot["kind"]})
+            out.append({"question": unit_free(question) or question, "style": "wh", "slot": slot["kind"]})
     polar = phrasing.polar(text)
     if polar:
         out.append({"question": polar, "style": "yes_no", "slot": kind if kind != "statement" else "condition",

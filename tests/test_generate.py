@@ -449,6 +449,24 @@ def test_a_yes_no_question_is_asked_with_a_wrong_figure_and_answered_no():
     assert contrast.wrong_figure("Is the 2026 rate $40?", "The 2026 rate is $40.")[0] == "Is the 2026 rate $60?"
 
 
+def test_a_duration_is_asked_how_much_or_how_long_as_employees_ask_it():
+    fact = {"id": "f", "kind": "sentence", "topic": "Compassionate Leave", "headings": ["7. Compassionate Leave"],
+            "text": "Employees may take up to 5 days of paid compassionate leave per calendar year."}
+    asked = [d["question"] for d in questions.templates(fact) if d["style"] == "wh"]
+    assert asked and asked[0].startswith("How much paid compassionate leave can") and "days" not in asked[0]
+    assert questions.unit_free("For how many years are leave records kept after employment ends?") == \
+        "How long are leave records kept after employment ends?"
+    assert questions.unit_free("How many months is the probationary period?") == "How long is the probationary period?"
+    assert questions.unit_free("Under our policy, how many business days' notice must I give?") == \
+        "Under our policy, how much notice must I give?"
+    for kept in ("How many days per year with 10 years of service?",  # a count per row, not an amount of leave
+                 "How many years of service do I need?",
+                 "Within how many months of the date it was earned must TOIL be used?",  # "within how much the date"
+                 "How many days of my accrued leave can I take during probation?",
+                 "How many days can I carry over?"):  # "how long can I carry over" asks something else
+        assert questions.unit_free(kept) is None, kept
+
+
 def test_details_a_named_benefit_leaves_out_are_asked_and_stated_ones_are_not():
     """"Volunteer leave" is named with no figure, pay, approver or notice: each is a near miss. The relocation
     allowance's amount is stated in another section, so "How much is the relocation allowance?" is not asked."""

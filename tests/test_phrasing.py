@@ -203,8 +203,8 @@ def test_each_fact_is_first_asked_so_that_the_model_must_recall_its_figure():
     drafts = questions.templates(fact)
     asked = [d["question"] for d in drafts]
     # a fronted question too long for an employee falls back to its first clause; the purpose after the period goes
-    assert "How many days of paid compassionate leave can I take per calendar year to deal with a serious illness?" in asked
-    assert "How many days of paid compassionate leave can I take per calendar year?" in asked
+    assert "How much paid compassionate leave can I take per calendar year to deal with a serious illness?" in asked
+    assert "How much paid compassionate leave can I take per calendar year?" in asked
     ordered = questions.recall_first(drafts, fact["text"])
     # first a question whose answer holds a figure the question leaves out, then one asking a wrong figure ("No."),
     # never first one that holds the figure ("Who can take up to 5 days ...?")
