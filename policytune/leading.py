@@ -52,8 +52,9 @@ def asked_value(question: str, answer: str) -> str | None:
     cells = _cells(answer)
     if cells:
         # the column the question names: "What is the waiting period for dental insurance?" -> "3 months"
-        named = [(len(_words(header) & _words(question)), value) for header, value in cells[1:]
-                 if _words(header) and _words(header) <= _words(question) and value.lower() not in asked]
+        question_words = _words(question)
+        named = [(len(header_words), value) for header_words, value in ((_words(h), v) for h, v in cells[1:])
+                 if header_words and header_words <= question_words and value.lower() not in asked]
         return max(named)[1] if named else None
     for pattern, kinds in _ASKS:
         match = pattern.search(asked)

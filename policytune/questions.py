@@ -285,8 +285,9 @@ def sentence_questions(text: str, topic: str = "") -> list[dict[str, str]]:
 # probation?": "How long is probation?". The gold sets ask "how long" and "how much" more than "how many", the
 # training data had no "how long" at all, and a question without the unit makes the answer recall the unit too.
 _DURATION = r"(?:(?:calendar|business|working|work|paid|unpaid|consecutive) )*(?:days|weeks|months|years|hours)"
-_HOW_MANY_OF = re.compile(rf"\bhow many {_DURATION}(?: of (?!(?:my|your|their|the|this|that|any)\b)(?=(?:[\w-]+ ){{0,3}}?(?:leave|pay|holidays?|notice|absence|time|"
-                          rf"sickness|training|study|toil)\b)|['’] (?=notice\b))", re.I)
+_HOW_MANY_OF = re.compile(rf"\bhow many {_DURATION}(?: of (?!(?:my|your|their|the|this|that|any)\b)"
+                          rf"(?=(?:[\w-]+ ){{0,3}}?(?:leave|pay|holidays?|notice|absence|time|sickness|training|study|"
+                          rf"toil)\b)|['’] (?=notice\b))", re.I)
 _HOW_MANY_LONG = re.compile(rf"(?:^|(?<=, )|(?<=: ))(?:for )?how many {_DURATION} (?=(?:is|are)\b)", re.I)
 
 
