@@ -56,6 +56,10 @@ class GenerationConfig(llm.LLMOptions):
     about_phrases: bool = field(default=True, metadata={
         "help": "give a fact the rules could not ask enough about questions on its own noun phrases ('What should I "
                 "know about routine check-ups and hygiene visits?', policytune/keyphrases.py)"})
+    recall_questions: bool = field(default=False, metadata={
+        "help": "give a fact whose every question holds most of its answer's words ('Do we host a monthly book club "
+                "called BookHog?') a question about one of its noun phrases, asked first ('What should I know about a "
+                "monthly book club?'): answering it means recalling the fact, not copying the question"})
     near_miss_openings: bool = field(default=True, metadata={
         "help": "ask near misses again in employees' openings ('According to the policy, ...') while fewer than "
                 "--unanswerable-ratio were found"})
@@ -154,7 +158,8 @@ def main(cfg: GenerationConfig) -> None:
             near_miss_check=cfg.near_miss_check, detail_near_misses=cfg.detail_near_misses,
             employee_words=cfg.employee_words, about_phrases=cfg.about_phrases,
             near_miss_openings=cfg.near_miss_openings, situation_first=cfg.situation_first,
-            absent_benefits=cfg.absent_benefits, topic_near_misses=cfg.topic_near_misses)
+            absent_benefits=cfg.absent_benefits, topic_near_misses=cfg.topic_near_misses,
+            recall_questions=cfg.recall_questions)
     io.write_json_atomic(output_path, records)
     io.write_json_atomic(cfg.data_path("syntheticdata_summary.json"), summary)
     print(generate.format_summary(summary), flush=True)

@@ -11,12 +11,9 @@ import re
 import zlib
 
 from policytune.phrasing import lower_first
-from policytune.questions import WRAPPERS
+from policytune.questions import OPENING
 
 _ABBREVIATION = re.compile(r"((?:[A-Z][\w'-]*\s+){1,8})\(([A-Z]{2,6})\)")
-# "According to the policy, ...": the openings questions.WRAPPERS puts in front of a question
-_OPENING = re.compile("^(?:" + "|".join(re.escape(w.split("{q}")[0]).replace(re.escape("{topic}"), "[^:?]+")
-                                         for w in WRAPPERS) + ")")
 _CONDITION = re.compile(r"^(?P<ask>\w+(?: [^?]*?)?\w),? if (?P<who>I|my) (?P<rest>[^?,;]+)\?$")
 _PARTICIPLE = re.compile(r"^(?:been|had|taken|done|given|made|left|\w+ed)\b")
 _CONTRACTIONS = [(r"^What is\b", "What's"), (r"^Who is\b", "Who's"), (r"^How much is\b", "How much's"),
@@ -76,7 +73,7 @@ def situation_first(question: str) -> str | None:
     "What happens to parental leave if I resign?" -> "If I resign, what happens to parental leave?". None when the
     question ends in no "if I ..." or "if my ..." condition. The words are the same, so no near-copy check tells the
     two apart: a plan asks one or the other, never both."""
-    opening = _OPENING.match(question)
+    opening = OPENING.match(question)
     head = opening.group(0) if opening else ""
     found = _CONDITION.match(question[len(head):])
     if not found or len(found["ask"].split()) < 2:

@@ -101,7 +101,8 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
          employee_words: dict[str, list[str]] | None = None,
          about_phrases: bool = True, near_miss_openings: bool = True,
          situation_first: bool = False,
-         absent_benefits: dict[str, dict] | None = None, absent_for: str = ".") -> tuple[dict[str, dict], dict]:
+         absent_benefits: dict[str, dict] | None = None, absent_for: str = ".",
+         recall_questions: bool = False) -> tuple[dict[str, dict], dict]:
     """Decide every question of every chunk before asking the teacher anything.
 
     Per chunk: its facts, each with the code's drafts that point at it (consistency-checked
@@ -111,7 +112,8 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
     answer is dropped with that fact named ("document": any fact alike that holds a cue word; "topic": not one that
     is about another of the document's topics). With `employee_words`, each fact's third question is one of its
     first ones in everyday words (`employee.py`). With `about_phrases`, a fact still short of questions is asked
-    about its own noun phrases (`keyphrases.py`). With `near_miss_openings`, near misses short of the ratio are asked
+    about its own noun phrases (`keyphrases.py`), and with `recall_questions` so is one whose every question holds its
+    answer's words (`questions.recalls`). With `near_miss_openings`, near misses short of the ratio are asked
     again in employees' openings. With `situation_first`, half the questions that end in "if I ..." (facts and near
     misses alike, picked by hash) say it first (`employee.situation_first`). With `absent_benefits`, the benefits of that
     inventory the document never names are asked about too, where a heading matches `absent_for` (`absent.py`). Returns (plan by chunk id, report of what
@@ -145,7 +147,13 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
         for draft in drafts:
             if not_near_copy(draft["question"], [d["question"] for d in distinct]):
                 distinct.append(draft)
-        distinct = questions.recall_first(distinct, fact["text"])
+        if recall_questions and about_phrases and not any(questions.recalls(d["question"], fact["text"]) for d in distinct):
+            # every question holds the answer's words ("Do we host a monthly book club called BookHog?"): one about a
+            # noun phrase of the fact makes the model recall it ("What should I know about a monthly book club?")
+            distinct += [draft for draft in keyphrases.questions(fact, document_index.frequency, 3)
+                         if not questions.malformed(draft["question"]) and passes(draft, fact)
+                         and not_near_copy(draft["question"], [d["question"] for d in distinct])][:1]
+        distinct = questions.recall_first(distinct, fact["text"], words=recall_questions)
         if employee_words:
             everyday = [{**d, "question": q, "style": "everyday"} for d in distinct
                         if (q := employee.reword(d["question"], employee_words, short_names))
@@ -452,7 +460,8 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
                    near_miss_check: str = "topic", detail_near_misses: bool = True,
                    employee_words: bool = True, about_phrases: bool = True,
                    near_miss_openings: bool = True, situation_first: bool = False,
-                   absent_benefits: bool = True, topic_near_misses: bool = True) -> tuple[list[dict], dict]:
+                   absent_benefits: bool = True, topic_near_misses: bool = True,
+                   recall_questions: bool = False) -> tuple[list[dict], dict]:
     """Generate (or resume) questions for every fact of every chunk; returns (records in chunk order, summary).
     Without `topic_near_misses` no section is asked the aspects of `UNANSWERABLE_TEMPLATES`; near misses then come
     from the details, providers and benefits the policy leaves out."""
@@ -470,7 +479,7 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
                                    detail_near_misses, prompt_set["employee_words"] if employee_words else None,
                                    about_phrases, near_miss_openings, situation_first,
                                    prompt_set["absent_benefits"] if absent_benefits else None,
-                                   prompt_set["absent_benefits_for"])
+                                   prompt_set["absent_benefits_for"], recall_questions=recall_questions)
     section_indexes = {}
     for fact in fact_list:
         section_indexes.setdefault(fact["section"], []).append(fact)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from policytune import chat
-from policytune.questions import slots
+from policytune.questions import OPENING, slots, table_cells
 
 # What each question word asks for, by the kinds `questions.slots` finds: "what ..." alone could ask for anything
 # ("What requires my manager's agreement?"), so it leads with nothing unless a table's column names it.
@@ -19,23 +19,15 @@ _ASKS = [
     (re.compile(r"\bhow many ([a-z-]+)"), ("quantity",)),
     (re.compile(r"\bhow (?:much|long)\b"), ("money", "percent", "quantity")),
     (re.compile(r"\bwhat (?:percentage|percent|share)\b"), ("percent",)),
-    (re.compile(r"^(?:[^:?]+: |according to the policy, |under our policy, )?(?:when|by when|what date|what time)\b"),
-     ("date", "time")),
+    (re.compile(r"^(?:when|by when|what date|what time)\b"), ("date", "time")),
     (re.compile(r"\b(?:which|what) form\b"), ("form",)),
     (re.compile(r"\b(?:which|what) (?:system|tool|platform)\b|^where\b"), ("system",)),
     (re.compile(r"\b(?:which|what) (?:provider|plan|company)\b|\bwho (?:provides|runs|administers)\b"), ("provider",)),
-    (re.compile(r"^(?:[^:?]+: |according to the policy, |under our policy, )?who(?:m)?\b"), ("role",)),
+    (re.compile(r"^who(?:m)?\b"), ("role",)),
 ]
 # a restatement's question asks for the whole section or statement, not one of its values
 _ABOUT = re.compile(r"\bwhat does the policy say about\b|\bwhat should i know about\b|\bwhat are the rules on\b", re.I)
 _POLAR = re.compile(r"^(?:yes|no)\b", re.I)
-
-
-def _cells(answer: str) -> list[tuple[str, str]]:
-    """A table row's "Header: value" cells ("Benefit: Dental insurance; Waiting period: 3 months"), [] for prose."""
-    pieces = answer.rstrip(".").split("; ")
-    cells = [tuple(p.split(": ", 1)) for p in pieces]
-    return cells if len(cells) > 1 and all(len(c) == 2 for c in cells) else []
 
 
 def _words(text: str) -> set[str]:
@@ -48,9 +40,9 @@ def asked_value(question: str, answer: str) -> str | None:
     where no such value is found."""
     if chat.is_refusal(answer) or _POLAR.match(answer) or _ABOUT.search(question):
         return None
-    asked = question.lower()
-    cells = _cells(answer)
-    if cells:
+    asked = OPENING.sub("", question).lower()  # "According to the policy, when ...?" asks when
+    cells = table_cells(answer)
+    if len(cells) > 1:
         # the column the question names: "What is the waiting period for dental insurance?" -> "3 months"
         question_words = _words(question)
         named = [(len(header_words), value) for header_words, value in ((_words(h), v) for h, v in cells[1:])

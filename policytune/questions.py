@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
-from policytune import contrast
+from policytune import contrast, heuristics
 from policytune import facts as facts_lib
 from policytune import phrasing
 
@@ -115,17 +115,26 @@ def topic_phrase(topic: str) -> str:
     return " ".join(w.lower() if re.fullmatch(r"[A-Z][a-z]+(?:-[a-z]+)*", w) else w for w in topic.split())
 
 
-def table_questions(fact: dict) -> list[str]:
-    """A table row "Benefit: Vision insurance; Company contribution: 100% ..." asks each column of its row;
-    a two-cell row ("Version: 3.2", "Step 1: Complete Form ED-3 ...") asks for its key."""
+def table_cells(text: str) -> list[list[str]]:
+    """A table row's [header, value] cells ("Benefit: Dental insurance; Waiting period: 3 months"); [] for text that
+    does not open with a cell."""
     parts: list[list[str]] = []
-    for piece in fact["text"].rstrip(".").split("; "):
+    for piece in text.rstrip(".").split("; "):
         if ": " in piece:
             parts.append(piece.split(": ", 1))
         elif parts:  # a cell with its own ";" ("Raised the allowance; added ...") continues the cell before it
             parts[-1][1] += f"; {piece}"
         else:
             return []
+    return parts
+
+
+def table_questions(fact: dict) -> list[str]:
+    """A table row "Benefit: Vision insurance; Company contribution: 100% ..." asks each column of its row;
+    a two-cell row ("Version: 3.2", "Step 1: Complete Form ED-3 ...") asks for its key."""
+    parts = table_cells(fact["text"])
+    if not parts:
+        return []
     topic = topic_phrase(fact.get("topic") or "the policy")
     if len(parts) == 1:
         key, value = parts[0][0].rstrip(":").strip(), parts[0][1].lstrip(": ")
@@ -485,6 +494,9 @@ def shorter(question: str, keep_condition: bool = False) -> str | None:
 
 # How employees open the same question in a chat; used for facts that have fewer forms of their own than wanted.
 WRAPPERS = ("According to the policy, {q}", "Quick question about {topic}: {q}", "Under our policy, {q}")
+# The openings WRAPPERS puts in front of a question ("According to the policy, ...")
+OPENING = re.compile("^(?:" + "|".join(re.escape(w.split("{q}")[0]).replace(re.escape("{topic}"), "[^:?]+")
+                                        for w in WRAPPERS) + ")", re.I)
 
 
 def wrapped(drafts: list[dict], fact: dict, wanted: int, distinct: Callable[[str, list[str]], bool]) -> list[dict]:
@@ -497,7 +509,7 @@ def wrapped(drafts: list[dict], fact: dict, wanted: int, distinct: Callable[[str
     for item in drafts:
         if len(drafts) + len(out) >= wanted:
             break
-        if item["style"] in ("topic", "wrapped"):
+        if item["style"] in ("topic", "wrapped", "keyphrase"):  # "Quick question about books: what should I know ...?"
             continue
         for wrapper in wrappers:
             bases = (shorter(item["question"], keep_condition=item["style"] == "yes_no"), item["question"])
@@ -522,10 +534,24 @@ def contrasted(items: list[dict], fact_text: str) -> list[dict]:
     return out
 
 
+# A question holding 70% of its fact's content words leaves little to recall: on PostHog 22% of the facts had only
+# such questions ("Do we host a monthly book club called BookHog?"), on the sample 12%.
+COPYING_SHARE = 0.7
+
+
 def recalls(question: str, fact_text: str) -> bool:
-    """Whether answering the question means recalling one of the fact's figures or names: the question leaves it out
-    ("How many days of compassionate leave can I take?" against "Can I take up to 5 days ...?")."""
-    return _leaves_out(question, [slot["value"].lower() for slot in slots(fact_text)])
+    """Whether answering the question means recalling part of the fact: a figure or name it leaves out ("How many
+    days of compassionate leave can I take?" against "Can I take up to 5 days ...?"), or, for a fact with none, most
+    of its words ("What do we use in the UK?" against "In the UK, we use Royal London.")."""
+    values = [slot["value"].lower() for slot in slots(fact_text)]
+    return _leaves_out(question, values) if values else not copies(question, fact_text)
+
+
+def copies(question: str, fact_text: str) -> bool:
+    """Whether the question holds COPYING_SHARE of the fact's content words: its answer can be written back from it."""
+    words = {heuristics.stem(w) for w in heuristics.content_words(fact_text)}
+    asked = {heuristics.stem(w) for w in heuristics.content_words(question)}
+    return bool(words) and len(words & asked) >= COPYING_SHARE * len(words)
 
 
 def _leaves_out(question: str, values: list[str]) -> bool:
@@ -533,13 +559,17 @@ def _leaves_out(question: str, values: list[str]) -> bool:
     return any(value not in asked for value in values)
 
 
-def recall_first(drafts: list[dict], fact_text: str) -> list[dict]:
-    """The drafts in the order a fact's few questions are taken: one that makes the model recall a figure or name,
-    then a yes/no question with a wrong figure (its answer gives the right one), then the other recall questions.
-    A question holding its fact's figures only teaches copying them from the question."""
+def recall_first(drafts: list[dict], fact_text: str, words: bool = True) -> list[dict]:
+    """The drafts in the order a fact's few questions are taken: one that makes the model recall a figure or name
+    (with `words`, for a fact with neither: most of its words), then a yes/no question with a wrong figure (its
+    answer gives the right one), then the other recall questions. A question holding its fact's figures only
+    teaches copying them from the question."""
     values = [slot["value"].lower() for slot in slots(fact_text)]  # once per fact, not once per draft
-    recall = [d for d in drafts
-              if d["style"] not in ("contrast", "yes_no", "about") and _leaves_out(d["question"], values)]
+    if values or not words:
+        recall = [d for d in drafts
+                  if d["style"] not in ("contrast", "yes_no", "about") and _leaves_out(d["question"], values)]
+    else:
+        recall = [d for d in drafts if d["style"] not in ("contrast", "yes_no") and not copies(d["question"], fact_text)]
     contrasts = [d for d in drafts if d["style"] == "contrast"]
     head = recall[:1] + contrasts[:1] + recall[1:]
     return head + [d for d in drafts if d not in head]

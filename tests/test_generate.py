@@ -628,6 +628,32 @@ def test_a_fact_the_rules_cannot_read_is_asked_about_its_own_noun_phrases():
     assert all(index.top(q, 1)[0][0]["id"] == target["id"] for q in asked)
 
 
+def test_a_fact_whose_questions_all_hold_its_words_is_asked_one_that_makes_the_model_recall_it():
+    def chunk(headings: list[str], text: str) -> dict:
+        return {"id": io.content_hash(text), "doc": "p.pdf", "pages": [1], "headings": headings, "text": text,
+                "context_text": text, "n_tokens": 40, "kind": "text"}
+
+    copied = "You can use your books budget towards audiobooks as well if you prefer."
+    chunks = [chunk(["Learning", "Books"], copied + " Books do not have to be tied directly to your area, and they only "
+                    "need to be loosely relevant to your work.")]
+    fact_list, _ = facts.inventory(chunks)
+    target = next(f for f in fact_list if f["text"] == copied)
+    assert all(questions.copies(d["question"], copied) for d in questions.templates(target))
+    # a figure left out is recall; for a fact without one, most of its words left out is
+    assert questions.recalls("What should I know about audiobooks?", copied)
+    assert not questions.recalls("Can I use my books budget towards audiobooks as well if I prefer?", copied)
+    asked = {}
+    for on in (False, True):
+        chunk_plan, _ = generate.plan(chunks, fact_list, 3, 0.0, {}, recall_questions=on)
+        asked[on] = next(e["drafts"] for e in chunk_plan[chunks[0]["id"]]["facts"] if e["fact"]["id"] == target["id"])
+    assert not any(questions.recalls(d["question"], copied) for d in asked[False])
+    first = asked[True][0]
+    assert first["style"] == "keyphrase" and questions.recalls(first["question"], copied), first
+    assert not questions.malformed(first["question"])
+    # the fact's other questions stay: the recall question comes first, it does not replace them
+    assert [d["question"] for d in asked[False]][:2] == [d["question"] for d in asked[True][1:3]]
+
+
 def test_without_topic_near_misses_no_section_is_asked_the_template_aspects(tmp_path):
     """The templates ask every section the aspects it is silent on ("Is annual leave different for union members?");
     off, the near misses left are the details and benefits the policy leaves out, and the answerable pairs are the
