@@ -147,8 +147,8 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
         for draft in drafts:
             if not_near_copy(draft["question"], [d["question"] for d in distinct]):
                 distinct.append(draft)
-        if recall_questions and about_phrases and \
-                not any(questions.recalls(d["question"], fact["text"]) for d in distinct):
+        if recall_questions and about_phrases and not any(map(questions.recall_check(fact["text"]),
+                                                                 (d["question"] for d in distinct))):
             # every question holds the answer's words ("Do we host a monthly book club called BookHog?"): one about a
             # noun phrase of the fact makes the model recall it ("What should I know about a monthly book club?")
             distinct += [draft for draft in keyphrases.questions(fact, document_index.frequency, 3)

@@ -539,19 +539,29 @@ def contrasted(items: list[dict], fact_text: str) -> list[dict]:
 COPYING_SHARE = 0.7
 
 
+def recall_check(fact_text: str, words: bool = True) -> Callable[[str], bool]:
+    """Whether answering a question means recalling part of the fact: a figure or name it leaves out ("How many days
+    of compassionate leave can I take?" against "Can I take up to 5 days ...?"), or, with `words`, for a fact with
+    neither, most of its words ("What do we use in the UK?" against "In the UK, we use Royal London."). The fact is
+    read once; the check is asked of each of its questions."""
+    return _recall_check(fact_text, [slot["value"].lower() for slot in slots(fact_text)], words)
+
+
+def _recall_check(fact_text: str, values: list[str], words: bool) -> Callable[[str], bool]:
+    if values or not words:
+        return lambda question: _leaves_out(question, values)
+    fact_words = _stems(fact_text)
+    # a question holding COPYING_SHARE of the fact's content words: its answer can be written back from it
+    return lambda question: not fact_words or len(fact_words & _stems(question)) < COPYING_SHARE * len(fact_words)
+
+
 def recalls(question: str, fact_text: str) -> bool:
-    """Whether answering the question means recalling part of the fact: a figure or name it leaves out ("How many
-    days of compassionate leave can I take?" against "Can I take up to 5 days ...?"), or, for a fact with none, most
-    of its words ("What do we use in the UK?" against "In the UK, we use Royal London.")."""
-    values = [slot["value"].lower() for slot in slots(fact_text)]
-    return _leaves_out(question, values) if values else not copies(question, fact_text)
+    """`recall_check` for one question."""
+    return recall_check(fact_text)(question)
 
 
-def copies(question: str, fact_text: str) -> bool:
-    """Whether the question holds COPYING_SHARE of the fact's content words: its answer can be written back from it."""
-    words = {heuristics.stem(w) for w in heuristics.content_words(fact_text)}
-    asked = {heuristics.stem(w) for w in heuristics.content_words(question)}
-    return bool(words) and len(words & asked) >= COPYING_SHARE * len(words)
+def _stems(text: str) -> set[str]:
+    return {heuristics.stem(w) for w in heuristics.content_words(text)}
 
 
 def _leaves_out(question: str, values: list[str]) -> bool:
@@ -565,11 +575,10 @@ def recall_first(drafts: list[dict], fact_text: str, words: bool = True) -> list
     answer gives the right one), then the other recall questions. A question holding its fact's figures only
     teaches copying them from the question."""
     values = [slot["value"].lower() for slot in slots(fact_text)]  # once per fact, not once per draft
-    if values or not words:
-        recall = [d for d in drafts
-                  if d["style"] not in ("contrast", "yes_no", "about") and _leaves_out(d["question"], values)]
-    else:
-        recall = [d for d in drafts if d["style"] not in ("contrast", "yes_no") and not copies(d["question"], fact_text)]
+    recalled = _recall_check(fact_text, values, words)
+    # "What does the policy say about compassionate leave?" asks for no figure; of a fact without one it asks all
+    not_recall = ("contrast", "yes_no", "about") if values or not words else ("contrast", "yes_no")
+    recall = [d for d in drafts if d["style"] not in not_recall and recalled(d["question"])]
     contrasts = [d for d in drafts if d["style"] == "contrast"]
     head = recall[:1] + contrasts[:1] + recall[1:]
     return head + [d for d in drafts if d not in head]

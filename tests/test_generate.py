@@ -638,7 +638,7 @@ def test_a_fact_whose_questions_all_hold_its_words_is_asked_one_that_makes_the_m
                     "need to be loosely relevant to your work.")]
     fact_list, _ = facts.inventory(chunks)
     target = next(f for f in fact_list if f["text"] == copied)
-    assert all(questions.copies(d["question"], copied) for d in questions.templates(target))
+    assert not any(questions.recalls(d["question"], copied) for d in questions.templates(target))
     # a figure left out is recall; for a fact without one, most of its words left out is
     assert questions.recalls("What should I know about audiobooks?", copied)
     assert not questions.recalls("Can I use my books budget towards audiobooks as well if I prefer?", copied)
