@@ -56,8 +56,9 @@ class GenerationConfig(llm.LLMOptions):
     about_phrases: bool = field(default=True, metadata={
         "help": "give a fact the rules could not ask enough about questions on its own noun phrases ('What should I "
                 "know about routine check-ups and hygiene visits?', policytune/keyphrases.py)"})
-    # Measured in BENCHMARKS.md (thirty-seventh session), paired: PostHog at 4 passes, accuracy +0.08 [+0.01, +0.15]
-    # (seed 42) and +0.06 (seed 7), separability unchanged; the sample at 2 passes, -0.09 [-0.14, -0.05] (seed 42). Off.
+    # Measured in BENCHMARKS.md (thirty-seventh and thirty-eighth sessions), paired: PostHog at 4 passes, accuracy
+    # +0.08 [+0.01, +0.15] and +0.06 over two seeds; the sample -0.09 and +0.01; 18F +0.03; Sourcegraph -0.01 with
+    # false refusals +0.11 [+0.03, +0.19]. The gain is PostHog's alone. Off.
     recall_questions: bool = field(default=False, metadata={
         "help": "give a fact whose every question holds most of its answer's words ('Do we host a monthly book club "
                 "called BookHog?') a question about one of its noun phrases, asked first ('What should I know about a "
