@@ -113,7 +113,7 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
     is about another of the document's topics). With `employee_words`, each fact's third question is one of its
     first ones in everyday words (`employee.py`). With `about_phrases`, a fact still short of questions is asked
     about its own noun phrases (`keyphrases.py`), and with `recall_questions` so is one whose every question holds its
-    answer's words (`questions.recalls`). With `near_miss_openings`, near misses short of the ratio are asked
+    answer's words (`questions.recall_check`). With `near_miss_openings`, near misses short of the ratio are asked
     again in employees' openings. With `situation_first`, half the questions that end in "if I ..." (facts and near
     misses alike, picked by hash) say it first (`employee.situation_first`). With `absent_benefits`, the benefits of that
     inventory the document never names are asked about too, where a heading matches `absent_for` (`absent.py`). Returns (plan by chunk id, report of what
