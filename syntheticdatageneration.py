@@ -63,6 +63,11 @@ class GenerationConfig(llm.LLMOptions):
         "help": "give a fact whose every question holds most of its answer's words ('Do we host a monthly book club "
                 "called BookHog?') a question about one of its noun phrases, asked first ('What should I know about a "
                 "monthly book club?'): answering it means recalling the fact, not copying the question"})
+    # Sourcegraph's handbook: 66 FAQ entries over 145 of its 361 facts (BENCHMARKS.md, thirty-ninth session); the
+    # sample, PostHog and 18F have none, and their pairs are the same with it on or off.
+    faq_questions: bool = field(default=True, metadata={
+        "help": "ask each FAQ entry's own question ('Q. Does Sourcegraph match my 401k?'), answered by the statements "
+                "under it (policytune/faq.py), in up to --questions-per-fact openings"})
     near_miss_openings: bool = field(default=True, metadata={
         "help": "ask near misses again in employees' openings ('According to the policy, ...') while fewer than "
                 "--unanswerable-ratio were found"})
@@ -162,7 +167,7 @@ def main(cfg: GenerationConfig) -> None:
             employee_words=cfg.employee_words, about_phrases=cfg.about_phrases,
             near_miss_openings=cfg.near_miss_openings, situation_first=cfg.situation_first,
             absent_benefits=cfg.absent_benefits, topic_near_misses=cfg.topic_near_misses,
-            recall_questions=cfg.recall_questions)
+            recall_questions=cfg.recall_questions, faq_questions=cfg.faq_questions)
     io.write_json_atomic(output_path, records)
     io.write_json_atomic(cfg.data_path("syntheticdata_summary.json"), summary)
     print(generate.format_summary(summary), flush=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from policytune import chat, details, employee, heuristics, io, keyphrases, llm, normalize, phrasing, questions
-from policytune import absent, unstated
+from policytune import absent, faq, unstated
 from policytune import facts as facts_lib
 
 TYPES = ("numeric", "entity", "procedure", "eligibility")
@@ -102,7 +102,7 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
          about_phrases: bool = True, near_miss_openings: bool = True,
          situation_first: bool = False,
          absent_benefits: dict[str, dict] | None = None, absent_for: str = ".",
-         recall_questions: bool = False) -> tuple[dict[str, dict], dict]:
+         recall_questions: bool = False, faq_questions: bool = True) -> tuple[dict[str, dict], dict]:
     """Decide every question of every chunk before asking the teacher anything.
 
     Per chunk: its facts, each with the code's drafts that point at it (consistency-checked
@@ -116,15 +116,16 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
     answer's words (`questions.recall_check`). With `near_miss_openings`, near misses short of the ratio are asked
     again in employees' openings. With `situation_first`, half the questions that end in "if I ..." (facts and near
     misses alike, picked by hash) say it first (`employee.situation_first`). With `absent_benefits`, the benefits of that
-    inventory the document never names are asked about too, where a heading matches `absent_for` (`absent.py`). Returns (plan by chunk id, report of what
-    was left out).
+    inventory the document never names are asked about too, where a heading matches `absent_for` (`absent.py`). With
+    `faq_questions`, each FAQ entry's own question is asked too, answered by its statements (`faq.py`). Returns (plan
+    by chunk id, report of what was left out).
     """
     by_section: dict[str, list[dict]] = {}
     for fact in fact_list:
         by_section.setdefault(fact["section"], []).append(fact)
     section_index = {name: facts_lib.Index(members) for name, members in by_section.items()}
     document_index = facts_lib.Index(fact_list) if fact_list else None
-    chunk_plan: dict[str, dict] = {c["id"]: {"facts": [], "unanswerable": []} for c in chunks}
+    chunk_plan: dict[str, dict] = {c["id"]: {"facts": [], "unanswerable": [], "faq": []} for c in chunks}
     rejected_drafts: list[dict] = []
     short_names = employee.abbreviations(fact_list)
     employee_words = employee.usable(employee_words, fact_list) if employee_words else None
@@ -177,6 +178,13 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
     # question copies an earlier fact's gets its next draft instead ("What is the form for annual leave?").
     entries = [entry for chunk in chunks for entry in chunk_plan[chunk["id"]]["facts"]]
     taken = normalize.NearDuplicates([d["question"] for e in entries for d in e["drafts"]], NEAR_DUPLICATE)
+    # An FAQ's question is its writer's, asked first: a fact's draft that copies it gets the fact's next draft.
+    for item in faq.entries(fact_list) if faq_questions else ():
+        asked = [q for q in faq.phrasings(item, questions_per_fact, not_near_copy) if taken.find(q) is None]
+        for question in asked:
+            taken.add(question)
+        if asked:
+            chunk_plan[item["fact"]["chunk_id"]]["faq"].append({**item, "phrasings": asked})
     for entry in entries:
         fresh = [d for d in entry["drafts"] if taken.find(d["question"]) is None]
         rejected_drafts += [{"fact_id": entry["fact"]["id"], "question": d["question"],
@@ -375,6 +383,12 @@ def generate_chunk(endpoint: llm.Endpoint, chunk: dict, chunk_plan: dict, prompt
     Each fact gets up to `rewordings_per_fact` teacher rewordings (one retry each with another draft
     and seed), then the code's drafts fill it up to `questions_per_fact`."""
     records, failures, seen = [], [], set()
+    for entry in chunk_plan.get("faq", []):
+        for question in entry["phrasings"]:
+            seen.add(question.lower())
+            records.append(_record(chunk, entry["fact"], question, entry["answer"], True,
+                                   questions.question_type("statement", question), "evidence", "faq", endpoint.model,
+                                   sha, {}))
     for entry in chunk_plan["facts"]:
         fact, drafts = entry["fact"], entry["drafts"]
         index = (section_indexes or {}).get(fact["section"])
@@ -443,7 +457,8 @@ def cache_key(chunk_id: str, sha: str, model: str, chunk_plan: dict, temperature
               teacher_answers: bool = True, questions_per_fact: int = 3, rewordings_per_fact: int = 1) -> str:
     """What a chunk's cached result depends on: a change in any of these regenerates it."""
     planned = ([(e["fact"]["id"], [d["question"] for d in e["drafts"]]) for e in chunk_plan["facts"]],
-               [u["question"] for u in chunk_plan["unanswerable"]])
+               [u["question"] for u in chunk_plan["unanswerable"]],
+               [(e["answer"], e["phrasings"]) for e in chunk_plan.get("faq", [])])
     return io.content_hash(chunk_id, sha, model, planned, temperature, max_tokens, seed, teacher_answers,
                            questions_per_fact, rewordings_per_fact, RECORD_LOGIC_VERSION)
 
@@ -462,7 +477,7 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
                    employee_words: bool = True, about_phrases: bool = True,
                    near_miss_openings: bool = True, situation_first: bool = False,
                    absent_benefits: bool = True, topic_near_misses: bool = True,
-                   recall_questions: bool = False) -> tuple[list[dict], dict]:
+                   recall_questions: bool = False, faq_questions: bool = True) -> tuple[list[dict], dict]:
     """Generate (or resume) questions for every fact of every chunk; returns (records in chunk order, summary).
     Without `topic_near_misses` no section is asked the aspects of `UNANSWERABLE_TEMPLATES`; near misses then come
     from the details, providers and benefits the policy leaves out."""
@@ -480,7 +495,8 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
                                    detail_near_misses, prompt_set["employee_words"] if employee_words else None,
                                    about_phrases, near_miss_openings, situation_first,
                                    prompt_set["absent_benefits"] if absent_benefits else None,
-                                   prompt_set["absent_benefits_for"], recall_questions=recall_questions)
+                                   prompt_set["absent_benefits_for"], recall_questions=recall_questions,
+                                   faq_questions=faq_questions)
     section_indexes = {}
     for fact in fact_list:
         section_indexes.setdefault(fact["section"], []).append(fact)
