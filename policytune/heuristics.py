@@ -178,7 +178,9 @@ def check(record: dict, rules: Rules | None = None) -> str | None:
     if reason:
         return f"question_malformed: {reason}"
     if record["answerable"]:
-        for name, rule in (("answer_length", lambda: answer_length(answer, context, rules)),
+        # An FAQ entry's statements are all of its chunk by design (`faq.py`): the writer's answer, not a copy of it.
+        share_of = "" if record.get("style") == "faq" else context
+        for name, rule in (("answer_length", lambda: answer_length(answer, share_of, rules)),
                            ("ungrounded", lambda: grounded(answer, context, rules)),
                            ("answer_leak", lambda: no_answer_leak(question, answer))):
             reason = rule()
