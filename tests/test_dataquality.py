@@ -51,6 +51,16 @@ def test_short_factual_answers_survive_and_bare_yes_or_copies_do_not():
     assert "repeats" in heuristics.answer_length(" ".join(body.split()[:75]), SICK_NOTICE, RULES)
 
 
+def test_an_faq_answer_may_be_all_of_its_chunk_and_a_copy_elsewhere_may_not():
+    entry = ("Q: When can I enroll in my 401k plan?\nUS teammates: You are eligible to enroll immediately upon hire and "
+             "can make changes or update your contribution amount at any time in Human Interest, our 401k provider.")
+    answer = entry.split("\n", 1)[1]
+    record = pair("When can I enroll in my 401k plan?", answer, entry)
+    assert "repeats" in heuristics.check(record)
+    assert heuristics.check({**record, "style": "faq"}) is None
+    assert "more than 80" in heuristics.check({**record, "style": "faq", "output": " ".join([answer] * 3)})
+
+
 def test_answer_must_be_grounded_in_its_chunk():
     assert "number 3" in heuristics.grounded("Within 3 business days.", SICK_NOTICE, RULES)
     assert "'HRConnect'" in heuristics.grounded("In HRConnect.", SICK_NOTICE, RULES)

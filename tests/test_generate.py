@@ -14,7 +14,7 @@ import pytest
 
 from conftest import ROOT
 from fault_server import FaultServer, hang, invalid_json, length_cut, ok, refused_url, schema_mismatch, status
-from policytune import absent, chat, facts, generate, io, llm, questions
+from policytune import absent, chat, facts, faq, generate, io, llm, questions
 
 RECORD_FIELDS = {"id", "chunk_id", "doc", "pages", "headings", "question", "answer", "answerable", "type", "model",
                  "prompt_sha", "sampling"}
@@ -672,3 +672,62 @@ def test_without_topic_near_misses_no_section_is_asked_the_template_aspects(tmp_
     assert not set(without_summary["unanswerable_per_aspect"]) & set(templates)
     assert [r["question"] for r in with_records if r["answerable"]] == \
         [r["question"] for r in without_records if r["answerable"]]
+
+
+def test_an_faq_entry_is_asked_its_own_question_and_answered_by_its_statements(tmp_path):
+    """"Not at this time." has no words a question could ask about; the FAQ's heading is the question it answers. Off,
+    or on a policy without FAQ headings, the pairs are what they were."""
+    def chunk(headings: list[str], text: str) -> dict:
+        return {"id": io.content_hash(text), "doc": "p.pdf", "pages": [1], "headings": headings, "text": text,
+                "context_text": text, "n_tokens": 40, "kind": "text"}
+
+    faq_headings = ["Health benefits", "FAQ:"]
+    chunks = [chunk(["Health benefits"], "Sourcegraph covers 100% of premiums for teammates and dependents."),
+              chunk(faq_headings + ["Q. Does Sourcegraph match my 401k?"], "Not at this time."),
+              chunk(faq_headings + ["Q: When can I enroll in my 401k plan? (this only applies to US Employees)"],
+                    "US teammates: You are eligible to enroll immediately upon hire. You can change your contribution "
+                    "amount at any time in Human Interest. " + " ".join(["Contributions are taken from every paycheck "
+                                                                         "after you enroll."] * 6)),
+              chunk(faq_headings + ["Questions?"], "Write to people-ops@sourcegraph.com with any question.")]
+    fact_list, _ = facts.inventory(chunks)
+    found = {e["question"]: e for e in faq.entries(fact_list)}
+    assert set(found) == {"Does Sourcegraph match my 401k?", "When can I enroll in my 401k plan?"}
+    assert found["Does Sourcegraph match my 401k?"]["answer"] == "Not at this time."
+    # whole statements, up to faq.MAX_WORDS: a long entry's first ones
+    enroll = found["When can I enroll in my 401k plan?"]["answer"]
+    assert enroll.startswith("US teammates: You are eligible to enroll immediately upon hire.")
+    assert len(enroll.split()) <= faq.MAX_WORDS and enroll.endswith(".")
+
+    def generated(on: bool, cache: str) -> list[dict]:
+        with FaultServer(default=ok(grounded_reply)) as server:
+            records, _ = run_generation(server.url, chunks, tmp_path / cache, rewordings_per_fact=0,
+                                        unanswerable_ratio=0.0, faq_questions=on)
+        return records
+
+    with_faq, without = generated(True, "a.jsonl"), generated(False, "b.jsonl")
+    asked = {r["question"]: r for r in with_faq if r["style"] == "faq"}
+    assert "Does Sourcegraph match my 401k?" in asked and "According to the policy, does Sourcegraph match my 401k?" in asked
+    match = asked["Does Sourcegraph match my 401k?"]
+    assert match["answer"] == "Not at this time." and match["answerable"] and match["evidence"] == "Not at this time."
+    assert not any(q.startswith("Questions") or "applies to US" in q for q in asked)
+    assert not [r for r in without if r["style"] == "faq"]
+    # the facts keep their own questions beside the FAQ's
+    assert {r["question"] for r in without} <= {r["question"] for r in with_faq} | set(asked)
+    no_faq = [c for c in chunks if not any("?" in h for h in c["headings"])]
+    assert [r["question"] for r in generated(True, "c.jsonl") if r["chunk_id"] in {c["id"] for c in no_faq}] == \
+        [r["question"] for r in without if r["chunk_id"] in {c["id"] for c in no_faq}]
+
+
+def test_faq_question_phrasings_keep_the_asking_sentence_whole():
+    distinct = generate.not_near_copy
+    fact = {"headings": ["Medical Leave Policy", "FAQ", "Q: I just joined recently. Am I eligible for medical leave?"]}
+    said = faq.phrasings({"question": faq.question(fact["headings"][-1]), "fact": fact}, 3, distinct)
+    assert said[0] == "I just joined recently. Am I eligible for medical leave?"
+    assert "I just joined recently. According to the policy, am I eligible for medical leave?" in said
+    # the asking words come after the situation: no opening fits
+    fact = {"headings": ["FAQ", "I'm expecting a new child, is that covered by our LOA policy?"]}
+    assert faq.phrasings({"question": faq.question(fact["headings"][-1]), "fact": fact}, 3, distinct) == \
+        ["I'm expecting a new child, is that covered by our LOA policy?"]
+    for heading in ("Paid Parental Leave", "Questions?", "Pregnant? Here is what to know", "Step 2: Notify your manager"):
+        assert faq.question(heading) is None, heading
+    assert faq.question("Q:How do I login to Tilt?") == "How do I login to Tilt?"
