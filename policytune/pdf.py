@@ -220,6 +220,19 @@ def assign_heading_levels(result, path: str) -> None:
     for item in headings:
         if item.level == UNSET_LEVEL:
             item.level = min(by_style.get(id(item), 1), 6)
+    questions_as_siblings(headings)
+
+
+def questions_as_siblings(headings: list) -> None:
+    """An FAQ's next question is the next entry, not a part of the one before: a question heading that follows a
+    question heading takes its level where type size put it deeper. Sourcegraph's handbook sets some of its questions
+    a size smaller than the one before them, so "Q. Does Sourcegraph match my 401k?" sat under "Q. What is Sequoia
+    Consulting Group?" (and 57 of its 145 FAQ facts under another entry's question) in every heading path."""
+    from policytune import facts
+
+    for before, item in zip(headings, headings[1:]):
+        if facts.asks(before.text) and facts.asks(item.text) and item.level > before.level:
+            item.level = before.level
 
 
 def _normalise(text: str) -> str:

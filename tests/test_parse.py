@@ -7,11 +7,12 @@ import shutil
 import subprocess
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from conftest import ROOT, SAMPLE_PDF, run_script
-from policytune import pdf
+from policytune import facts, pdf
 from policytune.config import UserError
 
 FOOTER = "Acme Corp confidential - do not distribute"
@@ -317,7 +318,21 @@ def test_real_policies_parse_with_their_headings(shared_docs, tokenizer):
         for chunk in chunks:
             path = [level[_key(h)] for h in chunk["headings"] if _key(h) in level]
             assert path == sorted(set(path)), (pdf_path.name, chunk["headings"])
+            # an FAQ's entries are siblings: no question sits under another question
+            assert not any(facts.asks(a) and facts.asks(b) for a, b in zip(chunk["headings"], chunk["headings"][1:])), \
+                (pdf_path.name, chunk["headings"])
         assert stats["seconds"] / stats["pages"] < 2.0  # the goal is 0.2 s/page; CI machines are shared
+
+
+def test_a_question_heading_after_a_question_heading_is_its_sibling():
+    def heading(text: str, level: int) -> SimpleNamespace:
+        return SimpleNamespace(text=text, level=level)
+
+    found = [heading("Health benefits", 1), heading("FAQ:", 2), heading("Q. What is Sequoia Consulting Group?", 3),
+             heading("Q. Does Sourcegraph match my 401k?", 4), heading("Q: When can I enroll in my 401k plan?", 5),
+             heading("Plan details", 4), heading("Who is eligible?", 2), heading("Can part-time staff enrol?", 2)]
+    pdf.questions_as_siblings(found)
+    assert [h.level for h in found] == [1, 2, 3, 3, 3, 4, 2, 2]
 
 
 def libreoffice_pdf(tmp_path: Path) -> Path:
