@@ -75,7 +75,9 @@ def question_well_formed(question: str, rules: Rules) -> str | None:
         return f"{len(tokens)} words"
     if len(tokens) > rules.max_question_words:
         return f"{len(tokens)} words, more than {rules.max_question_words}"
-    if chat.REFUSAL.lower() in question.lower() or normalize.is_refusal_variant(question):
+    # "What do I do if my medication is not covered?" asks; "The excerpt does not cover leave." is a refusal
+    if chat.REFUSAL.lower() in question.lower() or \
+            (not question.rstrip().endswith("?") and normalize.is_refusal_variant(question)):
         return "the question is a refusal"
     if not question.rstrip().endswith("?") and tokens[0] not in INTERROGATIVES:
         return "neither ends with '?' nor starts like a question"

@@ -31,6 +31,8 @@ def test_question_must_be_a_question():
     assert heuristics.question_well_formed("Sick leave notification rules for employees", RULES)
     assert heuristics.question_well_formed("Leave?", RULES)
     assert heuristics.question_well_formed("Not specified in the provided excerpt.", RULES)
+    assert heuristics.question_well_formed("The excerpt does not specify the notice period.", RULES) == "the question is a refusal"
+    assert heuristics.question_well_formed("What do I do if my medication is not covered by our plan?", RULES) is None
     assert heuristics.question_well_formed("How much notice is needed when reporting sickness?", RULES) is None
     assert heuristics.question_well_formed("Which system records timesheets", RULES) is None  # no '?' but asks
     # A teacher writing about its task instead of asking about the policy.
