@@ -32,7 +32,7 @@ _ASKING = re.compile(r"(?:what|when|where|who|whom|whose|which|why|how|do|does|d
 def question(heading: str) -> str | None:
     """The heading as an employee asks it: without its "Q:" marker or a trailing qualifier in brackets; None when the
     heading is no question ("Paid Parental Leave", "Questions?")."""
-    text = _QUALIFIER.sub("", _MARKER.sub("", str(heading).strip())).strip()
+    text = _MARKER.sub("", str(heading).strip()).strip()
     while _QUALIFIER.search(text):
         text = _QUALIFIER.sub("", text).strip()
     if not facts_lib.asks(str(heading)) or not text.endswith("?") or len(text.split()) < MIN_WORDS:
@@ -43,27 +43,29 @@ def question(heading: str) -> str | None:
 def entries(fact_list: list[dict]) -> list[dict]:
     """One per section whose innermost heading is a question: {"question", "answer", "fact"} with the entry's first
     statements (whole ones, up to MAX_WORDS) as the answer and its first fact as the one the records point at."""
-    by_section: dict[str, list[dict]] = {}
+    by_section: dict[str, tuple[str, list[dict]]] = {}
     for fact in fact_list:
-        if fact.get("headings") and question(fact["headings"][-1]):
-            by_section.setdefault(fact["section"], []).append(fact)
+        if fact.get("headings") and (asked := question(fact["headings"][-1])):
+            by_section.setdefault(fact["section"], (asked, []))[1].append(fact)
     found = []
-    for members in by_section.values():
+    for asked, members in by_section.values():
         answer: list[str] = []
+        words = 0
         for fact in members:
-            if answer and len(" ".join(answer + [fact["text"]]).split()) > MAX_WORDS:
+            words += len(fact["text"].split())
+            if answer and words > MAX_WORDS:
                 break
             answer.append(fact["text"])
-        found.append({"question": question(members[0]["headings"][-1]), "answer": " ".join(answer),
-                      "fact": members[0]})
+        found.append({"question": asked, "answer": " ".join(answer), "fact": members[0]})
     return found
 
 
 def phrasings(entry: dict, wanted: int, distinct: Callable[[str, list[str]], bool]) -> list[str]:
     """The entry's question, then in the openings employees use (`questions.WRAPPERS`, about the section that holds
-    the FAQ), up to `wanted` in all; `distinct(question, others)` says whether a new one is no near-copy of the others. The opening goes before the sentence that asks ("I just joined
-    recently. According to the policy, am I eligible ...?"), and nowhere when that sentence does not open with the
-    asking word ("I'm expecting a new child, is that covered ...?")."""
+    the FAQ), up to `wanted` in all; `distinct(question, others)` says whether a new one is no near-copy of the others.
+    The opening goes before the sentence that asks ("I just joined recently. According to the policy, am I eligible
+    ...?"), and nowhere when that sentence does not open with the asking word ("I'm expecting a new child, is that
+    covered ...?")."""
     said, _, asks = entry["question"].rpartition(". ")
     topic = citation.label(entry["fact"].get("headings") or []) or ""
     topic = questions.near_miss_topic([h for h in entry["fact"].get("headings") or [] if not facts_lib.asks(str(h))],

@@ -383,7 +383,7 @@ def generate_chunk(endpoint: llm.Endpoint, chunk: dict, chunk_plan: dict, prompt
     Each fact gets up to `rewordings_per_fact` teacher rewordings (one retry each with another draft
     and seed), then the code's drafts fill it up to `questions_per_fact`."""
     records, failures, seen = [], [], set()
-    for entry in chunk_plan.get("faq", []):
+    for entry in chunk_plan["faq"]:
         for question in entry["phrasings"]:
             seen.add(question.lower())
             records.append(_record(chunk, entry["fact"], question, entry["answer"], True,
@@ -458,7 +458,7 @@ def cache_key(chunk_id: str, sha: str, model: str, chunk_plan: dict, temperature
     """What a chunk's cached result depends on: a change in any of these regenerates it."""
     planned = ([(e["fact"]["id"], [d["question"] for d in e["drafts"]]) for e in chunk_plan["facts"]],
                [u["question"] for u in chunk_plan["unanswerable"]],
-               [(e["answer"], e["phrasings"]) for e in chunk_plan.get("faq", [])])
+               [(e["answer"], e["phrasings"]) for e in chunk_plan["faq"]])
     return io.content_hash(chunk_id, sha, model, planned, temperature, max_tokens, seed, teacher_answers,
                            questions_per_fact, rewordings_per_fact, RECORD_LOGIC_VERSION)
 

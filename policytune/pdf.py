@@ -17,7 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from policytune import models  # noqa: F401  (sets HF_HUB_OFFLINE before Docling is imported)
-from policytune import io  # `layout` imports Docling (seconds): imported where a document is read
+from policytune import facts, io  # `layout` imports Docling (seconds): imported where a document is read
 from policytune.config import UserError, first_line
 
 SUFFIX_FORMATS = {".pdf": "PDF", ".docx": "DOCX", ".html": "HTML", ".htm": "HTML", ".md": "MD", ".markdown": "MD"}
@@ -228,8 +228,6 @@ def questions_as_siblings(headings: list) -> None:
     question heading takes its level where type size put it deeper. Sourcegraph's handbook sets some of its questions
     a size smaller than the one before them, so "Q. Does Sourcegraph match my 401k?" sat under "Q. What is Sequoia
     Consulting Group?" (and 57 of its 145 FAQ facts under another entry's question) in every heading path."""
-    from policytune import facts
-
     for before, item in zip(headings, headings[1:]):
         if facts.asks(before.text) and facts.asks(item.text) and item.level > before.level:
             item.level = before.level
