@@ -46,7 +46,9 @@ def section_records(facts: list[dict], max_words: int = 180, order: int = 0) -> 
         for number, part in enumerate(parts, 1):
             if order:
                 part = random.Random(f"{section}|{number}|{order}").sample(part, len(part))
-            label = section if len(parts) == 1 else f"{section} (part {number} of {len(parts)})"
+            # an FAQ entry's heading path ends in its question: "... > Q: Does Sourcegraph match my 401k??" reads badly
+            name = section.rstrip(" ?")
+            label = name if len(parts) == 1 else f"{name} (part {number} of {len(parts)})"
             records.append(_record(SECTION_PROMPT.format(section=label), " ".join(part), "restatement", section))
     return records
 

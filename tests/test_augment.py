@@ -31,3 +31,9 @@ def test_by_default_repeats_are_identical():
     records = augment.knowledge_records(_facts(30), section_restatements=2, fact_statements=0)
     first = [r["output"] for r in records[:len(records) // 2]]
     assert first == [r["output"] for r in records[len(records) // 2:]]
+
+
+def test_an_faq_entry_is_restated_under_its_question_with_one_question_mark():
+    records = augment.section_records(_facts(2, "Benefits > FAQ > Q: Does Sourcegraph match my 401k?"))
+    assert [r["instruction"] for r in records] == ["What does the policy say about Benefits > FAQ > Q: Does Sourcegraph "
+                                                   "match my 401k?"]

@@ -731,3 +731,16 @@ def test_faq_question_phrasings_keep_the_asking_sentence_whole():
     for heading in ("Paid Parental Leave", "Questions?", "Pregnant? Here is what to know", "Step 2: Notify your manager"):
         assert faq.question(heading) is None, heading
     assert faq.question("Q:How do I login to Tilt?") == "How do I login to Tilt?"
+
+
+def test_a_fact_under_an_faq_entry_is_not_asked_about_the_faq():
+    """Its question heading is no benefit's name, so the opening falls back to the heading above: "FAQ" names the
+    page's form ("Quick question about FAQ: is there a restart on the timeline?")."""
+    fact = {"headings": ["Parental Leave Policy", "FAQ", "Q: What happens to my promotion eligibility?"],
+            "topic": "Q: What happens to my promotion eligibility?"}
+    drafts = [{"question": "Is there a restart on the promotion timeline after leave?", "style": "yes_no"}]
+    said = [d["question"] for d in questions.wrapped(drafts, fact, 4, generate.not_near_copy)]
+    assert said and not [q for q in said if "FAQ" in q or "Quick question" in q], said
+    for container in ("FAQ", "FAQs", "Frequently Asked Questions", "Questions and answers", "Q&A"):
+        assert questions.names_nothing(container), container
+    assert not questions.names_nothing("Parental Leave") and not questions.names_nothing("FAQ bonus")
