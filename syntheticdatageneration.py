@@ -86,6 +86,9 @@ class GenerationConfig(llm.LLMOptions):
         "help": "ask each section the aspects of generated_prompt.UNANSWERABLE_TEMPLATES its policy is silent on ('Is "
                 "parental leave different for union members?'); without, near misses are the details, providers and "
                 "benefits the policy leaves out"})
+    topic_near_misses_last: bool = field(default=True, metadata={
+        "help": "ask those aspects only where the policy's own near misses (details it leaves out, providers it does "
+                "not name, benefits it never names), in all their openings, fall short of --unanswerable-ratio"})
     near_miss_check: str = field(default="topic", metadata={
         "help": "drop a near miss when a fact alike holds its aspect's cue words: any such fact (document), or one not "
                 "about another of the policy's topics (topic: 'study leave ... performance' says nothing of sick leave)",
@@ -167,7 +170,8 @@ def main(cfg: GenerationConfig) -> None:
             employee_words=cfg.employee_words, about_phrases=cfg.about_phrases,
             near_miss_openings=cfg.near_miss_openings, situation_first=cfg.situation_first,
             absent_benefits=cfg.absent_benefits, topic_near_misses=cfg.topic_near_misses,
-            recall_questions=cfg.recall_questions, faq_questions=cfg.faq_questions)
+            recall_questions=cfg.recall_questions, faq_questions=cfg.faq_questions,
+            topic_near_misses_last=cfg.topic_near_misses_last)
     io.write_json_atomic(output_path, records)
     io.write_json_atomic(cfg.data_path("syntheticdata_summary.json"), summary)
     print(generate.format_summary(summary), flush=True)

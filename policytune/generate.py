@@ -102,7 +102,8 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
          about_phrases: bool = True, near_miss_openings: bool = True,
          situation_first: bool = False,
          absent_benefits: dict[str, dict] | None = None, absent_for: str = ".",
-         recall_questions: bool = False, faq_questions: bool = True) -> tuple[dict[str, dict], dict]:
+         recall_questions: bool = False, faq_questions: bool = True,
+         topic_near_misses_last: bool = True) -> tuple[dict[str, dict], dict]:
     """Decide every question of every chunk before asking the teacher anything.
 
     Per chunk: its facts, each with the code's drafts that point at it (consistency-checked
@@ -117,8 +118,9 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
     again in employees' openings. With `situation_first`, half the questions that end in "if I ..." (facts and near
     misses alike, picked by hash) say it first (`employee.situation_first`). With `absent_benefits`, the benefits of that
     inventory the document never names are asked about too, where a heading matches `absent_for` (`absent.py`). With
-    `faq_questions`, each FAQ entry's own question is asked too, answered by its statements (`faq.py`). Returns (plan
-    by chunk id, report of what was left out).
+    `topic_near_misses_last`, the aspects of `unanswerable_templates` are asked only where the other near misses, in all
+    their openings, fall short of the ratio. With `faq_questions`, each FAQ entry's own question is asked too,
+    answered by its statements (`faq.py`). Returns (plan by chunk id, report of what was left out).
     """
     by_section: dict[str, list[dict]] = {}
     for fact in fact_list:
@@ -233,6 +235,7 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
                   "reason": "another phrasing of the same aspect may be answered"}
                  for name, c in survivors if (name, c["aspect"]) in doubted]
     survivors = [(name, c) for name, c in survivors if (name, c["aspect"]) not in doubted]
+    topical = {c["aspect"] for _, c in survivors}
     # Providers the policy mentions without naming them ("our occupational health provider"): asked by name.
     if document_index is not None:
         named, unnamed_dropped = unstated.near_misses(fact_list, document_index)
@@ -266,43 +269,65 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
                 alike = document_index.top(item["question"], 1)  # none where no word is shared
                 section = alike[0][0]["section"] if alike else fact_list[0]["section"]
                 by_aspect.setdefault(item["aspect"], []).append((section, item))
-    per_aspect: Counter = Counter()
-    per_section: Counter = Counter()
-    chosen = 0
-    while chosen < wanted and any(by_aspect.values()):
-        for aspect, queue in by_aspect.items():
-            if chosen >= wanted or not queue or per_aspect[aspect] >= cap:
-                queue.clear()
-                continue
-            # within an aspect, the topic asked least so far: "home office equipment" does not take every aspect
-            name, candidate = queue.pop(min(range(len(queue)), key=lambda i: per_section[queue[i][0]]))
-            per_section[name] += 1
-            per_aspect[aspect] += 1
-            home = by_section[name][0]
-            chunk_plan[home["chunk_id"]]["unanswerable"].append(
-                {"question": candidate["question"], "aspect": aspect, "fact": home})
-            chosen += 1
-    # Fewer near misses than wanted: each is also asked in the openings employees use, as facts are, so a refusal
-    # is learnt from the question and not from one wording of it.
-    planned = [item for chunk in chunks for item in chunk_plan[chunk["id"]]["unanswerable"]]
-    # preprocessing drops a near-copy ("Under our policy, ..." adds only stopwords): only distinct forms are planned
-    asked = normalize.NearDuplicates([item["question"] for item in planned], NEAR_DUPLICATE)
-    for item in planned:
-        asked.add(item["question"])
-    for wrapper in questions.WRAPPERS if near_miss_openings else ():
-        for item in planned:
-            if chosen >= wanted:
-                break
-            topic = questions.near_miss_topic(item["fact"].get("headings") or [], item["fact"].get("topic") or "")
-            if "{topic}" in wrapper and not questions.speakable(topic):
-                continue
-            question = wrapper.format(q=phrasing.lower_first(item["question"]), topic=questions.topic_phrase(topic))
-            if topic and question not in seen_questions and asked.find(question) is None:
-                seen_questions.add(question)
-                asked.add(question)
-                chunk_plan[item["fact"]["chunk_id"]]["unanswerable"].append(
-                    {**item, "question": question})
+
+    def choose(queues: dict[str, list[tuple[str, dict]]]) -> tuple[list[dict], Counter]:
+        """The near misses planned from these queues, in chunk order (each with its home fact), and their aspects."""
+        per_aspect: Counter = Counter()
+        per_section: Counter = Counter()
+        queues = {aspect: list(queue) for aspect, queue in queues.items()}
+        by_chunk: dict[str, list[dict]] = {c["id"]: [] for c in chunks}
+        chosen = 0
+        while chosen < wanted and any(queues.values()):
+            for aspect, queue in queues.items():
+                if chosen >= wanted or not queue or per_aspect[aspect] >= cap:
+                    queue.clear()
+                    continue
+                # within an aspect, the topic asked least so far: "home office equipment" does not take every aspect
+                name, candidate = queue.pop(min(range(len(queue)), key=lambda i: per_section[queue[i][0]]))
+                per_section[name] += 1
+                per_aspect[aspect] += 1
+                home = by_section[name][0]
+                by_chunk[home["chunk_id"]].append({"question": candidate["question"], "aspect": aspect, "fact": home})
                 chosen += 1
+        # Fewer near misses than wanted: each is also asked in the openings employees use, as facts are, so a refusal
+        # is learnt from the question and not from one wording of it.
+        planned = [item for chunk in chunks for item in by_chunk[chunk["id"]]]
+        # preprocessing drops a near-copy ("Under our policy, ..." adds only stopwords): only distinct forms are planned
+        asked = normalize.NearDuplicates([item["question"] for item in planned], NEAR_DUPLICATE)
+        for item in planned:
+            asked.add(item["question"])
+        said = set(seen_questions)
+        for wrapper in questions.WRAPPERS if near_miss_openings else ():
+            for item in planned:
+                if chosen >= wanted:
+                    break
+                topic = questions.near_miss_topic(item["fact"].get("headings") or [], item["fact"].get("topic") or "")
+                if "{topic}" in wrapper and not questions.speakable(topic):
+                    continue
+                question = wrapper.format(q=phrasing.lower_first(item["question"]), topic=questions.topic_phrase(topic))
+                if topic and question not in said and asked.find(question) is None:
+                    said.add(question)
+                    asked.add(question)
+                    by_chunk[item["fact"]["chunk_id"]].append({**item, "question": question})
+                    chosen += 1
+        return [item for chunk in chunks for item in by_chunk[chunk["id"]]], per_aspect
+
+    # The aspects every benefit is asked (union members, age, resigning ...) repeat a section's topic with the refusal:
+    # on a short policy a topic's refusals weigh as much as its answers, and the model learns to refuse the topic
+    # (PostHog, twenty-ninth session: without them, at the same number of near misses, false refusals 0.28 -> 0.14).
+    # So they are the fallback: asked only where the policy's own near misses, in all their openings, fall short.
+    # Short is judged against the questions the facts did get (the records' ratio is trimmed to them afterwards).
+    own = {aspect: queue for aspect, queue in by_aspect.items() if aspect not in topical}
+    answerable_planned = sum(min(len(e["drafts"]), questions_per_fact) for e in entries) + \
+        sum(len(e["phrasings"]) for c in chunks for e in chunk_plan[c["id"]]["faq"])
+    enough = round(answerable_planned * unanswerable_ratio / max(1e-9, 1.0 - unanswerable_ratio))
+    chosen_items, per_aspect = choose(own) if topic_near_misses_last and len(own) < len(by_aspect) else ([], Counter())
+    topic_aspects = len(chosen_items) < min(wanted, enough)
+    if topic_aspects:
+        chosen_items, per_aspect = choose(by_aspect)
+    for item in chosen_items:
+        chunk_plan[item["fact"]["chunk_id"]]["unanswerable"].append(item)
+    chosen = len(chosen_items)
     if situation_first:
         # Employees open with their situation ("I'm on probation. Can I ...?") and no planned question did. Done last, on
         # questions already checked: the words stay the same, only their order changes.
@@ -314,7 +339,8 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
     return chunk_plan, {"rejected_drafts": rejected_drafts, "unanswerable_answered_by_document": answered,
                         "unanswerable_outside_domain": outside_domain,
                         "unanswerable_wanted": wanted, "unanswerable_planned": chosen,
-                        "unanswerable_per_aspect": dict(per_aspect.most_common())}
+                        "unanswerable_per_aspect": dict(per_aspect.most_common()),
+                        "topic_aspects_asked": topic_aspects and bool(topical)}
 
 
 def messages_for(fact: dict, draft: dict, prompt_set: dict[str, Any], teacher_answers: bool = True) -> list[dict]:
@@ -477,7 +503,8 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
                    employee_words: bool = True, about_phrases: bool = True,
                    near_miss_openings: bool = True, situation_first: bool = False,
                    absent_benefits: bool = True, topic_near_misses: bool = True,
-                   recall_questions: bool = False, faq_questions: bool = True) -> tuple[list[dict], dict]:
+                   recall_questions: bool = False, faq_questions: bool = True,
+                   topic_near_misses_last: bool = True) -> tuple[list[dict], dict]:
     """Generate (or resume) questions for every fact of every chunk; returns (records in chunk order, summary).
     Without `topic_near_misses` no section is asked the aspects of `UNANSWERABLE_TEMPLATES`; near misses then come
     from the details, providers and benefits the policy leaves out."""
@@ -496,7 +523,7 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
                                    about_phrases, near_miss_openings, situation_first,
                                    prompt_set["absent_benefits"] if absent_benefits else None,
                                    prompt_set["absent_benefits_for"], recall_questions=recall_questions,
-                                   faq_questions=faq_questions)
+                                   faq_questions=faq_questions, topic_near_misses_last=topic_near_misses_last)
     section_indexes = {}
     for fact in fact_list:
         section_indexes.setdefault(fact["section"], []).append(fact)
@@ -551,6 +578,7 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
     summary["unanswerable_outside_domain"] = plan_report["unanswerable_outside_domain"]
     summary["rejected_drafts"] = len(plan_report["rejected_drafts"])
     summary["unanswerable_per_aspect"] = plan_report["unanswerable_per_aspect"]
+    summary["topic_aspects_asked"] = plan_report["topic_aspects_asked"]
     summary.update({"chunks_from_cache": from_cache, "chunks_generated": len(pending), "new_pairs": new_pairs,
                     "seconds": round(seconds, 1), "pairs_per_second": round(new_pairs / max(seconds, 1e-9), 3),
                     "seconds_per_fact": round(seconds / max(1, len(fact_list)), 3),
@@ -633,7 +661,9 @@ def format_summary(summary: dict) -> str:
         f"{len(summary.get('unanswerable_answered_by_document', []))}; benefits not asked about, the policy being "
         f"outside their domain: {len(summary.get('unanswerable_outside_domain', []))}",
         "per type: " + ", ".join(f"{k} {v}" for k, v in summary["per_type"].items()),
-        "near misses per aspect: " + ", ".join(f"{k} {v}" for k, v in summary.get("unanswerable_per_aspect", {}).items()),
+        "near misses per aspect: " + ", ".join(f"{k} {v}" for k, v in summary.get("unanswerable_per_aspect", {}).items())
+        + ("" if summary.get("topic_aspects_asked", True) else
+           " (no template aspect: the policy's own near misses fill the share)"),
         "per style: " + ", ".join(f"{k} {v}" for k, v in summary["per_style"].items()),
         f"dropped to keep the ratio: {len(summary.get('dropped', []))}",
         f"failures: {summary['failures']}" + ("" if not summary["failure_reasons"] else " (" + ", ".join(

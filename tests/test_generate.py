@@ -663,8 +663,9 @@ def test_without_topic_near_misses_no_section_is_asked_the_template_aspects(tmp_
 
     def generated(topic_near_misses: bool, cache: str) -> tuple[list[dict], dict]:
         with FaultServer(default=ok(grounded_reply)) as server:
+            # last: off, so these few facts' absent benefits do not fill the share before the templates are asked
             return run_generation(server.url, chunks, tmp_path / cache, rewordings_per_fact=0, unanswerable_ratio=0.3,
-                                  topic_near_misses=topic_near_misses)
+                                  topic_near_misses=topic_near_misses, topic_near_misses_last=False)
 
     with_records, with_summary = generated(True, "a.jsonl")
     without_records, without_summary = generated(False, "b.jsonl")
@@ -744,3 +745,25 @@ def test_a_fact_under_an_faq_entry_is_not_asked_about_the_faq():
     for container in ("FAQ", "FAQs", "Frequently Asked Questions", "Questions and answers", "Q&A"):
         assert questions.names_nothing(container), container
     assert not questions.names_nothing("Parental Leave") and not questions.names_nothing("FAQ bonus")
+
+
+def test_topic_near_misses_are_asked_only_where_the_policys_own_fall_short():
+    """On a short policy the benefits it never names, in employees' openings, fill the refusal share alone; the aspects
+    every section is asked ("Is office 0 leave different for union members?") repeat its topic with the refusal."""
+    spec = generate.prompts()
+    chunks = make_chunks(1)
+    fact_list, _ = facts.inventory(chunks)
+    topical = set(spec["unanswerable_templates"])
+
+    def aspects(**flags) -> list[str]:
+        chunk_plan, _ = generate.plan(chunks, fact_list, 3, 0.3, spec["unanswerable_templates"],
+                                      spec["near_miss_topics"], spec["not_a_benefit"],
+                                      absent_benefits=flags.pop("absent", spec["absent_benefits"]),
+                                      absent_for=spec["absent_benefits_for"], **flags)
+        return [u["aspect"] for plan in chunk_plan.values() for u in plan["unanswerable"]]
+
+    own_first, mixed = aspects(), aspects(topic_near_misses_last=False)
+    assert own_first and not topical & set(own_first), own_first
+    assert len(own_first) >= len(mixed) and topical & set(mixed), "off, both kinds share the quota"
+    short = aspects(absent=None)  # no benefit left to name: the policy's own near misses fall short
+    assert topical & set(short)
