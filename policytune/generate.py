@@ -94,6 +94,11 @@ def not_near_copy(question: str, others: list[str]) -> bool:
     return seen.find(question) is None
 
 
+def near_misses_for(answerable: int, unanswerable_ratio: float) -> int:
+    """How many near misses make `unanswerable_ratio` of all questions beside `answerable` answerable ones."""
+    return round(answerable * unanswerable_ratio / max(1e-9, 1.0 - unanswerable_ratio))
+
+
 def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, unanswerable_ratio: float,
          unanswerable_templates: dict[str, dict], near_miss_topics: str = ".",
          not_a_benefit: str = r"$^", contrast_figures: bool = True,
@@ -196,7 +201,7 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
             taken.add(draft["question"])
         entry["drafts"] = fresh
 
-    wanted = round(len(fact_list) * questions_per_fact * unanswerable_ratio / max(1e-9, 1.0 - unanswerable_ratio))
+    wanted = near_misses_for(len(fact_list) * questions_per_fact, unanswerable_ratio)
     candidates = {name: questions.unanswerable_candidates(members, unanswerable_templates, near_miss_topics,
                                                           not_a_benefit)
                   for name, members in by_section.items()}
@@ -320,10 +325,10 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
     own = {aspect: queue for aspect, queue in by_aspect.items() if aspect not in topical}
     answerable_planned = sum(min(len(e["drafts"]), questions_per_fact) for e in entries) + \
         sum(len(e["phrasings"]) for c in chunks for e in chunk_plan[c["id"]]["faq"])
-    enough = round(answerable_planned * unanswerable_ratio / max(1e-9, 1.0 - unanswerable_ratio))
-    chosen_items, per_aspect = choose(own) if topic_near_misses_last and len(own) < len(by_aspect) else ([], Counter())
-    topic_aspects = len(chosen_items) < min(wanted, enough)
-    if topic_aspects:
+    tried_own = topic_near_misses_last and len(own) < len(by_aspect)
+    chosen_items, per_aspect = choose(own) if tried_own else ([], Counter())
+    own_fill = tried_own and len(chosen_items) >= min(wanted, near_misses_for(answerable_planned, unanswerable_ratio))
+    if not own_fill:
         chosen_items, per_aspect = choose(by_aspect)
     for item in chosen_items:
         chunk_plan[item["fact"]["chunk_id"]]["unanswerable"].append(item)
@@ -340,7 +345,7 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
                         "unanswerable_outside_domain": outside_domain,
                         "unanswerable_wanted": wanted, "unanswerable_planned": chosen,
                         "unanswerable_per_aspect": dict(per_aspect.most_common()),
-                        "topic_aspects_asked": topic_aspects and bool(topical)}
+                        "topic_aspects_left_out": own_fill}
 
 
 def messages_for(fact: dict, draft: dict, prompt_set: dict[str, Any], teacher_answers: bool = True) -> list[dict]:
@@ -578,7 +583,7 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
     summary["unanswerable_outside_domain"] = plan_report["unanswerable_outside_domain"]
     summary["rejected_drafts"] = len(plan_report["rejected_drafts"])
     summary["unanswerable_per_aspect"] = plan_report["unanswerable_per_aspect"]
-    summary["topic_aspects_asked"] = plan_report["topic_aspects_asked"]
+    summary["topic_aspects_left_out"] = plan_report["topic_aspects_left_out"]
     summary.update({"chunks_from_cache": from_cache, "chunks_generated": len(pending), "new_pairs": new_pairs,
                     "seconds": round(seconds, 1), "pairs_per_second": round(new_pairs / max(seconds, 1e-9), 3),
                     "seconds_per_fact": round(seconds / max(1, len(fact_list)), 3),
@@ -599,7 +604,7 @@ def rebalance(records: list[dict], unanswerable_ratio: float) -> tuple[list[dict
     unanswerable = [r for r in records if not r["answerable"]]
     if unanswerable_ratio >= 1.0 or not unanswerable:
         return records, []
-    allowed = round(len(answerable) * unanswerable_ratio / (1.0 - unanswerable_ratio))
+    allowed = near_misses_for(len(answerable), unanswerable_ratio)
     if len(unanswerable) <= allowed:
         return records, []
     surplus = {r["id"] for r in sorted(unanswerable, key=lambda r: r["id"])[allowed:]}
@@ -662,8 +667,8 @@ def format_summary(summary: dict) -> str:
         f"outside their domain: {len(summary.get('unanswerable_outside_domain', []))}",
         "per type: " + ", ".join(f"{k} {v}" for k, v in summary["per_type"].items()),
         "near misses per aspect: " + ", ".join(f"{k} {v}" for k, v in summary.get("unanswerable_per_aspect", {}).items())
-        + ("" if summary.get("topic_aspects_asked", True) else
-           " (no template aspect: the policy's own near misses fill the share)"),
+        + (" (no template aspect: the policy's own near misses fill the share)"
+           if summary.get("topic_aspects_left_out") else ""),
         "per style: " + ", ".join(f"{k} {v}" for k, v in summary["per_style"].items()),
         f"dropped to keep the ratio: {len(summary.get('dropped', []))}",
         f"failures: {summary['failures']}" + ("" if not summary["failure_reasons"] else " (" + ", ".join(

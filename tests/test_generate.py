@@ -754,12 +754,15 @@ def test_topic_near_misses_are_asked_only_where_the_policys_own_fall_short():
     chunks = make_chunks(1)
     fact_list, _ = facts.inventory(chunks)
     topical = set(spec["unanswerable_templates"])
+    left_out = []
 
     def aspects(**flags) -> list[str]:
-        chunk_plan, _ = generate.plan(chunks, fact_list, 3, 0.3, spec["unanswerable_templates"],
-                                      spec["near_miss_topics"], spec["not_a_benefit"],
-                                      absent_benefits=flags.pop("absent", spec["absent_benefits"]),
-                                      absent_for=spec["absent_benefits_for"], **flags)
+        templates = flags.pop("templates", spec["unanswerable_templates"])
+        chunk_plan, report = generate.plan(chunks, fact_list, 3, 0.3, templates, spec["near_miss_topics"],
+                                           spec["not_a_benefit"],
+                                           absent_benefits=flags.pop("absent", spec["absent_benefits"]),
+                                           absent_for=spec["absent_benefits_for"], **flags)
+        left_out.append(report["topic_aspects_left_out"])
         return [u["aspect"] for plan in chunk_plan.values() for u in plan["unanswerable"]]
 
     own_first, mixed = aspects(), aspects(topic_near_misses_last=False)
@@ -767,3 +770,6 @@ def test_topic_near_misses_are_asked_only_where_the_policys_own_fall_short():
     assert len(own_first) >= len(mixed) and topical & set(mixed), "off, both kinds share the quota"
     short = aspects(absent=None)  # no benefit left to name: the policy's own near misses fall short
     assert topical & set(short)
+    no_templates = aspects(templates={})  # none to leave out: the log must not say they were
+    assert no_templates and not topical & set(no_templates)
+    assert left_out == [True, False, False, False], "the summary says so only where the own near misses filled it"
