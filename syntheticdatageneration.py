@@ -47,6 +47,12 @@ class GenerationConfig(llm.LLMOptions):
     # "Yes." to any yes/no question, near misses included.
     contrast_figures: bool = field(default=True, metadata={
         "help": "ask a fact's yes/no question with a wrong figure where it has one, answered \"No.\" and the fact"})
+    # On the sample a fact with a figure was asked yes/no only with a wrong one, so employees' yes/no questions that
+    # name no figure ("Can I use sick leave for a physio appointment?") were answered "No." 23 times in 32 where the
+    # policy says yes (BENCHMARKS.md, forty-first session).
+    figure_free: bool = field(default=False, metadata={
+        "help": "also ask such a fact's yes/no question without its figure ('Do I get annual leave a year?'), answered "
+                "\"Yes.\" and the fact, as its third question"})
     detail_near_misses: bool = field(default=True, metadata={
         "help": "also ask for a detail (amount, approver, notice, ...) of something the policy names but leaves "
                 "unspecified, where no fact naming it gives that detail (policytune/unstated.py)"})
@@ -171,7 +177,7 @@ def main(cfg: GenerationConfig) -> None:
             near_miss_openings=cfg.near_miss_openings, situation_first=cfg.situation_first,
             absent_benefits=cfg.absent_benefits, topic_near_misses=cfg.topic_near_misses,
             recall_questions=cfg.recall_questions, faq_questions=cfg.faq_questions,
-            topic_near_misses_last=cfg.topic_near_misses_last)
+            topic_near_misses_last=cfg.topic_near_misses_last, figure_free=cfg.figure_free)
     io.write_json_atomic(output_path, records)
     io.write_json_atomic(cfg.data_path("syntheticdata_summary.json"), summary)
     print(generate.format_summary(summary), flush=True)

@@ -40,10 +40,9 @@ def _bumped(value: int, percent: bool) -> list[int]:
     return [v for v in options if v != value]
 
 
-def wrong_figure(question: str, fact_text: str) -> tuple[str, str] | None:
-    """The question with its one asserted figure replaced by a figure the fact does not state, and that figure as
-    written ("$330"); None when the question has no such figure, or several (which one the reply denies is unclear).
-    """
+def _asserted(question: str, fact_text: str) -> re.Match | None:
+    """The question's one figure that the fact asserts (not a condition's, a reference or a year); None when it has no
+    such figure, or several (which one a reply denies is unclear)."""
     stated = {m.group(2).replace(",", "") for m in _FIGURE.finditer(fact_text)}
     asserted = []
     for match in _FIGURE.finditer(question):
@@ -56,9 +55,17 @@ def wrong_figure(question: str, fact_text: str) -> tuple[str, str] | None:
         if _REFERENCE.search(before) or _DATE_AFTER.match(after):
             continue
         asserted.append(match)
-    if len(asserted) != 1:
+    return asserted[0] if len(asserted) == 1 else None
+
+
+def wrong_figure(question: str, fact_text: str) -> tuple[str, str] | None:
+    """The question with its one asserted figure replaced by a figure the fact does not state, and that figure as
+    written ("$330"); None when the question has no such figure, or several (which one the reply denies is unclear).
+    """
+    stated = {m.group(2).replace(",", "") for m in _FIGURE.finditer(fact_text)}
+    match = _asserted(question, fact_text)
+    if match is None:
         return None
-    match = asserted[0]
     value = int(match.group(2).replace(",", ""))
     if value == 0:
         return None
@@ -72,3 +79,64 @@ def wrong_figure(question: str, fact_text: str) -> tuple[str, str] | None:
             rest = re.sub(r"^(\s+(?:\w+ ){0,2}(?:day|week|month|year|hour|session|night|instalment))\b", r"\1s", rest)
         return question[:match.start()] + figure + rest, figure
     return None
+
+
+# What goes with a figure when a question stops asking it: its qualifier before ("up to 3"), a duration's unit with its
+# "of" after ("20 days of annual leave" -> "annual leave"), a time limit's whole phrase ("within 7 calendar days of
+# returning to work", "at least 8 weeks before the expected week of childbirth").
+_QUALIFIER = re.compile(r"(?:\b(?:up to|at least|a total of|a maximum of|a minimum of|about|around|only)\s+)?$", re.I)
+_UNITS = r"(?:days?|weeks?|months?|years?|hours?|nights?|minutes?)"
+_DURATION_OF = re.compile(rf"^\s+(?:[a-z-]+\s+){{0,2}}?{_UNITS}\s+of\s+(?=[a-z])")
+_COUNTED = re.compile(rf"^\s+(?=(?:(?!of\b|the\b|a\b|an\b|to\b|in\b|and\b|or\b)[a-z-]+\s+){{0,2}}?[a-z-]+s\b)"
+                      rf"(?!(?:[a-z-]+\s+){{0,2}}?(?:{_UNITS}|times?)\b)")
+_NOTICE = re.compile(rf"^\s+(?:[a-z-]+\s+){{0,2}}?{_UNITS}['’]s?\s+(?=notice\b)")
+# the rest of a time limit after its unit, to the end of its phrase
+_LIMIT = re.compile(rf"^\s+(?:[a-z-]+\s+){{0,2}}?{_UNITS}(?:\s+(?:of|before|after|in advance|from|prior to)\b[^,?]*)?"
+                    r"(?=[,?]|$)")
+_DEADLINE = re.compile(rf"^\s+(?:[a-z-]+\s+){{0,2}}?{_UNITS}\s+(?:before|after|in advance|prior to)\b")
+_LIMIT_WORD = re.compile(r"\b(?:within|for)\s+$", re.I)
+_MONEY_OF = re.compile(r"\s+of\s+$")
+_MONEY_PERIOD = re.compile(r"^(?:\s+(?:per|a|an|each)\s+(?:calendar\s+|academic\s+|leave\s+|working\s+)?[a-z]+)?")
+# A figure after one of these ("the first 10 days", "a 4-week block") cannot go without leaving a hole.
+_HOLE = re.compile(r"\b(?:by|after|before|in|every|per|than|over|to|of|at|on|from|until|a|an|the|is|are|be|"
+                   r"maximum|minimum|total)\s+$", re.I)
+
+
+def without_figure(question: str, fact_text: str) -> str | None:
+    """The fact's yes/no question without the figure it asserts, as employees ask whether something is given or
+    required at all: "Can partners ... attend up to 2 antenatal appointments?" -> "Can partners ... attend antenatal
+    appointments?", "Do I get 20 days of annual leave a year?" -> "Do I get annual leave a year?", "Must the
+    certificate be uploaded within 7 calendar days of returning to work?" -> "Must the certificate be uploaded?". Its
+    answer is still "Yes.", and the statement gives the figure. None when the figure cannot go without leaving a
+    hole ("Is the probationary period 3 months?", a percentage, "a maximum of $4,000")."""
+    match = _asserted(question, fact_text)
+    if match is None or match.group(3):
+        return None
+    before, after = question[:match.start()], question[match.end():]
+    before = before[:_QUALIFIER.search(before).start()]
+    if match.group(1):  # money: the amount "of" something ("an allowance of $50"), or "up to $40 of any fee"
+        if _MONEY_OF.search(before) and not _HOLE.search(_MONEY_OF.sub("", before)):
+            before, after = _MONEY_OF.sub("", before), after[_MONEY_PERIOD.match(after).end():]
+        elif re.match(r"^\s+of\s+", after) and not _HOLE.search(before):
+            after = " " + after.lstrip()[3:]
+        else:
+            return None
+    elif _LIMIT_WORD.search(before) and (limit := _LIMIT.match(after)):
+        before, after = _LIMIT_WORD.sub("", before), after[limit.end():]
+    elif _HOLE.search(before):
+        return None
+    elif cut := (_DURATION_OF.match(after) or _NOTICE.match(after) or _COUNTED.match(after)):
+        after = " " + after[cut.end():].lstrip()
+    elif (limit := _LIMIT.match(after)) and _DEADLINE.match(after):  # not "Is the probation 3 months from ...?"
+        after = after[limit.end():]
+    else:
+        return None
+    out = re.sub(r"\s+([?,])", r"\1", " ".join(f"{before.rstrip()} {after.lstrip()}".split()))
+    out = re.sub(r",\s*\?$", "?", out)
+    if len(out.split()) < 5 or out == question or re.search(r"\b(?:" + "|".join(_DANGLING) + r")\?$", out, re.I):
+        return None
+    return out
+
+
+_DANGLING = ("the", "a", "an", "of", "to", "for", "in", "on", "at", "by", "or", "and", "with", "from", "their", "its",
+             "that", "which", "who", "is", "are", "be", "up", "least", "than")

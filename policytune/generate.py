@@ -108,7 +108,7 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
          situation_first: bool = False,
          absent_benefits: dict[str, dict] | None = None, absent_for: str = ".",
          recall_questions: bool = False, faq_questions: bool = True,
-         topic_near_misses_last: bool = True) -> tuple[dict[str, dict], dict]:
+         topic_near_misses_last: bool = True, figure_free: bool = False) -> tuple[dict[str, dict], dict]:
     """Decide every question of every chunk before asking the teacher anything.
 
     Per chunk: its facts, each with the code's drafts that point at it (consistency-checked
@@ -124,7 +124,9 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
     misses alike, picked by hash) say it first (`employee.situation_first`). With `absent_benefits`, the benefits of that
     inventory the document never names are asked about too, where a heading matches `absent_for` (`absent.py`). With
     `topic_near_misses_last`, the aspects of `unanswerable_templates` are asked only where the other near misses, in all
-    their openings, fall short of the ratio. With `faq_questions`, each FAQ entry's own question is asked too,
+    their openings, fall short of the ratio. With `figure_free`, a fact whose yes/no question is asked with a wrong
+    figure is also asked it without the figure, answered "Yes.", as its third question (`contrast.without_figure`).
+    With `faq_questions`, each FAQ entry's own question is asked too,
     answered by its statements (`faq.py`). Returns (plan by chunk id, report of what was left out).
     """
     by_section: dict[str, list[dict]] = {}
@@ -137,7 +139,7 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
     short_names = employee.abbreviations(fact_list)
     employee_words = employee.usable(employee_words, fact_list) if employee_words else None
     with phrasing.document_names(facts_lib.proper_nouns(fact_list), facts_lib.organisation_names(fact_list)):
-        templates = {fact["id"]: questions.templates(fact, contrast_figures) for fact in fact_list}
+        templates = {fact["id"]: questions.templates(fact, contrast_figures, figure_free) for fact in fact_list}
 
     def passes(draft: dict, fact: dict) -> bool:
         """Whether the draft points at its fact and does not hold its answer; a failure is recorded with its reason."""
@@ -168,7 +170,9 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
                         if (q := employee.reword(d["question"], employee_words, short_names))
                         and not questions.malformed(q)]
             everyday = [d for d in everyday if not_near_copy(d["question"], [x["question"] for x in distinct])]
-            distinct = distinct[:2] + everyday[:1] + distinct[2:] + everyday[1:]
+            # a fact's "Yes." beside its "No." comes before the everyday words: without it the fact teaches only "No."
+            lead = 3 if len(distinct) > 2 and distinct[2]["style"] == "figure_free" else 2
+            distinct = distinct[:lead] + everyday[:1] + distinct[lead:] + everyday[1:]
         drafts = distinct + questions.wrapped(distinct, fact, questions_per_fact, not_near_copy)
         if len(drafts) < questions_per_fact and about_phrases:
             # what the rules could not read is still named: "What should I know about routine check-ups?"
@@ -509,7 +513,7 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
                    near_miss_openings: bool = True, situation_first: bool = False,
                    absent_benefits: bool = True, topic_near_misses: bool = True,
                    recall_questions: bool = False, faq_questions: bool = True,
-                   topic_near_misses_last: bool = True) -> tuple[list[dict], dict]:
+                   topic_near_misses_last: bool = True, figure_free: bool = False) -> tuple[list[dict], dict]:
     """Generate (or resume) questions for every fact of every chunk; returns (records in chunk order, summary).
     Without `topic_near_misses` no section is asked the aspects of `UNANSWERABLE_TEMPLATES`; near misses then come
     from the details, providers and benefits the policy leaves out."""
@@ -528,7 +532,8 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
                                    about_phrases, near_miss_openings, situation_first,
                                    prompt_set["absent_benefits"] if absent_benefits else None,
                                    prompt_set["absent_benefits_for"], recall_questions=recall_questions,
-                                   faq_questions=faq_questions, topic_near_misses_last=topic_near_misses_last)
+                                   faq_questions=faq_questions, topic_near_misses_last=topic_near_misses_last,
+                                   figure_free=figure_free)
     section_indexes = {}
     for fact in fact_list:
         section_indexes.setdefault(fact["section"], []).append(fact)

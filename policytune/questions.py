@@ -517,7 +517,8 @@ def wrapped(drafts: list[dict], fact: dict, wanted: int, distinct: Callable[[str
         if item["style"] in ("topic", "wrapped", "keyphrase"):  # "Quick question about books: what should I know ...?"
             continue
         for wrapper in wrappers:
-            bases = (shorter(item["question"], keep_condition=item["style"] == "yes_no"), item["question"])
+            bases = (shorter(item["question"], keep_condition=item["style"] in ("yes_no", "figure_free")),
+                     item["question"])
             for base in dict.fromkeys(q for q in bases
                                       if q and item.get("figure", "") in q):
                 question = wrapper.format(q=_lower_first(base), topic=topic)
@@ -527,15 +528,19 @@ def wrapped(drafts: list[dict], fact: dict, wanted: int, distinct: Callable[[str
     return out
 
 
-def contrasted(items: list[dict], fact_text: str) -> list[dict]:
+def contrasted(items: list[dict], fact_text: str, figure_free: bool = False) -> list[dict]:
     """Each yes/no question answered "Yes." asked instead with a wrong figure where it has one, answered "No."
-    (`contrast.py`): a fact's own yes/no question only repeats it."""
+    (`contrast.py`): a fact's own yes/no question only repeats it. With `figure_free`, the question without its figure
+    stays beside it, answered "Yes." (`contrast.without_figure`): otherwise a fact with a figure has only "No." to
+    teach, and an employee's "Can I get paid time off for antenatal appointments?" was answered "No."."""
     out = []
     for item in items:
         changed = contrast.wrong_figure(item["question"], fact_text) \
             if item["style"] == "yes_no" and item.get("reply") == "Yes." else None
         out.append({**item, "question": changed[0], "style": "contrast", "reply": "No.", "figure": changed[1]}
                    if changed else item)
+        if changed and figure_free and (free := contrast.without_figure(item["question"], fact_text)):
+            out.append({**item, "question": free, "style": "figure_free"})
     return out
 
 
@@ -582,16 +587,19 @@ def recall_first(drafts: list[dict], fact_text: str, words: bool = True) -> list
     values = [slot["value"].lower() for slot in slots(fact_text)]  # once per fact, not once per draft
     recalled = _recall_check(fact_text, values, words)
     # "What does the policy say about compassionate leave?" asks for no figure; of a fact without one it asks all
-    not_recall = ("contrast", "yes_no", "about") if values or not words else ("contrast", "yes_no")
+    yes_no = ("contrast", "yes_no", "figure_free")
+    not_recall = (*yes_no, "about") if values or not words else yes_no
     recall = [d for d in drafts if d["style"] not in not_recall and recalled(d["question"])]
     contrasts = [d for d in drafts if d["style"] == "contrast"]
-    head = recall[:1] + contrasts[:1] + recall[1:]
+    figure_free = [d for d in drafts if d["style"] == "figure_free"]
+    head = recall[:1] + contrasts[:1] + figure_free[:1] + recall[1:]
     return head + [d for d in drafts if d not in head]
 
 
-def templates(fact: dict, contrast_figures: bool = True) -> list[dict[str, str]]:
+def templates(fact: dict, contrast_figures: bool = True, figure_free: bool = False) -> list[dict[str, str]]:
     """Code-written questions about one fact, most specific first: [{"question", "style", "slot"}]. With
-    `contrast_figures`, a yes/no question with a figure asks a wrong one and is answered "No." (`contrasted`)."""
+    `contrast_figures`, a yes/no question with a figure asks a wrong one and is answered "No.", and with
+    `figure_free` it is also asked without the figure, answered "Yes." (`contrasted`)."""
     found = slots(fact["text"])
     kind = found[0]["kind"] if found else "statement"
     out: list[dict[str, str]] = []
@@ -605,7 +613,7 @@ def templates(fact: dict, contrast_figures: bool = True) -> list[dict[str, str]]
     if not out and not fact.get("intro"):  # a list item is asked as its opening reads with it, or not at all
         out += sentence_questions(fact["text"], fact.get("topic") or "")
     if contrast_figures:
-        out = contrasted(out, fact["text"])
+        out = contrasted(out, fact["text"], figure_free)
     # a shorter form must keep the wrong figure its "No." denies
     out += [{**item, "question": short, "style": "short"} for item in list(out)
             if item["style"] in ("yes_no", "wh", "what", "contrast")
