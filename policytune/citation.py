@@ -15,19 +15,13 @@ a part of the policy ("Sourcegraph Medical Leave of Absence (LOA) Policy").
 """
 from __future__ import annotations
 
-import re
-
 from policytune import facts
-
-# "FAQ for US-based Teammates": what holds questions names no part of the policy either
-_FAQ = re.compile(r"^(?:faqs?|q\s?&\s?a|frequently asked questions)\b", re.I)
-
 
 def label(headings: list[str]) -> str | None:
     """The innermost heading, in words, that names a part of the policy rather than asking a question."""
     for heading in reversed([str(h) for h in headings or []]):
         name = facts.heading_name(heading)
-        if name and not facts.asks(name) and not _FAQ.match(name):
+        if name and not facts.asks(name) and not facts.faq_container(name):
             return name
     return None
 

@@ -192,6 +192,17 @@ def heading_name(heading: str) -> str:
 _ASKS = re.compile(r"^\s*q\s?[.:]|\?", re.I)
 
 
+# A heading that holds an FAQ's entries names the page's form, no part of the policy: "FAQ", "Q&A", "Frequently asked
+# questions", "FAQ for US-based Teammates" (not "FAQ bonus").
+_FAQ_CONTAINER = re.compile(r"^(?:faqs?|frequently asked questions|questions(?: and answers)?|q\s*&\s*a)"
+                            r"(?:$|\s*[-–:(]|\s+(?:for|about|on|from)\b)", re.I)
+
+
+def faq_container(heading: str) -> bool:
+    """Whether a heading (in words) holds an FAQ's entries rather than naming a part of the policy."""
+    return bool(_FAQ_CONTAINER.match(heading.strip()))
+
+
 def asks(heading: str) -> bool:
     """Whether a heading asks a question rather than naming a part of the policy."""
     return bool(_ASKS.search(heading))

@@ -429,15 +429,11 @@ _NOT_A_NAME = re.compile(r"(?:if|when|how|why|what|who|where|which|we|our|my|i|f
                          r"can|could|may|might|must|should|would|types?|kinds?)\b", re.I)
 
 
-# A heading that holds an FAQ's entries names the page's form, not a benefit: "Quick question about FAQ: ..."
-_FAQ_CONTAINER = re.compile(r"(?:faqs?|frequently asked questions|questions(?: and answers)?|q\s*&\s*a)$", re.I)
-
-
 def names_nothing(topic: str) -> bool:
     """Whether a heading cannot stand for the benefit inside another question: it asks, opens or holds a clause, lists
-    kinds of benefit, speaks to the reader or holds an FAQ."""
+    kinds of benefit, speaks to the reader or holds an FAQ ("Quick question about FAQ: ...")."""
     topic = topic.strip()
-    return not topic or facts_lib.asks(topic) or bool(_NOT_A_NAME.match(topic) or _FAQ_CONTAINER.match(topic))
+    return not topic or facts_lib.asks(topic) or bool(_NOT_A_NAME.match(topic)) or facts_lib.faq_container(topic)
 
 
 # -ing words that qualify a benefit rather than name an act: "Floating holidays", "Qualifying life events"

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import ROOT
 from fault_server import FaultServer, hang, invalid_json, length_cut, ok, refused_url, schema_mismatch, status
-from policytune import absent, chat, facts, faq, generate, io, llm, questions
+from policytune import absent, chat, citation, facts, faq, generate, io, llm, questions
 
 RECORD_FIELDS = {"id", "chunk_id", "doc", "pages", "headings", "question", "answer", "answerable", "type", "model",
                  "prompt_sha", "sampling"}
@@ -449,6 +449,50 @@ def test_a_yes_no_question_is_asked_with_a_wrong_figure_and_answered_no():
     assert contrast.wrong_figure("Is the 2026 rate $40?", "The 2026 rate is $40.")[0] == "Is the 2026 rate $60?"
 
 
+def test_a_fact_with_a_figure_is_also_asked_yes_no_without_it_and_answered_yes():
+    """With only its wrong-figure question a fact with a figure teaches "No." to every yes/no question about it; asked
+    also without the figure ("Can partners ... attend antenatal appointments?"), answered "Yes." and the fact, it
+    teaches that the benefit exists. A figure that cannot go without a hole is never asked so."""
+    from policytune import contrast
+
+    fact = {"id": "f", "kind": "sentence", "topic": "Antenatal Appointments", "headings": ["5. Antenatal Appointments"],
+            "text": "Partners of pregnant employees may take paid time off to attend up to 2 antenatal appointments."}
+    asked = questions.templates(fact, figure_free=True)
+    free = [d for d in asked if d["style"] == "figure_free"]
+    assert [d["question"] for d in free] == \
+        ["Can partners of pregnant employees take paid time off to attend antenatal appointments?"]
+    assert generate.answer_for(fact, free[0]) == "Yes. " + fact["text"]
+    assert not [d for d in questions.templates(fact) if d["style"] == "figure_free"], "off unless asked for"
+    # taken third, after the recall question and the wrong figure, before the everyday words
+    order = [d["style"] for d in questions.recall_first(asked, fact["text"])]
+    assert order[1:3] == ["contrast", "figure_free"]
+
+    cases = {
+        ("Do I get 20 days of annual leave a year?", "Employees get 20 days of annual leave a year."):
+            "Do I get annual leave a year?",
+        ("Do I receive an on-call allowance of $50 for each weekday night?", "An on-call allowance of $50 applies."):
+            "Do I receive an on-call allowance for each weekday night?",
+        ("Can a refresh allowance of up to $400 be claimed once every 3 years?", "An allowance of up to $400 ..."):
+            "Can a refresh allowance be claimed once every 3 years?",
+        ("Must the certificate be uploaded to PeopleHub within 7 calendar days of returning to work?",
+         "The certificate must be uploaded within 7 calendar days of returning to work."):
+            "Must the certificate be uploaded to PeopleHub?",
+        ("Must Form PL-1 be submitted at least 8 weeks before the expected week of childbirth, with the form?",
+         "Form PL-1 must be submitted at least 8 weeks before the expected week of childbirth."):
+            "Must Form PL-1 be submitted, with the form?",
+        # the figure is what is asked: no question is left without it
+        ("Is the probationary period for all new employees 3 months from their start date?",
+         "The probationary period is 3 months from the start date."): None,
+        ("Are all figures below for a full-time employee working 37.5 hours per week?", "working 37.5 hours"): None,
+        ("Can People Operations ask for a certificate for the following 6 months?", "the following 6 months"): None,
+        ("Do I have to contribute at least 3%?", "Employees must contribute at least 3%."): None,
+        ("Is the tuition refund up to a maximum of $4,000 per calendar year?", "a maximum of $4,000"): None,
+        ("Is leave after 6 months of service paid?", "Leave after 6 months is paid."): None,
+    }
+    for (question, stated), expected in cases.items():
+        assert contrast.without_figure(question, stated) == expected, question
+
+
 def test_a_duration_is_asked_how_much_or_how_long_as_employees_ask_it():
     fact = {"id": "f", "kind": "sentence", "topic": "Compassionate Leave", "headings": ["7. Compassionate Leave"],
             "text": "Employees may take up to 5 days of paid compassionate leave per calendar year."}
@@ -742,9 +786,12 @@ def test_a_fact_under_an_faq_entry_is_not_asked_about_the_faq():
     drafts = [{"question": "Is there a restart on the promotion timeline after leave?", "style": "yes_no"}]
     said = [d["question"] for d in questions.wrapped(drafts, fact, 4, generate.not_near_copy)]
     assert said and not [q for q in said if "FAQ" in q or "Quick question" in q], said
-    for container in ("FAQ", "FAQs", "Frequently Asked Questions", "Questions and answers", "Q&A"):
+    for container in ("FAQ", "FAQs", "Frequently Asked Questions", "Questions and answers", "Q&A",
+                      "FAQ for US-based Teammates"):
         assert questions.names_nothing(container), container
+        assert citation.label(["Parental Leave", container]) == "Parental Leave", "one rule for labels and openings"
     assert not questions.names_nothing("Parental Leave") and not questions.names_nothing("FAQ bonus")
+    assert citation.label(["Parental Leave", "FAQ bonus"]) == "FAQ bonus"
 
 
 def test_topic_near_misses_are_asked_only_where_the_policys_own_fall_short():
