@@ -138,5 +138,4 @@ def without_figure(question: str, fact_text: str) -> str | None:
     return out
 
 
-_DANGLING = ("the", "a", "an", "of", "to", "for", "in", "on", "at", "by", "or", "and", "with", "from", "their", "its",
-             "that", "which", "who", "is", "are", "be", "up", "least", "than")
+_DANGLING = phrasing.DANGLING | {"up", "least", "than"}  # "... of leave up?", "... at least?"

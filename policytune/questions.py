@@ -463,8 +463,6 @@ def names_an_act(topic: str) -> bool:
     return "VERB" not in kinds or first.endswith("ing") or first in kinds["VERB"]
 
 
-_DANGLING = {"the", "a", "an", "of", "to", "for", "in", "on", "at", "by", "or", "and", "with", "from", "their", "its",
-             "that", "which", "who", "is", "are", "be", "even", "only", "just"}
 
 
 def shorter(question: str, keep_condition: bool = False) -> str | None:
@@ -480,7 +478,7 @@ def shorter(question: str, keep_condition: bool = False) -> str | None:
                 r"[a-z]+ [^?]{8,}$", r"[:,] [^?]+$")
     for pattern in patterns[3:] if keep_condition else patterns:
         cut = re.sub(pattern, "", body).rstrip(" ,:;")
-        if cut == body or len(cut.split()) < 6 or re.search(r"\b(?:" + "|".join(_DANGLING) + r")$", cut, re.I) or \
+        if cut == body or len(cut.split()) < 6 or re.search(r"\b(?:" + "|".join(phrasing.DANGLING) + r")$", cut, re.I) or \
                 re.search(r"\b(?:that|who|which)(?: \w+){0,2}$", cut) or re.search(r"\b(?:in|for) \w+s$", cut):
             # "... in countries where it is market to do so" without its clause: "in countries" says nothing
             continue
