@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from policytune import facts
 
+
 def label(headings: list[str]) -> str | None:
     """The innermost heading, in words, that names a part of the policy rather than asking a question."""
     for heading in reversed([str(h) for h in headings or []]):

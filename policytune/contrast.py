@@ -40,10 +40,13 @@ def _bumped(value: int, percent: bool) -> list[int]:
     return [v for v in options if v != value]
 
 
-def _asserted(question: str, fact_text: str) -> re.Match | None:
-    """The question's one figure that the fact asserts (not a condition's, a reference or a year); None when it has no
-    such figure, or several (which one a reply denies is unclear)."""
-    stated = {m.group(2).replace(",", "") for m in _FIGURE.finditer(fact_text)}
+def _stated(fact_text: str) -> set[str]:
+    return {m.group(2).replace(",", "") for m in _FIGURE.finditer(fact_text)}
+
+
+def _asserted(question: str, stated: set[str]) -> re.Match | None:
+    """The question's one figure that the fact (its figures: `stated`) asserts, not a condition's, a reference or a
+    year; None when it has no such figure, or several (which one a reply denies is unclear)."""
     asserted = []
     for match in _FIGURE.finditer(question):
         number = match.group(2).replace(",", "")
@@ -62,8 +65,8 @@ def wrong_figure(question: str, fact_text: str) -> tuple[str, str] | None:
     """The question with its one asserted figure replaced by a figure the fact does not state, and that figure as
     written ("$330"); None when the question has no such figure, or several (which one the reply denies is unclear).
     """
-    stated = {m.group(2).replace(",", "") for m in _FIGURE.finditer(fact_text)}
-    match = _asserted(question, fact_text)
+    stated = _stated(fact_text)
+    match = _asserted(question, stated)
     if match is None:
         return None
     value = int(match.group(2).replace(",", ""))
@@ -109,7 +112,7 @@ def without_figure(question: str, fact_text: str) -> str | None:
     certificate be uploaded within 7 calendar days of returning to work?" -> "Must the certificate be uploaded?". Its
     answer is still "Yes.", and the statement gives the figure. None when the figure cannot go without leaving a
     hole ("Is the probationary period 3 months?", a percentage, "a maximum of $4,000")."""
-    match = _asserted(question, fact_text)
+    match = _asserted(question, _stated(fact_text))
     if match is None or match.group(3):
         return None
     before, after = question[:match.start()], question[match.end():]

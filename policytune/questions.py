@@ -463,8 +463,6 @@ def names_an_act(topic: str) -> bool:
     return "VERB" not in kinds or first.endswith("ing") or first in kinds["VERB"]
 
 
-
-
 def shorter(question: str, keep_condition: bool = False) -> str | None:
     """The question without its condition, list or trailing clause, as employees ask it in few words:
     "Do I have to tell my line manager ... on the first day of absence, if I am unable to work?" -> "... absence?".
