@@ -48,8 +48,9 @@ class GenerationConfig(llm.LLMOptions):
     contrast_figures: bool = field(default=True, metadata={
         "help": "ask a fact's yes/no question with a wrong figure where it has one, answered \"No.\" and the fact"})
     # On the sample a fact with a figure was asked yes/no only with a wrong one, so employees' yes/no questions that
-    # name no figure ("Can I use sick leave for a physio appointment?") were answered "No." 23 times in 32 where the
-    # policy says yes (BENCHMARKS.md, forty-first session).
+    # name no figure ("Can I get paid time off for antenatal appointments?") were answered "No." 17 and 16 times in 32
+    # (two seeds) where the policy says yes; with this, 8 and 8, but accuracy +0.03 and -0.04: within noise, off
+    # (BENCHMARKS.md, forty-first session).
     figure_free: bool = field(default=False, metadata={
         "help": "also ask such a fact's yes/no question without its figure ('Do I get annual leave a year?'), answered "
                 "\"Yes.\" and the fact, as its third question"})

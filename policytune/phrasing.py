@@ -114,6 +114,7 @@ requests claims pay hours days weeks months time work managers line""".split())
 # Words a shortened question cannot end on: "Must I give notice to the?"
 DANGLING = frozenset({"the", "a", "an", "of", "to", "for", "in", "on", "at", "by", "or", "and", "with", "from", "their",
                       "its", "that", "which", "who", "is", "are", "be", "even", "only", "just"})
+
 MONTHS = "January|February|March|April|May|June|July|August|September|October|November|December"  # for patterns: "31 March", "1st of January"
 PROPER_NOUNS: set[str] = set()  # the document's names while `document_names` is in effect
 ORGANISATION: set[str] = set()  # names in many of its statements: the organisation itself ("PostHog", "Northwind")
