@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from policytune import augment, chat, config, cpu, heldout, io, models, training
+from policytune import augment, chat, config, cpu, factkey, heldout, io, models, training
 
 QUANTIZATIONS = ["auto", "4bit", "8bit", "none"]
 
@@ -140,6 +140,11 @@ class TrainConfig(config.Base):
     # Measured on the sample after 2 passes (BENCHMARKS.md, thirty-sixth session), paired: seed 42 accuracy +0.05
     # [-0.00, +0.11], refusal recall -0.06, false refusals -0.00; seed 7 +0.02 / -0.04 / -0.02; separability +0.01 and
     # +0.04; 18F after 1 pass within noise. More answers for fewer refusals, each within noise: off.
+    # A fact's name after its section's ("... > short-term counselling sessions: It offers ..."), the same in each of the
+    # fact's answers (`factkey.py`). Measured in the forty-second session (BENCHMARKS.md).
+    cite_fact: bool = field(default=False, metadata={
+        "help": "with --cite-section, name the fact too, by its rarest noun phrase, after the section's name, so the "
+                "model names the fact an employee's words point at before it recalls it"})
     lead_with_value: bool = field(default=False, metadata={
         "help": "open a training answer with the figure or name its question asks for (\"$150. Employees may claim "
                 "...\"), so it is recalled from the question, not from the policy sentence's own words"})
@@ -295,11 +300,14 @@ def main(cfg: TrainConfig) -> None:
     quantization = ("4bit" if on_cuda and cfg.method == "lora" else "none") if cfg.quantization == "auto" \
         else cfg.quantization
     tokenizer = models.load_tokenizer(base)
+    # held-out phrasings name their fact as its trained answers do: the keys are counted over both splits
+    fact_keys = factkey.keys(train_records + eval_records) if cfg.cite_fact else None
     train_tok = training.tokenize_examples(
-        training.build_examples(train_records, cfg.cite_section, cfg.lead_with_value), tokenizer, cfg.max_length,
-        cfg.question_loss)
+        training.build_examples(train_records, cfg.cite_section, cfg.lead_with_value, fact_keys), tokenizer,
+        cfg.max_length, cfg.question_loss)
     eval_tok = training.tokenize_examples(
-        training.build_examples(eval_records, cfg.cite_section, cfg.lead_with_value), tokenizer, cfg.max_length)
+        training.build_examples(eval_records, cfg.cite_section, cfg.lead_with_value, fact_keys), tokenizer,
+        cfg.max_length)
     if not train_tok.rows:
         raise config.UserError(f"no training example fits --max-length {cfg.max_length} tokens")
     if is_main:

@@ -27,8 +27,11 @@ def label(headings: list[str]) -> str | None:
     return None
 
 
-def cited(answer: str, record: dict) -> str:
-    """`answer` opened with the record's section name, where the record is answerable and a heading names one."""
-    name = label(record.get("headings") or []) if record.get("answerable", True) else None
+def cited(answer: str, record: dict, key: str | None = None) -> str:
+    """`answer` opened with the record's section name, where the record is answerable and a heading names one, and
+    with the fact's `key` after it where one is given ("Volunteer Leave > volunteer days: ...", `factkey.py`)."""
+    if not record.get("answerable", True):
+        return answer
+    name = " > ".join(part for part in (label(record.get("headings") or []), key) if part)
     return f"{name}: {answer}" if name else answer
 

@@ -156,8 +156,10 @@ def token_f1(prediction: str, answer: str) -> float:
 
 # A section label opening an answer, where the model was trained to give one ("Volunteer Leave: ...",
 # policytune/citation.py): the expected answers have none. A numbered step's heading holds a colon of its own
-# ("Step 2: Formally kick-off leave process: Yes. ...").
-_LABEL = re.compile(r"^\s*(?:(?:step|part|phase|stage|section)\s+\w{1,3}:\s*)?[^.?!:\n]{1,60}:\s*(?=\S)", re.I)
+# ("Step 2: Formally kick-off leave process: Yes. ..."), and a fact's name may follow the section's
+# ("Volunteer Leave > volunteer days: ...", policytune/factkey.py).
+_LABEL = re.compile(r"^\s*(?:(?:step|part|phase|stage|section)\s+\w{1,3}:\s*)?[^.?!:\n]{1,60}(?: > [^.?!:\n]{1,60})?:"
+                    r"\s*(?=\S)", re.I)
 
 
 def unlabelled(text: str) -> str:

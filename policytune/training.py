@@ -22,16 +22,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from policytune import chat, citation, cpu, leading, normalize
+from policytune import chat, citation, cpu, factkey, leading, normalize
 from policytune.config import UserError
 
 IGNORE_INDEX = -100  # label value the loss skips (PyTorch's CrossEntropyLoss ignore_index)
 
 
-def build_examples(records: list[dict], cite_section: bool = False, lead_with_value: bool = False) -> list[dict]:
+def build_examples(records: list[dict], cite_section: bool = False, lead_with_value: bool = False,
+                   fact_keys: dict[str, str] | None = None) -> list[dict]:
     """Instruction records -> [{"prompt", "completion"}] in the one chat format (closed book: no context); with
     cite_section each answerable answer opens with its section's name (`citation`), with lead_with_value with the
-    figure or name its question asks for (`leading`), the section's name first."""
+    figure or name its question asks for (`leading`), the section's name first; with `fact_keys` (`factkey.keys`) the
+    fact's name follows the section's."""
     examples = []
     for number, record in enumerate(records, 1):
         question = str(record.get("instruction") or "").strip()
@@ -43,7 +45,7 @@ def build_examples(records: list[dict], cite_section: bool = False, lead_with_va
         if lead_with_value:
             answer = leading.led(question, answer)
         if cite_section:
-            answer = citation.cited(answer, record)
+            answer = citation.cited(answer, record, (fact_keys or {}).get(factkey.statement(str(record.get("output")))))
         examples.append({"prompt": chat.format_prompt(question), "completion": chat.format_completion(answer)})
     return examples
 

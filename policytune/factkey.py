@@ -1,0 +1,45 @@
+"""A name for each fact, said between its section's name and the fact: "Employee Assistance Programme > short-term
+counselling sessions: It offers up to 6 ...".
+
+After its section's name the tuned model must still pick one of the section's ten or so facts, and asked in an
+employee's words it picks none: it writes a sentence of its own from the question's words with a guessed figure
+(BENCHMARKS.md, forty-second session). The model copies the question's words readily; a fact named by its own rarest
+noun phrase, the same in every one of the fact's answers, turns that habit into a key: the phrase an employee's
+question shares with the fact, then the fact as trained.
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from policytune import facts as facts_lib
+from policytune import keyphrases, phrasing
+
+_REPLY = re.compile(r"^(?:Yes|No)\.\s+")
+
+
+def statement(answer: str) -> str:
+    """The fact an answer states, without a yes/no question's opening reply."""
+    return _REPLY.sub("", answer.strip())
+
+
+def keys(records: list[dict]) -> dict[str, str]:
+    """{statement: its rarest noun phrase no earlier statement was named by} for the answerable records generation
+    wrote (not the restatements augmentation adds), rarity counted over those statements; a statement without such a
+    phrase has none."""
+    statements: dict[str, dict] = {}
+    for record in records:
+        if record.get("answerable", True) and not record.get("augmentation"):
+            statements.setdefault(statement(str(record.get("output") or "")), record)
+    frequency = Counter(w for text in statements for w in set(facts_lib.tokens(text)))
+    out: dict[str, str] = {}
+    for text, record in statements.items():
+        # a heading's words name the section, which the label already says
+        avoid = set(facts_lib.tokens(" ".join(str(h) for h in record.get("headings") or [])))
+        # a name another fact has already taken ("years of service" of every row of a table) picks out neither
+        taken = set(out.values())
+        name = next((p for p in map(phrasing.lower_first, keyphrases.ranked(text, frequency, avoid)) if p not in taken),
+                    None)
+        if name:
+            out[text] = name
+    return out
