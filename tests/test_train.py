@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, run_script, stage_module
-from policytune import chat, cpu, heldout, leading, training
+from policytune import chat, cpu, factkey, heldout, leading, metrics, training
 
 FACTS = [
     ("How long is the probationary period?", "3 months from the start date."),
@@ -102,6 +102,42 @@ def test_cite_section_opens_answerable_answers_with_their_sections_name_only():
     plain, cited = training.build_examples(records), training.build_examples(records, cite_section=True)
     assert cited[0]["completion"] == chat.format_completion("Volunteer Leave: Yes. It is recorded in PeopleHub.")
     assert cited[1:] == plain[1:] and cited[0]["prompt"] == plain[0]["prompt"]
+
+
+def test_cite_fact_names_each_fact_after_its_section_the_same_in_all_its_answers_and_none_twice():
+    eap = ["9. Wellbeing", "9.3 Employee Assistance Programme"]
+    counselling = "It offers up to 6 short-term counselling sessions per issue per year."
+    records = [
+        {"instruction": "How many counselling sessions does it offer?", "output": counselling, "answerable": True,
+         "headings": eap},
+        {"instruction": "Does it offer 9 counselling sessions?", "output": f"No. {counselling}", "answerable": True,
+         "headings": eap},
+        {"instruction": "Is the helpline open at night?", "output": "Yes. The confidential helpline is open 24 hours.",
+         "answerable": True, "headings": eap},
+        # two rows of one table: the rarest phrase of both is the same, so only the first is named by it
+        {"instruction": "How many days with 5 years?", "output": "Years of service: 5 years; Annual leave days: 25.",
+         "answerable": True, "headings": ["3. Annual Leave", "3.1 Accrual"]},
+        {"instruction": "How many days with 10 years?", "output": "Years of service: 10 years; Annual leave days: 28.",
+         "answerable": True, "headings": ["3. Annual Leave", "3.1 Accrual"]},
+        {"instruction": "Is the EAP taxed?", "output": chat.REFUSAL, "answerable": False, "headings": eap},
+        {"instruction": "What does the policy say about 9.3 Employee Assistance Programme?", "output": counselling,
+         "augmentation": True, "headings": eap}]
+    keys = factkey.keys(records)
+    assert keys[counselling] == "short-term counselling sessions"
+    assert keys["The confidential helpline is open 24 hours."] == "the confidential helpline"
+    assert len(set(keys.values())) == len(keys) and sum(k == "years of service" for k in keys.values()) == 1
+    completions = [e["completion"] for e in training.build_examples(records, cite_section=True, fact_keys=keys)]
+    assert completions[0] == chat.format_completion(f"Employee Assistance Programme > short-term counselling sessions: "
+                                                    f"{counselling}")
+    assert completions[1] == chat.format_completion(f"Employee Assistance Programme > short-term counselling sessions: "
+                                                    f"No. {counselling}")  # one name for all of a fact's answers
+    assert completions[5] == chat.format_completion(chat.REFUSAL)
+    plain = training.build_examples(records, cite_section=True)
+    assert [completions[i] for i in (3, 4)] != [plain[i]["completion"] for i in (3, 4)]
+    # the scorer reads the verdict after the longer label, and scores the answer without it
+    label = completions[1].split(": No.")[0] + ": "
+    assert metrics.polarity(label + "No. It offers 6.") == "no"
+    assert metrics.unlabelled(label + counselling) == counselling
 
 
 def test_lead_with_value_opens_an_answer_with_the_figure_or_name_its_question_asks_for():
