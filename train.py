@@ -137,14 +137,14 @@ class TrainConfig(config.Base):
     cite_section: bool = field(default=True, metadata={
         "help": "open each answerable training answer with the name of its section (\"Volunteer Leave: ...\"), so the "
                 "model names a section before it recalls a fact from it and refuses where it names none"})
-    # Measured on the sample after 2 passes (BENCHMARKS.md, thirty-sixth session), paired: seed 42 accuracy +0.05
-    # [-0.00, +0.11], refusal recall -0.06, false refusals -0.00; seed 7 +0.02 / -0.04 / -0.02; separability +0.01 and
-    # +0.04; 18F after 1 pass within noise. More answers for fewer refusals, each within noise: off.
     # A fact's name after its section's ("... > short-term counselling sessions: It offers ..."), the same in each of the
     # fact's answers (`factkey.py`). Measured in the forty-second session (BENCHMARKS.md).
     cite_fact: bool = field(default=False, metadata={
         "help": "with --cite-section, name the fact too, by its rarest noun phrase, after the section's name, so the "
                 "model names the fact an employee's words point at before it recalls it"})
+    # Measured on the sample after 2 passes (BENCHMARKS.md, thirty-sixth session), paired: seed 42 accuracy +0.05
+    # [-0.00, +0.11], refusal recall -0.06, false refusals -0.00; seed 7 +0.02 / -0.04 / -0.02; separability +0.01 and
+    # +0.04; 18F after 1 pass within noise. More answers for fewer refusals, each within noise: off.
     lead_with_value: bool = field(default=False, metadata={
         "help": "open a training answer with the figure or name its question asks for (\"$150. Employees may claim "
                 "...\"), so it is recalled from the question, not from the policy sentence's own words"})

@@ -18,8 +18,9 @@ from policytune import keyphrases, phrasing
 _REPLY = re.compile(r"^(?:Yes|No)\.\s+")
 # What a figure counts ("6 short-term counselling sessions", "2 antenatal appointments"): the noun an employee's "how
 # many ...?" names, which the noun phrases of `keyphrases` leave out as a figure's unit.
-_COUNTED = re.compile(r"(?<![\w.,])[£$€]?\d[\d,.]*%?\s+((?:(?!(?:of|the|a|an|to|in|for|and|or|per|each|every|more|less|"
-                      r"than|at|by|on|with|from)\b)[a-z][a-z-]*\s+){0,2}[a-z][a-z-]*s)\b")
+_NOT_COUNTED = r"(?!(?:of|the|a|an|to|in|for|and|or|per|each|every|more|less|than|at|by|on|with|from|plus|minus)\b)"
+_COUNTED = re.compile(rf"(?<![\w.,])[£$€]?\d[\d,.]*%?\s+"
+                      rf"((?:{_NOT_COUNTED}[a-z][a-z-]*\s+){{0,2}}{_NOT_COUNTED}[a-z][a-z-]*s)\b")
 # a count's unit alone names nothing ("10 business days", "3 months")
 _UNITS = {"calendar", "business", "working", "work", "consecutive", "full", "paid", "unpaid", "further", "days",
           "weeks", "months", "years", "hours", "minutes", "times", "nights"}
@@ -31,9 +32,9 @@ def statement(answer: str) -> str:
 
 
 def keys(records: list[dict]) -> dict[str, str]:
-    """{statement: its rarest noun phrase (or what its figure counts) no earlier statement was named by} for the answerable records generation
-    wrote (not the restatements augmentation adds), rarity counted over those statements; a statement without such a
-    phrase has none."""
+    """{statement: its rarest noun phrase (or what its figure counts) that no earlier statement was named by}, for the
+    answerable records generation wrote (not the restatements augmentation adds), rarity counted over those
+    statements; a statement without such a phrase has none."""
     statements: dict[str, dict] = {}
     for record in records:
         if record.get("answerable", True) and not record.get("augmentation"):
@@ -46,7 +47,8 @@ def keys(records: list[dict]) -> dict[str, str]:
         # a name another fact has already taken ("years of service" of every row of a table) picks out neither
         taken = set(out.values())
         counted = [m.group(1) for m in _COUNTED.finditer(text)
-                   if set(m.group(1).split()) - _UNITS and set(facts_lib.tokens(m.group(1))) - avoid]
+                   if set(m.group(1).split()) - _UNITS and set(facts_lib.tokens(m.group(1))) - avoid
+                   and keyphrases.is_noun(m.group(1).split()[-1])]  # not "25 days is", "2 hours plus"
         phrases = sorted(dict.fromkeys(counted + keyphrases.ranked(text, frequency, avoid)),
                          key=lambda p: -sum(1.0 / (1 + frequency.get(w, 0)) for w in set(facts_lib.tokens(p))))
         name = next((p for p in map(phrasing.lower_first, phrases) if p not in taken), None)

@@ -108,6 +108,11 @@ def _word_kind(word: str, next_word: str, has_noun: bool, first: bool, previous:
     return "stop"
 
 
+def is_noun(word: str) -> bool:
+    """Whether the lexicon reads a word alone as a noun ("sessions", not "is" or "afterwards")."""
+    return _word_kind(word, "", False, False) == "noun"
+
+
 def noun_phrases(text: str) -> list[str]:
     """The fact's noun phrases in order ("routine check-ups and hygiene visits", "Form PL-1 Parental Leave
     Notification"), each ending on a noun, without a leading "a"/"an"."""

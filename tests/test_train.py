@@ -126,6 +126,10 @@ def test_cite_fact_names_each_fact_after_its_section_the_same_in_all_its_answers
     assert keys[counselling] == "short-term counselling sessions"
     assert keys["The confidential helpline is open 24 hours."] == "the confidential helpline"
     assert len(set(keys.values())) == len(keys) and sum(k == "years of service" for k in keys.values()) == 1
+    # what a figure counts is a noun, never the verb or word after it
+    odd = [{"output": "The 25 days is a minimum.", "answerable": True},
+           {"output": "A company contribution of 4.5% (4% plus half of 1%).", "answerable": True}]
+    assert set(factkey.keys(odd).values()) <= {"company contribution"}
     completions = [e["completion"] for e in training.build_examples(records, cite_section=True, fact_keys=keys)]
     assert completions[0] == chat.format_completion(f"Employee Assistance Programme > short-term counselling sessions: "
                                                     f"{counselling}")
