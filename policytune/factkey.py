@@ -4,8 +4,10 @@ counselling sessions: It offers up to 6 ...".
 After its section's name the tuned model must still pick one of the section's ten or so facts, and asked in an
 employee's words it picks none: it writes a sentence of its own from the question's words with a guessed figure
 (BENCHMARKS.md, forty-second session). The model copies the question's words readily; a fact named by its own rarest
-noun phrase, the same in every one of the fact's answers, turns that habit into a key: the phrase an employee's
-question shares with the fact, then the fact as trained.
+noun phrase, the same in every one of the fact's answers, was meant to turn that habit into a key: the phrase an
+employee's question shares with the fact, then the fact as trained. Measured on the sample it did not: the 135M model
+named a trained fact in about a fifth of its answers and otherwise copied a phrase of the question into the name,
+so `--cite-fact` is off (refusal recall +0.08 and +0.04, accuracy +0.05 and -0.07 at two seeds).
 """
 from __future__ import annotations
 
