@@ -43,11 +43,10 @@ def keys(records: list[dict]) -> dict[str, str]:
             statements.setdefault(statement(str(record.get("output") or "")), record)
     frequency = Counter(w for text in statements for w in set(facts_lib.tokens(text)))
     out: dict[str, str] = {}
+    taken: set[str] = set()  # a name another fact has ("years of service" of every row of a table) picks out neither
     for text, record in statements.items():
         # a heading's words name the section, which the label already says
         avoid = set(facts_lib.tokens(" ".join(str(h) for h in record.get("headings") or [])))
-        # a name another fact has already taken ("years of service" of every row of a table) picks out neither
-        taken = set(out.values())
         counted = [m.group(1) for m in _COUNTED.finditer(text)
                    if set(m.group(1).split()) - _UNITS and set(facts_lib.tokens(m.group(1))) - avoid
                    and keyphrases.is_noun(m.group(1).split()[-1])]  # not "25 days is", "2 hours plus"
@@ -56,4 +55,5 @@ def keys(records: list[dict]) -> dict[str, str]:
         name = next((p for p in map(phrasing.lower_first, phrases) if p not in taken), None)
         if name:
             out[text] = name
+            taken.add(name)
     return out

@@ -14,7 +14,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import resource
 import shutil
 import time
@@ -95,7 +94,7 @@ def _facts_first(stratum: list[dict]) -> list[dict]:
     groups: dict[str, list[dict]] = {}
     for record in stratum:
         # one fact: its id where generation recorded it, else the answer without a yes/no question's "Yes."
-        statement = re.sub(r"^(?:Yes|No)\.\s+", "", str(record.get("output", "")))
+        statement = factkey.statement(str(record.get("output", "")))
         groups.setdefault(record.get("fact_id") or normalize.question_key(statement), []).append(record)
 
     def copied(record: dict) -> float:
