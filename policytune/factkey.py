@@ -51,7 +51,7 @@ def keys(records: list[dict]) -> dict[str, str]:
                    if set(m.group(1).split()) - _UNITS and set(facts_lib.tokens(m.group(1))) - avoid
                    and keyphrases.is_noun(m.group(1).split()[-1])]  # not "25 days is", "2 hours plus"
         phrases = sorted(dict.fromkeys(counted + keyphrases.ranked(text, frequency, avoid)),
-                         key=lambda p: -sum(1.0 / (1 + frequency.get(w, 0)) for w in set(facts_lib.tokens(p))))
+                         key=lambda p: -keyphrases.rarity(facts_lib.tokens(p), frequency))
         name = next((p for p in map(phrasing.lower_first, phrases) if p not in taken), None)
         if name:
             out[text] = name

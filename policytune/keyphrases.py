@@ -174,6 +174,11 @@ def _vague(phrase: str) -> bool:
     return len(sides) > 1 and any(all(w in phrasing.ORGANISATION for w in side.split()) for side in sides)
 
 
+def rarity(words: list[str], document_frequency: Counter) -> float:
+    """How rare a phrase's words (`facts.tokens`) are in the document: the more facts hold a word, the less it adds."""
+    return sum(1.0 / (1 + document_frequency.get(w, 0)) for w in set(words))
+
+
 def ranked(text: str, document_frequency: Counter, avoid: set[str] = frozenset()) -> list[str]:
     """The fact's phrases worth a question, rarest words first: two or more content words, at least one of them
     not in `avoid` (the heading's words), not the document's everyday subjects."""
@@ -186,8 +191,7 @@ def ranked(text: str, document_frequency: Counter, avoid: set[str] = frozenset()
                 re.search(r"(?<![A-Za-z-])\d|[\[\]]|\b(?:aka|etc|vs)$|\b(?:how|what|when|where|why|who)\b", phrase, re.I) or \
                 phrase.endswith(phrasing.COMPANY_SUFFIXES):
             continue
-        rarity = sum(1.0 / (1 + document_frequency.get(w, 0)) for w in set(words))
-        scored.append((-rarity, at, phrase))
+        scored.append((-rarity(words, document_frequency), at, phrase))
     return [phrase for _, _, phrase in sorted(scored)]
 
 
