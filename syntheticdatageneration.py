@@ -40,6 +40,11 @@ class GenerationConfig(llm.LLMOptions):
         "help": "of those, how many the teacher rewords from the code's drafts; where the code has fewer drafts than "
                 "--questions-per-fact, the teacher writes the rest (0: code-written questions only, no teacher calls; "
                 "-1: 1 with a configured endpoint or --teacher-gguf, 0 with the embedded 135M teacher)"})
+    reword_check: str = field(default="strict", metadata={
+        "help": "how a teacher's rewording must point at its fact: strict (shares 2 words with it, BM25 1.5x any other "
+                "fact of its section: a weak teacher's drift is dropped, and so are most questions in an employee's own "
+                "words), loose (1 word, 1.05x: the code's drafts' rule), topic (only not about the prompt: the quality "
+                "gate's judge decides; for a capable endpoint)", "choices": ["strict", "loose", "topic"]})
     unanswerable_ratio: float = field(default=0.3, metadata={
         "help": "share of questions the document does not answer (answer: the exact refusal); near misses that the "
                 "whole document is silent on, so fewer may be found"})
@@ -178,7 +183,8 @@ def main(cfg: GenerationConfig) -> None:
             near_miss_openings=cfg.near_miss_openings, situation_first=cfg.situation_first,
             absent_benefits=cfg.absent_benefits, topic_near_misses=cfg.topic_near_misses,
             recall_questions=cfg.recall_questions, faq_questions=cfg.faq_questions,
-            topic_near_misses_last=cfg.topic_near_misses_last, figure_free=cfg.figure_free)
+            topic_near_misses_last=cfg.topic_near_misses_last, figure_free=cfg.figure_free,
+            reword_check=cfg.reword_check)
     io.write_json_atomic(output_path, records)
     io.write_json_atomic(cfg.data_path("syntheticdata_summary.json"), summary)
     print(generate.format_summary(summary), flush=True)

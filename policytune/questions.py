@@ -636,14 +636,19 @@ def question_type(slot_kind: str, question: str) -> str:
     return "procedure"
 
 
+def about_the_task(question: str) -> bool:
+    """True for a teacher's reply that asks about the prompt ("What does the excerpt say ...?"), not the policy."""
+    return bool(re.search(r"\b(the excerpt|that asks|this question|the sentence|key sentence|the text above|"
+                          r"this request)\b", question, re.I))
+
+
 def consistent(question: str, fact: dict, section_index: facts_lib.Index, margin: float = 1.05,
                min_shared: int = 1) -> str | None:
     """None when the question points at its fact more than at any other fact of the section; else why not.
 
     `min_shared`: content words (besides the topic's) the question must share with its fact; a teacher's
     rewording is held to more than the code's own drafts, which are cut from the fact."""
-    if re.search(r"\b(the excerpt|that asks|this question|the sentence|key sentence|the text above|this request)\b",
-                 question, re.I):
+    if about_the_task(question):
         return "question talks about the task, not the topic"
     topic_words = set(facts_lib.tokens(fact.get("topic", "")))
     shared = (set(facts_lib.tokens(question)) & set(facts_lib.tokens(fact["text"]))) - topic_words
