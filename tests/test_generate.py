@@ -181,6 +181,39 @@ def test_persistent_fault_is_bounded_logged_and_the_code_drafts_still_cover_the_
     assert len(records) == 2 and all(r["style"].startswith("template:") for r in records)
 
 
+def test_reword_check_strict_drops_an_employee_wording_topic_keeps_it_and_both_drop_questions_about_the_prompt(
+        tmp_path):
+    def employee(body: dict) -> dict:
+        # a capable teacher's rewording: the days fact asked in other words than the policy's, the others about the prompt
+        excerpt = re.search(r"<excerpt>\n(.*?)\n</excerpt>", body["messages"][-1]["content"], re.S).group(1)
+        if "days of paid leave" in excerpt:
+            return {"question": "How much holiday can I take every twelve months?"}
+        return {"question": "Which form does the sentence name?"}
+
+    chunks = make_chunks(1)
+    cache = tmp_path / "c.jsonl"
+    kept = {}
+    with FaultServer(default=ok(employee)) as server:
+        for check in ("strict", "loose", "topic"):
+            records, summary = run_generation(server.url, chunks, cache, questions_per_fact=3, unanswerable_ratio=0.0,
+                                              teacher_answers=False, rewordings_per_fact=1, reword_check=check)
+            # each check is its own cache entry: a chunk checked one way is not reused for another
+            assert summary["reword_check"] == check and summary["chunks_from_cache"] == 0
+            kept[check] = [r for r in records if r["style"] == "teacher"]
+            reasons = Counter(f["reason"] for f in summary["failed"])
+            assert reasons["question talks about the task, not the topic"] >= 2, check  # every mode drops those
+            if check != "topic":
+                assert reasons["question shares too few words with its fact"] >= 1, check
+            assert len({r["fact_id"] for r in records}) == 3, "the code's drafts still cover every fact"
+        asked = len(server.requests)
+        _, summary = run_generation(server.url, chunks, cache, questions_per_fact=3, unanswerable_ratio=0.0,
+                                    teacher_answers=False, rewordings_per_fact=1, reword_check="topic")
+        assert summary["chunks_from_cache"] == 1 and len(server.requests) == asked
+    assert kept["strict"] == [] and kept["loose"] == []
+    assert [r["question"] for r in kept["topic"]] == ["How much holiday can I take every twelve months?"]
+    assert kept["topic"][0]["answer"] == kept["topic"][0]["evidence"] and "10 days of paid leave" in kept["topic"][0]["answer"]
+
+
 def test_connection_refused_stops_with_endpoint_down_and_keeps_the_cache(tmp_path):
     chunks = make_chunks(2)
     cache = tmp_path / "c.jsonl"
