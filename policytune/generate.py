@@ -424,6 +424,7 @@ def generate_chunk(endpoint: llm.Endpoint, chunk: dict, chunk_plan: dict, prompt
     Each fact gets up to `rewordings_per_fact` teacher rewordings (one retry each with another draft
     and seed), then the code's drafts fill it up to `questions_per_fact`."""
     records, failures, seen = [], [], set()
+    check = REWORD_CHECKS[reword_check]
     for entry in chunk_plan["faq"]:
         for question in entry["phrasings"]:
             seen.add(question.lower())
@@ -456,10 +457,9 @@ def generate_chunk(endpoint: llm.Endpoint, chunk: dict, chunk_plan: dict, prompt
                 continue
             question = clean_question(parsed["question"])
             problem = None if question else "no usable question"
-            check = REWORD_CHECKS[reword_check]
-            if question and check is None and questions.about_the_task(question):
-                problem = "question talks about the task, not the topic"
-            elif question and check is not None and index is not None:
+            if question and check is None:
+                problem = questions.about_the_task(question)
+            elif question and index is not None:
                 problem = questions.consistent(question, fact, index, margin=check[0], min_shared=check[1])
             if question and not problem and question.lower() in seen:
                 problem = "duplicate question"

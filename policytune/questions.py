@@ -636,10 +636,12 @@ def question_type(slot_kind: str, question: str) -> str:
     return "procedure"
 
 
-def about_the_task(question: str) -> bool:
-    """True for a teacher's reply that asks about the prompt ("What does the excerpt say ...?"), not the policy."""
-    return bool(re.search(r"\b(the excerpt|that asks|this question|the sentence|key sentence|the text above|"
-                          r"this request)\b", question, re.I))
+def about_the_task(question: str) -> str | None:
+    """Why a teacher's reply asks about the prompt ("Which form does the sentence name?"), not the policy; else None."""
+    if re.search(r"\b(the excerpt|that asks|this question|the sentence|key sentence|the text above|this request)\b",
+                 question, re.I):
+        return "question talks about the task, not the topic"
+    return None
 
 
 def consistent(question: str, fact: dict, section_index: facts_lib.Index, margin: float = 1.05,
@@ -648,8 +650,8 @@ def consistent(question: str, fact: dict, section_index: facts_lib.Index, margin
 
     `min_shared`: content words (besides the topic's) the question must share with its fact; a teacher's
     rewording is held to more than the code's own drafts, which are cut from the fact."""
-    if about_the_task(question):
-        return "question talks about the task, not the topic"
+    if problem := about_the_task(question):
+        return problem
     topic_words = set(facts_lib.tokens(fact.get("topic", "")))
     shared = (set(facts_lib.tokens(question)) & set(facts_lib.tokens(fact["text"]))) - topic_words
     if len(shared) < min_shared:
