@@ -59,6 +59,13 @@ class GenerationConfig(llm.LLMOptions):
     figure_free: bool = field(default=False, metadata={
         "help": "also ask such a fact's yes/no question without its figure ('Do I get annual leave a year?'), answered "
                 "\"Yes.\" and the fact, as its third question"})
+    # The near misses say "I" and open "According to the policy, ..." far more often than the facts' questions (44% and
+    # 65% against 19% and 8% on the sample), and the tuned model refused first-person questions more: a style that
+    # tells the answer is learnt instead of the content (BENCHMARKS.md, forty-fourth session).
+    balanced_styles: bool = field(default=False, metadata={
+        "help": "ask the facts' questions in the first person where their grammar allows ('Do I receive ...?' for "
+                "'Does every employee receive ...?') and in employees' openings as often as the near misses are "
+                "(policytune/balance.py)"})
     detail_near_misses: bool = field(default=True, metadata={
         "help": "also ask for a detail (amount, approver, notice, ...) of something the policy names but leaves "
                 "unspecified, where no fact naming it gives that detail (policytune/unstated.py)"})
@@ -184,7 +191,7 @@ def main(cfg: GenerationConfig) -> None:
             absent_benefits=cfg.absent_benefits, topic_near_misses=cfg.topic_near_misses,
             recall_questions=cfg.recall_questions, faq_questions=cfg.faq_questions,
             topic_near_misses_last=cfg.topic_near_misses_last, figure_free=cfg.figure_free,
-            reword_check=cfg.reword_check)
+            reword_check=cfg.reword_check, balanced_styles=cfg.balanced_styles)
     io.write_json_atomic(output_path, records)
     io.write_json_atomic(cfg.data_path("syntheticdata_summary.json"), summary)
     print(generate.format_summary(summary), flush=True)

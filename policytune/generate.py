@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from policytune import chat, details, employee, heuristics, io, keyphrases, llm, normalize, phrasing, questions
-from policytune import absent, faq, unstated
+from policytune import absent, balance, faq, unstated
 from policytune import facts as facts_lib
 
 TYPES = ("numeric", "entity", "procedure", "eligibility")
@@ -113,7 +113,8 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
          situation_first: bool = False,
          absent_benefits: dict[str, dict] | None = None, absent_for: str = ".",
          recall_questions: bool = False, faq_questions: bool = True,
-         topic_near_misses_last: bool = True, figure_free: bool = False) -> tuple[dict[str, dict], dict]:
+         topic_near_misses_last: bool = True, figure_free: bool = False,
+         balanced_styles: bool = False) -> tuple[dict[str, dict], dict]:
     """Decide every question of every chunk before asking the teacher anything.
 
     Per chunk: its facts, each with the code's drafts that point at it (consistency-checked
@@ -342,6 +343,7 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
     for item in chosen_items:
         chunk_plan[item["fact"]["chunk_id"]]["unanswerable"].append(item)
     chosen = len(chosen_items)
+    styles = balance.balance(entries, chosen_items, questions_per_fact, not_near_copy) if balanced_styles else None
     if situation_first:
         # Employees open with their situation ("I'm on probation. Can I ...?") and no planned question did. Done last, on
         # questions already checked: the words stay the same, only their order changes.
@@ -354,7 +356,7 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
                         "unanswerable_outside_domain": outside_domain,
                         "unanswerable_wanted": wanted, "unanswerable_planned": chosen,
                         "unanswerable_per_aspect": dict(per_aspect.most_common()),
-                        "topic_aspects_left_out": own_fill}
+                        "topic_aspects_left_out": own_fill, **({"styles": styles} if styles else {})}
 
 
 def messages_for(fact: dict, draft: dict, prompt_set: dict[str, Any], teacher_answers: bool = True) -> list[dict]:
@@ -526,7 +528,7 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
                    absent_benefits: bool = True, topic_near_misses: bool = True,
                    recall_questions: bool = False, faq_questions: bool = True,
                    topic_near_misses_last: bool = True, figure_free: bool = False,
-                   reword_check: str = "strict") -> tuple[list[dict], dict]:
+                   reword_check: str = "strict", balanced_styles: bool = False) -> tuple[list[dict], dict]:
     """Generate (or resume) questions for every fact of every chunk; returns (records in chunk order, summary).
     Without `topic_near_misses` no section is asked the aspects of `UNANSWERABLE_TEMPLATES`; near misses then come
     from the details, providers and benefits the policy leaves out."""
@@ -546,7 +548,7 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
                                    prompt_set["absent_benefits"] if absent_benefits else None,
                                    prompt_set["absent_benefits_for"], recall_questions=recall_questions,
                                    faq_questions=faq_questions, topic_near_misses_last=topic_near_misses_last,
-                                   figure_free=figure_free)
+                                   figure_free=figure_free, balanced_styles=balanced_styles)
     section_indexes = {}
     for fact in fact_list:
         section_indexes.setdefault(fact["section"], []).append(fact)
@@ -603,6 +605,8 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
     summary["rejected_drafts"] = len(plan_report["rejected_drafts"])
     summary["unanswerable_per_aspect"] = plan_report["unanswerable_per_aspect"]
     summary["topic_aspects_left_out"] = plan_report["topic_aspects_left_out"]
+    if "styles" in plan_report:
+        summary["styles"] = plan_report["styles"]
     summary.update({"chunks_from_cache": from_cache, "chunks_generated": len(pending), "new_pairs": new_pairs,
                     "seconds": round(seconds, 1), "pairs_per_second": round(new_pairs / max(seconds, 1e-9), 3),
                     "seconds_per_fact": round(seconds / max(1, len(fact_list)), 3),

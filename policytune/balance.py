@@ -1,0 +1,108 @@
+"""Answerable questions asked in the same styles as the near misses, so a question's style says nothing of its answer.
+
+The plan asks most near misses in the first person ("What happens to maternity leave if I resign?") and, to reach
+the near-miss share, again in the openings employees use ("According to the policy, ...", "Quick question about
+sick leave: ..."); the facts' questions mostly follow the policy's third person ("Does every employee receive ...?")
+and rarely open that way. On the sample, 44% of the near misses say "I" against 19% of the answerable questions, and
+65% of the near misses open with a wrapper against 8%. A model can then learn the refusal from the style: the tuned
+model gave answerable gold questions in the first person 3x the refusal probability of the others (BENCHMARKS.md,
+forty-fourth session), and employees ask in the first person. Here the facts' questions take the first person where
+their grammar allows, and the openings as often as the near misses have them.
+"""
+from __future__ import annotations
+
+import re
+import zlib
+from typing import Callable
+
+from policytune import phrasing, questions
+
+# lower case: "Does the Employee Assistance Programme offer ...?" is not about the employee; nor is "the employee
+# contribution", nor one qualified after the noun ("Can an employee with 12 months of service take ...?" would read
+# "Can I with 12 months ...")
+_SUBJECT = (r"(?:(?:the|an|a|every|each|any) (?:employee|staff member|member of staff)|(?:all )?employees|"
+            r"(?:all )?staff|staff members)(?!['’]s)\b(?! (?:contributions?|with|who|whose|in|on|at|of|that|which|"
+            r"\w+ing)\b)")
+_AUXILIARY = re.compile(r"\b([Dd]oes|[Dd]o|[Ii]s|[Aa]re|[Ww]as|[Ww]ere|[Hh]as|[Hh]ave|[Cc]an|[Cc]ould|[Mm]ay|[Mm]ight|"
+                        rf"[Mm]ust|[Ss]hall|[Ss]hould|[Ww]ill|[Ww]ould) {_SUBJECT}")
+_AS_FIRST_PERSON = {"does": "do", "is": "am", "are": "am", "were": "was", "has": "have"}
+_OBJECT = re.compile(r"\b(require|allow|ask|permit|pay|give|notify|tell|contact|entitle|expect|remind|send|offer|"
+                     r"help|support|reimburse) (?:the|an) employee(?!['’]s)\b")
+# another employee still named in the third person after the rewrite: two people where there was one
+_THIRD_PERSON = re.compile(r"\b(?:the|an|a) employee\b(?! (?:contributions?)\b)|\bemployees\b")
+FIRST_PERSON = re.compile(r"\b(?:I|my|me|I'm|I've)\b")
+
+
+def first_person(question: str) -> str | None:
+    """The question as the employee asks it ("Does every employee receive 10 days of paid sick leave?" -> "Do I receive
+    10 days of paid sick leave?"), or None where it is not about the employee or already says "I"."""
+    if FIRST_PERSON.search(question):
+        return None
+    asked = _AUXILIARY.sub(lambda m: _auxiliary(m.group(1)) + " I", question, count=1)
+    asked = _OBJECT.sub(lambda m: f"{m.group(1)} me", asked)
+    if asked == question and not re.search(r"\bthe employee['’]s\b", question):
+        return None
+    # "their contract", "the employee's leave dates": the same person throughout
+    asked = phrasing._first_person(asked.replace("the employee’s", "the employee's"))
+    if _THIRD_PERSON.search(asked):
+        return None
+    return asked[0].upper() + asked[1:] if question[:1].isupper() else asked
+
+
+def _auxiliary(word: str) -> str:
+    said = _AS_FIRST_PERSON.get(word.lower(), word.lower())
+    return said.capitalize() if word[:1].isupper() else said
+
+
+def wrapped(question: str, fact: dict) -> str:
+    """The question in one of the openings employees use (`questions.WRAPPERS`), chosen by the question's hash."""
+    topic = questions.near_miss_topic(fact.get("headings") or [], fact.get("topic") or "")
+    wrappers = [w for w in questions.WRAPPERS if "{topic}" not in w or (topic and questions.speakable(topic))]
+    wrapper = wrappers[zlib.crc32(question.encode()) % len(wrappers)]
+    return wrapper.format(q=phrasing.lower_first(question), topic=questions.topic_phrase(topic))
+
+
+def share(asked: list[str], pattern: re.Pattern) -> float:
+    return sum(bool(pattern.search(q)) for q in asked) / len(asked) if asked else 0.0
+
+
+# Styles that already carry an opening of their own ("Quick question about books: what should I know ...?").
+_KEEP = ("topic", "wrapped", "keyphrase", "faq")
+
+
+def balance(entries: list[dict], near_misses: list[dict], per_fact: int,
+            distinct: Callable[[str, list[str]], bool]) -> dict[str, float]:
+    """Rewrite the questions each fact is asked (`entries`: the plan's {"fact", "drafts"}, the first `per_fact` drafts
+    asked) in place: every one about the employee in the first person, then openings on as many as make their share
+    the near misses'. A rewrite that `distinct(question, others)` finds a near-copy of another of its fact's questions
+    is not made (generation would drop one of the two). Returns the shares before and after, for the summary."""
+    asked = [(draft, entry) for entry in entries for draft in entry["drafts"][:per_fact]]
+    questions_of = lambda: [draft["question"] for draft, _ in asked]  # noqa: E731
+    unanswerable = [item["question"] for item in near_misses]
+    report = {"first_person_near_misses": round(share(unanswerable, FIRST_PERSON), 3),
+              "openings_near_misses": round(share(unanswerable, questions.OPENING), 3),
+              "first_person_before": round(share(questions_of(), FIRST_PERSON), 3),
+              "openings_before": round(share(questions_of(), questions.OPENING), 3)}
+    taken = {q.lower() for q in questions_of()}
+
+    def rewrite(draft: dict, entry: dict, question: str | None) -> bool:
+        others = [d["question"] for d in entry["drafts"][:per_fact] if d is not draft]
+        if not question or question.lower() in taken or questions.malformed(question) or not distinct(question, others):
+            return False
+        taken.add(question.lower())
+        draft["question"] = question
+        return True
+
+    for draft, entry in asked:
+        rewrite(draft, entry, first_person(draft["question"]))
+    wanted = round(report["openings_near_misses"] * len(asked)) - sum(map(bool, map(questions.OPENING.search,
+                                                                                    questions_of())))
+    # a stable choice by hash: the same plan wraps the same questions
+    for draft, entry in sorted(asked, key=lambda pair: zlib.crc32(pair[0]["question"].encode())):
+        if wanted <= 0:
+            break
+        if draft.get("style") not in _KEEP and not questions.OPENING.search(draft["question"]):
+            wanted -= rewrite(draft, entry, wrapped(draft["question"], entry["fact"]))
+    report["first_person_after"] = round(share(questions_of(), FIRST_PERSON), 3)
+    report["openings_after"] = round(share(questions_of(), questions.OPENING), 3)
+    return report
