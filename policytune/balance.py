@@ -7,7 +7,8 @@ and rarely open that way. On the sample, 44% of the near misses say "I" against 
 65% of the near misses open with a wrapper against 8%. A model can then learn the refusal from the style: the tuned
 model gave answerable gold questions in the first person 3x the refusal probability of the others (BENCHMARKS.md,
 forty-fourth session), and employees ask in the first person. Here the facts' questions take the first person where
-their grammar allows, and the openings as often as the near misses have them.
+their grammar allows and the openings as often as the near misses have them; where the facts still say "I" less
+often, some near misses ask about "an employee" instead ("What happens to sick leave if an employee resigns?").
 """
 from __future__ import annotations
 
@@ -49,9 +50,51 @@ def first_person(question: str) -> str | None:
     return asked[0].upper() + asked[1:] if question[:1].isupper() else asked
 
 
-def _auxiliary(word: str) -> str:
-    said = _AS_FIRST_PERSON.get(word.lower(), word.lower())
-    return said.capitalize() if word[:1].isupper() else said
+_ASKED_BY_ME = re.compile(r"\b(Can|Could|May|Must|Should|Will|Would|Do|Am|Have|can|could|may|must|should|will|would|"
+                          r"do|am|have) I\b")
+_HE_OR_SHE = {"do": "does", "am": "is", "have": "has"}
+_MODAL = {"can", "can't", "cannot", "could", "will", "won't", "would", "should", "may", "might", "must", "did", "didn't"}
+_IF_I = re.compile(r"\b(if|when|while|unless|before|after|once|because) I (\w+(?:'t)?)\b")
+
+
+def third_person(question: str) -> str | None:
+    """A first-person question asked about an employee ("What happens to sick leave if I resign?" -> "What happens to
+    sick leave if an employee resigns?"), or None where it has no "I" to start from."""
+    said = _ASKED_BY_ME.sub(lambda m: _auxiliary(_HE_OR_SHE.get(m.group(1).lower(), m.group(1).lower()), m.group(1))
+                            + " an employee", question, count=1)
+    if said == question:
+        said = _IF_I.sub(lambda m: f"{m.group(1)} an employee {_third_person_verb(m.group(2))}", question, count=1)
+    if said == question:
+        said = re.sub(r"\bmy\b", "an employee's", question, count=1)  # "Does taking sick leave affect my bonus?"
+    if said == question or re.match(r"I\b|I'", question):  # "I'm on probation. ...": a situation, said by the employee
+        return None
+    # the same employee after that: "they"
+    said = re.sub(r"\bI'm\b", "they're", said)
+    said = re.sub(r"\bI've\b", "they've", said)
+    said = re.sub(r"\bI am\b", "they are", said)
+    said = re.sub(r"\bam I\b", "are they", said)
+    said = re.sub(r"\bI\b", "they", said)
+    said = re.sub(r"\bmy\b", "their", said)
+    said = re.sub(r"\bmyself\b", "themselves", said)
+    return re.sub(r"\bme\b", "them", said)
+
+
+def _third_person_verb(verb: str) -> str:
+    if verb in _MODAL:
+        return verb
+    if verb in _HE_OR_SHE:
+        return _HE_OR_SHE[verb]
+    if re.search(r"(?:s|sh|ch|x|z|o)$", verb):
+        return verb + "es"
+    if re.search(r"[^aeiou]y$", verb):
+        return verb[:-1] + "ies"
+    return verb + "s"
+
+
+def _auxiliary(word: str, written: str | None = None) -> str:
+    """`word` (default: the first person of an auxiliary) capitalised as `written` (default: the auxiliary) is."""
+    said = _AS_FIRST_PERSON.get(word.lower(), word.lower()) if written is None else word
+    return said.capitalize() if (written or word)[:1].isupper() else said
 
 
 def wrapped(question: str, fact: dict) -> str:
@@ -74,7 +117,8 @@ def balance(entries: list[dict], near_misses: list[dict], per_fact: int,
             distinct: Callable[[str, list[str]], bool]) -> dict[str, float]:
     """Rewrite the questions each fact is asked (`entries`: the plan's {"fact", "drafts"}, the first `per_fact` drafts
     asked) in place: every one about the employee in the first person, then openings on as many as make their share
-    the near misses'. A rewrite that `distinct(question, others)` finds a near-copy of another of its fact's questions
+    the near misses'; where the facts still say "I" less often, near misses in the third person until they say it as
+    often (`near_misses`: the plan's near-miss items, also rewritten in place). A rewrite that `distinct(question, others)` finds a near-copy of another of its fact's questions
     is not made (generation would drop one of the two). Returns the shares before and after, for the summary."""
     asked = [(draft, entry) for entry in entries for draft in entry["drafts"][:per_fact]]
     questions_of = lambda: [draft["question"] for draft, _ in asked]  # noqa: E731
@@ -105,4 +149,15 @@ def balance(entries: list[dict], near_misses: list[dict], per_fact: int,
             wanted -= rewrite(draft, entry, wrapped(draft["question"], entry["fact"]))
     report["first_person_after"] = round(share(questions_of(), FIRST_PERSON), 3)
     report["openings_after"] = round(share(questions_of(), questions.OPENING), 3)
+    # Where the facts cannot say "I" as often as the near misses do, near misses ask about "an employee" instead.
+    wanted = round((report["first_person_near_misses"] - report["first_person_after"]) * len(near_misses))
+    for item in sorted(near_misses, key=lambda item: zlib.crc32(item["question"].encode())):
+        if wanted <= 0:
+            break
+        said = third_person(item["question"])
+        if said and said.lower() not in taken and not questions.malformed(said):
+            taken.add(said.lower())
+            item["question"] = said
+            wanted -= 1
+    report["first_person_near_misses_after"] = round(share([item["question"] for item in near_misses], FIRST_PERSON), 3)
     return report

@@ -853,3 +853,72 @@ def test_topic_near_misses_are_asked_only_where_the_policys_own_fall_short():
     no_templates = aspects(templates={})  # none to leave out: the log must not say they were
     assert no_templates and not topical & set(no_templates)
     assert left_out == [True, False, False, False], "the summary says so only where the own near misses filled it"
+
+
+def _leave_sections() -> list[dict]:
+    """Six leave sections: an entitlement, a notice rule, an approver and a confirmation of "the employee's" dates."""
+    chunks = []
+    for i, (leave, days, who) in enumerate([("sick", 10, "People Operations"), ("study", 5, "the Head of Learning"),
+                                            ("volunteer", 2, "the line manager"), ("bereavement", 5, "People Operations"),
+                                            ("jury service", 15, "the Head of HR"), ("parental", 20, "the Director")]):
+        text = (f"Every employee receives {days} days of paid {leave} leave per calendar year. "
+                f"Employees must notify their line manager at least {days + 2} business days before {leave} leave begins. "
+                f"Requests for {leave} leave are approved by {who} through PeopleHub. "
+                f"People Operations will confirm the employee's {leave} leave dates in writing within {days - 1} business "
+                "days.")
+        chunks.append({"id": io.content_hash(text), "doc": "policy.pdf", "pages": [i + 1],
+                       "headings": ["Leave Policy", f"{i + 1}. {leave.title()} Leave"], "text": text,
+                       "context_text": text, "n_tokens": 60, "kind": "text"})
+    return chunks
+
+
+def test_balanced_styles_give_the_facts_questions_the_near_misses_openings_and_the_first_person():
+    from policytune import balance
+
+    chunks = _leave_sections()
+    fact_list, _ = facts.inventory(chunks)
+    # two aspects a section: the near misses fall short of half the questions and are asked again in openings
+    templates = {k: v for k, v in generate.prompts()["unanswerable_templates"].items() if k in ("resigning", "contractors")}
+
+    def asked(on: bool) -> tuple[list[list[str]], list[str], dict]:
+        chunk_plan, report = generate.plan(chunks, fact_list, 3, 0.5, templates, balanced_styles=on)
+        per_fact = [[d["question"] for d in e["drafts"][:3]] for c in chunks for e in chunk_plan[c["id"]]["facts"]]
+        return per_fact, [u["question"] for c in chunks for u in chunk_plan[c["id"]]["unanswerable"]], report
+
+    def share(questions_asked: list[str], pattern: re.Pattern) -> float:
+        return sum(bool(pattern.search(q)) for q in questions_asked) / len(questions_asked)
+
+    off, off_near, off_report = asked(False)
+    on, on_near, on_report = asked(True)
+    before, after = sum(off, []), sum(on, [])
+    assert "styles" not in off_report and on_near == off_near, "near misses are not touched, nor anything when off"
+    assert share(off_near, questions.OPENING) > 0.5 and share(before, questions.OPENING) == 0, "the imbalance"
+    assert len(after) == len(before) and len(set(after)) == len(after)
+    assert abs(share(after, questions.OPENING) - share(on_near, questions.OPENING)) <= 1 / len(after)
+    assert on_report["styles"]["openings_after"] == round(share(after, questions.OPENING), 3)
+    assert share(after, balance.FIRST_PERSON) > share(before, balance.FIRST_PERSON)
+    assert any(re.search(r"confirm my sick leave dates", q) for q in after)
+    assert not any(re.search(r"the employee's", q) for q in after)
+    # a rewrite never makes two of a fact's questions near-copies (generation would keep one of them)
+    assert all(generate.not_near_copy(q, [o for o in qs if o != q]) for qs in on for q in qs)
+    # the same words under the opening: a wrapped question is its unwrapped one, in the first person where it changed
+    for b, a in zip(before, after):
+        core = questions.OPENING.sub("", a)
+        assert core.lower().rstrip("?") in {b.lower().rstrip("?"), (balance.first_person(b) or b).lower().rstrip("?")}
+
+
+def test_first_person_rewrites_questions_about_the_employee_and_leaves_the_rest():
+    from policytune.balance import first_person
+
+    assert first_person("Does every employee receive 10 days of paid sick leave?") == \
+        "Do I receive 10 days of paid sick leave?"
+    assert first_person("Are employees entitled to 25 days?") == "Am I entitled to 25 days?"
+    assert first_person("Must staff notify their line manager?") == "Must I notify my line manager?"
+    assert first_person("Can the company require the employee to take some of their leave?") == \
+        "Can the company require me to take some of my leave?"
+    for left in ("What is the employee contribution for dental insurance?",      # a kind of contribution
+                 "Does the Employee Assistance Programme offer 6 sessions?",     # a name
+                 "Can an employee with 12 months of service take leave?",        # "Can I with 12 months ..."
+                 "Who holds a meeting with the employee within 3 days of the employee's return?",  # two people
+                 "Can I carry over 5 days?", "When must timesheets be submitted?"):
+        assert first_person(left) is None, left
