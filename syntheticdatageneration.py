@@ -62,10 +62,11 @@ class GenerationConfig(llm.LLMOptions):
     # The near misses say "I" and open "According to the policy, ..." far more often than the facts' questions (44% and
     # 65% against 19% and 8% on the sample), and the tuned model refused first-person questions more: a style that
     # tells the answer is learnt instead of the content (BENCHMARKS.md, forty-fourth session).
-    balanced_styles: bool = field(default=False, metadata={
-        "help": "ask the facts' questions in the first person where their grammar allows ('Do I receive ...?' for "
-                "'Does every employee receive ...?') and in employees' openings as often as the near misses are "
-                "(policytune/balance.py)"})
+    balanced_styles: str = field(default="off", metadata={
+        "help": "person: the facts' questions in the first person where their grammar allows ('Do I receive ...?' for "
+                "'Does every employee receive ...?'), then near misses about 'an employee' until both say 'I' as often; "
+                "openings: the facts' questions in employees' openings as often as the near misses; both; off "
+                "(policytune/balance.py)", "choices": ["off", "person", "openings", "both"]})
     detail_near_misses: bool = field(default=True, metadata={
         "help": "also ask for a detail (amount, approver, notice, ...) of something the policy names but leaves "
                 "unspecified, where no fact naming it gives that detail (policytune/unstated.py)"})

@@ -114,7 +114,7 @@ _KEEP = ("topic", "wrapped", "keyphrase", "faq")
 
 
 def balance(entries: list[dict], near_misses: list[dict], per_fact: int,
-            distinct: Callable[[str, list[str]], bool]) -> dict[str, float]:
+            distinct: Callable[[str, list[str]], bool], person: bool = True, openings: bool = True) -> dict[str, float]:
     """Rewrite the questions each fact is asked (`entries`: the plan's {"fact", "drafts"}, the first `per_fact` drafts
     asked) in place: every one about the employee in the first person, then openings on as many as make their share
     the near misses'; where the facts still say "I" less often, near misses in the third person until they say it as
@@ -137,10 +137,10 @@ def balance(entries: list[dict], near_misses: list[dict], per_fact: int,
         draft["question"] = question
         return True
 
-    for draft, entry in asked:
+    for draft, entry in asked if person else ():
         rewrite(draft, entry, first_person(draft["question"]))
-    wanted = round(report["openings_near_misses"] * len(asked)) - sum(map(bool, map(questions.OPENING.search,
-                                                                                    questions_of())))
+    opened = sum(bool(questions.OPENING.search(q)) for q in questions_of())
+    wanted = round(report["openings_near_misses"] * len(asked)) - opened if openings else 0
     # a stable choice by hash: the same plan wraps the same questions
     for draft, entry in sorted(asked, key=lambda pair: zlib.crc32(pair[0]["question"].encode())):
         if wanted <= 0:
@@ -150,7 +150,8 @@ def balance(entries: list[dict], near_misses: list[dict], per_fact: int,
     report["first_person_after"] = round(share(questions_of(), FIRST_PERSON), 3)
     report["openings_after"] = round(share(questions_of(), questions.OPENING), 3)
     # Where the facts cannot say "I" as often as the near misses do, near misses ask about "an employee" instead.
-    wanted = round((report["first_person_near_misses"] - report["first_person_after"]) * len(near_misses))
+    wanted = round((report["first_person_near_misses"] - report["first_person_after"]) * len(near_misses)) \
+        if person else 0
     for item in sorted(near_misses, key=lambda item: zlib.crc32(item["question"].encode())):
         if wanted <= 0:
             break

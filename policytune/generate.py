@@ -114,7 +114,7 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
          absent_benefits: dict[str, dict] | None = None, absent_for: str = ".",
          recall_questions: bool = False, faq_questions: bool = True,
          topic_near_misses_last: bool = True, figure_free: bool = False,
-         balanced_styles: bool = False) -> tuple[dict[str, dict], dict]:
+         balanced_styles: str = "off") -> tuple[dict[str, dict], dict]:
     """Decide every question of every chunk before asking the teacher anything.
 
     Per chunk: its facts, each with the code's drafts that point at it (consistency-checked
@@ -343,7 +343,9 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
     for item in chosen_items:
         chunk_plan[item["fact"]["chunk_id"]]["unanswerable"].append(item)
     chosen = len(chosen_items)
-    styles = balance.balance(entries, chosen_items, questions_per_fact, not_near_copy) if balanced_styles else None
+    styles = balance.balance(entries, chosen_items, questions_per_fact, not_near_copy,
+                             person=balanced_styles in ("person", "both"),
+                             openings=balanced_styles in ("openings", "both")) if balanced_styles != "off" else None
     if situation_first:
         # Employees open with their situation ("I'm on probation. Can I ...?") and no planned question did. Done last, on
         # questions already checked: the words stay the same, only their order changes.
@@ -528,7 +530,7 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
                    absent_benefits: bool = True, topic_near_misses: bool = True,
                    recall_questions: bool = False, faq_questions: bool = True,
                    topic_near_misses_last: bool = True, figure_free: bool = False,
-                   reword_check: str = "strict", balanced_styles: bool = False) -> tuple[list[dict], dict]:
+                   reword_check: str = "strict", balanced_styles: str = "off") -> tuple[list[dict], dict]:
     """Generate (or resume) questions for every fact of every chunk; returns (records in chunk order, summary).
     Without `topic_near_misses` no section is asked the aspects of `UNANSWERABLE_TEMPLATES`; near misses then come
     from the details, providers and benefits the policy leaves out."""

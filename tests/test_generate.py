@@ -881,7 +881,7 @@ def test_balanced_styles_give_the_facts_questions_the_near_misses_openings_and_t
     templates = {k: v for k, v in generate.prompts()["unanswerable_templates"].items() if k in ("resigning", "contractors")}
 
     def asked(on: bool) -> tuple[list[list[str]], list[str], dict]:
-        chunk_plan, report = generate.plan(chunks, fact_list, 3, 0.5, templates, balanced_styles=on)
+        chunk_plan, report = generate.plan(chunks, fact_list, 3, 0.5, templates, balanced_styles="both" if on else "off")
         per_fact = [[d["question"] for d in e["drafts"][:3]] for c in chunks for e in chunk_plan[c["id"]]["facts"]]
         return per_fact, [u["question"] for c in chunks for u in chunk_plan[c["id"]]["unanswerable"]], report
 
