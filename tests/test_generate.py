@@ -922,3 +922,24 @@ def test_first_person_rewrites_questions_about_the_employee_and_leaves_the_rest(
                  "Who holds a meeting with the employee within 3 days of the employee's return?",  # two people
                  "Can I carry over 5 days?", "When must timesheets be submitted?"):
         assert first_person(left) is None, left
+
+
+def test_near_misses_ask_about_an_employee_where_the_facts_cannot_say_i_as_often():
+    from policytune import balance
+
+    fact = {"headings": ["Leave Policy", "2. Sick Leave"], "topic": "Sick Leave"}
+    drafts = [{"question": q, "style": "wh"} for q in ("When must timesheets be submitted?",
+                                                        "Which system records sick leave?")]
+    entries = [{"fact": fact, "drafts": [dict(d) for d in drafts]}]
+    near = [{"question": q} for q in ("What happens to sick leave if I resign?",
+                                      "Can I take sick leave during my notice period?",
+                                      "Does taking sick leave affect my bonus?", "Is sick leave taxed?")]
+    report = balance.balance(entries, near, 3, generate.not_near_copy, person=True, openings=False)
+    assert [d["question"] for d in entries[0]["drafts"]] == [d["question"] for d in drafts], "nothing to say as 'I'"
+    assert report["first_person_near_misses"] == 0.75 and report["first_person_near_misses_after"] == 0.0
+    assert {n["question"] for n in near} == {"What happens to sick leave if an employee resigns?",
+                                             "Can an employee take sick leave during their notice period?",
+                                             "Does taking sick leave affect an employee's bonus?", "Is sick leave taxed?"}
+    assert balance.third_person("Am I covered if I am on probation?") == "Is an employee covered if they are on probation?"
+    assert balance.third_person("Which form do I fill in?") == "Which form does an employee fill in?"
+    assert balance.third_person("I'm on probation. Can I use sick leave?") is None  # a situation, said by the employee
