@@ -59,9 +59,10 @@ class GenerationConfig(llm.LLMOptions):
     figure_free: bool = field(default=False, metadata={
         "help": "also ask such a fact's yes/no question without its figure ('Do I get annual leave a year?'), answered "
                 "\"Yes.\" and the fact, as its third question"})
-    # The near misses say "I" and open "According to the policy, ..." far more often than the facts' questions (44% and
-    # 65% against 19% and 8% on the sample), and the tuned model refused first-person questions more: a style that
-    # tells the answer is learnt instead of the content (BENCHMARKS.md, forty-fourth session).
+    # The near misses say "I" and open "According to the policy, ..." far more often than the facts' questions (60% and
+    # 64% against 19% and 8% on the sample), and the tuned model refused first-person questions more. Measured on the
+    # sample (2 passes, seed 42, paired; BENCHMARKS.md, forty-fourth session): the openings -0.07 accuracy; the person
+    # refusal recall -0.17, false refusals -0.08, separability +0.03: the threshold moves, not the knowledge. Off.
     balanced_styles: str = field(default="off", metadata={
         "help": "person: the facts' questions in the first person where their grammar allows ('Do I receive ...?' for "
                 "'Does every employee receive ...?'), then near misses about 'an employee' until both say 'I' as often; "

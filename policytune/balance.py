@@ -1,14 +1,14 @@
-"""Answerable questions asked in the same styles as the near misses, so a question's style says nothing of its answer.
+"""The facts' questions and the near misses asked in the same styles, so a question's style says nothing of its answer.
 
 The plan asks most near misses in the first person ("What happens to maternity leave if I resign?") and, to reach
 the near-miss share, again in the openings employees use ("According to the policy, ...", "Quick question about
-sick leave: ..."); the facts' questions mostly follow the policy's third person ("Does every employee receive ...?")
-and rarely open that way. On the sample, 44% of the near misses say "I" against 19% of the answerable questions, and
-65% of the near misses open with a wrapper against 8%. A model can then learn the refusal from the style: the tuned
-model gave answerable gold questions in the first person 3x the refusal probability of the others (BENCHMARKS.md,
-forty-fourth session), and employees ask in the first person. Here the facts' questions take the first person where
-their grammar allows and the openings as often as the near misses have them; where the facts still say "I" less
-often, some near misses ask about "an employee" instead ("What happens to sick leave if an employee resigns?").
+sick leave: ..."); the rules ask the sample's facts in its own third person ("Does every employee receive ...?") or
+impersonally, and rarely in an opening. On the sample 60% of the near misses say "I" against 19% of the facts'
+questions, and 64% open with a wrapper against 8% (every policy measured: 55-66% against 8-25%). The tuned model
+gave answerable gold questions saying "I" 3.3x the refusal probability of the others. Here the facts' questions take
+the first person where their grammar allows and the openings as often as the near misses; where the facts still say
+"I" less often, some near misses ask about "an employee" instead. Measured (BENCHMARKS.md, forty-fourth session):
+the openings cost answers; the person takes the cue away and the model then refuses less of everything. Off.
 """
 from __future__ import annotations
 
