@@ -39,7 +39,8 @@ def first_person(question: str) -> str | None:
     10 days of paid sick leave?"), or None where it is not about the employee or already says "I"."""
     if FIRST_PERSON.search(question):
         return None
-    asked = _AUXILIARY.sub(lambda m: _auxiliary(m.group(1)) + " I", question, count=1)
+    asked = _AUXILIARY.sub(lambda m: _cased(_AS_FIRST_PERSON.get(m.group(1).lower(), m.group(1).lower()), m.group(1))
+                           + " I", question, count=1)
     asked = _OBJECT.sub(lambda m: f"{m.group(1)} me", asked)
     if asked == question and not re.search(r"\bthe employee['’]s\b", question):
         return None
@@ -60,7 +61,7 @@ _IF_I = re.compile(r"\b(if|when|while|unless|before|after|once|because) I (\w+(?
 def third_person(question: str) -> str | None:
     """A first-person question asked about an employee ("What happens to sick leave if I resign?" -> "What happens to
     sick leave if an employee resigns?"), or None where it has no "I" to start from."""
-    said = _ASKED_BY_ME.sub(lambda m: _auxiliary(_HE_OR_SHE.get(m.group(1).lower(), m.group(1).lower()), m.group(1))
+    said = _ASKED_BY_ME.sub(lambda m: _cased(_HE_OR_SHE.get(m.group(1).lower(), m.group(1).lower()), m.group(1))
                             + " an employee", question, count=1)
     if said == question:
         said = _IF_I.sub(lambda m: f"{m.group(1)} an employee {_third_person_verb(m.group(2))}", question, count=1)
@@ -91,21 +92,19 @@ def _third_person_verb(verb: str) -> str:
     return verb + "s"
 
 
-def _auxiliary(word: str, written: str | None = None) -> str:
-    """`word` (default: the first person of an auxiliary) capitalised as `written` (default: the auxiliary) is."""
-    said = _AS_FIRST_PERSON.get(word.lower(), word.lower()) if written is None else word
-    return said.capitalize() if (written or word)[:1].isupper() else said
+def _cased(word: str, like: str) -> str:
+    """`word` capitalised where `like` is ("Does" -> "Do")."""
+    return word.capitalize() if like[:1].isupper() else word
 
 
 def wrapped(question: str, fact: dict) -> str:
-    """The question in one of the openings employees use (`questions.WRAPPERS`), chosen by the question's hash."""
-    topic = questions.near_miss_topic(fact.get("headings") or [], fact.get("topic") or "")
-    wrappers = [w for w in questions.WRAPPERS if "{topic}" not in w or (topic and questions.speakable(topic))]
-    wrapper = wrappers[zlib.crc32(question.encode()) % len(wrappers)]
-    return wrapper.format(q=phrasing.lower_first(question), topic=questions.topic_phrase(topic))
+    """The question in one of the openings employees use (`questions.openings`), chosen by the question's hash."""
+    wrappers = questions.openings(fact)
+    return wrappers[zlib.crc32(question.encode()) % len(wrappers)].replace("{q}", phrasing.lower_first(question))
 
 
 def share(asked: list[str], pattern: re.Pattern) -> float:
+    """The share of the questions the pattern finds something in."""
     return sum(bool(pattern.search(q)) for q in asked) / len(asked) if asked else 0.0
 
 
@@ -116,12 +115,16 @@ _KEEP = ("topic", "wrapped", "keyphrase", "faq")
 def balance(entries: list[dict], near_misses: list[dict], per_fact: int,
             distinct: Callable[[str, list[str]], bool], person: bool = True, openings: bool = True) -> dict[str, float]:
     """Rewrite the questions each fact is asked (`entries`: the plan's {"fact", "drafts"}, the first `per_fact` drafts
-    asked) in place: every one about the employee in the first person, then openings on as many as make their share
-    the near misses'; where the facts still say "I" less often, near misses in the third person until they say it as
-    often (`near_misses`: the plan's near-miss items, also rewritten in place). A rewrite that `distinct(question, others)` finds a near-copy of another of its fact's questions
-    is not made (generation would drop one of the two). Returns the shares before and after, for the summary."""
+    asked) in place: with `person`, every one about the employee in the first person; with `openings`, openings on as
+    many as make their share the near misses'; then, with `person`, where the facts still say "I" less often, near
+    misses (`near_misses`: the plan's near-miss items) in the third person until they say it as often. A rewrite that
+    `distinct(question, others)` finds a near-copy of another of its fact's questions, or that repeats a planned
+    question, is not made (generation would drop one of the two). Returns the shares before and after."""
     asked = [(draft, entry) for entry in entries for draft in entry["drafts"][:per_fact]]
-    questions_of = lambda: [draft["question"] for draft, _ in asked]  # noqa: E731
+
+    def questions_of() -> list[str]:
+        return [draft["question"] for draft, _ in asked]
+
     unanswerable = [item["question"] for item in near_misses]
     report = {"first_person_near_misses": round(share(unanswerable, FIRST_PERSON), 3),
               "openings_near_misses": round(share(unanswerable, questions.OPENING), 3),

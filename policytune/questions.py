@@ -496,13 +496,19 @@ OPENING = re.compile("^(?:" + "|".join(re.escape(w.split("{q}")[0]).replace(re.e
                                         for w in WRAPPERS) + ")", re.I)
 
 
+def openings(fact: dict) -> list[str]:
+    """WRAPPERS with the fact's topic in them ("Quick question about sick leave: {q}"); the one naming a topic only
+    where the topic reads as the name of a benefit."""
+    topic = near_miss_topic(fact.get("headings") or [], fact.get("topic") or "")
+    wrappers = WRAPPERS if speakable(topic) else [w for w in WRAPPERS if "{topic}" not in w]
+    return [w.replace("{topic}", topic_phrase(topic)) for w in wrappers]
+
+
 def wrapped(drafts: list[dict], fact: dict, wanted: int, distinct: Callable[[str, list[str]], bool]) -> list[dict]:
     """More phrasings of a fact's checked drafts, until `wanted`: each (shortened where it can be) in an opening
     employees use. `distinct(question, others)` says whether a new question is not a near-copy of the others."""
     out: list[dict] = []
-    topic = near_miss_topic(fact.get("headings") or [], fact.get("topic") or "")
-    wrappers = WRAPPERS if speakable(topic) else [w for w in WRAPPERS if "{topic}" not in w]
-    topic = topic_phrase(topic)
+    wrappers = openings(fact)
     for item in drafts:
         if len(drafts) + len(out) >= wanted:
             break
@@ -513,7 +519,7 @@ def wrapped(drafts: list[dict], fact: dict, wanted: int, distinct: Callable[[str
                      item["question"])
             for base in dict.fromkeys(q for q in bases
                                       if q and item.get("figure", "") in q):
-                question = wrapper.format(q=_lower_first(base), topic=topic)
+                question = wrapper.replace("{q}", _lower_first(base))
                 if len(drafts) + len(out) < wanted and distinct(question, [d["question"] for d in drafts + out]):
                     out.append({**item, "question": question, "style": "wrapped"})
                     break
