@@ -55,6 +55,9 @@ _ASKED_BY_ME = re.compile(r"\b(Can|Could|May|Must|Should|Will|Would|Do|Am|Have|c
                           r"do|am|have) I\b")
 _HE_OR_SHE = {"do": "does", "am": "is", "have": "has"}
 _MODAL = {"can", "can't", "cannot", "could", "will", "won't", "would", "should", "may", "might", "must", "did", "didn't"}
+# the same employee after the first mention: "they" (in this order: "I am" before "I")
+_THEY = [(r"\bI'm\b", "they're"), (r"\bI've\b", "they've"), (r"\bI am\b", "they are"), (r"\bam I\b", "are they"),
+         (r"\bI\b", "they"), (r"\bmy\b", "their"), (r"\bmyself\b", "themselves"), (r"\bme\b", "them")]
 _IF_I = re.compile(r"\b(if|when|while|unless|before|after|once|because) I (\w+(?:'t)?)\b")
 
 
@@ -69,15 +72,9 @@ def third_person(question: str) -> str | None:
         said = re.sub(r"\bmy\b", "an employee's", question, count=1)  # "Does taking sick leave affect my bonus?"
     if said == question or re.match(r"I\b|I'", question):  # "I'm on probation. ...": a situation, said by the employee
         return None
-    # the same employee after that: "they"
-    said = re.sub(r"\bI'm\b", "they're", said)
-    said = re.sub(r"\bI've\b", "they've", said)
-    said = re.sub(r"\bI am\b", "they are", said)
-    said = re.sub(r"\bam I\b", "are they", said)
-    said = re.sub(r"\bI\b", "they", said)
-    said = re.sub(r"\bmy\b", "their", said)
-    said = re.sub(r"\bmyself\b", "themselves", said)
-    return re.sub(r"\bme\b", "them", said)
+    for pattern, other in _THEY:
+        said = re.sub(pattern, other, said)
+    return said
 
 
 def _third_person_verb(verb: str) -> str:
