@@ -61,8 +61,8 @@ class GenerationConfig(llm.LLMOptions):
                 "\"Yes.\" and the fact, as its third question"})
     # The near misses say "I" and open "According to the policy, ..." far more often than the facts' questions (60% and
     # 64% against 19% and 8% on the sample), and the tuned model refused first-person questions more. Measured on the
-    # sample (2 passes, seed 42, paired; BENCHMARKS.md, forty-fourth session): the openings -0.07 accuracy; the person
-    # refusal recall -0.17, false refusals -0.08, separability +0.03: the threshold moves, not the knowledge. Off.
+    # sample (2 passes, paired; BENCHMARKS.md, forty-fourth session): the openings -0.07 accuracy (seed 42); the person
+    # -0.06 / -0.17 / -0.08 at seed 42, +0.03 / -0.04 / +0.01 at seed 7, separability +0.03 and +0.02. Off.
     balanced_styles: str = field(default="off", metadata={
         "help": "person: the facts' questions in the first person where their grammar allows ('Do I receive ...?' for "
                 "'Does every employee receive ...?'), then near misses about 'an employee' until both say 'I' as often; "

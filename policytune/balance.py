@@ -8,7 +8,7 @@ questions, and 64% open with a wrapper against 8% (every policy measured: 55-66%
 gave answerable gold questions saying "I" 3.3x the refusal probability of the others. Here the facts' questions take
 the first person where their grammar allows and the openings as often as the near misses; where the facts still say
 "I" less often, some near misses ask about "an employee" instead. Measured (BENCHMARKS.md, forty-fourth session):
-the openings cost answers; the person takes the cue away and the model then refuses less of everything. Off.
+the openings cost answers; the person moved the refusal threshold at one seed and nothing at another. Off.
 """
 from __future__ import annotations
 
