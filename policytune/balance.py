@@ -105,10 +105,6 @@ def share(asked: list[str], pattern: re.Pattern) -> float:
     return sum(bool(pattern.search(q)) for q in asked) / len(asked) if asked else 0.0
 
 
-# Styles that already carry an opening of their own ("Quick question about books: what should I know ...?").
-_KEEP = ("topic", "wrapped", "keyphrase", "faq")
-
-
 def balance(entries: list[dict], near_misses: list[dict], per_fact: int,
             distinct: Callable[[str, list[str]], bool], person: bool = True, openings: bool = True) -> dict[str, float]:
     """Rewrite the questions each fact is asked (`entries`: the plan's {"fact", "drafts"}, the first `per_fact` drafts
@@ -145,7 +141,7 @@ def balance(entries: list[dict], near_misses: list[dict], per_fact: int,
     for draft, entry in sorted(asked, key=lambda pair: zlib.crc32(pair[0]["question"].encode())):
         if wanted <= 0:
             break
-        if draft.get("style") not in _KEEP and not questions.OPENING.search(draft["question"]):
+        if draft.get("style") not in questions.OPENED_STYLES and not questions.OPENING.search(draft["question"]):
             wanted -= rewrite(draft, entry, wrapped(draft["question"], entry["fact"]))
     report["first_person_after"] = round(share(questions_of(), FIRST_PERSON), 3)
     report["openings_after"] = round(share(questions_of(), questions.OPENING), 3)

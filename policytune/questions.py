@@ -496,6 +496,11 @@ OPENING = re.compile("^(?:" + "|".join(re.escape(w.split("{q}")[0]).replace(re.e
                                         for w in WRAPPERS) + ")", re.I)
 
 
+# Draft styles that already open as an employee would, or ask about the topic: another opening in front reads twice
+# ("Quick question about books: what should I know ...?").
+OPENED_STYLES = ("topic", "wrapped", "keyphrase")
+
+
 def openings(fact: dict) -> list[str]:
     """WRAPPERS with the fact's topic in them ("Quick question about sick leave: {q}"); the one naming a topic only
     where the topic reads as the name of a benefit."""
@@ -512,7 +517,7 @@ def wrapped(drafts: list[dict], fact: dict, wanted: int, distinct: Callable[[str
     for item in drafts:
         if len(drafts) + len(out) >= wanted:
             break
-        if item["style"] in ("topic", "wrapped", "keyphrase"):  # "Quick question about books: what should I know ...?"
+        if item["style"] in OPENED_STYLES:
             continue
         for wrapper in wrappers:
             bases = (shorter(item["question"], keep_condition=item["style"] in ("yes_no", "figure_free")),
