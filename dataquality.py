@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from policytune import chat, config, heuristics, io, judge, llm
+from policytune import chat, config, facts, heuristics, io, judge, llm
 
 REQUIRED = {"id": str, "instruction": str, "output": str, "answerable": bool, "context": str}
 EXAMPLES_PER_REASON = 3
@@ -45,10 +45,21 @@ class QualityConfig(llm.LLMOptions):
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.judge_votes < 1:
             raise config.UserError("--judge-votes must be at least 1")
         if not 1.0 <= self.judge_threshold <= 5.0:
             raise config.UserError("--judge-threshold is on the 1-5 scale")
+        for name in ("min_question_words", "max_question_words", "max_answer_words"):
+            if getattr(self, name) < (0 if name.startswith("min") else 1):
+                raise config.UserError(f"--{name.replace('_', '-')} must be at least "
+                                       f"{0 if name.startswith('min') else 1}, got {getattr(self, name)}")
+        if self.max_question_words < self.min_question_words:
+            raise config.UserError(f"--max-question-words ({self.max_question_words}) is below --min-question-words "
+                                   f"({self.min_question_words}): no question could pass")
+        for name in ("min_content_overlap", "balance_tolerance"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise config.UserError(f"--{name.replace('_', '-')} is a share between 0 and 1, got {getattr(self, name)}")
 
     def rules(self) -> heuristics.Rules:
         return heuristics.Rules(min_question_words=self.min_question_words, max_question_words=self.max_question_words,
@@ -63,7 +74,9 @@ def malformed(record: dict) -> str | None:
 
 
 def unanswerable_share(records: list[dict]) -> float:
-    return sum(not r["answerable"] for r in records) / len(records) if records else 0.0
+    """Of the records that say whether they are answerable (a malformed one may not)."""
+    labelled = [r["answerable"] for r in records if isinstance(r.get("answerable"), bool)]
+    return labelled.count(False) / len(labelled) if labelled else 0.0
 
 
 def judge_score(record: dict) -> float:
@@ -93,8 +106,8 @@ def balance(kept: list[dict], target: float, tolerance: float) -> tuple[list[dic
 
 
 def summary(records: list[dict]) -> dict:
-    return {"count": len(records), "answerable": sum(r["answerable"] for r in records),
-            "unanswerable": sum(not r["answerable"] for r in records),
+    return {"count": len(records), "answerable": sum(r.get("answerable") is True for r in records),
+            "unanswerable": sum(r.get("answerable") is False for r in records),
             "unanswerable_share": round(unanswerable_share(records), 3),
             "by_type": dict(sorted(Counter(r.get("type", "?") for r in records).items()))}
 
@@ -105,12 +118,16 @@ def coverage(cfg: QualityConfig, records: list[dict], kept: list[dict]) -> dict 
     facts_path, summary_path = cfg.data_path("facts.json"), cfg.data_path("syntheticdata_summary.json")
     if not facts_path.exists():
         return None
-    fact_list = io.read_records(facts_path, "fact inventory")
+    fact_list = io.read_records(facts_path, "fact inventory", facts.KEYS)
     generation = io.read_json(summary_path, "generation summary") if summary_path.exists() else {}
-    wanted = int(generation.get("questions_per_fact") or 3)
-    before = Counter(r.get("fact_id") for r in records if r["answerable"])
-    after = Counter(r.get("fact_id") for r in kept if r["answerable"])
-    generated_reason = {f["fact_id"]: f["reason"] for f in generation.get("uncovered_facts", [])}
+    if not isinstance(generation, dict):
+        raise config.UserError(f"{summary_path}: generation summary file must hold a JSON object")
+    wanted = generation.get("questions_per_fact")
+    wanted = wanted if isinstance(wanted, int) and wanted > 0 else 3
+    before = Counter(r.get("fact_id") for r in records if r.get("answerable") is True)
+    after = Counter(r.get("fact_id") for r in kept if r.get("answerable") is True)
+    generated_reason = {f.get("fact_id"): f.get("reason") for f in generation.get("uncovered_facts", [])
+                        if isinstance(f, dict)}
     uncovered = [{"fact_id": f["id"], "section": f["section"], "text": f["text"][:200], "kept": after[f["id"]],
                   "reason": generated_reason.get(f["id"]) if before[f["id"]] < wanted else
                   f"{before[f['id']] - after[f['id']]} of its questions rejected by the quality gate"}
@@ -146,13 +163,17 @@ def write_report(cfg: QualityConfig, records: list[dict], kept: list[dict], reje
                   "judged": len(verdicts), "mean_score": round(sum(scores) / len(scores), 3) if scores else None},
         "seconds": round(seconds, 1),
         "examples": examples,
-        "preprocess": {k: v for k, v in preprocess.items() if k != "dropped_records"} if isinstance(preprocess, dict) else None,
+        # another stage's report, shown only when it has the counts the summary line prints
+        "preprocess": {k: v for k, v in preprocess.items() if k != "dropped_records"}
+        if isinstance(preprocess, dict) and {"in", "out", "dropped", "relabelled_as_unanswerable"} <= preprocess.keys()
+        else None,
         "rejected_records": [{"id": r.get("id"), "reason": r["reason"]} for r in rejected],
         "coverage": coverage(cfg, records, kept),
     }
     assert report["in"] == report["kept"] + sum(reasons.values()), "every input record is kept or has a reason"
+    text = markdown(report)  # before either is written, so the two reports never disagree
     io.write_json_atomic(cfg.data_path("quality_report.json"), report)
-    io.write_text_atomic(cfg.data_path("quality_report.md"), markdown(report))
+    io.write_text_atomic(cfg.data_path("quality_report.md"), text)
     return report
 
 
@@ -198,6 +219,8 @@ def main(cfg: QualityConfig) -> None:
     config.show(cfg)
     started = time.perf_counter()
     records = io.read_records(cfg.data_path(cfg.input), "instruction records")
+    if not records:
+        raise config.UserError(f"{cfg.data_path(cfg.input)}: no instruction records to check (did preprocessing keep none?)")
 
     # 1. Malformed records and heuristics: no model needed.
     rules = cfg.rules()
@@ -240,6 +263,11 @@ def main(cfg: QualityConfig) -> None:
         rejected += surplus
         stages.append({"stage": "balance", "in": len(candidates), "out": len(kept)})
 
+    if not kept:  # an earlier run's kept records and reports stay as they were
+        reasons = Counter(heuristics.rule_name(r["reason"]) for r in rejected).most_common(3)
+        raise config.UserError(f"no record passed the quality gate ({len(records)} in; rejected "
+                               + ", ".join(f"{name} {count}" for name, count in reasons)
+                               + f"): nothing written to {cfg.data_path(cfg.output)}")
     for record in rejected:
         record.pop("quality", None)
     report = write_report(cfg, records, kept, rejected, stages, verdicts, judge_mode, time.perf_counter() - started)

@@ -48,6 +48,9 @@ class Stage:
     # stage runs (`stage_config`), so a flag the train stage cannot read stops it then, not after generation.
     config: str
     settings: config.Base | None = None  # what `stage_config` read, kept so each command line is read once
+    # Inputs compared by their content, not only their time: a user's document replaced by one with an older
+    # modification time (`cp -p`, an unpacked archive) is still a new document.
+    by_content: bool = False
 
 
 def plan(cfg: PipelineConfig, extra: dict[str, list[str]]) -> list[Stage]:
@@ -58,7 +61,7 @@ def plan(cfg: PipelineConfig, extra: dict[str, list[str]]) -> list[Stage]:
     prompts = Path("generated_prompt.py")  # users edit it by hand: an edit reruns generation and judging
     stages = [
         Stage("parse", ["syntheticdatageneration.py", *common, *pdfs, "--parse-only"], [Path(p) for p in cfg.pdf],
-              [data / "chunks.json"], "GenerationConfig"),
+              [data / "chunks.json"], "GenerationConfig", by_content=True),
         Stage("generate", ["syntheticdatageneration.py", *common, *pdfs, "--reuse-chunks"], [data / "chunks.json", prompts],
               [data / "syntheticdata.json", data / "facts.json"], "GenerationConfig"),
         Stage("preprocess", ["preprocessing.py", *common], [data / "syntheticdata.json", data / "chunks.json"],
@@ -102,11 +105,13 @@ def stage_config(stage: Stage) -> config.Base:
 
 
 def fingerprint(stage: Stage) -> str:
-    """What decides a stage's config: its command line and the environment its config reads.
-    The API key is left out on purpose: it must not be stored, and it does not change results."""
+    """What decides a stage's output besides its inputs' times: its command line, the environment its config reads,
+    and the content of inputs compared by content. The API key is left out on purpose: it must not be stored, and
+    it does not change results."""
     env = {k: v for k, v in os.environ.items()
            if k.startswith(config.ENV_PREFIX) or k in ("OPENAI_BASE_URL", "OPENAI_MODEL")}
-    return io.content_hash(stage.command, sorted(env.items()))
+    contents = [io.file_sha256(p) if p.is_file() else None for p in stage.inputs] if stage.by_content else []
+    return io.content_hash(stage.command, sorted(env.items()), *contents)
 
 
 def up_to_date(stage: Stage, state: dict) -> bool:
@@ -169,6 +174,8 @@ def main(cfg: PipelineConfig, extra: dict[str, list[str]]) -> None:
         raise config.UserError(f"--from-stage {cfg.from_stage} comes after --to-stage {cfg.to_stage}")
     state_path = Path(cfg.data_dir) / "pipeline_state.json"
     state = io.read_json(state_path, "pipeline state") if state_path.exists() else {}
+    if not isinstance(state, dict):
+        raise config.UserError(f"{state_path}: pipeline state file must hold a JSON object (delete it to rerun every stage)")
     timings: dict[str, float] = {}
     started = time.perf_counter()
     for index, stage in enumerate(stages):
@@ -177,7 +184,7 @@ def main(cfg: PipelineConfig, extra: dict[str, list[str]]) -> None:
         if not cfg.force and up_to_date(stage, state):
             print(f"== {stage.name}: up to date, skipped", flush=True)
             continue
-        print(f"== {stage.name}: {' '.join(['python', *stage.command])}", flush=True)
+        print(f"== {stage.name}: {config.redact_url(' '.join(['python', *stage.command]))}", flush=True)
         t0 = time.perf_counter()
         code = subprocess.call([sys.executable, *stage.command])
         timings[stage.name] = round(time.perf_counter() - t0, 1)

@@ -123,6 +123,9 @@ def main(cfg: PreprocessConfig) -> None:
         "dropped_records": dropped,
     }
     assert report["in"] == report["out"] + sum(reasons.values())
+    if not kept:  # an earlier run's records and report stay as they were
+        raise config.UserError(f"{cfg.data_path(cfg.input)}: no usable pair among {len(pairs)} "
+                               f"(dropped: {dict(reasons) or 'none'}): nothing written to {cfg.data_path(cfg.output)}")
     io.write_json_atomic(cfg.data_path(cfg.output), kept)
     io.write_json_atomic(cfg.data_path("preprocessing_report.json"), report)
     config.save(cfg, cfg.data_path("preprocessing_config.json"))

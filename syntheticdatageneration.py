@@ -124,16 +124,22 @@ class GenerationConfig(llm.LLMOptions):
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not 0.0 <= self.unanswerable_ratio <= 1.0:
             raise config.UserError(f"--unanswerable-ratio must be between 0 and 1, got {self.unanswerable_ratio}")
         if self.questions_per_fact < 1:
             raise config.UserError(f"--questions-per-fact must be at least 1, got {self.questions_per_fact}")
+        if self.temperature < 0 or self.max_tokens < 1:
+            raise config.UserError(f"--temperature must be 0 or more and --max-tokens at least 1, got "
+                                   f"{self.temperature:g} and {self.max_tokens}")
         if self.rewordings_per_fact < -1:
             raise config.UserError(f"--rewordings-per-fact must be -1 (auto), 0 or more, got {self.rewordings_per_fact}")
 
 
 def parse(cfg: GenerationConfig, chunks_path: Path) -> list[dict]:
     started = time.perf_counter()
+    if not cfg.pdf:
+        raise config.UserError("no document to parse: --pdf (or POLICYTUNE_PDF) names none")
     for path in cfg.pdf:
         pdf.check_input(path)  # fail fast on a missing, empty or mislabelled file, before loading anything
     tokenizer = models.load_tokenizer(models.resolve(cfg.base_model))
@@ -153,13 +159,15 @@ def main(cfg: GenerationConfig) -> None:
     chunks_path = cfg.data_path("chunks.json")
 
     if cfg.reuse_chunks and chunks_path.exists():
-        chunks = io.read_records(chunks_path, "chunks")
+        chunks = io.read_records(chunks_path, "chunks", facts.CHUNK_KEYS)
         print(f"reusing {len(chunks)} chunks from {chunks_path}", flush=True)
     else:
         chunks = parse(cfg, chunks_path)
     config.save(cfg, cfg.data_path("syntheticdatageneration_config.json"))
     if cfg.parse_only:
         return
+    if not chunks:
+        raise config.UserError(f"{chunks_path}: no chunks to generate from (parse the documents again?)")
 
     # The fact inventory: every statement of every document, the unit that questions cover.
     fact_list, skipped = facts.inventory(chunks)
@@ -194,13 +202,14 @@ def main(cfg: GenerationConfig) -> None:
             recall_questions=cfg.recall_questions, faq_questions=cfg.faq_questions,
             topic_near_misses_last=cfg.topic_near_misses_last, figure_free=cfg.figure_free,
             reword_check=cfg.reword_check, balanced_styles=cfg.balanced_styles)
+    print(generate.format_summary(summary), flush=True)
+    if not records:  # the pairs of an earlier run, and their summary, stay as they were
+        reasons = ", ".join(f"{k}: {v}" for k, v in list(summary["failure_reasons"].items())[:3])
+        raise config.UserError(f"no usable pairs ({summary['failures']} failures{': ' + reasons if reasons else ''}); "
+                               f"nothing written to {output_path}")
     io.write_json_atomic(output_path, records)
     io.write_json_atomic(cfg.data_path("syntheticdata_summary.json"), summary)
-    print(generate.format_summary(summary), flush=True)
     print(f"{len(records)} pairs -> {output_path}", flush=True)
-    if not records:
-        raise config.UserError(f"the teacher produced no usable pairs ({summary['failures']} failures); "
-                               f"see {cfg.data_path('syntheticdata_summary.json')}")
 
 
 if __name__ == "__main__":

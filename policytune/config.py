@@ -11,6 +11,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import re
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -167,13 +168,26 @@ def is_secret(name: str) -> bool:
     return any(part in SECRET_WORDS for part in name.lower().split("_"))
 
 
+_URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def redact_url(text: str) -> str:
+    """Text with the user:password part of any URL in it masked ("http://***@proxy:8000/v1"), for messages,
+    printed commands and saved configs."""
+    return _URL_CREDENTIALS.sub("***@", text)
+
+
 def as_dict(cfg: Base, mask_secrets: bool = True) -> dict[str, Any]:
-    """The config as plain JSON data, with secret-looking fields masked."""
+    """The config as plain JSON data, with secret-looking fields and the credentials inside URLs masked."""
     out = dataclasses.asdict(cfg)
     if mask_secrets:
         for name, value in out.items():
             if is_secret(name) and value:
                 out[name] = "***"
+            elif isinstance(value, str):
+                out[name] = redact_url(value)
+            elif isinstance(value, list):
+                out[name] = [redact_url(v) if isinstance(v, str) else v for v in value]
     return out
 
 
@@ -202,6 +216,12 @@ def run(main: Callable[[T], Any], cls: type[T], argv: list[str] | None = None) -
     except KeyboardInterrupt:
         print("interrupted: partial work is kept and a rerun resumes it", file=sys.stderr, flush=True)
         raise SystemExit(130) from None
+    except OSError as exc:
+        # A full disk, a read-only folder, a file where a folder belongs: the machine's state, said in one line (the
+        # atomic writes leave the earlier file in place).
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or first_line(exc)}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 def first_line(exc: object, limit: int = 200) -> str:

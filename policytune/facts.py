@@ -15,6 +15,9 @@ from typing import Any
 from policytune import io, phrasing
 
 MIN_FACT_WORDS = 4
+# What a stage needs of each record of chunks.json and of facts.json (`io.read_records` checks them).
+CHUNK_KEYS = {"id": str, "text": str}
+KEYS = {"id": str, "text": str, "section": str}
 
 # Abbreviations whose full stop does not end a sentence (policy prose is full of "Ltd." and "e.g.").
 _ABBREVIATIONS = re.compile(r"(\b(?:Ltd|Inc|Co|No|e\.g|i\.e|etc|approx|incl|St|Dr|Mr|Mrs|Ms|vs|cf|Art|Sec|para|U\.S|U\.K)\.)$",

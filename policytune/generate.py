@@ -457,7 +457,8 @@ def generate_chunk(endpoint: llm.Endpoint, chunk: dict, chunk_plan: dict, prompt
                 parsed, _ = llm.chat_json(endpoint, messages_for(fact, draft, prompt_set, teacher_answers), schema,
                                           name="qa_pair", max_tokens=max_tokens, temperature=temperature, seed=seed)
             except llm.LLMError as exc:
-                failures.append({**where, "reason": f"llm: {exc}"})
+                # a failed request (not a bad answer) is tried again by the next run: see `finished`
+                failures.append({**where, "reason": f"llm: {exc}", **({"retry": True} if isinstance(exc, llm.TransportError) else {})})
                 continue
             question = clean_question(parsed["question"])
             problem = None if question else "no usable question"
@@ -582,9 +583,13 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
     def finished(chunk: dict, result: dict | None, error: Exception | None) -> None:
         nonlocal new_pairs
         if error is not None:  # a bug or an unexpected reply: log the chunk and go on
-            result = {"records": [], "failures": [{"chunk_id": chunk["id"], "reason": f"error: {error!r}"[:300]}]}
+            result = {"records": [], "failures": [{"chunk_id": chunk["id"], "reason": f"error: {error!r}"[:300],
+                                                   "retry": True}]}
         entry = {"key": keys[chunk["id"]], "chunk_id": chunk["id"], **result}
-        cache.append(entry)
+        # This run uses what it got; the cache keeps only chunks whose every request was answered, so a rerun
+        # (after the endpoint recovers) asks again instead of reusing the failures.
+        if not any(f.get("retry") for f in result["failures"]):
+            cache.append(entry)
         done[entry["key"]] = entry
         new_pairs += len(result["records"])
         bar.update(1)
@@ -610,6 +615,7 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
     if "styles" in plan_report:
         summary["styles"] = plan_report["styles"]
     summary.update({"chunks_from_cache": from_cache, "chunks_generated": len(pending), "new_pairs": new_pairs,
+                    "chunks_to_retry": len({f["chunk_id"] for f in failures if f.get("retry")}),
                     "seconds": round(seconds, 1), "pairs_per_second": round(new_pairs / max(seconds, 1e-9), 3),
                     "seconds_per_fact": round(seconds / max(1, len(fact_list)), 3),
                     "model": endpoint.model, "prompt_sha": sha, "rewordings_per_fact": rewordings_per_fact,
@@ -698,7 +704,9 @@ def format_summary(summary: dict) -> str:
         "per style: " + ", ".join(f"{k} {v}" for k, v in summary["per_style"].items()),
         f"dropped to keep the ratio: {len(summary.get('dropped', []))}",
         f"failures: {summary['failures']}" + ("" if not summary["failure_reasons"] else " (" + ", ".join(
-            f"{k}: {v}" for k, v in summary["failure_reasons"].items()) + ")"),
+            f"{k}: {v}" for k, v in summary["failure_reasons"].items()) + ")")
+        + (f"; {summary['chunks_to_retry']} chunks had failed requests and are asked again by a rerun"
+           if summary.get("chunks_to_retry") else ""),
         "facts per section (covered/facts, unanswerable):",
     ]
     lines += [f"  {row['covered']:>3}/{row['facts']:<3} {row['unanswerable']:>3}  {name[:90]}"

@@ -36,14 +36,20 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # named after the file the user asked for, not a temporary name beside it
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         _publish(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -57,12 +63,20 @@ def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[dict]) -> None
     write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
+def read_text(path: str | os.PathLike, what: str = "input") -> str:
+    """A file's text; one in another encoding than UTF-8 is a one-line UserError naming it."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: {what} file is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+
+
 def read_json(path: str | os.PathLike, what: str = "input") -> Any:
     """Read a JSON file; a missing or corrupt file is a one-line UserError naming it."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: {what} file not found (run the previous stage first?)")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, what)
     if not text.strip():
         raise UserError(f"{path}: {what} file is empty")
     try:
@@ -71,13 +85,19 @@ def read_json(path: str | os.PathLike, what: str = "input") -> Any:
         raise UserError(f"{path}: {what} file is not valid JSON (truncated or corrupted? {exc.msg} at line {exc.lineno})") from None
 
 
-def read_records(path: str | os.PathLike, what: str = "input") -> list[dict]:
-    """Read a JSON list of objects (the stages' record files)."""
+def read_records(path: str | os.PathLike, what: str = "input", keys: dict[str, type] | None = None) -> list[dict]:
+    """Read a JSON list of objects (the stages' record files), each with `keys` of their types where given: a
+    hand-edited or foreign file is a one-line error naming its first bad record, not a KeyError later."""
     data = read_json(path, what)
     if isinstance(data, dict) and isinstance(data.get("records"), list):
         data = data["records"]
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise UserError(f"{path}: {what} file must hold a JSON list of objects")
+    for number, record in enumerate(data, 1):
+        for key, typ in (keys or {}).items():
+            if not isinstance(record.get(key), typ):
+                raise UserError(f"{path}: record {number} has no {key!r} {typ.__name__}: not a {what} file "
+                                "(rerun the stage that writes it?)")
     return data
 
 
@@ -87,7 +107,7 @@ def read_jsonl(path: str | os.PathLike, strict: bool = False) -> list[dict]:
     if not path.exists():
         return []
     records = []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = read_text(path, "JSON lines").splitlines()
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from policytune import heuristics, io, llm, normalize
+from policytune.config import UserError
 
 try:
     import generated_prompt as prompts
@@ -274,6 +275,13 @@ def judge(endpoint: llm.Endpoint, records: list[dict], cache_path: str | Path, m
 
         llm.run_concurrently(lambda unit: scorer(endpoint, unit[0], unit[1]), todo, concurrency, done)
         bar.close()
+    # Failed calls are not cached and their pairs would be rejected: when most failed, the endpoint is at fault,
+    # not the pairs, and this run must not stand as the gate's verdict.
+    asked = {record["id"] for record, _ in todo}
+    if errors and 2 * len(errors) > len(asked):
+        first = next(iter(errors.values()))
+        raise UserError(f"the judge failed on {len(errors)} of the {len(asked)} pairs it was asked about "
+                        f"(first: {first}); a rerun asks again ({len(asked) - len(errors)} answers are cached)")
 
     verdicts = {}
     for record in records:

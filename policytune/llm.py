@@ -13,9 +13,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import random
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
@@ -39,9 +40,21 @@ class LLMOptions(config.Base):
     max_retries: int = field(default=4, metadata={"help": "retries per request for transport errors and bad output"})
     seed: int = field(default=0, metadata={"help": "sampling seed sent to the endpoint"})
 
+    def __post_init__(self) -> None:
+        for name, low in (("concurrency", 1), ("server_ctx_per_slot", 64), ("max_retries", 0), ("server_threads", 0)):
+            if getattr(self, name) < low:
+                raise UserError(f"--{name.replace('_', '-')} must be at least {low}, got {getattr(self, name)}")
+        if not self.request_timeout > 0:
+            raise UserError(f"--request-timeout must be more than 0 seconds, got {self.request_timeout:g}")
+
 
 class LLMError(Exception):
     """One request gave no usable answer after its retries: log it and move on."""
+
+
+class TransportError(LLMError):
+    """The request, not the model's answer, failed (timeout, rate limit, server error, rejected request): a
+    rerun may well succeed, so no resume cache may record it as the answer."""
 
 
 class EndpointDown(UserError):
@@ -176,39 +189,67 @@ def complete(endpoint: Endpoint, messages: list[dict], **kwargs: Any) -> Any:
     last: Exception | None = None
     for attempt in range(opts.max_retries + 1):
         try:
-            return endpoint.client.chat.completions.create(model=endpoint.model, messages=messages, **kwargs)
+            response = endpoint.client.chat.completions.create(model=endpoint.model, messages=messages, **kwargs)
+            problem = _not_a_completion(response)
+            if problem is None:
+                return response
+            # A web page or another API at the URL: every request would get the same, so the stage stops.
+            if attempt == opts.max_retries:
+                raise EndpointDown(f"the endpoint at {config.redact_url(endpoint.base_url)} does not answer as an "
+                                   f"OpenAI-compatible chat API ({problem})")
+            time.sleep(_backoff(attempt))
         except openai.APIConnectionError as exc:  # includes timeouts
             last = exc
             kind = "timeout" if isinstance(exc, openai.APITimeoutError) else "connection"
             if attempt == opts.max_retries:
                 if kind == "connection":
-                    raise EndpointDown(f"cannot reach the LLM endpoint at {endpoint.base_url} "
+                    raise EndpointDown(f"cannot reach the LLM endpoint at {config.redact_url(endpoint.base_url)} "
                                        f"after {attempt + 1} attempts") from None
-                raise LLMError(f"timeout after {opts.request_timeout:g}s ({attempt + 1} attempts)") from None
+                raise TransportError(f"timeout after {opts.request_timeout:g}s ({attempt + 1} attempts)") from None
             time.sleep(_backoff(attempt))
         except openai.RateLimitError as exc:
             last = exc
             if attempt == opts.max_retries:
-                raise LLMError(f"rate limited (429) after {attempt + 1} attempts") from None
+                raise TransportError(f"rate limited (429) after {attempt + 1} attempts") from None
             wait = _retry_after(exc)
             time.sleep(min(60.0, wait) if wait is not None else _backoff(attempt))
         except openai.InternalServerError as exc:
             last = exc
             if attempt == opts.max_retries:
-                raise LLMError(f"server error {exc.status_code} after {attempt + 1} attempts") from None
+                raise TransportError(f"server error {exc.status_code} after {attempt + 1} attempts") from None
             time.sleep(_backoff(attempt))
         except openai.AuthenticationError:
-            raise EndpointDown(f"the endpoint at {endpoint.base_url} rejected the API key (401)") from None
+            raise EndpointDown(f"the endpoint at {config.redact_url(endpoint.base_url)} rejected the API key (401)") from None
         except openai.NotFoundError:
-            raise EndpointDown(f"model {endpoint.model!r} or its route not found at {endpoint.base_url} (404)") from None
+            raise EndpointDown(f"model {endpoint.model!r} or its route not found at {config.redact_url(endpoint.base_url)} (404)") from None
         except openai.APIStatusError as exc:
-            raise LLMError(f"request rejected with HTTP {exc.status_code}") from None
+            raise TransportError(f"request rejected with HTTP {exc.status_code}") from None
         except openai.APIResponseValidationError as exc:
             last = exc
             if attempt == opts.max_retries:
                 raise LLMError("response was not valid JSON") from None
             time.sleep(_backoff(attempt))
-    raise LLMError(f"no answer: {last}")
+    raise TransportError(f"no answer: {last}")
+
+
+def _not_a_completion(response: Any) -> str | None:
+    """None when a reply has the shape of a chat completion, else what it is instead. The client hands back a
+    non-JSON body as text and JSON of another shape as it came, which would fail later as an attribute error."""
+    if isinstance(response, (str, bytes)):
+        return f"got text: {_first_words(response)}"
+    choices = getattr(response, "choices", None)
+    if not isinstance(choices, list):
+        return "no list of choices in the reply"
+    if any(not hasattr(choice, "message") for choice in choices):
+        return "a choice without a message"
+    return None
+
+
+def _first_words(text: str | bytes, limit: int = 60) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    text = " ".join(text.split())
+    return repr(text[:limit] + ("..." if len(text) > limit else ""))
 
 
 def validate(instance: Any, schema: dict) -> str | None:
@@ -259,19 +300,43 @@ R = TypeVar("R")
 
 def run_concurrently(fn: Callable[[T], R], items: Iterable[T], concurrency: int,
                      on_done: Callable[[T, R | None, Exception | None], None]) -> None:
-    """Call fn on every item with a thread pool; on_done(item, result, error) runs in this thread.
+    """Call fn on every item from `concurrency` threads; on_done(item, result, error) runs in this thread.
 
-    An EndpointDown stops the pool and is re-raised: nothing more can be done without the endpoint.
+    An EndpointDown stops the work and is re-raised: nothing more can be done without the endpoint. The workers are
+    daemon threads, so on Ctrl-C (or that error) this returns at once and the requests in flight are abandoned: a
+    thread pool would wait for each of them, up to --request-timeout, even at the interpreter's exit.
     """
-    pool = ThreadPoolExecutor(max_workers=max(1, concurrency))
-    futures = {pool.submit(fn, item): item for item in items}
+    todo: queue.SimpleQueue = queue.SimpleQueue()
+    count = 0
+    for item in items:
+        todo.put(item)
+        count += 1
+    results: queue.SimpleQueue = queue.SimpleQueue()
+    stop = threading.Event()
+
+    def worker() -> None:
+        while not stop.is_set():
+            try:
+                item = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                results.put((item, fn(item), None))
+            except Exception as exc:  # handed to on_done, which decides
+                results.put((item, None, exc))
+
+    for _ in range(min(max(1, concurrency), count)):
+        threading.Thread(target=worker, daemon=True).start()
     try:
-        for future in as_completed(futures):
-            item = futures[future]
-            error = future.exception()
+        for _ in range(count):
+            while True:
+                try:
+                    item, result, error = results.get(timeout=0.5)  # a timed wait lets Ctrl-C in
+                    break
+                except queue.Empty:
+                    continue
             if isinstance(error, EndpointDown):
                 raise error
-            on_done(item, None if error else future.result(), error)
+            on_done(item, result, error)
     finally:
-        # On Ctrl-C or a dead endpoint, queued work is dropped instead of waited for.
-        pool.shutdown(wait=True, cancel_futures=True)
+        stop.set()  # workers finish the request in hand and take no other

@@ -39,11 +39,19 @@ def parse_documents(paths: list[str], tokenizer, max_chunk_tokens: int, ocr: boo
     chunks: list[dict] = []
     seen: set[str] = set()
     stats: dict = {"pages": 0, "seconds": 0.0, "documents": []}
+    read: dict[str, str] = {}  # content digest -> the path read with it
     for path in paths:
+        digest = io.file_sha256(path)
+        if digest in read:
+            # The same facts twice under two names would tie every question between its two copies.
+            print(f"warning: {shown(path)} has the same content as {shown(read[digest])}: read once", file=sys.stderr,
+                  flush=True)
+            continue
+        read[digest] = path
         started = time.perf_counter()
         document = convert(converter, path, ocr=ocr)
         pages = max(len(document.pages), 1)
-        doc_chunks = chunk_document(document, chunker, Path(path).name)
+        doc_chunks = chunk_document(document, chunker, shown(Path(path).name))
         if not doc_chunks:
             raise UserError(f"{path}: no chunks: the document has no body text after headers and footers")
         words = sum(len(c["text"].split()) for c in doc_chunks)
@@ -59,16 +67,24 @@ def parse_documents(paths: list[str], tokenizer, max_chunk_tokens: int, ocr: boo
         seconds = time.perf_counter() - started
         stats["pages"] += pages
         stats["seconds"] += seconds
-        stats["documents"].append({"doc": Path(path).name, "pages": pages, "chunks": len(doc_chunks) - duplicates,
+        stats["documents"].append({"doc": shown(Path(path).name), "pages": pages, "chunks": len(doc_chunks) - duplicates,
                                    "duplicates_dropped": duplicates, "seconds": round(seconds, 2)})
-        print(f"{path}: {pages} pages -> {len(doc_chunks) - duplicates} chunks in {seconds:.1f}s"
+        print(f"{shown(path)}: {pages} pages -> {len(doc_chunks) - duplicates} chunks in {seconds:.1f}s"
               f" ({seconds / pages:.2f} s/page)", flush=True)
     return chunks, stats
+
+
+def shown(path: str | os.PathLike) -> str:
+    """A path as text that can be printed and stored as UTF-8: a file name in another encoding (bytes Python keeps as
+    lone surrogates) gets replacement characters."""
+    return os.fsencode(path).decode("utf-8", "replace")
 
 
 def check_input(path: str) -> None:
     """Reject what Docling would fail on obscurely: missing, empty, mislabelled or locked files."""
     file = Path(path)
+    if file.is_dir():
+        raise UserError(f"{path}: is a folder, not a document (name the files in it)")
     if not file.is_file():
         raise UserError(f"{path}: file not found")
     if file.stat().st_size == 0:
@@ -163,7 +179,7 @@ def convert(converter, path: str, ocr: bool = False):
         assign_heading_levels(result, path)
     if result.status == ConversionStatus.PARTIAL_SUCCESS:
         failed = sorted({e.page_no for e in result.errors if e.page_no is not None})
-        print(f"warning: {path}: pages {failed or '?'} could not be parsed and are skipped", file=sys.stderr, flush=True)
+        print(f"warning: {shown(path)}: pages {failed or '?'} could not be parsed and are skipped", file=sys.stderr, flush=True)
     if not any(item.text.strip() for item in document.texts) and not document.tables:
         if Path(path).suffix.lower() != ".pdf":
             raise UserError(f"{path}: no text found in the document")

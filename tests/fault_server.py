@@ -11,7 +11,8 @@ Behaviours (queued with `script`, one per request; when the queue is empty `serv
 `ok(obj)` a chat completion whose content is json.dumps(obj) (obj may be a callable of the request
 body), `invalid_json()`, `schema_mismatch()` (valid JSON, wrong fields), `length_cut()` (cut JSON with
 finish_reason "length"), `status(code, retry_after=None)`, `hang(seconds)` (answers nothing for that
-long, then closes). The default behaviour is `ok(schema_filler)`: an object that fits the request's
+long, then closes), `raw(body, content_type, code)` (any reply: a web page, JSON of another shape).
+The default behaviour is `ok(schema_filler)`: an object that fits the request's
 json_schema. `server.delay` adds seconds before every answer. For "connection refused" use
 `refused_url()`: a URL on a port where nothing listens.
 """
@@ -51,6 +52,11 @@ def status(code: int, retry_after: float | None = None) -> Behaviour:
 
 def hang(seconds: float) -> Behaviour:
     return ("hang", seconds)
+
+
+def raw(body: str, content_type: str = "application/json", code: int = 200) -> Behaviour:
+    """Any reply at all: a web page where the API should be, or JSON of another shape."""
+    return ("raw", body, content_type, code)
 
 
 def schema_filler(body: dict) -> dict:
@@ -112,9 +118,10 @@ class FaultServer:
             def log_message(self, *args: Any) -> None:  # keep test output quiet
                 pass
 
-            def _send(self, code: int, payload: bytes, headers: dict | None = None) -> None:
+            def _send(self, code: int, payload: bytes, headers: dict | None = None,
+                      content_type: str = "application/json") -> None:
                 self.send_response(code)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(payload)))
                 for key, value in (headers or {}).items():
                     self.send_header(key, value)
@@ -146,6 +153,9 @@ class FaultServer:
                     _, code, retry_after = behaviour
                     headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
                     self._send(code, json.dumps({"error": {"message": f"fault server: HTTP {code}"}}).encode(), headers)
+                elif kind == "raw":
+                    _, text, content_type, code = behaviour
+                    self._send(code, text.encode(), content_type=content_type)
                 elif kind == "hang":
                     time.sleep(behaviour[1])
                     self.close_connection = True

@@ -48,6 +48,25 @@ def test_help_prints_a_percent_sign_in_a_flag_description(capsys):
     assert "50% of the rows" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("flags, needle", [
+    (["--request-timeout", "-5"], "--request-timeout must be more than 0 seconds"),
+    (["--max-retries", "-1"], "--max-retries must be at least 0"),
+    (["--concurrency", "0"], "--concurrency must be at least 1"),
+    (["--temperature", "-1"], "--temperature must be 0 or more"),
+    (["--max-question-words", "2"], "--max-question-words (2) is below --min-question-words (3)"),
+    (["--min-content-overlap", "5"], "--min-content-overlap is a share between 0 and 1"),
+    (["--balance-tolerance", "-1"], "--balance-tolerance is a share between 0 and 1"),
+])
+def test_endpoint_and_gate_settings_out_of_range_are_one_line_errors(flags, needle):
+    # each would fail later as a traceback from the HTTP client, or pass every run with nothing kept
+    generation, quality = (config.load_script(ROOT / name) for name in ("syntheticdatageneration.py", "dataquality.py"))
+    cls = quality.QualityConfig if flags[0] in {"--max-question-words", "--min-content-overlap", "--balance-tolerance"} \
+        else generation.GenerationConfig
+    with pytest.raises(config.UserError) as error:
+        config.parse(cls, flags)
+    assert needle in str(error.value)
+
+
 def test_flags_override_env_override_defaults(monkeypatch):
     assert config.parse(DemoConfig, []).steps == 3
     monkeypatch.setenv("POLICYTUNE_STEPS", "5")

@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 
 from conftest import ROOT
-from fault_server import FaultServer, hang, invalid_json, length_cut, ok, refused_url, schema_mismatch, status
+from fault_server import FaultServer, hang, invalid_json, length_cut, ok, raw, refused_url, schema_mismatch, status
 from policytune import absent, chat, citation, facts, faq, generate, io, llm, questions
 
 RECORD_FIELDS = {"id", "chunk_id", "doc", "pages", "headings", "question", "answer", "answerable", "type", "model",
@@ -212,6 +212,36 @@ def test_reword_check_strict_drops_an_employee_wording_topic_keeps_it_and_both_d
     assert kept["strict"] == [] and kept["loose"] == []
     assert [r["question"] for r in kept["topic"]] == ["How much holiday can I take every twelve months?"]
     assert kept["topic"][0]["answer"] == kept["topic"][0]["evidence"] and "10 days of paid leave" in kept["topic"][0]["answer"]
+
+
+@pytest.mark.parametrize("fault, asked_again", [(status(500), True), (status(400), True), (invalid_json(), False),
+                                                 (schema_mismatch(), False)],
+                         ids=["500", "400", "invalid_json", "schema_mismatch"])
+def test_a_failed_request_is_asked_again_by_a_rerun_and_a_bad_answer_is_not(tmp_path, fault, asked_again):
+    # A request the endpoint failed says nothing about the chunk: cached, it would stand for the chunk's answer in
+    # every rerun, long after the endpoint recovered. A bad answer at a fixed seed is the answer.
+    chunks = make_chunks(2, facts_per_chunk=1)
+    cache = tmp_path / "c.jsonl"
+    with FaultServer(default=fault) as server:
+        _, summary = run_generation(server.url, chunks, cache, questions_per_fact=1, unanswerable_ratio=0.0,
+                                    concurrency=2)
+    assert summary["failures"] == 4 and summary["chunks_to_retry"] == (2 if asked_again else 0)
+    with FaultServer(default=ok(grounded_reply)) as server:
+        records, summary = run_generation(server.url, chunks, cache, questions_per_fact=1, unanswerable_ratio=0.0)
+        assert bool(server.requests) == asked_again
+    assert summary["chunks_from_cache"] == (0 if asked_again else 2)
+    assert all(r["style"] == "teacher" for r in records) == asked_again
+
+
+@pytest.mark.parametrize("reply", [raw("<html><body>Welcome to nginx!</body></html>", "text/html"),
+                                   raw('{"choices": "nope"}'), raw('{"result": {"text": "hello"}}')],
+                         ids=["web_page", "choices_not_a_list", "another_api"])
+def test_an_endpoint_that_is_not_a_chat_api_stops_the_stage_in_one_line(tmp_path, reply):
+    chunks = make_chunks(2)
+    with FaultServer(default=reply) as server:
+        with pytest.raises(llm.EndpointDown, match="does not answer as an OpenAI-compatible chat API"):
+            run_generation(server.url, chunks, tmp_path / "c.jsonl", questions_per_fact=1)
+    assert not (tmp_path / "c.jsonl").exists() or not (tmp_path / "c.jsonl").read_text().strip()
 
 
 def test_connection_refused_stops_with_endpoint_down_and_keeps_the_cache(tmp_path):

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import ROOT, SAMPLE_PDF, run_script
-from policytune import facts, pdf
+from policytune import facts, io, pdf
 from policytune.config import UserError
 
 FOOTER = "Acme Corp confidential - do not distribute"
@@ -257,6 +257,29 @@ def test_several_pdfs_with_one_bad_exit_2_and_write_no_chunks(tmp_path, policy_p
     assert_failed_naming(result, bad, "no text layer")
     assert f"{policy_pdf}: 2 pages ->" in result.stdout  # the good one was parsed before the bad one failed
     assert not out.exists() or not list(out.rglob("*"))
+
+
+def test_one_document_under_two_names_is_read_once_and_any_file_name_is_stored_as_text(tmp_path, policy_pdf,
+                                                                                      tokenizer, capsys):
+    """The same facts twice tie every question between their two copies; a file name in another encoding than
+    UTF-8 (bytes Python keeps as lone surrogates) must still be printable and storable."""
+    import os
+
+    latin1 = os.fsdecode(bytes(tmp_path) + b"/caf\xe9 policy.pdf")
+    copy = tmp_path / "copy.pdf"
+    for target in (latin1, copy):
+        Path(target).write_bytes(policy_pdf.read_bytes())
+    chunks, stats = pdf.parse_documents([latin1, str(copy)], tokenizer=tokenizer, max_chunk_tokens=MAX_TOKENS)
+    alone, _ = parse(policy_pdf, tokenizer)
+    assert len(chunks) == len(alone) and {c["doc"] for c in chunks} == {"caf\ufffd policy.pdf"}
+    assert [d["doc"] for d in stats["documents"]] == ["caf\ufffd policy.pdf"]
+    assert "copy.pdf has the same content as" in capsys.readouterr().err
+    io.write_json_atomic(tmp_path / "chunks.json", chunks)  # stored as UTF-8 text
+
+
+def test_a_folder_given_as_a_document_says_so(tmp_path):
+    with pytest.raises(UserError, match="is a folder, not a document"):
+        pdf.check_input(str(tmp_path))
 
 
 def test_truncated_pdf_keeps_what_docling_can_read(tmp_path, tokenizer):

@@ -75,6 +75,29 @@ def test_a_full_fine_tune_counts_as_trained_and_deployed_by_its_own_files(tmp_pa
     assert not pipeline.up_to_date(stages["deploy"], state)
 
 
+def test_a_document_replaced_by_one_with_an_older_time_is_parsed_again(tmp_path):
+    """`cp -p`, tar and rsync -a keep a file's modification time: a new policy copied over the old one can be older
+    than the chunks parsed from the old one, and must still be parsed."""
+    import os
+
+    pipeline = _pipeline()
+    document = tmp_path / "policy.pdf"
+    document.write_bytes(b"%PDF-1.7 the old policy")
+    cfg = config.parse(pipeline.PipelineConfig, ["--data-dir", str(tmp_path / "data"), "--pdf", str(document)])
+    parse = pipeline.plan(cfg, {})[0]
+    parse.outputs[0].parent.mkdir()
+    parse.outputs[0].write_text("[]")
+    state = {"parse": pipeline.fingerprint(parse)}
+    assert pipeline.up_to_date(parse, state)
+    older = parse.outputs[0].stat().st_mtime - 3600
+    document.write_bytes(b"%PDF-1.7 the new policy")
+    os.utime(document, (older, older))
+    assert not pipeline.up_to_date(parse, state)
+    document.write_bytes(b"%PDF-1.7 the old policy")
+    os.utime(document, (older, older))
+    assert pipeline.up_to_date(parse, state), "the same content, at any time, is the same document"
+
+
 def test_the_pipeline_looks_for_the_modelfile_where_deploy_writes_it(tmp_path, monkeypatch):
     pipeline = _pipeline()
     cfg = config.parse(pipeline.PipelineConfig, [])
@@ -139,7 +162,7 @@ def test_failing_stage_stops_the_pipeline_with_its_exit_code_and_keeps_earlier_o
     assert set(json.loads((data / "pipeline_state.json").read_text())) == {"preprocess", "quality"}
 
 
-@pytest.mark.parametrize("content", ['{"parse": "3f2a', ""], ids=["truncated", "empty"])
+@pytest.mark.parametrize("content", ['{"parse": "3f2a', "", "[]"], ids=["truncated", "empty", "a_list"])
 def test_corrupt_pipeline_state_is_a_one_line_error_and_nothing_runs(tmp_path, content):
     data = tmp_path / "data"
     write_sample(data)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, run_script
-from fault_server import FaultServer, ok, refused_url
+from fault_server import FaultServer, ok, raw, refused_url, status
 from policytune import chat, facts, generate, heuristics, io, llm, questions
 from test_preprocessing import write_sample
 import test_train
@@ -312,3 +312,94 @@ def test_a_disk_that_fills_up_mid_run_is_one_line_not_a_traceback(workdir, tiny_
         assert "rerun the same command" in line and "No space left on device" in line
     finally:
         subprocess.run(["umount", str(ckpt)], check=True)
+
+
+# --- a run that would keep nothing, or cannot write, fails and leaves the earlier outputs -----------
+
+def quality(root: Path, *flags: str) -> list[str]:
+    return ["dataquality.py", *common(root), "--no-progress", *flags]
+
+
+# case -> (how the project is changed first, the command, the error it must give); "{url}" is a misbehaving endpoint's
+KEEPS_NOTHING = {
+    "preprocess-no-pairs": (lambda r: io.write_json_atomic(r / "data/syntheticdata.json", []),
+                            lambda r: ["preprocessing.py", *common(r)], "no usable pair among 0"),
+    "quality-all-rejected": (None, lambda r: quality(r, "--judge-mode", "off", "--min-question-words", "50"),
+                             "no record passed the quality gate (8 in; rejected "),
+    "quality-judge-rejects-every-request": (None, lambda r: quality(r, "--base-url", "{url}", "--model", "m",
+                                                                     "--max-retries", "0"),
+                                            "the judge failed on 6 of the 6 pairs it was asked about (first: request rejected with HTTP 400)"),
+    "quality-judge-is-a-web-page": (None, lambda r: quality(r, "--base-url", "{url}", "--model", "m",
+                                                             "--max-retries", "0"),
+                                    "does not answer as an OpenAI-compatible chat API (got text: '<html>"),
+    "generate-foreign-chunks": (lambda r: io.write_json_atomic(r / "data/chunks.json", [{"x": 1}]),
+                                lambda r: ["syntheticdatageneration.py", *common(r), "--reuse-chunks", "--no-progress"],
+                                "record 1 has no 'id' str: not a chunks file"),
+    "parse-no-document": (None, lambda r: ["syntheticdatageneration.py", *common(r), "--parse-only"],
+                          "no document to parse"),
+    "preprocess-output-is-a-folder": (lambda r: (r / "data/out").mkdir(),
+                                      lambda r: ["preprocessing.py", *common(r), "--output", "out"],
+                                      "data/out: Is a directory"),
+}
+REPLIES = {"quality-judge-rejects-every-request": status(400),
+           "quality-judge-is-a-web-page": raw("<html><body>It works!</body></html>", "text/html")}
+
+
+@pytest.mark.parametrize("case", list(KEEPS_NOTHING))
+def test_a_stage_that_would_keep_nothing_or_cannot_write_fails_in_one_line_and_keeps_earlier_outputs(tmp_path, case):
+    change, command, needle = KEEPS_NOTHING[case]
+    project(tmp_path)
+    if change:
+        change(tmp_path)
+    before = snapshot(tmp_path)
+    with FaultServer(default=REPLIES.get(case, ok({}))) as server:
+        args = [arg.replace("{url}", server.url) for arg in command(tmp_path)]
+        result = run_script(*args, env={"POLICYTUNE_PDF": ""}, timeout=180)
+    assert_one_line_error(result, needle)
+    after = snapshot(tmp_path)
+    assert {name: after.get(name) for name in before} == before, "an earlier output was overwritten"
+
+
+def test_a_foreign_report_beside_the_quality_gate_is_left_out_of_its_report(tmp_path):
+    project(tmp_path)
+    io.write_json_atomic(tmp_path / "data/preprocessing_report.json", {"a": 1})  # not preprocessing's shape
+    result = run_script(*quality(tmp_path, "--judge-mode", "off"), timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "data/quality_report.json").read_text())
+    assert report["preprocess"] is None and report["kept"] >= 1
+
+
+def test_credentials_in_the_endpoint_url_reach_no_log_or_file(tmp_path):
+    project(tmp_path)
+    secret = "sk-" + secrets.token_hex(8)
+    url = refused_url().replace("http://", f"http://bob:{secret}@")
+    result = run_script("syntheticdatageneration.py", *common(tmp_path), "--reuse-chunks", "--base-url", url,
+                        "--model", "x", "--max-retries", "0", "--no-progress", timeout=120)
+    assert_one_line_error(result, "cannot reach the LLM endpoint at http://***@127.0.0.1:")
+    assert secret not in result.stdout + result.stderr
+    saved = json.loads((tmp_path / "data/syntheticdatageneration_config.json").read_text())
+    assert saved["base_url"].startswith("http://***@127.0.0.1:")
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+
+
+CTRL_C_DRIVER = """
+import sys, time
+from policytune import llm
+print("started", flush=True)
+llm.run_concurrently(lambda item: time.sleep(60), range(4), 2, lambda item, result, error: None)
+"""
+
+
+def test_ctrl_c_stops_concurrent_requests_at_once_instead_of_waiting_for_them(tmp_path):
+    import signal
+    import sys
+    import time
+
+    process = subprocess.Popen([sys.executable, "-c", CTRL_C_DRIVER], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "started"
+    time.sleep(1.0)  # both workers are inside a 60-second request
+    process.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    process.wait(timeout=90)
+    assert time.monotonic() - started < 10, "the requests in flight were waited for"
+    assert process.returncode != 0
