@@ -146,7 +146,7 @@ def load_gold(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise config.UserError(f"{path}: gold file not found")
     items = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(io.read_text(path, "gold").splitlines(), 1):
         if not line.strip():
             continue
         where = f"{path}: line {number}"

@@ -15,6 +15,7 @@ has metrics.json finished). Trainer checkpoints for --resume live in checkpoints
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from policytune import augment, chat, config, cpu, factkey, heldout, io, models, training
+from policytune import augment, chat, config, cpu, factkey, facts, heldout, io, models, training
 
 QUANTIZATIONS = ["auto", "4bit", "8bit", "none"]
 
@@ -203,6 +204,16 @@ class TrainConfig(config.Base):
                 "data (which is otherwise resumed automatically)"})
 
     def __post_init__(self) -> None:
+        # nan or inf passes every comparison below, then fails deep inside the trainer
+        unusable = [f.name for f in dataclasses.fields(self)
+                    if isinstance(getattr(self, f.name), float) and not math.isfinite(getattr(self, f.name))]
+        if unusable:
+            raise ValueError(f"--{unusable[0].replace('_', '-')} must be a finite number, got {getattr(self, unusable[0])}")
+        if not 0.0 <= self.lora_dropout < 1.0 or not 0.0 <= self.warmup_ratio <= 1.0:
+            raise ValueError("--lora-dropout must be in [0, 1) and --warmup-ratio in [0, 1]")
+        if self.logging_steps < 1 or self.threads < 0 or self.section_restatements < 0 or self.fact_statements < 0:
+            raise ValueError("--logging-steps must be at least 1; --threads, --section-restatements and "
+                             "--fact-statements 0 or more")
         if self.lora_r <= 0 or self.lora_alpha <= 0:
             raise ValueError("--lora-r and --lora-alpha must be positive")
         if self.batch_size <= 0 or self.grad_accum <= 0 or self.max_length <= 0:
@@ -247,6 +258,21 @@ def _read_key(path: Path, field: str = "run_key"):
         return None  # a damaged key only means the run is not resumed
 
 
+# Settings that shape the trained weights: a checkpoint trained with others cannot be loaded into this run's model.
+SHAPE_SETTINGS = ("method", "base_model", "lora_r", "target_modules", "quantization")
+
+
+def check_resumable(saved: dict | None, current: dict[str, Any], trainer_dir: Path) -> None:
+    """--resume asks to continue a killed run with other settings; those that shape the weights cannot change."""
+    if not isinstance(saved, dict):
+        return  # a run from before the key existed: loading the checkpoint decides
+    changed = [k for k in SHAPE_SETTINGS if k in saved and saved[k] != current.get(k)]
+    if changed:
+        was = ", ".join(f"--{k.replace('_', '-')} {saved[k]}" for k in changed)
+        raise config.UserError(f"--resume: the checkpoints in {trainer_dir} were trained with {was}, which this run "
+                               "changes; rerun with those settings, or without --resume to start afresh")
+
+
 def same_settings(saved: dict | None, current: dict[str, Any], defaults: dict[str, Any]) -> bool:
     """Whether a run saved with the settings `saved` is the run `current` asks for: every setting it had is the same,
     and one it did not have (a flag an upgrade added since) is at its default, which is what that run trained with.
@@ -268,12 +294,13 @@ def main(cfg: TrainConfig) -> None:
     records = io.read_records(input_path, "training data")
     if not records:
         raise config.UserError(f"{input_path}: no training records (did every pair fail the quality stage?)")
+    training.check_records(records, input_path)
     training.build_examples(records)  # raises on records without a question or an answer
     train_records, eval_records = training.split_records(records, cfg.eval_fraction, cfg.eval_max_records)
     # Knowledge augmentation: the policy's own statements as loss-bearing text, shuffled in with the Q/A pairs.
     facts_path = Path(cfg.facts) if cfg.facts else cfg.data_path("facts.json")
     if facts_path.is_file() and (cfg.section_restatements or cfg.fact_statements):
-        knowledge = augment.knowledge_records(io.read_records(facts_path, "fact inventory"), cfg.section_restatements,
+        knowledge = augment.knowledge_records(io.read_records(facts_path, "fact inventory", facts.KEYS), cfg.section_restatements,
                                               cfg.fact_statements, cfg.permute_restatements)
         train_records = train_records + knowledge
         if is_main:
@@ -287,6 +314,9 @@ def main(cfg: TrainConfig) -> None:
         if is_main:
             print(f"near misses: {len(near_misses)} trained {cfg.near_miss_repeats} times a pass", flush=True)
     base = models.resolve(cfg.base_model)
+    if cfg.resume and training.latest_complete_checkpoint(cfg.checkpoint_path("trainer")):
+        check_resumable(_read_key(cfg.checkpoint_path("trainer") / "run_key.json", "settings"), config.as_dict(cfg),
+                        cfg.checkpoint_path("trainer"))
 
     import torch
     from peft import LoraConfig, prepare_model_for_kbit_training
@@ -355,34 +385,35 @@ def main(cfg: TrainConfig) -> None:
         if is_main:
             print(f"resuming from {resume_from}" if resume_from else f"no checkpoint in {trainer_dir}, starting fresh",
                   flush=True)
-    elif is_main and trainer_dir.exists():
-        shutil.rmtree(trainer_dir)  # a fresh run must not resume or rotate a previous run's checkpoints
-    if is_main:
-        io.write_json_atomic(key_path, run_key)
+    # the passes the killed run chose, read before this run's key replaces its key
+    chosen_before = _read_key(key_path, "epochs") if resume_from else None
 
-    args = SFTConfig(
-        output_dir=str(trainer_dir),
-        num_train_epochs=epochs, max_steps=cfg.max_steps if cfg.max_steps > 0 else -1,
-        per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.peak_learning_rate(), lr_scheduler_type="cosine", warmup_steps=math.ceil(cfg.warmup_ratio * total_steps),
-        max_length=None if cfg.padding_free else cfg.max_length,  # examples are already filtered to max_length
-        padding_free=cfg.padding_free, packing=False, completion_only_loss=True,
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        bf16=training.use_bf16(cfg.bf16, on_cuda), fp16=False, torch_compile=cfg.compile,
-        logging_steps=cfg.logging_steps, logging_first_step=True,
-        eval_strategy="steps" if has_eval else "no", eval_steps=eval_steps,
-        save_strategy="steps", save_steps=eval_steps, save_total_limit=2,
-        load_best_model_at_end=has_eval and cfg.keep_best,
-        metric_for_best_model=heldout.KEPT if by_answers else "eval_loss", greater_is_better=by_answers,
-        # Padding-free batches have no padding to leave out; padded ones count the attention mask.
-        include_num_input_tokens_seen="all" if cfg.padding_free else "non_padding",
-        # use_cpu makes accelerate form a gloo group under torchrun; without it each CPU rank trains alone.
-        use_cpu=not on_cuda,
-        seed=cfg.seed, data_seed=cfg.seed, report_to="none", dataloader_pin_memory=on_cuda,
-        ddp_find_unused_parameters=False, disable_tqdm=not is_main,
-        neftune_noise_alpha=cfg.neftune_alpha or None,
-    )
+    try:
+        args = SFTConfig(
+            output_dir=str(trainer_dir),
+            num_train_epochs=epochs, max_steps=cfg.max_steps if cfg.max_steps > 0 else -1,
+            per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
+            gradient_accumulation_steps=cfg.grad_accum,
+            learning_rate=cfg.peak_learning_rate(), lr_scheduler_type="cosine", warmup_steps=math.ceil(cfg.warmup_ratio * total_steps),
+            max_length=None if cfg.padding_free else cfg.max_length,  # examples are already filtered to max_length
+            padding_free=cfg.padding_free, packing=False, completion_only_loss=True,
+            gradient_checkpointing=cfg.gradient_checkpointing,
+            bf16=training.use_bf16(cfg.bf16, on_cuda), fp16=False, torch_compile=cfg.compile,
+            logging_steps=cfg.logging_steps, logging_first_step=True,
+            eval_strategy="steps" if has_eval else "no", eval_steps=eval_steps,
+            save_strategy="steps", save_steps=eval_steps, save_total_limit=2,
+            load_best_model_at_end=has_eval and cfg.keep_best,
+            metric_for_best_model=heldout.KEPT if by_answers else "eval_loss", greater_is_better=by_answers,
+            # Padding-free batches have no padding to leave out; padded ones count the attention mask.
+            include_num_input_tokens_seen="all" if cfg.padding_free else "non_padding",
+            # use_cpu makes accelerate form a gloo group under torchrun; without it each CPU rank trains alone.
+            use_cpu=not on_cuda,
+            seed=cfg.seed, data_seed=cfg.seed, report_to="none", dataloader_pin_memory=on_cuda,
+            ddp_find_unused_parameters=False, disable_tqdm=not is_main,
+            neftune_noise_alpha=cfg.neftune_alpha or None,
+        )
+    except ValueError as exc:  # a combination of settings the trainer refuses
+        raise config.UserError(f"training settings: {config.first_line(exc)}") from None
     metrics_cb = training.metrics_callback()
     # Listed before early stopping: it adds the figure early stopping and keep-best read (heldout.KEPT).
     answers_cb = heldout.callback(heldout.balanced_sample(eval_records, cfg.heldout_answers)) if by_answers else None
@@ -435,9 +466,15 @@ def main(cfg: TrainConfig) -> None:
         print(f"loss mask check: {mask_check['label_tokens']} label tokens = {mask_check['answer_tokens']} {trained} tokens "
               f"in the first {mask_check['checked_examples']} examples", flush=True)
 
+    # Only now, with every setting accepted, is a previous run's state replaced.
+    if is_main:
+        if not resume_from and trainer_dir.exists():
+            shutil.rmtree(trainer_dir)  # a fresh run must not resume or rotate a previous run's checkpoints
+        io.write_json_atomic(key_path, run_key)
+
     # 5. Passes: with --epochs 0, as many as this machine does in --time-budget. A resumed run keeps its choice.
     if auto_epochs:
-        chosen = _read_key(key_path, "epochs") if resume_from else None
+        chosen = chosen_before
         if chosen is None:
             per_token = training.seconds_per_token(trainer, args.bf16)
             pass_seconds = per_token * pass_tokens / world

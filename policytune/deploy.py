@@ -27,6 +27,7 @@ tuned weights, and its effect against the f32 base).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import threading
@@ -120,7 +121,10 @@ def resolve_base(cfg: DeployConfig) -> models.BaseModel:
     if not spec and models.is_full_model(cfg.adapter_path()):
         spec = models.trained_base_name(cfg.adapter_path()) or models.EMBEDDED
     if not spec:
-        adapter_config = io.read_json(cfg.adapter_path() / "adapter_config.json", "adapter config")
+        path = cfg.adapter_path() / "adapter_config.json"
+        adapter_config = io.read_json(path, "adapter config")
+        if not isinstance(adapter_config, dict):
+            raise UserError(f"{path}: adapter config file must hold a JSON object (train again?)")
         spec = adapter_config.get("base_model_name_or_path") or models.EMBEDDED
     return models.resolve(spec)
 
@@ -133,11 +137,51 @@ def link_or_copy(source: str | os.PathLike, target: str | os.PathLike) -> Path:
         return target
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     try:
-        os.link(source, tmp)
-    except OSError:
-        shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return target
+
+
+_TEMPORARY = re.compile(r"\.tmp(\d+)$")
+
+
+def clear_stale_temporaries(folder: Path) -> None:
+    """Remove the half-written files (`adapter.gguf.tmp1234`) a killed deploy left, once their process is gone: the
+    published files never depend on them, and a GGUF's is as large as the model."""
+    for path in folder.glob("*.tmp*") if folder.is_dir() else []:
+        match = _TEMPORARY.search(path.name)
+        if not match or _alive(int(match.group(1))):
+            continue
+        print(f"removing {path}: left by a deploy that was stopped", flush=True)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, under another user
+    return True
+
+
+def check_gguf(path: str | os.PathLike, flag: str = "--base-gguf") -> None:
+    """A GGUF file starts with the bytes GGUF: anything else is refused before a file is written."""
+    if not os.path.isfile(path):
+        raise UserError(f"{flag} {path}: no such file")
+    with open(path, "rb") as handle:
+        if handle.read(4) != b"GGUF":
+            raise UserError(f"{flag} {path}: not a GGUF file")
 
 
 def modelfile_comment(base_name: str) -> str:
@@ -154,6 +198,7 @@ def convert_full(cfg: DeployConfig, base: models.BaseModel) -> Deployment:
     if not reference or not os.path.isfile(reference):
         raise UserError(f"a GGUF of the base {base.name} is needed for the fine-tuned model's metadata and tokenizer: "
                         "pass --base-gguf FILE")
+    check_gguf(reference)
     model_gguf = gguf_adapter.write_base_gguf(str(folder), reference, cfg.checkpoint_path("model.gguf"), dtype="f16")
     print(f"wrote {model_gguf} ({model_gguf.stat().st_size / 1e6:.1f} MB, f16, every weight fine-tuned)", flush=True)
     base_gguf = link_or_copy(reference, cfg.checkpoint_path("base.gguf"))
@@ -171,15 +216,15 @@ def convert(cfg: DeployConfig) -> Deployment:
     adapter_dir = cfg.adapter_path()
     if models.is_full_model(adapter_dir):
         return convert_full(cfg, base)
+    source_gguf = cfg.base_gguf or base.gguf_path
+    if source_gguf:
+        check_gguf(source_gguf)  # before anything is written: a bad file must not replace a good deployment's
     hf_config = gguf_adapter.read_hf_config(base.hf_path)
     adapter_gguf = gguf_adapter.convert_adapter(adapter_dir, cfg.checkpoint_path("adapter.gguf"), hf_config)
     print(f"wrote {adapter_gguf} ({adapter_gguf.stat().st_size / 1e6:.1f} MB)", flush=True)
 
-    source_gguf = cfg.base_gguf or base.gguf_path
     base_gguf = None
     if source_gguf:
-        if not os.path.isfile(source_gguf):
-            raise UserError(f"--base-gguf {source_gguf}: no such file")
         base_gguf = link_or_copy(source_gguf, cfg.checkpoint_path("base.gguf"))
     elif not cfg.modelfile_from:
         raise UserError(
@@ -212,6 +257,9 @@ def verification_examples(cfg: DeployConfig) -> list[tuple[str, str]]:
     if cfg.verify_questions or os.path.isfile(source):
         records = io.read_records(source, "verification questions")
         pairs = [(r["instruction"], r["output"]) for r in records if r.get("instruction") and r.get("output")]
+        if not pairs and not cfg.verify_questions:  # a run on a few records holds none out
+            print(f"{source} holds no question to verify on: using the built-in ones", flush=True)
+            return DEFAULT_EXAMPLES[:cfg.verify_n]
         if not pairs:
             raise UserError(f"{source}: no records with instruction and output to verify on")
         # Keep refusals in the mix: they are half of what the adapter learned.
@@ -534,6 +582,7 @@ def serve(cfg: DeployConfig, deployment: Deployment, stop: threading.Event | Non
 def run(cfg: DeployConfig) -> dict:
     """Convert, write the Modelfile, optionally merge, verify; returns the verification figures.
     Raises UserError when verification fails (its report is still written)."""
+    clear_stale_temporaries(Path(cfg.checkpoint_dir))
     deployment = convert(cfg)
     merged = merge(cfg, deployment) if cfg.merge else None
     result: dict = {"passed": None, "verified": False}

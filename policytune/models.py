@@ -137,8 +137,11 @@ def gguf_to_folder(gguf: Path) -> Path:
 
         tmp = target.with_name(target.name + f".tmp{os.getpid()}")
         print(f"converting {gguf.name} to a safetensors folder (once): {target}", flush=True)
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:  # not a GGUF, or an architecture it cannot read
+            raise UserError(f"{gguf}: transformers cannot load it as a model ({first_line(exc)})") from None
         # transformers marks GGUF-loaded models as quantized and then refuses to save or train
         # them; the weights are already dequantised to fp32, so the marker is stale.
         model.hf_quantizer = None
@@ -162,7 +165,10 @@ def load_tokenizer(base: BaseModel):
 
     from policytune import chat
 
-    tokenizer = AutoTokenizer.from_pretrained(base.hf_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base.hf_path)
+    except (OSError, ValueError) as exc:  # a folder without tokenizer files, or files it cannot read
+        raise UserError(f"base model {base.name}: no tokenizer it can load in {base.hf_path} ({first_line(exc)})") from None
     tokenizer.chat_template = chat.JINJA_TEMPLATE
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

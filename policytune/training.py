@@ -27,6 +27,19 @@ from policytune.config import UserError
 IGNORE_INDEX = -100  # label value the loss skips (PyTorch's CrossEntropyLoss ignore_index)
 
 
+def check_records(records: list[dict], path: Path) -> None:
+    """What the split and evaluation rely on and a hand-edited file can break: ids name one record each, and
+    `answerable` is true or false (the string "false" would count as answerable)."""
+    seen: dict[str, int] = {}
+    for number, record in enumerate(records, 1):
+        if not isinstance(record.get("answerable", True), bool):
+            raise UserError(f"{path}: record {number} has 'answerable' {record['answerable']!r}: it must be true or false")
+        key = record.get("id")
+        if key is not None and str(key) in seen:
+            raise UserError(f"{path}: records {seen[str(key)]} and {number} share the id {key!r}: ids must be unique")
+        seen[str(key)] = number
+
+
 def build_examples(records: list[dict], cite_section: bool = False, lead_with_value: bool = False,
                    fact_keys: dict[str, str] | None = None) -> list[dict]:
     """Instruction records -> [{"prompt", "completion"}] in the one chat format (closed book: no context); with

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_script, stage_module
-from policytune import chat, deploy, gguf_adapter, llm, modelfile
+from policytune import chat, deploy, gguf_adapter, llm, modelfile, models
 from policytune.config import UserError
 
 
@@ -110,6 +110,29 @@ def test_missing_adapter_exits_2_with_one_line(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "adapter_config.json" in result.stderr
     assert not (tmp_path / "Modelfile").exists()
+
+
+def test_a_base_that_is_not_a_gguf_is_refused_before_a_deployed_file_is_touched(tmp_path):
+    """A bad --base-gguf once replaced the deployed base.gguf (a link to the bad file) before failing. A killed
+    deploy's half-written files (named .tmp<pid>) are cleared by the next one once their process is gone."""
+    import os
+    import subprocess
+    import sys
+
+    ckpt = tmp_path / "checkpoints"
+    ckpt.mkdir()
+    (ckpt / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": models.EMBEDDED}))
+    (ckpt / "base.gguf").write_bytes(b"GGUF the deployed base")
+    (ckpt / "Modelfile").write_text("FROM ./base.gguf\nADAPTER ./adapter.gguf\n")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale, live = ckpt / f"adapter.gguf.tmp{gone.stdout.strip()}", ckpt / f"base.gguf.tmp{os.getpid()}"
+    stale.write_bytes(b"half an adapter")
+    live.write_bytes(b"another deploy's file in progress")
+    deployed = {p.name: p.read_bytes() for p in ckpt.iterdir() if p != stale}
+    result = run_script("-m", "policytune.deploy", "--checkpoint-dir", str(ckpt), "--modelfile", str(ckpt / "Modelfile"),
+                        "--base-gguf", str(ROOT / "README.md"), timeout=120)
+    assert result.returncode == 2 and result.stderr.strip() == f"error: --base-gguf {ROOT / 'README.md'}: not a GGUF file"
+    assert {p.name: p.read_bytes() for p in ckpt.iterdir()} == deployed, "a deployed file changed, or the stale one stayed"
 
 
 # --- verification ----------------------------------------------------------------------------

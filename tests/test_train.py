@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, run_script, stage_module
-from policytune import chat, cpu, factkey, heldout, leading, metrics, training
+from policytune import chat, config, cpu, factkey, heldout, leading, metrics, training
 
 FACTS = [
     ("How long is the probationary period?", "3 months from the start date."),
@@ -480,6 +480,13 @@ def test_killed_run_resumes_from_its_checkpoint_not_from_zero(workdir, tiny_mode
     key = json.loads((trainer_dir / "run_key.json").read_text())
     del key["settings"]["near_miss_repeats"]
     (trainer_dir / "run_key.json").write_text(json.dumps(key))
+    killed = {p.relative_to(trainer_dir): p.read_bytes() for p in trainer_dir.rglob("*") if p.is_file()}
+    # A rerun with a setting the trainer refuses, or an explicit --resume whose adapter cannot hold the checkpoint,
+    # is one line and leaves the killed run to resume (both once deleted its checkpoints, or rewrote its key).
+    assert "--logging-steps must be at least 1" in bad_input_run(workdir, *flags, "--logging-steps", "0").stderr
+    assert "were trained with --lora-r 8, which this run changes" in \
+        bad_input_run(workdir, *flags, "--lora-r", "4", "--resume").stderr
+    assert {p.relative_to(trainer_dir): p.read_bytes() for p in trainer_dir.rglob("*") if p.is_file()} == killed
     # The same command again (no --resume: what a pipeline rerun does) continues the killed run.
     resumed = train(workdir, *flags)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -550,6 +557,25 @@ def bad_input_run(workdir: Path, *flags: str) -> subprocess.CompletedProcess:
     assert not (workdir / "ckpt" / "metrics.json").exists()
     assert not (workdir / "ckpt" / "adapter_model.safetensors").exists()
     return result
+
+
+@pytest.mark.parametrize("flags", [["--logging-steps", "0"], ["--warmup-ratio", "2"], ["--epochs", "nan"],
+                                   ["--learning-rate", "inf"], ["--lora-dropout", "1.5"], ["--threads", "-2"]])
+def test_settings_the_trainer_would_refuse_late_are_refused_first(flags):
+    with pytest.raises(config.UserError):
+        config.parse(stage_module("train.py").TrainConfig, flags)
+
+
+@pytest.mark.parametrize("change, needle", [
+    (lambda records: records[1].update(id=records[0]["id"]), "records 1 and 2 share the id"),
+    (lambda records: records[-1].update(answerable="false"), "has 'answerable' 'false': it must be true or false"),
+], ids=["duplicate_id", "answerable_as_text"])
+def test_records_the_split_and_evaluation_cannot_use_exit_2(workdir, change, needle):
+    path = workdir / "data" / "instructionquality.json"
+    records = [{**r, "id": f"r{n}"} for n, r in enumerate(json.loads(path.read_text()))]
+    change(records)
+    path.write_text(json.dumps(records))
+    assert needle in bad_input_run(workdir).stderr
 
 
 def test_missing_dataset_exits_2(workdir):
