@@ -10,6 +10,7 @@ number of times and then reported as LLMError for the caller to log and skip.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -137,11 +138,20 @@ def connect(opts: LLMOptions) -> Iterator[Endpoint]:
     endpoint = Endpoint(client=client, model=os.path.basename(gguf), base_url=url, options=opts, server=server, local=True)
     try:
         yield endpoint
+    except KeyboardInterrupt:
+        # xllamacpp stops its server when the last reference goes, and stopping waits for every request in flight to
+        # finish generating: minutes on a CPU, after the user asked to stop. What is worth keeping is on disk (atomic
+        # writes, fsynced resume logs), so the server is kept alive to the end, and the end comes without that wait.
+        _abandoned.append(server)
+        atexit.register(os._exit, 130)
+        raise
     finally:
         client.close()
-        # xllamacpp stops its server when the last reference goes.
         endpoint.server = None
         del server
+
+
+_abandoned: list = []  # embedded servers left running by a Ctrl-C (see `connect`)
 
 
 def embedded_teacher(opts: LLMOptions) -> bool:
