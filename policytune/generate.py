@@ -458,7 +458,10 @@ def generate_chunk(endpoint: llm.Endpoint, chunk: dict, chunk_plan: dict, prompt
                                           name="qa_pair", max_tokens=max_tokens, temperature=temperature, seed=seed)
             except llm.LLMError as exc:
                 # a failed request (not a bad answer) is tried again by the next run: see `finished`
-                failures.append({**where, "reason": f"llm: {exc}", **({"retry": True} if isinstance(exc, llm.TransportError) else {})})
+                failure = {**where, "reason": f"llm: {exc}"}
+                if isinstance(exc, llm.TransportError):
+                    failure["retry"] = True
+                failures.append(failure)
                 continue
             question = clean_question(parsed["question"])
             problem = None if question else "no usable question"

@@ -237,7 +237,7 @@ def complete(endpoint: Endpoint, messages: list[dict], **kwargs: Any) -> Any:
         except openai.APIResponseValidationError as exc:
             last = exc
             if attempt == opts.max_retries:
-                raise LLMError("response was not valid JSON") from None
+                raise TransportError("response was not valid JSON") from None
             time.sleep(_backoff(attempt))
     raise TransportError(f"no answer: {last}")
 
@@ -332,7 +332,7 @@ def run_concurrently(fn: Callable[[T], R], items: Iterable[T], concurrency: int,
                 return
             try:
                 results.put((item, fn(item), None))
-            except Exception as exc:  # handed to on_done, which decides
+            except BaseException as exc:  # handed to on_done, which decides; a lost item would hang the wait below
                 results.put((item, None, exc))
 
     for _ in range(min(max(1, concurrency), count)):
