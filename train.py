@@ -314,9 +314,10 @@ def main(cfg: TrainConfig) -> None:
         if is_main:
             print(f"near misses: {len(near_misses)} trained {cfg.near_miss_repeats} times a pass", flush=True)
     base = models.resolve(cfg.base_model)
-    if cfg.resume and training.latest_complete_checkpoint(cfg.checkpoint_path("trainer")):
-        check_resumable(_read_key(cfg.checkpoint_path("trainer") / "run_key.json", "settings"), config.as_dict(cfg),
-                        cfg.checkpoint_path("trainer"))
+    trainer_dir = cfg.checkpoint_path("trainer")
+    key_path = trainer_dir / "run_key.json"
+    if cfg.resume and training.latest_complete_checkpoint(trainer_dir):
+        check_resumable(_read_key(key_path, "settings"), config.as_dict(cfg), trainer_dir)
 
     import torch
     from peft import LoraConfig, prepare_model_for_kbit_training
@@ -366,7 +367,6 @@ def main(cfg: TrainConfig) -> None:
     eval_steps = cfg.eval_steps or training.half_pass_steps(steps_per_epoch)
     has_eval = bool(eval_tok.rows)
     by_answers = has_eval and cfg.select_by == "answers"
-    trainer_dir = cfg.checkpoint_path("trainer")
     resume_from = None
     if is_main:
         training.remove_incomplete_checkpoints(trainer_dir)
@@ -377,7 +377,6 @@ def main(cfg: TrainConfig) -> None:
     defaults = config.as_dict(TrainConfig())
     data_key = io.content_hash(train_records, eval_records, world)
     run_key = {"data_key": data_key, "settings": settings}
-    key_path = trainer_dir / "run_key.json"
     same_run = _read_key(key_path, "data_key") == data_key and \
         same_settings(_read_key(key_path, "settings"), settings, defaults)
     if cfg.resume or (same_run and not cfg.fresh):
