@@ -341,6 +341,9 @@ def main(cfg: TrainConfig) -> None:
         cfg.max_length)
     if not train_tok.rows:
         raise config.UserError(f"no training example fits --max-length {cfg.max_length} tokens")
+    # 2. Base model and LoRA adapter (none with --method full: every weight is trained).
+    model = models.load_model(base, quantization=quantization)
+    # written once the model has loaded too: a base that fails to load leaves no split of a run that never trained
     if is_main:
         io.write_json_atomic(cfg.data_path("train_split.json"), train_records)
         io.write_json_atomic(cfg.data_path("eval_split.json"), eval_records)
@@ -348,9 +351,6 @@ def main(cfg: TrainConfig) -> None:
               f"(eval stratified by answerable) -> {cfg.data_path('train_split.json')}, {cfg.data_path('eval_split.json')}"
               + (f"; {train_tok.dropped_too_long + eval_tok.dropped_too_long} longer than {cfg.max_length} tokens dropped"
                  if train_tok.dropped_too_long + eval_tok.dropped_too_long else ""), flush=True)
-
-    # 2. Base model and LoRA adapter (none with --method full: every weight is trained).
-    model = models.load_model(base, quantization=quantization)
     if cfg.attention == "per-example" and cfg.padding_free:
         training.use_varlen_attention(model)
     if quantization != "none":

@@ -578,6 +578,14 @@ def test_records_the_split_and_evaluation_cannot_use_exit_2(workdir, change, nee
     assert needle in bad_input_run(workdir).stderr
 
 
+def test_a_base_whose_weights_fail_to_load_is_one_line_and_writes_no_split(workdir, tiny_model):
+    base = workdir / "no-weights"
+    shutil.copytree(tiny_model, base, ignore=shutil.ignore_patterns("*.safetensors"))  # tokenizer and config only
+    result = bad_input_run(workdir, "--base-model", str(base), *TINY_FLAGS)
+    assert str(base) in result.stderr
+    assert not list((workdir / "data").glob("*_split.json")), "the split of a run that never trained was written"
+
+
 def test_missing_dataset_exits_2(workdir):
     (workdir / "data" / "instructionquality.json").unlink()
     assert "not found" in bad_input_run(workdir).stderr
