@@ -51,7 +51,8 @@ def parse_documents(paths: list[str], tokenizer, max_chunk_tokens: int, ocr: boo
         started = time.perf_counter()
         document = convert(converter, path, ocr=ocr)
         pages = max(len(document.pages), 1)
-        doc_chunks = chunk_document(document, chunker, shown(Path(path).name))
+        name = shown(Path(path).name)
+        doc_chunks = chunk_document(document, chunker, name)
         if not doc_chunks:
             raise UserError(f"{path}: no chunks: the document has no body text after headers and footers")
         words = sum(len(c["text"].split()) for c in doc_chunks)
@@ -67,7 +68,7 @@ def parse_documents(paths: list[str], tokenizer, max_chunk_tokens: int, ocr: boo
         seconds = time.perf_counter() - started
         stats["pages"] += pages
         stats["seconds"] += seconds
-        stats["documents"].append({"doc": shown(Path(path).name), "pages": pages, "chunks": len(doc_chunks) - duplicates,
+        stats["documents"].append({"doc": name, "pages": pages, "chunks": len(doc_chunks) - duplicates,
                                    "duplicates_dropped": duplicates, "seconds": round(seconds, 2)})
         print(f"{shown(path)}: {pages} pages -> {len(doc_chunks) - duplicates} chunks in {seconds:.1f}s"
               f" ({seconds / pages:.2f} s/page)", flush=True)
