@@ -50,10 +50,9 @@ class QualityConfig(llm.LLMOptions):
             raise config.UserError("--judge-votes must be at least 1")
         if not 1.0 <= self.judge_threshold <= 5.0:
             raise config.UserError("--judge-threshold is on the 1-5 scale")
-        for name in ("min_question_words", "max_question_words", "max_answer_words"):
-            if getattr(self, name) < (0 if name.startswith("min") else 1):
-                raise config.UserError(f"--{name.replace('_', '-')} must be at least "
-                                       f"{0 if name.startswith('min') else 1}, got {getattr(self, name)}")
+        for name, low in (("min_question_words", 0), ("max_question_words", 1), ("max_answer_words", 1)):
+            if getattr(self, name) < low:
+                raise config.UserError(f"--{name.replace('_', '-')} must be at least {low}, got {getattr(self, name)}")
         if self.max_question_words < self.min_question_words:
             raise config.UserError(f"--max-question-words ({self.max_question_words}) is below --min-question-words "
                                    f"({self.min_question_words}): no question could pass")
