@@ -159,6 +159,32 @@ def test_deploy_writes_gguf_and_modelfile_and_verification_passes(trained_adapte
 
 
 @pytest.mark.slow
+def test_a_deployment_that_fails_verification_leaves_the_deployed_files_as_they_were(trained_adapter, tmp_path):
+    """The files were once written in place and verified after: a failed check replaced a working deployment with
+    the one that failed. Now they wait under staged names and are moved into place only once verified."""
+    folder = copy_adapter(trained_adapter, tmp_path / "checkpoints")
+    deployed = {"adapter.gguf": b"GGUF the deployed adapter", "base.gguf": b"GGUF the deployed base",
+                "Modelfile": b"FROM ./base.gguf\nADAPTER ./adapter.gguf\n"}
+    for name, data in deployed.items():
+        (folder / name).write_bytes(data)
+    cfg = deploy_config(folder, strict_f32=False, min_adapter_effect=1e9)  # no adapter moves log-probs that far
+    with pytest.raises(UserError, match="left as they were .*does not change llama.cpp's output"):
+        deploy.run(cfg)
+    assert {name: (folder / name).read_bytes() for name in deployed} == deployed
+    assert not list(folder.glob("*.tmp*")), "staged files were left behind"
+    assert json.loads((folder / "deploy_report.failed.json").read_text())["published"] is False
+    assert not (folder / "deploy_report.json").exists()
+
+    figures = deploy.run(dataclasses.replace(cfg, min_adapter_effect=deploy.DeployConfig.min_adapter_effect))
+    assert figures["passed"] and not list(folder.glob("*.tmp*"))
+    assert (folder / "adapter.gguf").read_bytes()[:4] == b"GGUF" and (folder / "adapter.gguf").stat().st_size > 10**6
+    parsed = modelfile.read_modelfile(folder / "Modelfile")
+    assert parsed["FROM"] == "./base.gguf" and parsed["ADAPTER"] == "./adapter.gguf"
+    assert json.loads((folder / "deploy_report.json").read_text())["published"] is True
+    assert not (folder / "deploy_report.failed.json").exists()
+
+
+@pytest.mark.slow
 def test_zeroed_adapter_fails_verification(trained_adapter, tmp_path):
     from safetensors.numpy import load_file, save_file
 
