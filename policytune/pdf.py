@@ -40,6 +40,7 @@ def parse_documents(paths: list[str], tokenizer, max_chunk_tokens: int, ocr: boo
     seen: set[str] = set()
     stats: dict = {"pages": 0, "seconds": 0.0, "documents": []}
     read: dict[str, str] = {}  # content digest -> the path read with it
+    titles: dict[str, str] = {}
     for path in paths:
         digest = io.file_sha256(path)
         if digest in read:
@@ -52,6 +53,7 @@ def parse_documents(paths: list[str], tokenizer, max_chunk_tokens: int, ocr: boo
         document = convert(converter, path, ocr=ocr)
         pages = max(len(document.pages), 1)
         name = shown(Path(path).name)
+        titles[name] = document_title(document, name)
         doc_chunks = chunk_document(document, chunker, name)
         if not doc_chunks:
             raise UserError(f"{path}: no chunks: the document has no body text after headers and footers")
@@ -72,7 +74,41 @@ def parse_documents(paths: list[str], tokenizer, max_chunk_tokens: int, ocr: boo
                                    "duplicates_dropped": duplicates, "seconds": round(seconds, 2)})
         print(f"{shown(path)}: {pages} pages -> {len(doc_chunks) - duplicates} chunks in {seconds:.1f}s"
               f" ({seconds / pages:.2f} s/page)", flush=True)
+    if separated := separate_sections(chunks, titles, chunker.tokenizer.count_tokens):
+        print(f"{separated} chunks sit under a heading path another document has too (\"1. Purpose\", \"Eligibility\"): "
+              "each is named after its document's title, so the two are not taken for one section", flush=True)
     return chunks, stats
+
+
+def document_title(document, name: str) -> str:
+    """What a document calls itself: its title, else its first heading, else its file name in words."""
+    from docling_core.types.doc import DocItemLabel
+
+    for label in (DocItemLabel.TITLE, DocItemLabel.SECTION_HEADER):
+        for item in document.texts:
+            if item.label == label and item.text.strip():
+                return " ".join(item.text.split())
+    return " ".join(re.split(r"[_\s-]+", Path(name).stem)).strip() or name
+
+
+def separate_sections(chunks: list[dict], titles: dict[str, str], count_tokens) -> int:
+    """Put its document's title before every heading path that chunks of two documents share: two policies' "1. Purpose"
+    (or two documents without headings) are otherwise one section to every later stage, their facts restated, held out
+    and contrasted together. Returns how many chunks were renamed; one document's chunks are left as they are."""
+    if len(set(titles.values())) < len(titles):  # two documents with one title are told apart by their file names
+        titles = {name: f"{title} ({name})" for name, title in titles.items()}
+    documents = defaultdict(set)
+    for chunk in chunks:
+        documents[tuple(chunk["headings"])].add(chunk["doc"])
+    renamed = 0
+    for chunk in chunks:
+        title = titles[chunk["doc"]]
+        if len(documents[tuple(chunk["headings"])]) > 1 and chunk["headings"][:1] != [title]:
+            chunk["headings"] = [title, *chunk["headings"]]
+            chunk["context_text"] = f"{title}\n{chunk['context_text']}"
+            chunk["n_tokens"] = count_tokens(chunk["context_text"])
+            renamed += 1
+    return renamed
 
 
 def shown(path: str | os.PathLike) -> str:

@@ -277,6 +277,48 @@ def test_one_document_under_two_names_is_read_once_and_any_file_name_is_stored_a
     io.write_json_atomic(tmp_path / "chunks.json", chunks)  # stored as UTF-8 text
 
 
+def two_policies(folder: Path, second_title: str) -> list[str]:
+    """Two policies whose numbered headings are the same words, written as a PDF flattens them: the title one more
+    heading at the top level, not above the others."""
+    bodies = {"leave.md": ("Leave Policy", "how employees of Acme request and take paid annual leave and sick leave",
+                           "with three months of service are eligible for 25 days of paid annual leave each year"),
+              "expenses.md": (second_title, "how employees of Acme claim back travel costs they paid for themselves",
+                              "who travel more than 50 kilometres may claim mileage at 45 cents per kilometre")}
+    paths = []
+    for name, (title, purpose, eligibility) in bodies.items():
+        (folder / name).write_text(f"## {title}\n\n## 1. Purpose\n\nThis policy explains {purpose} during the year.\n\n"
+                                   f"## 2. Eligibility\n\nAll permanent employees {eligibility}.\n\n"
+                                   f"## 3. {title} contacts\n\nQuestions about this policy go to the People team by email.\n")
+        paths.append(str(folder / name))
+    return paths
+
+
+def test_two_documents_with_the_same_headings_keep_their_sections_apart(tmp_path, tokenizer, capsys):
+    """Both policies' "1. Purpose" were one section: their facts restated, held out and contrasted together, a
+    restatement of one policy's purpose answered with the other's."""
+    chunks, _ = pdf.parse_documents(two_policies(tmp_path, "Travel Expenses Policy"), tokenizer=tokenizer,
+                                    max_chunk_tokens=MAX_TOKENS)
+    headings = {(c["doc"], c["text"].split()[0]): c["headings"] for c in chunks}
+    assert headings[("leave.md", "This")] == ["Leave Policy", "1. Purpose"]
+    assert headings[("expenses.md", "This")] == ["Travel Expenses Policy", "1. Purpose"]
+    assert headings[("expenses.md", "All")] == ["Travel Expenses Policy", "2. Eligibility"]
+    assert headings[("leave.md", "Questions")] == ["3. Leave Policy contacts"], "a heading no other document has"
+    assert all(c["context_text"].startswith(c["headings"][0] + "\n") for c in chunks)
+    assert "named after its document's title" in capsys.readouterr().out
+    fact_list, _ = facts.inventory(chunks)
+    sections = {f["section"]: {x["doc"] for x in fact_list if x["section"] == f["section"]} for f in fact_list}
+    assert all(len(docs) == 1 for docs in sections.values()), sections
+    assert {"Leave Policy > 2. Eligibility", "Travel Expenses Policy > 2. Eligibility"} <= set(sections)
+
+    # one document alone is left as it is; two with one title are told apart by their file names
+    alone, _ = pdf.parse_documents(two_policies(tmp_path, "Travel Expenses Policy")[:1], tokenizer=tokenizer,
+                                   max_chunk_tokens=MAX_TOKENS)
+    assert [c["headings"] for c in alone] == [["1. Purpose"], ["2. Eligibility"], ["3. Leave Policy contacts"]]
+    same, _ = pdf.parse_documents(two_policies(tmp_path, "Leave Policy"), tokenizer=tokenizer, max_chunk_tokens=MAX_TOKENS)
+    assert {tuple(c["headings"][:1]) for c in same if c["text"].startswith("This")} == \
+        {("Leave Policy (leave.md)",), ("Leave Policy (expenses.md)",)}
+
+
 def test_a_folder_given_as_a_document_says_so(tmp_path):
     with pytest.raises(UserError, match="is a folder, not a document"):
         pdf.check_input(str(tmp_path))
