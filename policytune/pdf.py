@@ -129,16 +129,28 @@ def check_input(path: str) -> None:
     suffix = file.suffix.lower()
     if suffix not in SUFFIX_FORMATS:
         raise UserError(f"{path}: unsupported file type {suffix or '(none)'}; use PDF, DOCX, HTML or Markdown")
+    with open(file, "rb") as handle:
+        head = handle.read(65536)
+    if SUFFIX_FORMATS[suffix] in ("HTML", "MD") and not head.startswith(b"%PDF-") and is_binary(head):
+        # Docling reads any bytes as text: a binary file named .html became dozens of chunks of garbage
+        raise UserError(f"{path}: binary content, not text (HTML and Markdown documents are text files)")
     if suffix != ".pdf":
         return
-    with open(file, "rb") as handle:
-        head = handle.read(1024)
     if b"%PDF-" not in head:
         raise UserError(f"{path}: not a PDF file (no %PDF header; is it another format renamed to .pdf?)")
     if "password" in (pdfium_problem(path) or "").lower():
         raise UserError(f"{path}: the PDF is password-protected; remove the password and try again")
     # Anything else (a cut-off file, a broken xref) goes on to Docling, whose parser recovers the
     # readable pages of many damaged files; convert() reports what it cannot read.
+
+
+def is_binary(head: bytes) -> bool:
+    """Bytes no text file holds: a NUL, or control characters beyond 1% (text in any 8-bit encoding has none; UTF-16,
+    which has NULs, starts with its byte-order mark)."""
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return False
+    controls = sum(1 for byte in head if byte < 32 and byte not in b"\t\n\r\f\x1b" or byte == 127)
+    return b"\x00" in head or controls > len(head) / 100
 
 
 def pdfium_problem(path: str) -> str | None:

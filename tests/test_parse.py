@@ -191,13 +191,16 @@ BAD_INPUTS = {
     "password": (lambda p: build_pdf(p, encrypt="s3cret"), "password-protected"),
     "image_only": (image_only_pdf, "no text layer"),
     "few_words": (few_words_pdf, "too little to be a policy"),
+    # Docling reads any bytes as text: 20 kB of noise named .html were 57 chunks of garbage
+    "noise.html": (written(__import__("random").Random(0).randbytes(20000)), "binary content, not text"),
+    "noise.md": (written(b"# Leave\n" + bytes(range(256)) * 8), "binary content, not text"),
 }
 
 
 @pytest.mark.parametrize("kind", sorted(BAD_INPUTS))
 def test_bad_input_is_a_one_line_user_error_naming_the_file(kind, tmp_path, tokenizer):
     make, reason = BAD_INPUTS[kind]
-    path = make(tmp_path / f"{kind}.pdf")
+    path = make(tmp_path / (kind if "." in kind else f"{kind}.pdf"))
     with pytest.raises(UserError) as error:
         parse(path, tokenizer)
     message = str(error.value)
@@ -242,7 +245,7 @@ def assert_failed_naming(result, path: Path, reason: str) -> None:
 @pytest.mark.parametrize("kind", CLI_BAD_INPUTS)
 def test_bad_pdf_through_the_command_line_exits_2_with_one_line_and_writes_nothing(kind, tmp_path):
     make, reason = BAD_INPUTS[kind]
-    path = make(tmp_path / f"{kind}.pdf")
+    path = make(tmp_path / (kind if "." in kind else f"{kind}.pdf"))
     result = parse_cli(tmp_path / "data", path)
     assert_failed_naming(result, path, reason)
     assert not (tmp_path / "data").exists() or not list((tmp_path / "data").rglob("*"))
