@@ -31,7 +31,7 @@ FULL_MODEL_FILES = {"adapter_model.safetensors": "model.safetensors", "adapter.g
 
 @dataclass
 class PipelineConfig(config.Base):
-    pdf: list[str] = field(default_factory=lambda: ["data/sample_policy.pdf"], metadata={"help": "policy document(s); repeat for several"})
+    pdf: list[str] = field(default_factory=lambda: ["data/sample_policy.pdf"], metadata={"help": "policy document(s): PDF, DOCX, HTML or Markdown; several: --pdf docs/*.pdf, the flag repeated, or comma-separated"})
     reports_dir: str = field(default="reports", metadata={"help": "where evaluation reports go"})
     force: bool = field(default=False, metadata={"help": "rerun every selected stage even if up to date"})
     from_stage: str = field(default="parse", metadata={"help": "first stage to run", "choices": STAGE_NAMES})

@@ -21,7 +21,7 @@ from policytune import config, facts, generate, io, llm, models, pdf
 @dataclass
 class GenerationConfig(llm.LLMOptions):
     pdf: list[str] = field(default_factory=lambda: ["data/sample_policy.pdf"],
-                           metadata={"help": "policy document(s): PDF, DOCX, HTML or Markdown; repeat the flag for several"})
+                           metadata={"help": "policy document(s): PDF, DOCX, HTML or Markdown; several: --pdf docs/*.pdf, the flag repeated, or comma-separated"})
     parse_only: bool = field(default=False, metadata={"help": "stop after writing chunks.json"})
     reuse_chunks: bool = field(default=False, metadata={"help": "generate from the existing chunks.json instead of parsing again (pipeline.py parses as its own stage)"})
     max_chunk_tokens: int = field(default=384, metadata={"help": "chunk size in base-model tokens (HybridChunker max_tokens)"})

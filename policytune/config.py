@@ -61,9 +61,12 @@ def _convert(value: Any, typ: Any, name: str) -> Any:
         return _convert(value, args[0], name)
     if origin is list:
         (item,) = typing.get_args(typ) or (str,)
-        if isinstance(value, str):
-            value = [v for v in value.split(",") if v.strip()]
-        return [_convert(v.strip() if isinstance(v, str) else v, item, name) for v in value]
+        values = [value] if isinstance(value, str) else value
+        # "a.pdf,b.pdf" is two values; "Leave, 2026.pdf" is one when that file exists
+        pieces = [piece for v in values
+                  for piece in ([v] if not isinstance(v, str) or os.path.exists(v) else v.split(","))]
+        return [_convert(v.strip() if isinstance(v, str) and not os.path.exists(v) else v, item, name)
+                for v in pieces if not isinstance(v, str) or v.strip()]
     if typ is bool:
         if isinstance(value, bool):
             return value
@@ -108,10 +111,10 @@ def parse(cls: type[T], argv: list[str] | None = None, description: str | None =
         if typ is bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         elif typing.get_origin(typ) is list:
-            # Repeatable (`--pdf a.pdf --pdf b.pdf`) and comma-separated both work.
+            # `--pdf a.pdf b.pdf` (a shell glob), repeated (`--pdf a.pdf --pdf b.pdf`) and comma-separated all work.
             # Choices are checked per item after splitting (argparse would see "a,b" as one value).
             choices = f.metadata.get("choices")
-            parser.add_argument(flag, dest=f.name, action="append", default=None,
+            parser.add_argument(flag, dest=f.name, action="extend", nargs="+", default=None,
                                 help=help_text + (f"; each one of {list(choices)}" if choices else ""))
         else:
             parser.add_argument(flag, dest=f.name, default=None, help=help_text, choices=f.metadata.get("choices"))
@@ -127,8 +130,6 @@ def parse(cls: type[T], argv: list[str] | None = None, description: str | None =
     for f in fields:
         given = getattr(args, f.name)
         if given is not None:
-            if isinstance(given, list) and len(given) == 1 and isinstance(given[0], str) and "," in given[0]:
-                given = given[0]
             values[f.name] = given
     converted = {name: _convert(v, _field_type(cls, next(f for f in fields if f.name == name)), "--" + name.replace("_", "-"))
                  for name, v in values.items()}

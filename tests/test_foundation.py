@@ -75,6 +75,20 @@ def test_flags_override_env_override_defaults(monkeypatch):
     assert config.parse(DemoConfig, ["--names", "a", "--names", "b"]).names == ["a", "b"]
 
 
+def test_a_list_flag_takes_a_shell_glob_and_a_file_name_with_a_comma(tmp_path, monkeypatch):
+    """`--names *.pdf` stopped at "unrecognized arguments", and "Leave, 2026.pdf" was split into two files that do
+    not exist, on the command line, in the environment and when pipeline.py passed it on to a stage."""
+    comma = tmp_path / "Leave, 2026.pdf"
+    comma.write_bytes(b"%PDF-")
+    assert config.parse(DemoConfig, ["--names", "a.pdf", "b.pdf", "--steps", "2"]).names == ["a.pdf", "b.pdf"]
+    assert config.parse(DemoConfig, ["--names", str(comma)]).names == [str(comma)]
+    assert config.parse(DemoConfig, ["--names", str(comma), "--names", "x,y"]).names == [str(comma), "x", "y"]
+    monkeypatch.setenv("POLICYTUNE_NAMES", str(comma))
+    assert config.parse(DemoConfig, []).names == [str(comma)]
+    monkeypatch.setenv("POLICYTUNE_NAMES", "a.pdf, b.pdf")
+    assert config.parse(DemoConfig, []).names == ["a.pdf", "b.pdf"]
+
+
 def test_config_file_with_unknown_key_is_an_error(tmp_path):
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"stepz": 1}))
