@@ -343,17 +343,46 @@ def make_chunker(tokenizer, max_chunk_tokens: int):
         # line that HybridChunker repeats when it has to split a long table by rows; compact (no
         # column padding) so the padding spends no tokens and rows fit beside the header.
         def get_serializer(self, doc):
-            params = ChunkingDocSerializer.model_fields["params"].default.model_copy(update={"compact_tables": True})
-            return ChunkingDocSerializer(doc=doc, table_serializer=MarkdownTableSerializer(), params=params)
+            return ChunkingDocSerializer(doc=doc, table_serializer=MarkdownTableSerializer(),
+                                         params=plain_params(compact_tables=True))
 
     return HybridChunker(tokenizer=HuggingFaceTokenizer(tokenizer=tokenizer, max_tokens=max_chunk_tokens),
                          merge_peers=True, repeat_table_header=True, serializer_provider=MarkdownTables())
+
+
+def plain_params(**update):
+    """Docling's chunking serializer settings without markup: a policy's facts are its words, and "**", "_" or a
+    code fence in them reached the questions and answers ("Who must requests be approved by the * * in advance?")."""
+    from docling_core.transforms.chunker.hierarchical_chunker import ChunkingDocSerializer
+
+    return ChunkingDocSerializer.model_fields["params"].default.model_copy(update={
+        "include_formatting": False, "include_hyperlinks": False, "format_code_blocks": False, **update})
+
+
+def join_inline_groups(document) -> int:
+    """Make each paragraph that mixes plain and formatted text (bold, italic, code, a link: Markdown, HTML and DOCX
+    inline groups) one text item of its words; returns how many. The chunker writes each span of such a paragraph on
+    its own line, so its sentences fell apart into facts such as "The home office allowance is"."""
+    from docling_core.transforms.chunker.hierarchical_chunker import ChunkingDocSerializer
+    from docling_core.types.doc import DocItemLabel, GroupLabel
+
+    serializer = ChunkingDocSerializer(doc=document, params=plain_params())
+    groups = [g for g in document.groups if g.label == GroupLabel.INLINE
+              and not (g.parent and getattr(g.parent.resolve(document), "label", None) == GroupLabel.INLINE)]
+    for group in groups:
+        text = " ".join(serializer.serialize(item=group).text.split())
+        text = re.sub(r"\s+([.,;:!?)])", r"\1", text)  # "see the IT page ." where a link ended the span
+        provs = [prov for child in group.children for prov in getattr(child.resolve(document), "prov", None) or []]
+        document.insert_text(sibling=group, label=DocItemLabel.TEXT, text=text, prov=provs[0] if provs else None)
+        document.delete_items(node_items=[group])
+    return len(groups)
 
 
 def chunk_document(document, chunker, doc_name: str) -> list[dict]:
     """The document's chunks as chunks.json records (see the data contract in the README)."""
     from docling_core.types.doc import DocItemLabel
 
+    join_inline_groups(document)
     records = []
     for chunk in chunker.chunk(dl_doc=document):
         text = chunk.text.strip()

@@ -322,6 +322,36 @@ def test_two_documents_with_the_same_headings_keep_their_sections_apart(tmp_path
         {("Leave Policy (leave.md)",), ("Leave Policy (expenses.md)",)}
 
 
+FORMATTED = {  # one paragraph with bold, italic, code and a link, in each format; and plain
+    "md": "## Working from home\n\nEmployees may work from home **up to 3 days per week** if their role allows it. "
+          "Requests must be approved by the _line manager_ in advance. Equipment is ordered through the `IT-REQ` "
+          "portal, see [the IT page](https://example.com/it). The home office allowance is *a one-off payment of "
+          "300 EUR* and is paid with the next salary.\n",
+    "html": "<html><body><h2>Working from home</h2><p>Employees may work from home <b>up to 3 days per week</b> if "
+            "their role allows it. Requests must be approved by the <i>line manager</i> in advance. Equipment is "
+            "ordered through the <code>IT-REQ</code> portal, see <a href=\"https://example.com/it\">the IT page</a>. "
+            "The home office allowance is <em>a one-off payment of 300 EUR</em> and is paid with the next salary."
+            "</p></body></html>\n",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(FORMATTED))
+def test_formatted_text_in_markdown_and_html_gives_whole_sentences_without_markup(kind, tmp_path, tokenizer):
+    """The chunker wrote each bold, italic, code or linked span on its own line with its markup, so the facts were
+    "The home office allowance is" and "*a one-off payment of 300 EUR* and ...", and the questions asked about
+    "the * *"."""
+    path = tmp_path / f"remote.{kind}"
+    path.write_text(FORMATTED[kind])
+    chunks, _ = parse(path, tokenizer)
+    fact_list, _ = facts.inventory(chunks)
+    assert [f["text"] for f in fact_list] == [
+        "Employees may work from home up to 3 days per week if their role allows it.",
+        "Requests must be approved by the line manager in advance.",
+        "Equipment is ordered through the IT-REQ portal, see the IT page.",
+        "The home office allowance is a one-off payment of 300 EUR and is paid with the next salary."]
+    assert not re.search(r"[*_`\[\]]|https?:", " ".join(c["text"] for c in chunks))
+
+
 def test_a_folder_given_as_a_document_says_so(tmp_path):
     with pytest.raises(UserError, match="is a folder, not a document"):
         pdf.check_input(str(tmp_path))
