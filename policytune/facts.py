@@ -255,7 +255,7 @@ def inventory(chunks: list[dict]) -> tuple[list[dict], list[dict]]:
             seen.add(key)
             facts.append({
                 "id": key[:16], "chunk_id": chunk["id"], "doc": chunk.get("doc"), "pages": chunk.get("pages", []),
-                "headings": headings, "section": section_of(headings), "topic": topic(headings, chunk.get("doc") or ""),
+                "headings": headings, "section": section_of(headings), "topic": topic(headings, ""),
                 "kind": kind, "text": text, **({"intro": intro} if intro else {}),
             })
     return facts, skipped

@@ -697,7 +697,8 @@ def unanswerable_candidates(section_facts: list[dict], templates_by_aspect: dict
                             not_a_benefit: str = r"$^") -> list[dict]:
     """Near-miss questions about a section's topic, every phrasing of each aspect its facts never mention and that
     fits the topic: the topic names a benefit (`benefit_topics`, not `not_a_benefit`) and the aspect's own "topics"."""
-    topic = near_miss_topic(section_facts[0].get("headings") or [], section_facts[0].get("topic") or "this policy")
+    # text under no heading names no benefit to ask about ("Can I use the policy while on probation?")
+    topic = near_miss_topic(section_facts[0].get("headings") or [], section_facts[0].get("topic") or "")
     if names_nothing(topic) or names_an_act(topic) or not re.search(benefit_topics, topic, re.I) or \
             re.search(not_a_benefit, topic, re.I):
         return []

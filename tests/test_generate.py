@@ -973,3 +973,23 @@ def test_near_misses_ask_about_an_employee_where_the_facts_cannot_say_i_as_often
     assert balance.third_person("Am I covered if I am on probation?") == "Is an employee covered if they are on probation?"
     assert balance.third_person("Which form do I fill in?") == "Which form does an employee fill in?"
     assert balance.third_person("I'm on probation. Can I use sick leave?") is None  # a situation, said by the employee
+
+
+def test_a_policy_without_headings_is_never_asked_about_by_its_file_name(tmp_path):
+    """A fact under no heading took its document's file name as its topic: "For travel_policy_v2_FINAL.md, is the
+    daily meal allowance 60 EUR?", "Can I use travel_policy_v2_FINAL.md while I am still on probation?" (12 of 30)."""
+    from conftest import run_script
+
+    policy = tmp_path / "travel_policy_v2_FINAL.md"
+    policy.write_text(
+        "Employees travelling on company business receive a daily meal allowance of 60 EUR. Hotel bookings must be "
+        "made through the Navan travel portal at least 14 days before departure. Economy class is used for all "
+        "flights under 6 hours. Expense claims must be submitted within 30 days of returning from the trip, with "
+        "receipts attached. Employees on probation may travel only with written approval from their line manager.\n")
+    result = run_script(str(ROOT / "syntheticdatageneration.py"), "--data-dir", str(tmp_path), "--pdf", str(policy))
+    assert result.returncode == 0, result.stderr[-2000:]
+    pairs = json.loads((tmp_path / "syntheticdata.json").read_text())
+    asked = [p["question"] for p in pairs]
+    assert len([p for p in pairs if p["answerable"]]) >= 10, asked
+    assert not [q for q in asked if re.search(r"travel_policy|FINAL|\.md\b", q)], asked
+    assert not [q for q in asked if re.search(r"\b(?:use|get more|for) the policy\b", q, re.I)], asked
