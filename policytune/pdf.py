@@ -41,6 +41,7 @@ def parse_documents(paths: list[str], tokenizer, max_chunk_tokens: int, ocr: boo
     stats: dict = {"pages": 0, "seconds": 0.0, "documents": []}
     read: dict[str, str] = {}  # content digest -> the path read with it
     titles: dict[str, str] = {}
+    names = document_names(paths)
     for path in paths:
         digest = io.file_sha256(path)
         if digest in read:
@@ -52,7 +53,7 @@ def parse_documents(paths: list[str], tokenizer, max_chunk_tokens: int, ocr: boo
         started = time.perf_counter()
         document = convert(converter, path, ocr=ocr)
         pages = max(len(document.pages), 1)
-        name = shown(Path(path).name)
+        name = names[path]
         titles[name] = document_title(document, name)
         doc_chunks = chunk_document(document, chunker, name)
         if not doc_chunks:
@@ -78,6 +79,21 @@ def parse_documents(paths: list[str], tokenizer, max_chunk_tokens: int, ocr: boo
         print(f"{separated} chunks sit under a heading path another document has too (\"1. Purpose\", \"Eligibility\"): "
               "each is named after its document's title, so the two are not taken for one section", flush=True)
     return chunks, stats
+
+
+def document_names(paths: list[str]) -> dict[str, str]:
+    """The name each document is stored under: its file name, with as many of its folders as tell it apart from
+    another document of the same file name ("uk/leave.md", "us/leave.md"), whose facts were otherwise one document's
+    and their shared sentences dropped as duplicates."""
+    parts = {path: Path(os.path.abspath(path)).parts for path in paths}
+    names = {}
+    for path in paths:
+        depth = 1
+        while depth < len(parts[path]) and any(other != path and parts[other][-depth:] == parts[path][-depth:]
+                                                and parts[other] != parts[path] for other in paths):
+            depth += 1
+        names[path] = shown("/".join(parts[path][-depth:]))
+    return names
 
 
 def document_title(document, name: str) -> str:

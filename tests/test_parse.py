@@ -322,6 +322,26 @@ def test_two_documents_with_the_same_headings_keep_their_sections_apart(tmp_path
         {("Leave Policy (leave.md)",), ("Leave Policy (expenses.md)",)}
 
 
+def test_two_documents_with_one_file_name_are_two_documents(tmp_path, tokenizer):
+    """uk/leave.md and us/leave.md were both stored as "leave.md": one document, whose sentences the two share were
+    dropped from the second as duplicates."""
+    shared = "Leave requests are approved by the line manager through the HR portal before the leave starts."
+    paths = []
+    for country, days in (("uk", 25), ("us", 15)):
+        (tmp_path / country).mkdir()
+        paths.append(tmp_path / country / "leave.md")
+        paths[-1].write_text(f"## Annual leave\n\nEmployees in the {country.upper()} office receive {days} days of "
+                             f"paid annual leave each calendar year. {shared}\n")
+    chunks, stats = pdf.parse_documents([str(p) for p in paths], tokenizer=tokenizer, max_chunk_tokens=MAX_TOKENS)
+    assert [d["doc"] for d in stats["documents"]] == ["uk/leave.md", "us/leave.md"]
+    fact_list, skipped = facts.inventory(chunks)
+    assert sorted((f["doc"], f["text"]) for f in fact_list if f["text"] == shared) == \
+        [("uk/leave.md", shared), ("us/leave.md", shared)]
+    assert not [s for s in skipped if s["reason"] == "duplicate"]
+    alone, _ = pdf.parse_documents([str(paths[0])], tokenizer=tokenizer, max_chunk_tokens=MAX_TOKENS)
+    assert {c["doc"] for c in alone} == {"leave.md"}
+
+
 FORMATTED = {  # one paragraph with bold, italic, code and a link, in each format; and plain
     "md": "## Working from home\n\nEmployees may work from home **up to 3 days per week** if their role allows it. "
           "Requests must be approved by the _line manager_ in advance. Equipment is ordered through the `IT-REQ` "
