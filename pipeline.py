@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ from pathlib import Path
 from policytune import config, deploy, io
 
 STAGE_NAMES = ["parse", "generate", "preprocess", "quality", "train", "evaluate", "deploy"]
+ROOT = Path(__file__).resolve().parent  # the stage scripts, the prompts and the sample's gold set live here
 # What a full fine-tune (--train.method full) writes in place of the adapter's files.
 FULL_MODEL_FILES = {"adapter_model.safetensors": "model.safetensors", "adapter.gguf": "model.gguf"}
 
@@ -57,8 +59,9 @@ def plan(cfg: PipelineConfig, extra: dict[str, list[str]]) -> list[Stage]:
     """The stages in order, with their command lines and the files that decide whether to rerun."""
     data, ckpt, reports = Path(cfg.data_dir), Path(cfg.checkpoint_dir), Path(cfg.reports_dir)
     common = ["--data-dir", cfg.data_dir, "--checkpoint-dir", cfg.checkpoint_dir]
-    pdfs = [arg for p in cfg.pdf for arg in ("--pdf", p)]
-    prompts = Path("generated_prompt.py")  # users edit it by hand: an edit reruns generation and judging
+    # "--pdf=-x.pdf": a file name that starts with a dash is not read as a flag by the stage
+    pdfs = [arg for p in cfg.pdf for arg in ((f"--pdf={p}",) if p.startswith("-") else ("--pdf", p))]
+    prompts = ROOT / "generated_prompt.py"  # users edit it by hand: an edit reruns generation and judging
     stages = [
         Stage("parse", ["syntheticdatageneration.py", *common, *pdfs, "--parse-only"], [Path(p) for p in cfg.pdf],
               [data / "chunks.json"], "GenerationConfig", by_content=True),
@@ -71,7 +74,7 @@ def plan(cfg: PipelineConfig, extra: dict[str, list[str]]) -> list[Stage]:
         Stage("train", ["train.py", *common], [data / "instructionquality.json", data / "facts.json"],
               [ckpt / "adapter_model.safetensors", ckpt / "metrics.json", data / "eval_split.json"], "TrainConfig"),
         Stage("evaluate", ["evaluate.py", *common, "--reports-dir", cfg.reports_dir],
-              [ckpt / "adapter_model.safetensors", data / "eval_split.json", Path("sample/gold.jsonl")],
+              [ckpt / "adapter_model.safetensors", data / "eval_split.json", ROOT / "sample" / "gold.jsonl"],
               [reports / "eval.json"], "EvalConfig"),
         Stage("deploy", ["-m", "policytune.deploy", *common, "--verify"], [ckpt / "adapter_model.safetensors"],
               [ckpt / "adapter.gguf"], "DeployConfig"),
@@ -95,8 +98,7 @@ def stage_config(stage: Stage) -> config.Base:
     """The config a stage will run with, read from its command line as the stage reads it."""
     if stage.settings is None:
         as_module = stage.command[0] == "-m"
-        module = importlib.import_module(stage.command[1]) if as_module else \
-            config.load_script(Path(__file__).resolve().parent / stage.command[0])
+        module = importlib.import_module(stage.command[1]) if as_module else config.load_script(ROOT / stage.command[0])
         try:
             stage.settings = config.parse(getattr(module, stage.config), stage.command[2 if as_module else 1:])
         except config.UserError as exc:
@@ -121,6 +123,14 @@ def up_to_date(stage: Stage, state: dict) -> bool:
         return False
     newest_input = max((p.stat().st_mtime for p in stage.inputs if p.exists()), default=0.0)
     return min(p.stat().st_mtime for p in stage.outputs) >= newest_input
+
+
+def runnable(command: list[str]) -> list[str]:
+    """The stage's command as run and shown: its script found beside this one when the pipeline runs from another
+    folder (the stage's files stay relative to where the user is)."""
+    if command[0] != "-m" and Path.cwd().resolve() != ROOT:
+        return [str(ROOT / command[0]), *command[1:]]
+    return command
 
 
 def split_stage_flags(argv: list[str]) -> tuple[list[str], dict[str, list[str]]]:
@@ -184,9 +194,9 @@ def main(cfg: PipelineConfig, extra: dict[str, list[str]]) -> None:
         if not cfg.force and up_to_date(stage, state):
             print(f"== {stage.name}: up to date, skipped", flush=True)
             continue
-        print(f"== {stage.name}: {config.redact_url(' '.join(['python', *stage.command]))}", flush=True)
+        print(f"== {stage.name}: {config.redact_url(shlex.join(['python', *runnable(stage.command)]))}", flush=True)
         t0 = time.perf_counter()
-        code = subprocess.call([sys.executable, *stage.command])
+        code = subprocess.call([sys.executable, *runnable(stage.command)])
         timings[stage.name] = round(time.perf_counter() - t0, 1)
         if code != 0:
             print(f"pipeline stopped at stage '{stage.name}' (exit {code}); finished stages are kept and "
@@ -199,12 +209,16 @@ def main(cfg: PipelineConfig, extra: dict[str, list[str]]) -> None:
             state.pop(later.name, None)
     total = time.perf_counter() - started
     print(f"\npipeline finished in {total:.0f}s; stage times: {timings or 'all skipped'}")
+    # what the stages run up to --to-stage wrote: a later stage's files, if any, are an earlier run's
     trained = next(s for s in stages if s.name == "train").outputs[0]
-    print(f"  {'model:' if trained.name == 'model.safetensors' else 'adapter:':<11}{trained}")
-    print(f"  gguf:      {stages[-1].outputs[0]}")
-    print(f"  Modelfile: {stages[-1].outputs[-1].resolve()}")
-    print(f"  report:    {Path(cfg.reports_dir) / 'eval.html'}")
-    headline(Path(cfg.reports_dir))
+    shown = {"train": [("model:" if trained.name == "model.safetensors" else "adapter:", trained)],
+             "evaluate": [("report:", Path(cfg.reports_dir) / "eval.html")],
+             "deploy": [("gguf:", stages[-1].outputs[0]), ("Modelfile:", stages[-1].outputs[-1].resolve())]}
+    for name, files in shown.items():
+        for label, path in files if STAGE_NAMES.index(name) <= last else []:
+            print(f"  {label:<11}{path}")
+    if last >= STAGE_NAMES.index("evaluate"):
+        headline(Path(cfg.reports_dir))
 
 
 if __name__ == "__main__":

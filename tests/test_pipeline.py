@@ -172,3 +172,22 @@ def test_corrupt_pipeline_state_is_a_one_line_error_and_nothing_runs(tmp_path, c
     assert_one_line_error(result, str(data / "pipeline_state.json"))
     assert "== " not in result.stdout, "no stage may run on a state file that cannot be read"
     assert snapshot(tmp_path) == before
+
+
+def test_the_pipeline_runs_from_another_folder_on_a_file_named_like_a_flag(tmp_path):
+    """From another folder the stage scripts were looked for there ("can't open file .../syntheticdatageneration.py");
+    a document named "-leave.md" reached the stage as a flag; the closing lines named an adapter, a GGUF and a
+    Modelfile that a run stopped after preprocessing never wrote."""
+    policy = tmp_path / "-leave, 2026.md"
+    policy.write_text("## Annual leave\n\nEmployees receive 25 days of paid annual leave each calendar year. Requests "
+                      "must be approved by the line manager at least 10 working days before the leave starts. Up to "
+                      "5 unused days may be carried over into the first quarter of the next year.\n")
+    result = run_script(str(ROOT / "pipeline.py"), f"--pdf={policy.name}", "--to", "preprocess", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "data" / "chunks.json").is_file() and (tmp_path / "data" / "instructions.json").is_file()
+    chunks = json.loads((tmp_path / "data" / "chunks.json").read_text())
+    assert {c["doc"] for c in chunks} == {policy.name}
+    echoed = [line for line in result.stdout.splitlines() if line.startswith("== parse: ")][0]
+    assert f"'--pdf={policy.name}'" in echoed, echoed  # quoted, so that it can be copied and run
+    closing = result.stdout.split("pipeline finished", 1)[1]
+    assert not any(word in closing for word in ("adapter:", "gguf:", "Modelfile:", "report:")), closing
