@@ -70,7 +70,7 @@ class GenerationConfig(llm.LLMOptions):
                 "(policytune/balance.py)", "choices": ["off", "person", "openings", "both"]})
     detail_near_misses: bool = field(default=True, metadata={
         "help": "also ask for a detail (amount, approver, notice, ...) of something the policy names but leaves "
-                "unspecified, where no fact naming it gives that detail (policytune/unstated.py)"})
+                "unspecified, where no fact naming it gives that detail (policytune/details.py)"})
     employee_words: bool = field(default=True, metadata={
         "help": "ask each fact once more in everyday words (generated_prompt.EMPLOYEE_WORDS) and the document's "
                 "abbreviations: employees say 'a year' and 'my manager', not 'per calendar year' and 'the line manager'"})

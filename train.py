@@ -73,8 +73,9 @@ class TrainConfig(config.Base):
     # more passes store more of the facts (BENCHMARKS.md: 0.56 of them answered in their trained wording after one
     # pass, 0.82 after 1.5). So by default the passes follow the hardware.
     epochs: float = field(default=0.0, metadata={
-        "help": "passes over the training split (0: as many half passes as fit in --time-budget, from 1 to "
-                "--max-auto-epochs, measured on this machine before training starts)"})
+        "help": "passes over the training split (0: the fewest half passes that fill --time-budget, timed on this "
+                "machine before training starts, from 1 to --max-auto-epochs; the schedule runs on the clock and ends "
+                "when the budget does)"})
     # Sample gold set (BENCHMARKS.md, tenth session, AVX-512 BF16 machine), accuracy / refusal recall / false refusals
     # by passes: 1: 0.12 / 0.15 / 0.18, 2: 0.15 / 0.27 / 0.16, 3: 0.19 / 0.21 / 0.07, 4: 0.24 / 0.25 / 0.07, then flat.
     # Passes are the lever, and the default pipeline must stay within 30 minutes, the other stages taking 4-8 of them.
@@ -156,7 +157,7 @@ class TrainConfig(config.Base):
     padding_free: bool = field(default=True, metadata={
         "help": "concatenate a batch into one sequence instead of padding (same loss, fewer tokens computed)"})
     gradient_checkpointing: bool = field(default=False, metadata={
-        "help": "recompute activations in backward: less memory, about 30%% slower; for big models on small GPUs"})
+        "help": "recompute activations in backward: less memory, about 30% slower; for big models on small GPUs"})
     eval_steps: int = field(default=0, metadata={"help": "evaluate and save a checkpoint every N steps (0: twice per epoch)"})
     early_stopping_patience: int = field(default=3, metadata={
         "help": "stop after N evaluations without a better --select-by figure (answers: none within one standard "

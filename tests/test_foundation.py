@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gc
 import json
+import re
 import os
 import socket
 from dataclasses import dataclass, field
@@ -46,6 +47,21 @@ def test_help_prints_a_percent_sign_in_a_flag_description(capsys):
         config.parse(PercentConfig, ["--help"])
     assert stop.value.code == 0
     assert "50% of the rows" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("script, cls", [("syntheticdatageneration.py", "GenerationConfig"),
+                                         ("preprocessing.py", "PreprocessConfig"), ("dataquality.py", "QualityConfig"),
+                                         ("train.py", "TrainConfig"), ("evaluate.py", "EvalConfig"),
+                                         ("pipeline.py", "PipelineConfig")])
+def test_every_stage_help_prints_and_names_files_that_exist(script, cls, capsys):
+    """train.py --help printed "about 30%% slower". Every policytune/*.py a help text names must exist."""
+    from conftest import ROOT
+
+    with pytest.raises(SystemExit) as stop:
+        config.parse(getattr(config.load_script(ROOT / script), cls), ["--help"])
+    text = capsys.readouterr().out
+    assert stop.value.code == 0 and "%%" not in text
+    assert all((ROOT / name).is_file() for name in re.findall(r"policytune/\w+\.py", text.replace("\n", "")))
 
 
 @pytest.mark.parametrize("flags, needle", [
