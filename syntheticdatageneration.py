@@ -163,19 +163,18 @@ def main(cfg: GenerationConfig) -> None:
         print(f"reusing {len(chunks)} chunks from {chunks_path}", flush=True)
     else:
         chunks = parse(cfg, chunks_path)
-    config.save(cfg, cfg.data_path("syntheticdatageneration_config.json"))
     if cfg.parse_only:
+        config.save(cfg, cfg.data_path("syntheticdatageneration_config.json"))
         return
     if not chunks:
         raise config.UserError(f"{chunks_path}: no chunks to generate from (parse the documents again?)")
 
-    # The fact inventory: every statement of every document, the unit that questions cover.
+    # The fact inventory: every statement of every document, the unit that questions cover. It is written with the
+    # pairs made from it: a run that fails (an endpoint, a missing model name) leaves the last run's files together.
     fact_list, skipped = facts.inventory(chunks)
-    io.write_json_atomic(cfg.data_path("facts.json"), fact_list)
-    print(f"fact inventory: {len(fact_list)} facts in {len(facts.per_section(fact_list))} sections "
-          f"({len(skipped)} lines left out: " + ", ".join(f"{k} {v}" for k, v in
-                                                        Counter(s["reason"] for s in skipped).most_common()) + f") -> {cfg.data_path('facts.json')}",
-          flush=True)
+    left_out = ", ".join(f"{k} {v}" for k, v in Counter(s["reason"] for s in skipped).most_common())
+    print(f"fact inventory: {len(fact_list)} facts in {len(facts.per_section(fact_list))} sections"
+          + (f" ({len(skipped)} lines left out: {left_out})" if skipped else ""), flush=True)
 
     # Generation: the code plans and drafts every question; the teacher rewords; finished chunks land in a resume cache.
     output_path = cfg.data_path("syntheticdata.json")
@@ -207,9 +206,11 @@ def main(cfg: GenerationConfig) -> None:
         reasons = ", ".join(f"{k}: {v}" for k, v in list(summary["failure_reasons"].items())[:3])
         raise config.UserError(f"no usable pairs ({summary['failures']} failures{': ' + reasons if reasons else ''}); "
                                f"nothing written to {output_path}")
+    io.write_json_atomic(cfg.data_path("facts.json"), fact_list)
     io.write_json_atomic(output_path, records)
     io.write_json_atomic(cfg.data_path("syntheticdata_summary.json"), summary)
-    print(f"{len(records)} pairs -> {output_path}", flush=True)
+    config.save(cfg, cfg.data_path("syntheticdatageneration_config.json"))
+    print(f"{len(records)} pairs -> {output_path}; facts -> {cfg.data_path('facts.json')}", flush=True)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,8 @@ def project(root: Path) -> None:
     io.write_json_atomic(data / "preprocessing_report.json", {"in": 8, "out": 8, "dropped_by_reason": {}})
     io.write_jsonl_atomic(data / "syntheticdata.cache.jsonl", [{"key": "k", "chunk_id": "c-sick", "records": []}])
     io.write_json_atomic(data / "syntheticdata_summary.json", {"pairs": 8})
+    io.write_json_atomic(data / "facts.json", [{"id": "f0", "text": "Employees get 25 days.", "section": "Leave"}])
+    io.write_json_atomic(data / "syntheticdatageneration_config.json", {"questions_per_fact": 3})
     io.write_jsonl_atomic(data / "instructionquality.messages.jsonl", [{"messages": chat.messages("q?", "a")}])
     io.write_json_atomic(data / "quality_report.json", {"in": 8, "kept": 8})
     io.write_text_atomic(data / "quality_report.md", "# quality\n")
@@ -335,6 +337,10 @@ KEEPS_NOTHING = {
     "generate-foreign-chunks": (lambda r: io.write_json_atomic(r / "data/chunks.json", [{"x": 1}]),
                                 lambda r: ["syntheticdatageneration.py", *common(r), "--reuse-chunks", "--no-progress"],
                                 "record 1 has no 'id' str: not a chunks file"),
+    # the setting was read after facts.json and the stage's config (saying 5 questions per fact) had been rewritten
+    "generate-no-model-name": (None, lambda r: ["syntheticdatageneration.py", *common(r), "--reuse-chunks", "--no-progress",
+                                                "--base-url", "{url}", "--questions-per-fact", "5"],
+                               "--model (or OPENAI_MODEL) is required"),
     "parse-no-document": (None, lambda r: ["syntheticdatageneration.py", *common(r), "--parse-only"],
                           "no document to parse"),
     "preprocess-output-is-a-folder": (lambda r: (r / "data/out").mkdir(),
