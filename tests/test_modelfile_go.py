@@ -106,7 +106,7 @@ def deployed(tmp_path_factory, embedded_base, tiny_model):  # noqa: F811
         folder = peft_adapter(base, root / name, base_name)
         cfg = deploy.DeployConfig(checkpoint_dir=str(folder), data_dir=str(folder / "no-data"),
                                   modelfile=str(folder / "Modelfile"), modelfile_from=modelfile_from, threads=1)
-        out[name] = modelfile.read_modelfile(deploy.convert(cfg).modelfile)
+        out[name] = modelfile.read_modelfile(deploy.publish(deploy.convert(cfg)).modelfile)  # as deploy.run publishes it
     return out
 
 
