@@ -237,7 +237,7 @@ def plan(chunks: list[dict], fact_list: list[dict], questions_per_fact: int, una
             seen_questions.add(candidate["question"])
             hit = questions.answered_elsewhere(candidate["question"], candidate["cues"], document_index,
                                                candidate["topic"], other_topics=topic_words,
-                                               by_heading=near_miss_check == "topic")
+                                               by_heading=near_miss_check == "topic", doc=by_section[name][0].get("doc"))
             if hit:
                 answered.append({"question": candidate["question"], "aspect": candidate["aspect"], "section": name,
                                  "reason": "the document may answer it", "fact_id": hit["id"], "fact": hit["text"]})
