@@ -148,7 +148,7 @@ def parse(cfg: GenerationConfig, chunks_path: Path) -> list[dict]:
     io.write_json_atomic(chunks_path, chunks)
     seconds = time.perf_counter() - started
     pages = stats["pages"]
-    print(f"parsed {len(cfg.pdf)} document(s), {pages} pages into {len(chunks)} chunks in {seconds:.1f}s "
+    print(f"parsed {len(stats['documents'])} document(s), {pages} pages into {len(chunks)} chunks in {seconds:.1f}s "
           f"(Docling {stats['seconds']:.1f}s: {pages / max(stats['seconds'], 1e-9):.2f} pages/s, "
           f"{stats['seconds'] / max(pages, 1):.2f} s/page) -> {chunks_path}", flush=True)
     return chunks

@@ -22,6 +22,9 @@ from policytune.config import UserError, first_line
 
 SUFFIX_FORMATS = {".pdf": "PDF", ".docx": "DOCX", ".html": "HTML", ".htm": "HTML", ".md": "MD", ".markdown": "MD"}
 MIN_WORDS = 25          # fewer words than this is not a policy worth generating questions from
+# A document with this share of its word 6-grams in another is that one again (a PDF and its DOCX export share
+# 100%; the four policies here share none with each other)
+REPEATED_SHARE = 0.8
 RUNNING_TEXT_SHARE = 0.5  # margin text repeated on at least this share of pages is a running header/footer
 
 
@@ -41,6 +44,7 @@ def parse_documents(paths: list[str], tokenizer, max_chunk_tokens: int, ocr: boo
     stats: dict = {"pages": 0, "seconds": 0.0, "documents": []}
     read: dict[str, str] = {}  # content digest -> the path read with it
     titles: dict[str, str] = {}
+    texts: dict[str, set[tuple[str, ...]]] = {}  # each document's word 6-grams, for one policy given twice
     names = document_names(paths)
     for path in paths:
         digest = io.file_sha256(path)
@@ -61,6 +65,21 @@ def parse_documents(paths: list[str], tokenizer, max_chunk_tokens: int, ocr: boo
         words = sum(len(c["text"].split()) for c in doc_chunks)
         if words < MIN_WORDS:
             raise UserError(f"{path}: only {words} words of text: too little to be a policy document")
+        text = shingles(doc_chunks)
+        if copy_of := next((other for other, theirs in texts.items() if len(text & theirs) >= REPEATED_SHARE * len(text)),
+                           None):
+            print(f"warning: {name} repeats {len(text & texts[copy_of]) / len(text):.0%} of {copy_of}'s text (the same "
+                  f"policy in another format or version?): {name} is left out; give only the version to train on",
+                  file=sys.stderr, flush=True)
+            continue
+        for other in [o for o, theirs in texts.items() if len(text & theirs) >= REPEATED_SHARE * len(theirs)]:
+            print(f"warning: {name} holds {len(text & texts[other]) / len(texts[other]):.0%} of {other}'s text (the "
+                  f"same policy in another format or version?): {other} is left out; give only the version to train on",
+                  file=sys.stderr, flush=True)
+            chunks = [c for c in chunks if c["doc"] != other]
+            stats["documents"] = [d for d in stats["documents"] if d["doc"] != other]
+            del texts[other], titles[other]
+        texts[name] = text
         duplicates = 0
         for chunk in doc_chunks:
             if chunk["id"] in seen:
@@ -75,10 +94,17 @@ def parse_documents(paths: list[str], tokenizer, max_chunk_tokens: int, ocr: boo
                                    "duplicates_dropped": duplicates, "seconds": round(seconds, 2)})
         print(f"{shown(path)}: {pages} pages -> {len(doc_chunks) - duplicates} chunks in {seconds:.1f}s"
               f" ({seconds / pages:.2f} s/page)", flush=True)
+    stats["pages"] = sum(d["pages"] for d in stats["documents"])  # a document left out for another is not counted
     if separated := separate_sections(chunks, titles, chunker.tokenizer.count_tokens):
         print(f"{separated} chunks sit under a heading path another document has too (\"1. Purpose\", \"Eligibility\"): "
               "each is named after its document's title, so the two are not taken for one section", flush=True)
     return chunks, stats
+
+
+def shingles(chunks: list[dict], n: int = 6) -> set[tuple[str, ...]]:
+    """A document's runs of n words, whatever its format broke its lines or paragraphs at."""
+    words = re.findall(r"[a-z0-9]+", " ".join(c["text"] for c in chunks).lower())
+    return {tuple(words[i:i + n]) for i in range(max(1, len(words) - n + 1))}
 
 
 def document_names(paths: list[str]) -> dict[str, str]:

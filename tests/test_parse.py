@@ -372,6 +372,26 @@ def test_formatted_text_in_markdown_and_html_gives_whole_sentences_without_marku
     assert not re.search(r"[*_`\[\]]|https?:", " ".join(c["text"] for c in chunks))
 
 
+def test_one_policy_in_two_formats_is_read_once(tmp_path, tokenizer, capsys):
+    """A policy and its export to another format (not byte-identical) were two documents: every fact twice, each
+    copy's questions rejected as near-copies of the other's, and the coverage of the facts halved."""
+    for kind, text in FORMATTED.items():
+        (tmp_path / f"remote.{kind}").write_text(text)
+    other = two_policies(tmp_path, "Travel Expenses Policy")[1]
+    chunks, stats = pdf.parse_documents([str(tmp_path / "remote.md"), other, str(tmp_path / "remote.html")],
+                                        tokenizer=tokenizer, max_chunk_tokens=MAX_TOKENS)
+    assert [d["doc"] for d in stats["documents"]] == ["remote.md", "expenses.md"]
+    assert {c["doc"] for c in chunks} == {"remote.md", "expenses.md"}
+    assert "remote.html repeats 100% of remote.md's text" in capsys.readouterr().err
+    # the longer one given later keeps its text, and the one it holds is left out
+    longer = tmp_path / "longer.md"
+    longer.write_text(FORMATTED["md"] + "\nLaptops are replaced every 4 years by the IT team at no cost to employees.\n")
+    chunks, stats = pdf.parse_documents([str(tmp_path / "remote.html"), str(longer)], tokenizer=tokenizer,
+                                        max_chunk_tokens=MAX_TOKENS)
+    assert [d["doc"] for d in stats["documents"]] == ["longer.md"] and {c["doc"] for c in chunks} == {"longer.md"}
+    assert "remote.html is left out" in capsys.readouterr().err
+
+
 def test_a_folder_given_as_a_document_says_so(tmp_path):
     with pytest.raises(UserError, match="is a folder, not a document"):
         pdf.check_input(str(tmp_path))
