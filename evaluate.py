@@ -64,7 +64,8 @@ class EvalConfig(config.Base):
                 "-1: none); it costs two forward passes per question"})
     max_new_tokens: int = field(default=48, metadata={"help": "answer length cap; policy answers are one or two sentences"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
-    limit: int = field(default=0, metadata={"help": "evaluate only the first N questions (0: all)"})
+    limit: int = field(default=0, metadata={"help": "evaluate only N questions, taken from each split and kind "
+                                                    "(answerable, near miss) in proportion (0: all)"})
     f1_threshold: float = field(default=metrics.DEFAULT_F1_THRESHOLD, metadata={
         "help": "token F1 at which an answer without keywords counts as correct"})
     dtype: str = field(default="auto", metadata={"help": "model dtype (auto: bfloat16 on a GPU that has it, else float32)",
@@ -201,10 +202,33 @@ def load_items(cfg: EvalConfig, gold: str) -> list[dict[str, Any]]:
             raise config.UserError(f"duplicate question id {item['id']!r} ({item['source']['file']})")
         seen.add(item["id"])
     if cfg.limit:
-        items = items[:cfg.limit]
+        items = limited(items, cfg.limit)
     if not items:
         raise config.UserError(f"no questions to evaluate in {' and '.join(filter(None, [eval_file, gold]))}")
     return items
+
+
+def limited(items: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """`limit` questions taken from each split and kind (answerable, near miss, unlabelled) in proportion, at least one
+    of each where the limit allows, in their order: the first N were all answerable (the split lists them first), so
+    a quick `--limit 20` measured no refusal at all."""
+    if limit >= len(items):
+        return items
+    groups: dict[tuple, list[int]] = {}
+    for index, item in enumerate(items):
+        groups.setdefault((item["split"], item["answerable"]), []).append(index)
+    shares = {key: limit * len(members) / len(items) for key, members in groups.items()}
+    counts = {key: min(len(groups[key]), max(1, int(share))) for key, share in shares.items()}
+    # the remaining places to the groups whose share was rounded down most
+    for key in sorted(groups, key=lambda k: shares[k] - int(shares[k]), reverse=True):
+        if sum(counts.values()) >= limit:
+            break
+        counts[key] = min(len(groups[key]), counts[key] + 1)
+    while sum(counts.values()) > limit:  # more groups than places: the largest give theirs back
+        largest = max(counts, key=counts.get)
+        counts[largest] -= 1
+    chosen = sorted(index for key, members in groups.items() for index in members[:counts[key]])
+    return [items[index] for index in chosen]
 
 
 def tuned_weights(folder: Path) -> Path:

@@ -302,6 +302,23 @@ def test_auto_gold_is_the_sample_gold_only_for_the_sample_and_none_disables_it(t
     assert [i["split"] for i in stage.load_items(cfg, stage.resolve_gold(cfg.gold, data / "chunks.json", gold)[0])] == ["gold"]
 
 
+def test_limit_takes_every_kind_of_question_in_proportion():
+    """--limit N took the first N questions, all answerable (the split and gold sets list those first): a quick
+    --limit 20 measured no refusal."""
+    stage = _stage_module()
+    items = [{"id": f"{split}{answerable}{n}", "split": split, "answerable": answerable}
+             for split, answerable, count in (("held_out", True, 15), ("held_out", False, 3), ("gold", True, 230),
+                                              ("gold", False, 48)) for n in range(count)]
+    for limit in (4, 20, 100):
+        chosen = stage.limited(items, limit)
+        kinds = {(i["split"], i["answerable"]) for i in chosen}
+        assert len(chosen) == limit and len(kinds) == 4, (limit, chosen)
+        assert [items.index(i) for i in chosen] == sorted(items.index(i) for i in chosen)  # in their order
+    twenty = stage.limited(items, 20)
+    assert sum(1 for i in twenty if i["answerable"] is False) >= 3
+    assert stage.limited(items, 1000) == items
+
+
 def test_gold_section_must_be_a_string(tmp_path):
     gold = tmp_path / "gold.jsonl"
     gold.write_text('{"id": "a", "question": "How many days?", "section": 4.1}\n')
