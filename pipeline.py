@@ -6,10 +6,12 @@
     uv run python pipeline.py --force                          # rerun everything
 
 Each stage is its own script, run here as a subprocess exactly as a user would run it. A stage is
-skipped when its outputs exist, are newer than its inputs, and its command line is unchanged since
-it last succeeded (recorded in <data-dir>/pipeline_state.json). Stage flags pass through as
-`--<stage>.<flag> value` (e.g. `--generate.questions-per-fact 4`); POLICYTUNE_* environment variables
-reach every stage.
+skipped when its outputs exist, are newer than its inputs and are the files it wrote when it last succeeded (a
+stage run by hand, or by another data folder sharing the checkpoints, has rewritten them), and its settings (as the
+stage reads them: flags, POLICYTUNE_* environment, --config files), the files they name and its inputs' content are
+unchanged (recorded in <data-dir>/pipeline_state.json). Stage flags pass through as `--<stage>.<flag> value` (e.g.
+`--generate.questions-per-fact 4`); POLICYTUNE_* environment variables reach every stage. One pipeline runs on a
+data folder at a time.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import importlib
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -27,6 +30,8 @@ from policytune import config, deploy, io
 
 STAGE_NAMES = ["parse", "generate", "preprocess", "quality", "train", "evaluate", "deploy"]
 ROOT = Path(__file__).resolve().parent  # the stage scripts, the prompts and the sample's gold set live here
+# Files at most this large enter a stage's fingerprint by their content; larger ones (a model) by size and time.
+HASHED_BYTES = 16 << 20
 # What a full fine-tune (--train.method full) writes in place of the adapter's files.
 FULL_MODEL_FILES = {"adapter_model.safetensors": "model.safetensors", "adapter.gguf": "model.gguf"}
 
@@ -106,23 +111,126 @@ def stage_config(stage: Stage) -> config.Base:
     return stage.settings
 
 
+def signature(path: Path) -> list | str | None:
+    """A file as a fingerprint sees it: its content's hash, or size and time for one too large to hash each run."""
+    if not path.is_file():
+        return None
+    stat = path.stat()
+    return io.file_sha256(path) if stat.st_size <= HASHED_BYTES else [stat.st_size, stat.st_mtime_ns]
+
+
 def fingerprint(stage: Stage) -> str:
-    """What decides a stage's output besides its inputs' times: its command line, the environment its config reads,
-    and the content of inputs compared by content. The API key is left out on purpose: it must not be stored, and
-    it does not change results."""
+    """What decides a stage's output: its command line, its settings as the stage reads them (so a POLICYTUNE_*
+    variable or --config file counts where the stage reads it, and nowhere else), the files those settings name
+    (a gold set, a config file, a teacher GGUF), its inputs' content (an edited generated_prompt.py with its time
+    kept) and the environment outside its settings that it reads. The API key is left out on purpose: it must not
+    be stored, and it does not change results."""
+    env = {k: v for k, v in os.environ.items() if k in ("OPENAI_BASE_URL", "OPENAI_MODEL", "DOCLING_ARTIFACTS_PATH")}
+    settings = config.as_dict(stage_config(stage))
+    named = sorted({v for value in settings.values() for v in (value if isinstance(value, list) else [value])
+                    if isinstance(v, str) and v and os.path.isfile(v)})
+    return io.content_hash(stage.command, sorted(env.items()), settings, [(n, signature(Path(n))) for n in named],
+                           [signature(p) for p in stage.inputs])
+
+
+def legacy_fingerprint(stage: Stage) -> str:
+    """The fingerprint pipeline_state.json held before 2026-12-06: a stage recorded then is not rerun for the
+    change of formula alone (the sample's training is 22 minutes)."""
     env = {k: v for k, v in os.environ.items()
            if k.startswith(config.ENV_PREFIX) or k in ("OPENAI_BASE_URL", "OPENAI_MODEL")}
     contents = [io.file_sha256(p) if p.is_file() else None for p in stage.inputs] if stage.by_content else []
     return io.content_hash(stage.command, sorted(env.items()), *contents)
 
 
+def record(stage: Stage) -> dict:
+    """What pipeline_state.json keeps of a stage that succeeded: its fingerprint and the files it wrote."""
+    return {"fingerprint": fingerprint(stage),
+            "outputs": {str(p): [p.stat().st_size, p.stat().st_mtime_ns] for p in stage.outputs if p.exists()}}
+
+
 def up_to_date(stage: Stage, state: dict) -> bool:
-    if state.get(stage.name) != fingerprint(stage):
+    entry = state.get(stage.name)
+    if isinstance(entry, str):  # recorded before outputs were
+        if entry not in (fingerprint(stage), legacy_fingerprint(stage)):
+            return False
+    elif not isinstance(entry, dict) or entry.get("fingerprint") != fingerprint(stage):
         return False
     if not all(p.exists() for p in stage.outputs):
         return False
+    # the files this stage wrote, not the same names rewritten since (a stage run by hand on another document,
+    # another data folder's training into the same checkpoints, a run killed between two of its writes)
+    if isinstance(entry, dict) and any(entry["outputs"].get(str(p)) != [p.stat().st_size, p.stat().st_mtime_ns]
+                                       for p in stage.outputs):
+        return False
     newest_input = max((p.stat().st_mtime for p in stage.inputs if p.exists()), default=0.0)
     return min(p.stat().st_mtime for p in stage.outputs) >= newest_input
+
+
+def run_stage(command: list[str]) -> int:
+    """Run a stage and return its exit code. SIGTERM or SIGHUP to the pipeline reach the stage, and the pipeline
+    waits for it: the stage went on writing under init, and a rerun started a second copy beside it."""
+    child = subprocess.Popen([sys.executable, *command])
+
+    def forward(signum, _frame) -> None:
+        child.send_signal(signum)
+        stopped.append(signum)
+
+    stopped: list[int] = []
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        try:
+            code = child.wait()
+        except KeyboardInterrupt:
+            # Ctrl-C reached the stage too (one process group); a SIGINT sent to the pipeline alone is passed on
+            try:
+                child.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                child.send_signal(signal.SIGINT)
+                try:
+                    child.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+            raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if stopped:
+        print(f"pipeline stopped by signal {stopped[0]}; the stage was stopped with it, finished stages are kept",
+              file=sys.stderr, flush=True)
+        raise SystemExit(128 + stopped[0])
+    return code
+
+
+def hold(lock_path: Path) -> object:
+    """An exclusive lock on the data folder for this run, or a one-line error: two pipelines at once rewrote each
+    other's files and state (the last to finish recorded a stage with the other's settings)."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(lock_path, "a+")
+    try:
+        import fcntl
+    except ImportError:  # Windows: one run at a time is the user's job there
+        return handle
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip()
+        raise config.UserError(f"{lock_path.parent}: another pipeline.py is running on this data folder"
+                               + (f" (pid {holder})" if holder else "") + "; wait for it, or use another --data-dir")
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def unknown_variables(stages: list[Stage]) -> list[str]:
+    """POLICYTUNE_* variables that no stage (nor the pipeline) reads: a misspelt one is otherwise ignored."""
+    import dataclasses
+
+    known = {config.env_name(f.name) for cls in [PipelineConfig, *(type(stage_config(s)) for s in stages)]
+             for f in dataclasses.fields(cls)} | {config.env_name("config")}
+    return sorted(k for k in os.environ if k.startswith(config.ENV_PREFIX) and k not in known)
 
 
 def runnable(command: list[str]) -> list[str]:
@@ -182,10 +290,13 @@ def main(cfg: PipelineConfig, extra: dict[str, list[str]]) -> None:
     first, last = STAGE_NAMES.index(cfg.from_stage), STAGE_NAMES.index(cfg.to_stage)
     if first > last:
         raise config.UserError(f"--from-stage {cfg.from_stage} comes after --to-stage {cfg.to_stage}")
+    lock = hold(Path(cfg.data_dir) / ".pipeline.lock")  # noqa: F841  (held until the process ends)
     state_path = Path(cfg.data_dir) / "pipeline_state.json"
     state = io.read_json(state_path, "pipeline state") if state_path.exists() else {}
     if not isinstance(state, dict):
         raise config.UserError(f"{state_path}: pipeline state file must hold a JSON object (delete it to rerun every stage)")
+    for name in unknown_variables(stages):
+        print(f"warning: {name} is not a setting of any stage: it is ignored (misspelt?)", file=sys.stderr, flush=True)
     timings: dict[str, float] = {}
     started = time.perf_counter()
     for index, stage in enumerate(stages):
@@ -196,13 +307,13 @@ def main(cfg: PipelineConfig, extra: dict[str, list[str]]) -> None:
             continue
         print(f"== {stage.name}: {config.redact_url(shlex.join(['python', *runnable(stage.command)]))}", flush=True)
         t0 = time.perf_counter()
-        code = subprocess.call([sys.executable, *runnable(stage.command)])
+        code = run_stage(runnable(stage.command))
         timings[stage.name] = round(time.perf_counter() - t0, 1)
         if code != 0:
             print(f"pipeline stopped at stage '{stage.name}' (exit {code}); finished stages are kept and "
                   "skipped on the next run", file=sys.stderr, flush=True)
             raise SystemExit(code)
-        state[stage.name] = fingerprint(stage)
+        state[stage.name] = record(stage)
         io.write_json_atomic(state_path, state)
         # A rerun stage makes every later stage stale, even if its output did not change.
         for later in stages[index + 1:]:

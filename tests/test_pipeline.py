@@ -191,3 +191,85 @@ def test_the_pipeline_runs_from_another_folder_on_a_file_named_like_a_flag(tmp_p
     assert f"'--pdf={policy.name}'" in echoed, echoed  # quoted, so that it can be copied and run
     closing = result.stdout.split("pipeline finished", 1)[1]
     assert not any(word in closing for word in ("adapter:", "gguf:", "Modelfile:", "report:")), closing
+
+
+POLICY_MD = ("## Annual leave\n\nEmployees receive {days} days of paid annual leave each calendar year. Requests must be "
+             "approved by the line manager at least 10 working days before the leave starts. Up to 5 unused days may "
+             "be carried over into the first quarter of the next year.\n")
+
+
+def test_outputs_rewritten_since_a_stage_ran_or_settings_read_elsewhere_decide_what_reruns(tmp_path):
+    """A stage run by hand on another document rewrote chunks.json, and the pipeline then skipped parsing and
+    generated from the other document; a POLICYTUNE_* variable that only the quality gate reads reran every stage
+    (training included); a misspelt one was silently ignored; a --config file edited in place was not seen."""
+    mine, theirs = tmp_path / "mine.md", tmp_path / "theirs.md"
+    mine.write_text(POLICY_MD.format(days=25))
+    theirs.write_text(POLICY_MD.format(days=30).replace("Annual leave", "Holiday"))
+    data = tmp_path / "data"
+
+    def pipeline(*flags: str, env: dict | None = None):
+        result = run_script(str(ROOT / "pipeline.py"), "--data-dir", str(data), "--pdf", str(mine), "--to", "parse",
+                            *flags, env=env)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result
+
+    assert "== parse: python" in pipeline().stdout
+    assert "parse: up to date, skipped" in pipeline().stdout
+    by_hand = run_script("syntheticdatageneration.py", "--data-dir", str(data), "--pdf", str(theirs), "--parse-only")
+    assert by_hand.returncode == 0, by_hand.stderr[-2000:]
+    assert "== parse: python" in pipeline().stdout, "chunks.json was another document's"
+    assert {c["doc"] for c in json.loads((data / "chunks.json").read_text())} == {"mine.md"}
+
+    read_elsewhere = pipeline(env={"POLICYTUNE_JUDGE_THRESHOLD": "3", "POLICYTUNE_JUGDE_MODE": "off"})
+    assert "parse: up to date, skipped" in read_elsewhere.stdout
+    assert "POLICYTUNE_JUGDE_MODE is not a setting of any stage" in read_elsewhere.stderr
+    assert "POLICYTUNE_JUDGE_THRESHOLD" not in read_elsewhere.stderr
+
+    # a file a setting names counts by its content, whatever its time
+    settings = tmp_path / "quality.json"
+    settings.write_text('{"judge_threshold": 3}')
+    cfg = config.parse(_pipeline().PipelineConfig, ["--data-dir", str(data), "--pdf", str(mine)])
+    plan = lambda: {s.name: s for s in _pipeline().plan(cfg, {"quality": ["--config", str(settings)]})}  # noqa: E731
+    before = _pipeline().fingerprint(plan()["quality"])
+    stat = settings.stat()
+    settings.write_text('{"judge_threshold": 4}')
+    import os
+    os.utime(settings, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert _pipeline().fingerprint(plan()["quality"]) != before
+
+
+def test_a_second_pipeline_on_one_data_folder_stops_and_sigterm_stops_the_running_stage(tmp_path):
+    """Two pipelines at once rewrote each other's files and state; SIGTERM to the pipeline left its stage running
+    under init, still writing."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import SAMPLE_PDF
+
+    data = tmp_path / "data"
+    first = subprocess.Popen([sys.executable, str(ROOT / "pipeline.py"), "--data-dir", str(data), "--pdf",
+                              str(SAMPLE_PDF), "--to", "parse"], cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while not (data / ".pipeline.lock").exists() or not (data / ".pipeline.lock").read_text().strip():
+            assert time.time() < deadline and first.poll() is None, first.communicate()
+            time.sleep(0.2)
+        second = run_script(str(ROOT / "pipeline.py"), "--data-dir", str(data), "--to", "parse", timeout=120)
+        assert_one_line_error(second, "another pipeline.py is running on this data folder")
+        stages = lambda: [p for p in subprocess.run(["pgrep", "-f", f"syntheticdatageneration.py --data-dir {data}"],  # noqa: E731
+                                                    capture_output=True, text=True).stdout.split()]
+        while not stages():
+            assert time.time() < deadline and first.poll() is None, first.communicate()
+            time.sleep(0.2)
+        os.kill(first.pid, signal.SIGTERM)
+        _, err = first.communicate(timeout=60)
+        assert first.returncode == 128 + signal.SIGTERM and "stopped by signal 15" in err, err[-2000:]
+        assert not stages(), "the stage outlived the pipeline"
+        assert "parse" not in json.loads((data / "pipeline_state.json").read_text() if (data / "pipeline_state.json").exists() else "{}")
+    finally:
+        if first.poll() is None:
+            first.kill()
