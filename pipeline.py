@@ -201,27 +201,23 @@ def run_stage(command: list[str]) -> int:
     return code
 
 
-def hold(lock_path: Path) -> object:
-    """An exclusive lock on the data folder for this run, or a one-line error: two pipelines at once rewrote each
-    other's files and state (the last to finish recorded a stage with the other's settings)."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(lock_path, "a+")
+def hold(folder: Path) -> int | None:
+    """An exclusive lock on the data folder itself (no file is added to it) for this run, or a one-line error: two
+    pipelines at once rewrote each other's files and state (the last to finish recorded a stage with the other's
+    settings). Returns the descriptor that holds it until the process ends."""
     try:
         import fcntl
     except ImportError:  # Windows: one run at a time is the user's job there
-        return handle
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(folder, os.O_RDONLY)
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip()
-        raise config.UserError(f"{lock_path.parent}: another pipeline.py is running on this data folder"
-                               + (f" (pid {holder})" if holder else "") + "; wait for it, or use another --data-dir")
-    handle.seek(0)
-    handle.truncate()
-    handle.write(str(os.getpid()))
-    handle.flush()
-    return handle
+        os.close(descriptor)
+        raise config.UserError(f"{folder}: another pipeline.py is running on this data folder; wait for it, or use "
+                               "another --data-dir") from None
+    return descriptor
 
 
 def unknown_variables(stages: list[Stage]) -> list[str]:
@@ -290,7 +286,7 @@ def main(cfg: PipelineConfig, extra: dict[str, list[str]]) -> None:
     first, last = STAGE_NAMES.index(cfg.from_stage), STAGE_NAMES.index(cfg.to_stage)
     if first > last:
         raise config.UserError(f"--from-stage {cfg.from_stage} comes after --to-stage {cfg.to_stage}")
-    lock = hold(Path(cfg.data_dir) / ".pipeline.lock")  # noqa: F841  (held until the process ends)
+    lock = hold(Path(cfg.data_dir))  # noqa: F841  (held until the process ends)
     state_path = Path(cfg.data_dir) / "pipeline_state.json"
     state = io.read_json(state_path, "pipeline state") if state_path.exists() else {}
     if not isinstance(state, dict):
