@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -256,6 +257,27 @@ def find_adapter(cfg: EvalConfig) -> tuple[Path, models.BaseModel]:
     if not base_spec:
         raise config.UserError(f"{adapter_config}: no base_model_name_or_path; pass --base-model")
     return adapter, models.resolve(base_spec)
+
+
+def split_matches(cfg: EvalConfig, adapter: Path) -> bool | None:
+    """Whether the held-out split is the one this adapter was trained beside (None: not known). A training run
+    stopped after writing its split, or another run's split, holds questions the published adapter trained on, and
+    held-out figures measured on them are training figures: a warning, and `split_matches_adapter` in the report (an
+    error would refuse a split the user extended by hand)."""
+    split = Path(default_eval_file(cfg)) if default_eval_file(cfg) else None
+    saved = adapter / "training_config.json"
+    if split is None or not split.is_file() or not saved.is_file():
+        return None
+    expected = io.read_json(saved, "training config")
+    expected = expected.get("eval_split_sha256") if isinstance(expected, dict) else None
+    if not expected:
+        return None
+    if io.file_sha256(split) == expected:
+        return True
+    print(f"warning: {split} is not the held-out split {adapter} was trained beside (another training run wrote it, "
+          "or it was edited): its held-out figures may count questions the adapter trained on", file=sys.stderr,
+          flush=True)
+    return False
 
 
 # ---------------------------------------------------------------- models
@@ -492,6 +514,7 @@ def main(cfg: EvalConfig) -> None:
     print(f"gold questions: {gold or 'none'} ({why})", flush=True)
     items = load_items(cfg, gold)
     adapter, base = find_adapter(cfg)
+    split_matches_adapter = split_matches(cfg, adapter)
     print(f"evaluating {len(items)} questions: {base.name} vs {base.name} + {adapter}", flush=True)
 
     import torch
@@ -523,7 +546,8 @@ def main(cfg: EvalConfig) -> None:
         "splits": splits,
         "divergence": summarise_divergence(results),
         "run": {"base_model": base.name, "base_path": base.hf_path, "adapter": str(adapter),
-                "eval_file": default_eval_file(cfg), "gold": gold, "gold_setting": cfg.gold,
+                "eval_file": default_eval_file(cfg), "split_matches_adapter": split_matches_adapter,
+                "gold": gold, "gold_setting": cfg.gold,
                 "n_items": len(results), "metrics_split": primary, "splits": {s: v["n"] for s, v in splits.items()},
                 "max_new_tokens": cfg.max_new_tokens, "decoding": "greedy",
                 "prompt": "closed-book, chat.format_prompt(question)", "f1_threshold": cfg.f1_threshold,

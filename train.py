@@ -8,8 +8,8 @@
     uv run torchrun --nproc_per_node 2 train.py                # several processes (CPU: gloo)
     uv run accelerate launch --num_processes 2 train.py        # several GPUs
 
-Reads data/instructionquality.json; writes data/train_split.json and data/eval_split.json (the
-held-out split evaluate.py scores), and checkpoints/: adapter_model.safetensors,
+Reads data/instructionquality.json; writes, once trained, data/train_split.json and data/eval_split.json (the
+held-out split evaluate.py scores; its hash goes into training_config.json), and checkpoints/: adapter_model.safetensors,
 adapter_config.json, tokenizer files, training_config.json and, last, metrics.json (a run that
 has metrics.json finished). Trainer checkpoints for --resume live in checkpoints/trainer/.
 """
@@ -344,12 +344,9 @@ def main(cfg: TrainConfig) -> None:
         raise config.UserError(f"no training example fits --max-length {cfg.max_length} tokens")
     # 2. Base model and LoRA adapter (none with --method full: every weight is trained).
     model = models.load_model(base, quantization=quantization)
-    # written once the model has loaded too: a base that fails to load leaves no split of a run that never trained
     if is_main:
-        io.write_json_atomic(cfg.data_path("train_split.json"), train_records)
-        io.write_json_atomic(cfg.data_path("eval_split.json"), eval_records)
-        print(f"split: {len(train_records)} train / {len(eval_records)} eval records "
-              f"(eval stratified by answerable) -> {cfg.data_path('train_split.json')}, {cfg.data_path('eval_split.json')}"
+        print(f"split: {len(train_records)} train / {len(eval_records)} eval records (eval stratified by answerable; "
+              f"written with the {'adapter' if cfg.method == 'lora' else 'model'})"
               + (f"; {train_tok.dropped_too_long + eval_tok.dropped_too_long} longer than {cfg.max_length} tokens dropped"
                  if train_tok.dropped_too_long + eval_tok.dropped_too_long else ""), flush=True)
     if cfg.attention == "per-example" and cfg.padding_free:
@@ -517,7 +514,12 @@ def main(cfg: TrainConfig) -> None:
     if not trainer.is_world_process_zero():
         return
 
-    # 7. Publish: stage everything, move it into checkpoints/, metrics.json last.
+    # 7. Publish: the split first, then stage everything, move it into checkpoints/, metrics.json last. The split is
+    # written only now (a run stopped earlier left a new held-out split beside the old adapter, which had trained on
+    # most of it), and the adapter records its hash, so evaluation can refuse a split of another run.
+    io.write_json_atomic(cfg.data_path("train_split.json"), train_records)
+    io.write_json_atomic(cfg.data_path("eval_split.json"), eval_records)
+    print(f"split -> {cfg.data_path('train_split.json')}, {cfg.data_path('eval_split.json')}", flush=True)
     out_dir = Path(cfg.checkpoint_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".publish-", dir=out_dir))
@@ -536,7 +538,7 @@ def main(cfg: TrainConfig) -> None:
             "world_size": trainer.args.world_size, "method": cfg.method, "learning_rate_used": cfg.peak_learning_rate(),
             "epochs_used": epochs if cfg.max_steps == 0 else None,
             "chat_format": "chatml", "system_prompt": chat.SYSTEM_PROMPT,
-            "refusal": chat.REFUSAL})
+            "refusal": chat.REFUSAL, "eval_split_sha256": io.file_sha256(cfg.data_path("eval_split.json"))})
         history = trainer.state.log_history
         best = trainer.state.best_model_checkpoint
         best_step = int(best.rsplit("-", 1)[1]) if best else None

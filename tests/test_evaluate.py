@@ -319,6 +319,28 @@ def test_limit_takes_every_kind_of_question_in_proportion():
     assert stage.limited(items, 1000) == items
 
 
+def test_a_held_out_split_written_by_another_training_run_is_reported(tmp_path, capsys):
+    """A training run stopped after writing its split left a new eval_split.json beside the published adapter, 44 of
+    whose 60 questions that adapter had trained on, and evaluation scored them as held out without a word."""
+    from policytune import io
+
+    stage = _stage_module()
+    data, adapter = tmp_path / "data", tmp_path / "ckpt"
+    data.mkdir(), adapter.mkdir()
+    split = [{"id": "h1", "instruction": "Q?", "output": "A.", "answerable": True}]
+    io.write_json_atomic(data / "eval_split.json", split)
+    io.write_json_atomic(adapter / "training_config.json", {"eval_split_sha256": io.file_sha256(data / "eval_split.json")})
+    cfg = stage.EvalConfig(data_dir=str(data), checkpoint_dir=str(adapter))
+    assert stage.split_matches(cfg, adapter) is True
+    io.write_json_atomic(data / "eval_split.json", split + [{"id": "h2", "instruction": "R?", "output": "B.",
+                                                             "answerable": False}])
+    assert stage.split_matches(cfg, adapter) is False
+    assert "is not the held-out split" in capsys.readouterr().err
+    assert stage.split_matches(stage.EvalConfig(data_dir=str(data), gold=str(tmp_path / "g.jsonl")), adapter) is None
+    io.write_json_atomic(adapter / "training_config.json", {})  # trained before the hash was kept
+    assert stage.split_matches(cfg, adapter) is None
+
+
 def test_gold_section_must_be_a_string(tmp_path):
     gold = tmp_path / "gold.jsonl"
     gold.write_text('{"id": "a", "question": "How many days?", "section": 4.1}\n')

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, run_script, stage_module
-from policytune import chat, config, cpu, factkey, heldout, leading, metrics, training
+from policytune import chat, config, cpu, factkey, heldout, io, leading, metrics, training
 
 FACTS = [
     ("How long is the probationary period?", "3 months from the start date."),
@@ -473,6 +473,8 @@ def test_killed_run_resumes_from_its_checkpoint_not_from_zero(workdir, tiny_mode
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
     assert not (workdir / "ckpt" / "metrics.json").exists()  # a killed run never looks finished
+    # nor leaves a held-out split beside an adapter that trained on most of it (the split was written at the start)
+    assert not (workdir / "data" / "eval_split.json").exists() and not (workdir / "data" / "train_split.json").exists()
     step = int(training.latest_complete_checkpoint(trainer_dir).name.split("-")[1])
     assert step < 30
 
@@ -493,6 +495,8 @@ def test_killed_run_resumes_from_its_checkpoint_not_from_zero(workdir, tiny_mode
     assert f"resuming from {trainer_dir / f'checkpoint-{step}'}" in resumed.stdout
     metrics = json.loads((workdir / "ckpt" / "metrics.json").read_text())
     assert metrics["resumed_from"] == f"checkpoint-{step}"
+    saved = json.loads((workdir / "ckpt" / "training_config.json").read_text())
+    assert saved["eval_split_sha256"] == io.file_sha256(workdir / "data" / "eval_split.json")
     assert metrics["global_step"] == 30 and metrics["steps_this_run"] == 30 - step
     # The loss history before the kill is kept, once per step: the same steps an uninterrupted run logs.
     assert metrics["train_loss_steps"] == list(range(1, 31))
