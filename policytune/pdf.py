@@ -92,8 +92,10 @@ def parse_documents(paths: list[str], tokenizer, max_chunk_tokens: int, ocr: boo
         stats["seconds"] += seconds
         stats["documents"].append({"doc": name, "pages": pages, "chunks": len(doc_chunks) - duplicates,
                                    "duplicates_dropped": duplicates, "seconds": round(seconds, 2)})
-        print(f"{shown(path)}: {pages} pages -> {len(doc_chunks) - duplicates} chunks in {seconds:.1f}s"
-              f" ({seconds / pages:.2f} s/page)", flush=True)
+        # Markdown, HTML and DOCX have no pages (Docling gives them none; they count as one)
+        paged = f"{pages} pages -> " if document.pages else ""
+        print(f"{shown(path)}: {paged}{len(doc_chunks) - duplicates} chunks in {seconds:.1f}s"
+              + (f" ({seconds / pages:.2f} s/page)" if document.pages else ""), flush=True)
     stats["pages"] = sum(d["pages"] for d in stats["documents"])  # a document left out for another is not counted
     if separated := separate_sections(chunks, titles, chunker.tokenizer.count_tokens):
         print(f"{separated} chunks sit under a heading path another document has too (\"1. Purpose\", \"Eligibility\"): "
