@@ -138,6 +138,9 @@ def near_misses(fact_list: list[dict], index: facts_lib.Index,
                 # be requested through PeopleHub") answers it for this one too
                 scope = about + [f for f in index.facts if kind in GENERAL_KINDS and re.search(LEAVE_HEADS, thing)
                                  and re.search(PROCESS_HEADING, " ".join(f.get("headings") or []), re.I)]
+                # and what its own section says of all it covers: "Claims are approved by the line manager" answers
+                # "Who approves the daily meal allowance?" in the section that names that allowance
+                scope += [f for f in index.facts if f["section"] == fact["section"]]
                 hit = next((f for f in scope if re.search(cues, f["text"], re.I)), None)
                 for template in templates:
                     question = _question(template, thing)

@@ -613,6 +613,14 @@ def test_details_a_named_benefit_leaves_out_are_asked_and_stated_ones_are_not():
     asked = {k["question"] for k in details.near_misses(budget, facts.Index(budget))[0]}
     assert "How much is the annual learning budget?" in asked
     assert "Who is eligible for the annual learning budget?" not in asked
+    # what a section says of all it covers answers for each thing it names: the expenses section's approver is the
+    # meal allowance's ("Who approves the daily meal allowance?" was a near miss)
+    expenses = [fact(["4. Travel and Expenses"], "Employees on business travel receive a daily meal allowance of 60 EUR."),
+                fact(["4. Travel and Expenses"], "Expense claims are approved by the line manager."),
+                *fact_list[4:]]
+    kept, dropped = details.near_misses(expenses, facts.Index(expenses))
+    assert not any(re.search(r"who approves", k["question"], re.I) for k in kept), [k["question"] for k in kept]
+    assert any(d["question"] == "Who approves the daily meal allowance?" and "line manager" in d["fact"] for d in dropped)
 
 
 def test_benefits_the_policy_never_names_are_refused_and_a_word_anywhere_keeps_a_benefit_out(tmp_path):
