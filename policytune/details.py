@@ -80,6 +80,8 @@ KINDS = {
 }
 # Details a policy often sets once for every leave, under a heading of its own ("14. Leave Requests and Approvals").
 GENERAL_KINDS = ("approver", "notice", "apply", "paid")
+# Details a section often sets once for all it names (a "payroll" run there says nothing of an allowance's tax).
+SECTION_KINDS = ("approver", "notice", "apply")
 PROCESS_HEADING = r"\b(?:book\w*|request\w*|apply\w*|approv\w*|notice|notif\w*|permission\w*|absence)\b"
 # Heads read without "the": "Is volunteer leave paid?", "Is the pet bereavement day paid?".
 _BARE = re.compile(r"(?:leave|time off|pay|assistance|reimbursement)$")
@@ -138,9 +140,10 @@ def near_misses(fact_list: list[dict], index: facts_lib.Index,
                 # be requested through PeopleHub") answers it for this one too
                 scope = about + [f for f in index.facts if kind in GENERAL_KINDS and re.search(LEAVE_HEADS, thing)
                                  and re.search(PROCESS_HEADING, " ".join(f.get("headings") or []), re.I)]
-                # and what its own section says of all it covers: "Claims are approved by the line manager" answers
-                # "Who approves the daily meal allowance?" in the section that names that allowance
-                scope += [f for f in index.facts if f["section"] == fact["section"]]
+                # and how its own section has everything it covers approved, claimed or notified: "Claims are approved
+                # by the line manager" answers "Who approves the daily meal allowance?" in the section naming it
+                if kind in SECTION_KINDS:
+                    scope += [f for f in index.facts if f["section"] == fact["section"]]
                 hit = next((f for f in scope if re.search(cues, f["text"], re.I)), None)
                 for template in templates:
                     question = _question(template, thing)
