@@ -383,6 +383,10 @@ def test_credentials_in_the_endpoint_url_reach_no_log_or_file(tmp_path):
                         "--model", "x", "--max-retries", "0", "--no-progress", timeout=120)
     assert_one_line_error(result, "cannot reach the LLM endpoint at http://***@127.0.0.1:")
     assert secret not in result.stdout + result.stderr
+    # the config is saved with what a run made (here: the chunks it reused, with --parse-only)
+    saving = run_script("syntheticdatageneration.py", *common(tmp_path), "--reuse-chunks", "--parse-only", "--base-url",
+                        url, "--model", "x", timeout=120)
+    assert saving.returncode == 0 and secret not in saving.stdout + saving.stderr, saving.stderr[-2000:]
     saved = json.loads((tmp_path / "data/syntheticdatageneration_config.json").read_text())
     assert saved["base_url"].startswith("http://***@127.0.0.1:")
     assert not [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
