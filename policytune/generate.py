@@ -505,15 +505,16 @@ def generate_chunk(endpoint: llm.Endpoint, chunk: dict, chunk_plan: dict, prompt
     return {"records": records, "failures": failures}
 
 
-def cache_key(chunk_id: str, sha: str, model: str, chunk_plan: dict, temperature: float, max_tokens: int, seed: int,
+def cache_key(chunk_id: str, sha: str, teacher: str, chunk_plan: dict, temperature: float, max_tokens: int, seed: int,
               teacher_answers: bool = True, questions_per_fact: int = 3, rewordings_per_fact: int = 1,
               reword_check: str = "strict") -> str:
-    """What a chunk's cached result depends on: a change in any of these regenerates it."""
+    """What a chunk's cached result depends on: a change in any of these regenerates it. `teacher` is the endpoint's
+    identity (its GGUF's content, or its URL and model name), not the name its records carry."""
     planned = ([(e["fact"]["id"], [d["question"] for d in e["drafts"]]) for e in chunk_plan["facts"]],
                [u["question"] for u in chunk_plan["unanswerable"]],
                [(e["answer"], e["phrasings"]) for e in chunk_plan["faq"]])
     # the check joins the key only when it is not the default, so caches written before it existed stay valid
-    return io.content_hash(chunk_id, sha, model, planned, temperature, max_tokens, seed, teacher_answers,
+    return io.content_hash(chunk_id, sha, teacher, planned, temperature, max_tokens, seed, teacher_answers,
                            questions_per_fact, rewordings_per_fact, RECORD_LOGIC_VERSION,
                            *([reword_check] if reword_check != "strict" and rewordings_per_fact else []))
 
@@ -559,7 +560,7 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
     for fact in fact_list:
         section_indexes.setdefault(fact["section"], []).append(fact)
     section_indexes = {name: facts_lib.Index(members) for name, members in section_indexes.items()}
-    keys = {c["id"]: cache_key(c["id"], sha, endpoint.model, chunk_plan[c["id"]], temperature, max_tokens,
+    keys = {c["id"]: cache_key(c["id"], sha, endpoint.identity, chunk_plan[c["id"]], temperature, max_tokens,
                                endpoint.options.seed, teacher_answers, questions_per_fact, rewordings_per_fact,
                                reword_check)
             for c in chunks}

@@ -237,9 +237,11 @@ def resolve_mode(endpoint: llm.Endpoint, mode: str) -> str:
         return "rubric"
 
 
-def cache_key(record: dict, mode: str, model: str, vote: int) -> str:
+def cache_key(record: dict, mode: str, judge_model: str, vote: int) -> str:
+    """What a cached verdict depends on; `judge_model` is the endpoint's identity (its GGUF's content, or its URL and model
+    name), not the name the cache lines carry."""
     return io.content_hash(record["id"], record["instruction"], record["output"], record.get("context", ""),
-                           prompt_sha(mode), model, mode, vote)
+                           prompt_sha(mode), judge_model, mode, vote)
 
 
 def judge(endpoint: llm.Endpoint, records: list[dict], cache_path: str | Path, mode: str, votes: int,
@@ -252,7 +254,7 @@ def judge(endpoint: llm.Endpoint, records: list[dict], cache_path: str | Path, m
     with io.JsonlLog(cache_path) as log:
         cached = {line["key"]: line for line in log.records() if "key" in line}
         units = [(record, vote) for record in records for vote in range(votes)]
-        keys = {(record["id"], vote): cache_key(record, mode, endpoint.model, vote) for record, vote in units}
+        keys = {(record["id"], vote): cache_key(record, mode, endpoint.identity, vote) for record, vote in units}
         # Same-chunk requests one after another let llama-server reuse the excerpt's prompt cache.
         todo = sorted((u for u in units if keys[(u[0]["id"], u[1])] not in cached),
                       key=lambda u: (u[0].get("chunk_id", ""), u[0]["id"], u[1]))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
 import json
 import os
 import queue
@@ -65,11 +66,47 @@ class EndpointDown(UserError):
 @dataclass
 class Endpoint:
     client: Any          # openai.OpenAI
-    model: str           # the name recorded in provenance
+    model: str           # the name recorded in provenance (a GGUF's file name, or the model's name at the endpoint)
     base_url: str
     options: LLMOptions
     server: Any = None   # the embedded xllamacpp.Server, when we started one
     local: bool = False
+    identity: str = ""   # which model answers, for the resume caches' keys (gguf_identity, endpoint_identity)
+
+    def __post_init__(self) -> None:
+        self.identity = self.identity or self.model
+
+
+# A GGUF is sampled, not hashed whole: they are gigabytes, and a rerun should not read one through to find its cache.
+_SAMPLE = 1 << 20
+_SAMPLES = 64
+
+# The embedded SmolLM2 GGUF keeps the identity its caches were keyed on before GGUFs were told apart by content (its
+# file name), so the resume caches of default runs stay valid; any other content under that name is keyed by content.
+_NAMED_BY_FILE_NAME = {"gguf:98362432:549f215006d350d7": "SmolLM2-135M-Instruct.Q4_1.gguf"}
+
+
+def gguf_identity(path: str | os.PathLike) -> str:
+    """A local GGUF by its content: its size, its first and last MiB (the header and metadata, the last tensors) and
+    64 KiB at every 64th of the file between. A copy elsewhere is the same model, another file of the same name is not."""
+    size = os.path.getsize(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        digest.update(handle.read(_SAMPLE))
+        for i in range(1, _SAMPLES):
+            handle.seek(size * i // _SAMPLES)
+            digest.update(handle.read(_SAMPLE // 16))
+        handle.seek(max(0, size - _SAMPLE))
+        digest.update(handle.read(_SAMPLE))
+    identity = f"gguf:{size}:{digest.hexdigest()[:16]}"
+    return _NAMED_BY_FILE_NAME.get(identity, identity)
+
+
+def endpoint_identity(base_url: str, model: str) -> str:
+    """A configured endpoint by where it is and what it calls the model: two llama-servers that both name theirs
+    'local' are two teachers. Credentials in the URL are masked (the API key is never part of it): they say who
+    asks, not which model answers."""
+    return f"{config.redact_url(base_url).rstrip('/')} {model}"
 
 
 def server_threads(requested: int) -> int:
@@ -124,7 +161,8 @@ def connect(opts: LLMOptions) -> Iterator[Endpoint]:
         if not model:
             raise UserError("--model (or OPENAI_MODEL) is required with a configured endpoint")
         client = OpenAI(base_url=base_url, api_key=api_key, timeout=opts.request_timeout, max_retries=0)
-        yield Endpoint(client=client, model=model, base_url=base_url, options=opts)
+        yield Endpoint(client=client, model=model, base_url=base_url, options=opts,
+                       identity=endpoint_identity(base_url, model))
         return
 
     from policytune import models
@@ -135,7 +173,9 @@ def connect(opts: LLMOptions) -> Iterator[Endpoint]:
     print(f"embedded llama-server on {server.listening_address} ({os.path.basename(gguf)}, "
           f"{opts.concurrency} slots)", flush=True)
     client = OpenAI(base_url=url, api_key="local", timeout=opts.request_timeout, max_retries=0)
-    endpoint = Endpoint(client=client, model=os.path.basename(gguf), base_url=url, options=opts, server=server, local=True)
+    # The server's port is new on every start: the model is identified by its file, so a rerun finds its cache.
+    endpoint = Endpoint(client=client, model=os.path.basename(gguf), base_url=url, options=opts, server=server, local=True,
+                        identity=gguf_identity(gguf))
     try:
         yield endpoint
     except KeyboardInterrupt:
@@ -164,12 +204,16 @@ def offline(opts: LLMOptions) -> Endpoint:
     """The endpoint a stage names in its records when it will make no request: nothing is started or called."""
     from policytune import models
 
-    if opts.base_url or os.environ.get("OPENAI_BASE_URL"):
+    base_url = opts.base_url or os.environ.get("OPENAI_BASE_URL", "")
+    if base_url:
         model = opts.model or os.environ.get("OPENAI_MODEL", "")
+        identity = endpoint_identity(base_url, model)
     else:
-        model = os.path.basename(opts.teacher_gguf or os.environ.get("POLICYTUNE_TEACHER_GGUF", "")
-                                 or str(models.embedded_gguf()))
-    return Endpoint(client=None, model=model, base_url="", options=opts, local=embedded_teacher(opts))
+        gguf = opts.teacher_gguf or os.environ.get("POLICYTUNE_TEACHER_GGUF", "") or str(models.embedded_gguf())
+        model = os.path.basename(gguf)
+        # No request is made: a file that is not there only names the records, as it did before
+        identity = gguf_identity(gguf) if os.path.isfile(gguf) else model
+    return Endpoint(client=None, model=model, base_url="", options=opts, local=embedded_teacher(opts), identity=identity)
 
 
 def json_format(name: str, schema: dict) -> dict:

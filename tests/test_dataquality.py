@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, run_script, stage_module
+from fault_server import FaultServer
 from policytune import chat, heuristics, judge, llm
 from test_preprocessing import CIVIC, DEFINITIONS, INJECTED, SICK_NOTICE, write_sample
 
@@ -198,6 +199,16 @@ def test_three_judge_votes_rank_a_swapped_number_below_the_right_one_and_keep_by
     assert judge.judge(endpoint, records, cache, "likelihood", 3, between(low, mid), 1, progress=False)["swapped"]["passed"]
     assert not judge.judge(endpoint, records, cache, "likelihood", 3, between(mid, high), 1, progress=False)["swapped"]["passed"]
     assert cache.read_text().count("\n") == lines
+
+
+def test_two_judges_that_call_their_model_alike_each_judge_and_a_rerun_asks_neither(tmp_path):
+    records = [{**pair(*TWINS[0][:2]), "id": "a"}, {**pair("How much is the relocation allowance?", chat.REFUSAL), "id": "u"}]
+    cache = tmp_path / "judge_cache.jsonl"
+    with FaultServer() as first, FaultServer() as second:
+        for server in (first, second, first):
+            with llm.connect(llm.LLMOptions(base_url=server.url, model="local", max_retries=0)) as endpoint:
+                judge.judge(endpoint, records, cache, "rubric", 1, 3.0, 1, progress=False)
+        assert len(first.requests) == len(second.requests) == len(records)
 
 
 # --- balance: the unanswerable share of the input survives the gate -----------------------------

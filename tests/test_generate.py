@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -225,8 +226,9 @@ def test_a_failed_request_is_asked_again_by_a_rerun_and_a_bad_answer_is_not(tmp_
     with FaultServer(default=fault) as server:
         _, summary = run_generation(server.url, chunks, cache, questions_per_fact=1, unanswerable_ratio=0.0,
                                     concurrency=2)
-    assert summary["failures"] == 4 and summary["chunks_to_retry"] == (2 if asked_again else 0)
-    with FaultServer(default=ok(grounded_reply)) as server:
+        assert summary["failures"] == 4 and summary["chunks_to_retry"] == (2 if asked_again else 0)
+        server.default = ok(grounded_reply)  # the endpoint recovers
+        server.requests.clear()
         records, summary = run_generation(server.url, chunks, cache, questions_per_fact=1, unanswerable_ratio=0.0)
         assert bool(server.requests) == asked_again
     assert summary["chunks_from_cache"] == (0 if asked_again else 2)
@@ -273,6 +275,48 @@ def test_changing_the_prompt_or_model_regenerates_and_same_settings_reuse_the_ca
         monkeypatch.setattr(generate, "prompts", edited_prompts)
         run_generation(server.url, chunks, cache, questions_per_fact=2)
         assert len(server.requests) == 3 * asked
+
+
+def test_two_endpoints_that_call_their_model_alike_are_two_teachers(tmp_path):
+    chunks = make_chunks(2)
+    cache = tmp_path / "c.jsonl"
+    local = {"model": "local"}  # what the README suggests naming a llama-server's model
+    with FaultServer(default=ok(grounded_reply)) as first, FaultServer(default=ok(grounded_reply)) as second:
+        records, _ = run_generation(first.url, chunks, cache, questions_per_fact=2, options=local)
+        asked = len(first.requests)
+        _, summary = run_generation(second.url, chunks, cache, questions_per_fact=2, options=local)
+        assert summary["chunks_from_cache"] == 0 and len(second.requests) == asked
+        again, summary = run_generation(first.url + "/", chunks, cache, questions_per_fact=2, options=local)
+        assert summary["chunks_from_cache"] == 2 and len(first.requests) == asked and again == records
+
+
+def test_a_teacher_gguf_is_known_by_its_content_not_its_file_name_or_port(tmp_path):
+    from policytune import models
+
+    chunks = make_chunks(1, facts_per_chunk=1)
+    teacher, copy, other = tmp_path / "a/teacher.gguf", tmp_path / "copy/smol.gguf", tmp_path / "b/teacher.gguf"
+    for path in (teacher, copy, other):
+        path.parent.mkdir()
+        shutil.copyfile(models.embedded_gguf(), path)
+    # Another model under the same file name: llama.cpp loads it as it does the original, only its name differs.
+    with open(other, "r+b") as handle:
+        handle.seek(handle.read(1 << 16).index(b"Smollm2 135M"))
+        handle.write(b"Smollm3 135M")
+
+    def generation(gguf):
+        opts = llm.LLMOptions(teacher_gguf=str(gguf), concurrency=1, server_threads=1, max_retries=1)
+        with llm.connect(opts) as endpoint:
+            return generate.generate_pairs(endpoint, chunks, tmp_path / "c.jsonl", questions_per_fact=1,
+                                           unanswerable_ratio=0.0, progress=False)
+
+    records, summary = generation(teacher)
+    assert summary["chunks_generated"] == 1 and {r["model"] for r in records} == {"teacher.gguf"}
+    # a new server (another port) on a copy of the same file is the same teacher; another file of its name is not
+    _, summary = generation(copy)
+    assert summary["chunks_from_cache"] == 1
+    records, summary = generation(other)
+    assert summary["chunks_from_cache"] == 0 and summary["chunks_generated"] == 1
+    assert {r["model"] for r in records} == {"teacher.gguf"}
 
 
 DRIVER = """
