@@ -210,6 +210,7 @@ def run(main: Callable[[T], Any], cls: type[T], argv: list[str] | None = None) -
     """Entry point for a stage script: parse, run, and turn failures into one line + exit code."""
     try:
         cfg = parse(cls, argv)
+        clear_stale_temporaries(cfg)
         main(cfg)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
@@ -223,6 +224,16 @@ def run(main: Callable[[T], Any], cls: type[T], argv: list[str] | None = None) -
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"error: {where}{exc.strerror or first_line(exc)}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+
+
+def clear_stale_temporaries(cfg: Base) -> None:
+    """Remove what killed runs left half-written in the stage's folders (`.instructionquality.json.h7e8tyl1.tmp1234`,
+    as large as the file was), before the stage writes there; the files of a run still going are kept."""
+    from policytune import io
+
+    for folder in dict.fromkeys([cfg.data_dir, cfg.checkpoint_dir, getattr(cfg, "reports_dir", "")]):
+        if folder:
+            io.clear_stale_temporaries(folder)
 
 
 def first_line(exc: object, limit: int = 200) -> str:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import shutil
 import signal
 import threading
@@ -153,38 +152,6 @@ def link_or_copy(source: str | os.PathLike, target: str | os.PathLike) -> Path:
     return target
 
 
-_TEMPORARY = re.compile(r"\.tmp(\d+)$")
-
-
-def clear_stale_temporaries(folder: Path, own: bool = False) -> None:
-    """Remove the half-written or unverified files (`adapter.gguf.tmp1234`) a killed deploy left, once their process
-    is gone (with `own`, this process's too): the published files never depend on them, and a GGUF's is as large as
-    the model."""
-    for path in folder.glob("*.tmp*") if folder.is_dir() else []:
-        match = _TEMPORARY.search(path.name)
-        if not match:
-            continue
-        pid = int(match.group(1))
-        if not (own if pid == os.getpid() else not _alive(pid)):
-            continue
-        if not own:
-            print(f"removing {path}: left by a deploy that was stopped", flush=True)
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists, under another user
-    return True
-
-
 def check_gguf(path: str | os.PathLike, flag: str = "--base-gguf") -> None:
     """A GGUF file starts with the bytes GGUF: anything else is refused before a file is written."""
     if not os.path.isfile(path):
@@ -253,7 +220,7 @@ def convert(cfg: DeployConfig) -> Deployment:
 
 def staged(path: Path) -> Path:
     """Where a deployed file waits for verification: beside its own name, as this process's temporary file, so a
-    deploy that fails or is killed leaves the deployment it found (`clear_stale_temporaries` removes the rest)."""
+    deploy that fails or is killed leaves the deployment it found (`io.clear_stale_temporaries` removes the rest)."""
     return path.with_name(f"{path.name}.tmp{os.getpid()}")
 
 
@@ -630,7 +597,7 @@ def run(cfg: DeployConfig) -> dict:
     Raises UserError when verification fails (its report is written as deploy_report.failed.json, the deployed files
     are left as they were)."""
     folder = Path(cfg.checkpoint_dir)
-    clear_stale_temporaries(folder)
+    io.clear_stale_temporaries(folder)
     result: dict = {"passed": None, "verified": False}
     try:
         deployment = convert(cfg)
@@ -642,7 +609,7 @@ def run(cfg: DeployConfig) -> dict:
         if passed:
             deployment = publish(deployment)
     finally:
-        clear_stale_temporaries(folder, own=True)
+        io.clear_stale_temporaries(folder, own=True)
     if passed and cfg.merge:
         result["merged"] = merge(cfg, deployment)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,7 +40,8 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        # The writer's pid ends the name: a kill leaves the file, and the next run can tell it is nobody's.
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{os.getpid()}", dir=path.parent)
     except OSError as exc:  # named after the file the user asked for, not a temporary name beside it
         raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
@@ -52,6 +55,52 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
         if isinstance(exc, OSError):
             raise OSError(exc.errno, exc.strerror, str(path)) from None
         raise
+
+
+# The temporary files and folders of atomic writes (`.instructionquality.json.h7e8tyl1.tmp1234`) and of deploy's
+# staging (`adapter.gguf.tmp1234`) end in ".tmp" and the id of the process writing them.
+_TEMPORARY = re.compile(r"\.tmp(\d+)$")
+
+
+def clear_stale_temporaries(folder: str | os.PathLike, own: bool = False) -> list[Path]:
+    """Remove the temporary files and folders in `folder` whose process is gone (with `own`, this process's too):
+    a killed run leaves them, at the size of what it was writing, and no published file depends on them. Another
+    live process's are in use and kept. Returns what was removed."""
+    folder = Path(folder)
+    removed = []
+    for path in sorted(folder.glob("*.tmp*")) if folder.is_dir() else []:
+        match = _TEMPORARY.search(path.name)
+        if not match:
+            continue
+        pid = int(match.group(1))
+        if not (own if pid == os.getpid() else not process_alive(pid)):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                path.unlink()
+            except OSError:
+                pass
+        if os.path.lexists(path):
+            continue  # a folder this run may only read: a stage that writes there says so when it does
+        if not own:
+            print(f"removed {path}: left by a run that was stopped (process {pid})", flush=True)
+        removed.append(path)
+    return removed
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (under any user)."""
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, under another user
+    except OverflowError:
+        return False  # no process has an id that large: a file named like ours by something else
+    return True
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> None:

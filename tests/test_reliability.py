@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import secrets
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -373,6 +376,35 @@ def test_a_foreign_report_beside_the_quality_gate_is_left_out_of_its_report(tmp_
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "data/quality_report.json").read_text())
     assert report["preprocess"] is None and report["kept"] >= 1
+
+
+# A write killed with its data on disk and not yet renamed: SIGKILL at the fsync, as a kill mid-write lands.
+KILLED_WRITE = """
+import os, signal, sys
+from policytune import io
+os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)
+io.write_json_atomic(sys.argv[1], [{"id": n} for n in range(20000)])
+"""
+
+
+def test_a_killed_writes_temporary_files_are_removed_by_the_next_run_and_a_live_ones_are_kept(tmp_path):
+    project(tmp_path)
+    data, ckpt = tmp_path / "data", tmp_path / "ckpt"
+    for target in (data / "instructionquality.json", ckpt / "training_config.json"):
+        killed = subprocess.run([sys.executable, "-c", KILLED_WRITE, str(target)], cwd=ROOT, timeout=60)
+        assert killed.returncode == -signal.SIGKILL
+    left = [p for folder in (data, ckpt) for p in folder.iterdir() if p.name.startswith(".")]
+    assert len(left) == 2 and all(p.stat().st_size > 100_000 for p in left)
+    # a run still writing (this process), and a file of the user's that only looks alike
+    live = data / f".quality_report.json.k2x9q0z1.tmp{os.getpid()}"
+    live.write_bytes(b"half a report")
+    (data / "notes.tmp").write_text("mine")
+
+    result = run_script(*quality(tmp_path, "--judge-mode", "off"), timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not [p for p in left if p.exists()], "a killed run's temporary file is still there"
+    assert live.read_bytes() == b"half a report" and (data / "notes.tmp").read_text() == "mine"
+    assert sum(line.startswith("removed ") for line in result.stdout.splitlines()) == 2
 
 
 def test_credentials_in_the_endpoint_url_reach_no_log_or_file(tmp_path):
