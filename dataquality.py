@@ -136,8 +136,9 @@ def coverage(cfg: QualityConfig, records: list[dict], kept: list[dict]) -> dict 
             "facts_covered_share": round(covered / max(1, len(fact_list)), 3), "uncovered_facts": uncovered}
 
 
-def write_report(cfg: QualityConfig, records: list[dict], kept: list[dict], rejected: list[dict],
-                 stages: list[dict], verdicts: dict, judge_mode: str, seconds: float) -> dict:
+def quality_report(cfg: QualityConfig, records: list[dict], kept: list[dict], rejected: list[dict],
+                   stages: list[dict], verdicts: dict, judge_mode: str, seconds: float) -> dict:
+    """What quality_report.json says about the gate's run: counts per stage and reason, shares, examples, coverage."""
     reasons = Counter(heuristics.rule_name(r["reason"]) for r in rejected)
     examples: dict[str, list[dict]] = {}
     for r in rejected:
@@ -170,9 +171,6 @@ def write_report(cfg: QualityConfig, records: list[dict], kept: list[dict], reje
         "coverage": coverage(cfg, records, kept),
     }
     assert report["in"] == report["kept"] + sum(reasons.values()), "every input record is kept or has a reason"
-    text = markdown(report)  # before either is written, so the two reports never disagree
-    io.write_json_atomic(cfg.data_path("quality_report.json"), report)
-    io.write_text_atomic(cfg.data_path("quality_report.md"), text)
     return report
 
 
@@ -269,10 +267,15 @@ def main(cfg: QualityConfig) -> None:
                                + f"): nothing written to {cfg.data_path(cfg.output)}")
     for record in rejected:
         record.pop("quality", None)
-    report = write_report(cfg, records, kept, rejected, stages, verdicts, judge_mode, time.perf_counter() - started)
+    report = quality_report(cfg, records, kept, rejected, stages, verdicts, judge_mode, time.perf_counter() - started)
+    text = markdown(report)  # before anything is written, so the two reports never disagree
+    # The data first, then the report and the config that describe it (as generation does): a kill or a failed write
+    # in between never leaves a report of records that were not written ("1124 kept" beside an earlier run's 1476).
     io.write_json_atomic(cfg.data_path(cfg.output), kept)
     io.write_jsonl_atomic(cfg.data_path(cfg.output).with_suffix(".messages.jsonl"),
                           ({"messages": chat.messages(r["instruction"], r["output"])} for r in kept))
+    io.write_json_atomic(cfg.data_path("quality_report.json"), report)
+    io.write_text_atomic(cfg.data_path("quality_report.md"), text)
     config.save(cfg, cfg.data_path("dataquality_config.json"))
     print(f"{report['in']} records -> {report['kept']} kept; rejected {report['rejected_by_reason'] or 'none'}; "
           f"unanswerable share {report['before']['unanswerable_share']:.1%} -> {report['after']['unanswerable_share']:.1%} "

@@ -349,6 +349,10 @@ KEEPS_NOTHING = {
     "preprocess-output-is-a-folder": (lambda r: (r / "data/out").mkdir(),
                                       lambda r: ["preprocessing.py", *common(r), "--output", "out"],
                                       "data/out: Is a directory"),
+    # the report and config were written before the records: they said what a run that wrote nothing had kept
+    "quality-output-is-a-folder": (lambda r: (r / "data/out").mkdir(),
+                                   lambda r: quality(r, "--judge-mode", "off", "--output", "out"),
+                                   "data/out: Is a directory"),
 }
 REPLIES = {"quality-judge-rejects-every-request": status(400),
            "quality-judge-is-a-web-page": raw("<html><body>It works!</body></html>", "text/html")}
