@@ -522,7 +522,8 @@ def main(cfg: TrainConfig) -> None:
     print(f"split -> {cfg.data_path('train_split.json')}, {cfg.data_path('eval_split.json')}", flush=True)
     out_dir = Path(cfg.checkpoint_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".publish-", dir=out_dir))
+    # named like every temporary file (".tmp<pid>"): a run killed while publishing leaves it to the next stage to remove
+    staging = Path(tempfile.mkdtemp(prefix=".publish-", suffix=f".tmp{os.getpid()}", dir=out_dir))
     try:
         if lora is None:
             trainer.model.set_attn_implementation("sdpa")  # the per-example attention is registered by train.py only

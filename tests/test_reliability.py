@@ -399,6 +399,12 @@ def test_a_killed_writes_temporary_files_are_removed_by_the_next_run_and_a_live_
         assert killed.returncode == -signal.SIGKILL
     left = [p for folder in (data, ckpt) for p in folder.iterdir() if p.name.startswith(".")]
     assert len(left) == 2 and all(p.stat().st_size > 100_000 for p in left)
+    # train.py's staging folder of a run killed while publishing (75 MB of adapter once stayed there for good)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    staging = ckpt / f".publish-q1w2e3r4.tmp{gone.stdout.strip()}"
+    staging.mkdir()
+    (staging / "adapter_model.safetensors").write_bytes(b"half an adapter")
+    left.append(staging)
     # a run still writing (this process), and a file of the user's that only looks alike
     live = data / f".quality_report.json.k2x9q0z1.tmp{os.getpid()}"
     live.write_bytes(b"half a report")
@@ -408,7 +414,7 @@ def test_a_killed_writes_temporary_files_are_removed_by_the_next_run_and_a_live_
     assert result.returncode == 0, result.stderr[-2000:]
     assert not [p for p in left if p.exists()], "a killed run's temporary file is still there"
     assert live.read_bytes() == b"half a report" and (data / "notes.tmp").read_text() == "mine"
-    assert sum(line.startswith("removed ") for line in result.stdout.splitlines()) == 2
+    assert sum(line.startswith("removed ") for line in result.stdout.splitlines()) == 3
 
 
 def test_credentials_in_the_endpoint_url_reach_no_log_or_file(tmp_path):
