@@ -24,6 +24,7 @@ from typing import Any
 from policytune import chat, details, employee, heuristics, io, keyphrases, llm, normalize, phrasing, questions
 from policytune import absent, balance, faq, unstated
 from policytune import facts as facts_lib
+from policytune.config import redact_url
 
 TYPES = ("numeric", "entity", "procedure", "eligibility")
 # Bumped when the code that turns replies into records changes, so cached chunks are redone.
@@ -572,10 +573,15 @@ def generate_pairs(endpoint: llm.Endpoint, chunks: list[dict], cache_path: str |
         print(f"resuming: {from_cache} of {len(chunks)} chunks already in {cache_path}", flush=True)
     requests = sum(min(questions_per_fact, max(rewordings_per_fact, questions_per_fact - len(e["drafts"])))
                    for c in pending for e in chunk_plan[c["id"]]["facts"]) if rewordings_per_fact else 0
+    # the time to expect: measured for a local model on a 2-core CPU; an endpoint's speed is its own
+    low, high = requests * SECONDS_PER_REQUEST[0] / 60, requests * 2 * SECONDS_PER_REQUEST[1] / 60
+    estimate = ("" if not requests else
+                f" (at {redact_url(endpoint.base_url)}'s speed)" if not endpoint.local else
+                f" (at the embedded 135M teacher's speed on a 2-core CPU "
+                + (f"about {low:.0f}-{high:.0f} min" if high >= 1 else "under a minute")
+                + f": {SECONDS_PER_REQUEST[0]}-{SECONDS_PER_REQUEST[1]} s per request, a failed rewording is retried once)")
     print(f"plan: {len(fact_list)} facts x {questions_per_fact} questions, {plan_report['unanswerable_planned']} "
-          f"unanswerable; {requests} teacher requests for {len(pending)} chunks (at the embedded 135M teacher's speed "
-          f"on a 2-core CPU about {requests * SECONDS_PER_REQUEST[0] / 60:.0f}-{requests * 2 * SECONDS_PER_REQUEST[1] / 60:.0f} min: "
-          f"{SECONDS_PER_REQUEST[0]}-{SECONDS_PER_REQUEST[1]} s per request, a failed rewording is retried once)", flush=True)
+          f"unanswerable; {requests} teacher requests for {len(pending)} chunks{estimate}", flush=True)
 
     bar = tqdm(total=len(pending), unit="chunk", disable=not progress, dynamic_ncols=True)
     new_pairs = 0
