@@ -273,7 +273,9 @@ def main(cfg: QualityConfig) -> None:
     # in between never leaves a report of records that were not written ("1124 kept" beside an earlier run's 1476).
     io.write_json_atomic(cfg.data_path(cfg.output), kept)
     io.write_jsonl_atomic(cfg.data_path(cfg.output).with_suffix(".messages.jsonl"),
-                          ({"messages": chat.messages(r["instruction"], r["output"])} for r in kept))
+                          # a with_context record's excerpt goes with its question: the export is for other trainers
+                          ({"messages": chat.messages(chat.with_excerpt(r["instruction"], r.get("input") or ""),
+                                                      r["output"])} for r in kept))
     io.write_json_atomic(cfg.data_path("quality_report.json"), report)
     io.write_text_atomic(cfg.data_path("quality_report.md"), text)
     config.save(cfg, cfg.data_path("dataquality_config.json"))

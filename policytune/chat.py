@@ -49,6 +49,12 @@ def messages(question: str, answer: str | None = None, system: str = SYSTEM_PROM
     return out
 
 
+def with_excerpt(question: str, excerpt: str = "") -> str:
+    """The user turn of a record made with its policy text (preprocessing.py --input-format with_context), fenced as
+    the generation prompts fence it; the question alone when there is none (closed book)."""
+    return f"<excerpt>\n{excerpt.strip()}\n</excerpt>\n\n{question}" if excerpt and excerpt.strip() else question
+
+
 # Jinja chat template equal to format_prompt/format_example, installed on every tokenizer we
 # train or evaluate with, so `apply_chat_template` cannot drift from this module.
 JINJA_TEMPLATE = (

@@ -337,6 +337,15 @@ def test_heuristic_gate_accounts_for_every_record_and_writes_all_outputs(tmp_pat
     quality(data, "--judge-mode", "off")
     assert {name: (data / name).read_bytes() for name in outputs} == outputs
 
+    # records made with their policy text export it with the question (the export was the closed-book one, byte for byte)
+    assert run_script("preprocessing.py", "--data-dir", str(data), "--input-format", "with_context").returncode == 0
+    quality(data, "--judge-mode", "off")
+    kept = json.loads((data / "instructionquality.json").read_text())
+    exported = [json.loads(line)["messages"] for line in (data / "instructionquality.messages.jsonl").read_text().splitlines()]
+    assert kept and all(r["input"] for r in kept)
+    assert [m[1]["content"] for m in exported] == [f"<excerpt>\n{r['input'].strip()}\n</excerpt>\n\n{r['instruction']}"
+                                                   for r in kept]
+
 
 def test_truncated_input_exits_2_and_keeps_good_outputs(tmp_path):
     data = prepared(tmp_path)
