@@ -448,8 +448,9 @@ def answer_questions(model, tokenizer, questions: list[str], cfg: EvalConfig, ba
         logged = log.records()
         for name in ("base", "tuned"):
             done = {r["question"]: r["answer"] for r in logged if r.get("run") == run_keys[name]}
-            if done:
-                print(f"resuming: {len(done)} {name} answers from {log_path}", flush=True)
+            reused = len(set(questions) & set(done))  # the log may hold answers to questions not asked this time
+            if reused:
+                print(f"resuming: {reused} of {len(questions)} {name} answers from {log_path}", flush=True)
 
             def record(chunk: list[str], new: list[str], name: str = name) -> None:
                 for question, answer in zip(chunk, new):

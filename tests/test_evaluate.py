@@ -557,7 +557,7 @@ def test_gold_without_answers_still_records_every_answer_and_a_rerun_resumes(pro
     stage.main(config.parse(stage.EvalConfig, ["--gold", str(gold), "--reports-dir", str(tmp_path / "reports"),
                                                "--threads", "1", "--max-new-tokens", "12"]))
     out = capsys.readouterr().out
-    assert "resuming: 2 base answers" in out and "resuming: 2 tuned answers" in out
+    assert "resuming: 2 of 2 base answers" in out and "resuming: 2 of 2 tuned answers" in out
     again = json.loads((tmp_path / "reports" / "eval.json").read_text())
     assert [i["tuned_answer"] for i in again["items"]] == [i["tuned_answer"] for i in evaluation["items"]]
 
