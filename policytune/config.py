@@ -123,7 +123,7 @@ def parse(cls: type[T], argv: list[str] | None = None, description: str | None =
     values: dict[str, Any] = {}
     config_file = getattr(args, "config", None) or os.environ.get(env_name("config"), "")
     if config_file:
-        values.update(_read_config_file(cls, config_file))
+        values.update(_read_config_file(cls, config_file, from_env=not getattr(args, "config", None)))
     for f in fields:
         if env_name(f.name) in os.environ:
             values[f.name] = os.environ[env_name(f.name)]
@@ -148,7 +148,7 @@ def parse(cls: type[T], argv: list[str] | None = None, description: str | None =
         raise UserError(str(exc)) from None
 
 
-def _read_config_file(cls: type, path: str) -> dict[str, Any]:
+def _read_config_file(cls: type, path: str, from_env: bool = False) -> dict[str, Any]:
     try:
         data = json.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -160,7 +160,10 @@ def _read_config_file(cls: type, path: str) -> dict[str, Any]:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise UserError(f"{path}: unknown config keys {unknown}")
+        # POLICYTUNE_CONFIG reaches every stage, pipeline.py included: a file for one stage goes with its flag
+        hint = (f" (read through {env_name('config')}, which every stage and pipeline.py read: give one stage's "
+                "settings as its --config FILE, or --<stage>.config FILE to pipeline.py)") if from_env else ""
+        raise UserError(f"{path}: unknown config keys {unknown} for {cls.__name__}{hint}")
     return data
 
 

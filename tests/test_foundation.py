@@ -108,8 +108,18 @@ def test_a_list_flag_takes_a_shell_glob_and_a_file_name_with_a_comma(tmp_path, m
 def test_config_file_with_unknown_key_is_an_error(tmp_path):
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"stepz": 1}))
-    with pytest.raises(config.UserError, match="unknown config keys"):
+    with pytest.raises(config.UserError, match=r"unknown config keys \['stepz'\] for DemoConfig$"):
         config.parse(DemoConfig, ["--config", str(path)])
+
+
+def test_a_config_file_in_the_environment_names_who_read_it_and_how_to_give_it_to_one_stage(tmp_path, monkeypatch):
+    """POLICYTUNE_CONFIG with the quality gate's settings stopped pipeline.py itself with "unknown config keys",
+    not saying that the pipeline had read it, nor how to give a file to one stage."""
+    path = tmp_path / "quality.json"
+    path.write_text(json.dumps({"judge_threshold": 4}))
+    monkeypatch.setenv("POLICYTUNE_CONFIG", str(path))
+    with pytest.raises(config.UserError, match=r"for DemoConfig \(read through POLICYTUNE_CONFIG.*--<stage>\.config FILE"):
+        config.parse(DemoConfig, [])
 
 
 def test_secrets_are_masked_when_saved(tmp_path):
