@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import signal
 import threading
@@ -225,7 +226,8 @@ def staged(path: Path) -> Path:
 
 
 def published(path: Path) -> Path:
-    return path.with_name(_TEMPORARY.sub("", path.name))
+    """The name a staged file is published under: `staged`'s without its ".tmp<pid>"."""
+    return path.with_name(re.sub(r"\.tmp\d+$", "", path.name))
 
 
 def publish(deployment: Deployment) -> Deployment:
