@@ -25,9 +25,14 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def ordinary_mode(path: str | os.PathLike) -> None:
+    """Give a file the mode of any file the user creates: mkstemp (and safetensors, writing an adapter) make 0600
+    files, and outputs are ordinary files the user's other accounts and tools read."""
+    os.chmod(path, 0o666 & ~_UMASK)
+
+
 def _publish(tmp: str, path: Path) -> None:
-    # mkstemp creates 0600 files; outputs are ordinary files the user and their tools read.
-    os.chmod(tmp, 0o666 & ~_UMASK)
+    ordinary_mode(tmp)
     os.replace(tmp, path)
 
 

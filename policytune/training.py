@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from policytune import chat, citation, cpu, factkey, leading, normalize
+from policytune import chat, citation, cpu, factkey, io, leading, normalize
 from policytune.config import UserError
 
 IGNORE_INDEX = -100  # label value the loss skips (PyTorch's CrossEntropyLoss ignore_index)
@@ -304,8 +304,10 @@ def publish(staging: Path, target: Path, last: str, stale: tuple[str, ...] = ())
         (target / name).unlink(missing_ok=True)
     for path in sorted(staging.iterdir()):
         if path.name != last and path.is_file():
+            io.ordinary_mode(path)  # the adapter's weights were published 0600, every other file 0644
             os.replace(path, target / path.name)
     if (staging / last).is_file():
+        io.ordinary_mode(staging / last)
         os.replace(staging / last, target / last)
 
 

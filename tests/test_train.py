@@ -446,9 +446,14 @@ def test_publishing_one_method_clears_the_other_methods_files(tmp_path):
     staging.mkdir()
     for name in ("adapter_model.safetensors", "adapter_config.json", "metrics.json"):
         (staging / name).write_text("new")
+    (staging / "adapter_model.safetensors").chmod(0o600)  # as safetensors writes it
     training.publish(staging, target, last="metrics.json", stale=training.FULL_FILES)
     assert sorted(p.name for p in target.iterdir()) == ["adapter_config.json", "adapter_model.safetensors",
                                                         "metrics.json", "tokenizer.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {p.name: p.stat().st_mode & 0o777 for p in target.iterdir() if p.name != "tokenizer.json"} == \
+        dict.fromkeys(["adapter_config.json", "adapter_model.safetensors", "metrics.json"], 0o666 & ~umask)
     stage = stage_module("train.py")
     with pytest.raises(ValueError, match="quantized weights cannot be trained"):
         stage.TrainConfig(method="full", quantization="4bit")
