@@ -28,10 +28,13 @@ tuned weights, and its effect against the f32 base).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
+import shlex
 import shutil
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -96,6 +99,11 @@ class DeployConfig(config.Base):
             raise UserError("--verify-answer-tokens must be at least 1")
         if self.top_k < 1:
             raise UserError("--top-k must be at least 1")
+        if not 0 <= self.port <= 65535:  # llama.cpp took 70000 as 4464 while the log said 70000
+            raise UserError(f"--port must be 0 (a free one) to 65535, got {self.port}")
+        if self.modelfile and os.path.isdir(self.modelfile):
+            raise UserError(f"--modelfile {self.modelfile}: is a folder; name the file to write (e.g. "
+                            f"{os.path.join(self.modelfile, 'Modelfile')})")
 
     def adapter_path(self) -> Path:
         return Path(self.adapter_dir or self.checkpoint_dir)
@@ -131,6 +139,11 @@ def resolve_base(cfg: DeployConfig) -> models.BaseModel:
         if not isinstance(adapter_config, dict):
             raise UserError(f"{path}: adapter config file must hold a JSON object (train again?)")
         spec = adapter_config.get("base_model_name_or_path") or models.EMBEDDED
+    # a trainer checkpoint names the embedded base by its cache folder (the published adapter says "embedded"),
+    # which has no GGUF of its own: it is the embedded model, GGUF included
+    if spec != models.EMBEDDED and os.path.isdir(spec) and \
+            Path(spec).resolve() == Path(models.resolve(models.EMBEDDED).hf_path).resolve():
+        spec = models.EMBEDDED
     return models.resolve(spec)
 
 
@@ -320,6 +333,8 @@ def _hf_logprobs(cfg: DeployConfig, deployment: Deployment, sequences: list[tupl
 
 
 def _start(gguf: Path, lora: Path | None, parallel: int, threads: int, ctx: int, port: int = 0):
+    if port:
+        check_port(port)
     try:
         return llm.start_local_server(str(gguf), parallel, threads, ctx, lora=str(lora) if lora else None, port=port)
     except UserError:
@@ -327,6 +342,16 @@ def _start(gguf: Path, lora: Path | None, parallel: int, threads: int, ctx: int,
             raise
         raise UserError(f"llama.cpp could not load {gguf.name} with the adapter {lora} "
                         "(corrupt adapter, or one made for a different base?)") from None
+
+
+def check_port(port: int) -> None:
+    """A port taken by another program was reported as a corrupt adapter (llama.cpp only says it failed to start)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise UserError(f"--port {port}: in use by another program on 127.0.0.1 (pick another, or 0 for a free one)") \
+                from None
 
 
 def _llama_logprobs(cfg: DeployConfig, gguf: Path, lora: Path | None, sequences, label: str) -> list[list[dict[int, float]]]:
@@ -452,13 +477,13 @@ def verify(cfg: DeployConfig, deployment: Deployment) -> dict:
     figures: dict[str, dict] = {}
     for label, gguf, lora, plain_gguf in runs:
         llama_tuned = _llama_logprobs(cfg, gguf, lora, sequences, f"{label}+adapter" if lora else label)
-        llama_plain = _llama_logprobs(cfg, plain_gguf, None, sequences, f"{plain_gguf.stem} alone")
+        llama_plain = _llama_logprobs(cfg, plain_gguf, None, sequences, f"{published(plain_gguf).stem} alone")
         result = compare(sequences, hf_tuned, hf_plain, llama_tuned, llama_plain)
-        result["gguf"] = gguf.name
+        result["gguf"] = published(gguf).name  # the name it is deployed under, not the staged one
         quantized = label != "f32" and not _is_unquantized(gguf)
         result["quantized"] = quantized
         figures[label] = result
-        prefix = f"{label} base ({gguf.name})"
+        prefix = f"{label} base ({published(gguf).name})"
         if result["adapter_effect_llama"] < cfg.min_adapter_effect:
             failures.append(f"{prefix}: the adapter does not change llama.cpp's output "
                             f"(max log-prob change {result['adapter_effect_llama']:.4f} < {cfg.min_adapter_effect})")
@@ -543,6 +568,8 @@ def merge(cfg: DeployConfig, deployment: Deployment) -> dict:
     }
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
+    for path in Path(tmp).iterdir():  # safetensors writes 0600; Ollama's service user reads these
+        io.ordinary_mode(path)
     if target.exists():
         shutil.rmtree(target)
     os.replace(tmp, target)
@@ -578,10 +605,11 @@ def serve(cfg: DeployConfig, deployment: Deployment, stop: threading.Event | Non
     """Serve base + adapter until Ctrl-C (or `stop` is set)."""
     server = start_server(cfg, deployment)
     print(f"serving the tuned model at {server.listening_address}/v1 (OpenAI-compatible; Ctrl-C stops)", flush=True)
+    # the training system prompt in the example: without one, llama.cpp's template puts SmolLM's own in its place
+    body = json.dumps({"messages": chat.messages("How many days of annual leave do I get?"), "temperature": 0})
     print(f"  curl {server.listening_address}/v1/chat/completions -H 'Content-Type: application/json' "
-          "-d '{\"messages\": [{\"role\": \"user\", \"content\": \"How many days of annual leave do I get?\"}]}'",
-          flush=True)
-    print("  (send the system prompt from policytune.chat.SYSTEM_PROMPT, as chat.messages() does)", flush=True)
+          f"-d {shlex.quote(body)}", flush=True)
+    print("  (send the system prompt as above, policytune.chat.SYSTEM_PROMPT: chat.messages() does)", flush=True)
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         # A service manager stops with SIGTERM (and background jobs ignore SIGINT): stop cleanly.
@@ -599,6 +627,10 @@ def run(cfg: DeployConfig) -> dict:
     Raises UserError when verification fails (its report is written as deploy_report.failed.json, the deployed files
     are left as they were)."""
     folder = Path(cfg.checkpoint_dir)
+    if cfg.merge and models.is_full_model(cfg.adapter_path()):  # found only after the files were published
+        raise UserError("--merge folds an adapter into its base; a full fine-tune is already one model (model.gguf)")
+    if cfg.serve and cfg.port:
+        check_port(cfg.port)  # before converting and verifying, not once the files are published
     io.clear_stale_temporaries(folder)
     result: dict = {"passed": None, "verified": False}
     try:

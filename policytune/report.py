@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import html as html_lib
+import re
 import io as bytes_io
 from typing import Any
 
@@ -184,6 +185,13 @@ def _md_escape(text: Any) -> str:
     return _fmt(text).replace("|", "\\|").replace("\n", " ")
 
 
+def _md_text(text: Any) -> str:
+    """A question, id or answer as table-cell text, shown as written: a Markdown viewer rendered a gold question's
+    "<b>", "</table>" or "**" (and a tag in an id) instead of showing them."""
+    text = _fmt(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return re.sub(r"([\\`*_|])", r"\\\1", text).replace("\n", " ")
+
+
 def markdown(evaluation: dict[str, Any]) -> str:
     """eval.md: per split metrics with intervals, per-type and per-section tables; divergence; the answers."""
     run, shift = evaluation["run"], evaluation["divergence"]
@@ -211,10 +219,10 @@ def markdown(evaluation: dict[str, Any]) -> str:
             "| id | split | section | question | answerable | expected | base | ok | tuned | ok | KL |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | ---: |"]
     for r in worst_first(evaluation["items"]):
-        out.append(" | ".join(["", _md_escape(r["id"]), _md_escape(r.get("split", "")), _md_escape(r.get("section") or ""),
-                               _md_escape(r["question"]), _md_escape(r["answerable"]),
-                               _md_escape(r["expected_answer"]), _md_escape(r["base_answer"]), _mark(r["base_correct"]),
-                               _md_escape(r["tuned_answer"]), _mark(r["tuned_correct"]),
+        out.append(" | ".join(["", _md_text(r["id"]), _md_escape(r.get("split", "")), _md_text(r.get("section") or ""),
+                               _md_text(r["question"]), _md_escape(r["answerable"]),
+                               _md_text(r["expected_answer"]), _md_text(r["base_answer"]), _mark(r["base_correct"]),
+                               _md_text(r["tuned_answer"]), _mark(r["tuned_correct"]),
                                "" if kl(r) is None else f"{kl(r):.3f}", ""]).strip())
     return "\n".join(out) + "\n"
 

@@ -135,6 +135,41 @@ def test_a_base_that_is_not_a_gguf_is_refused_before_a_deployed_file_is_touched(
     assert {p.name: p.read_bytes() for p in ckpt.iterdir()} == deployed, "a deployed file changed, or the stale one stayed"
 
 
+def test_settings_deploy_would_find_wrong_late_are_refused_before_a_file_is_touched(tmp_path):
+    """A folder as --modelfile, --merge on a full fine-tune and a port taken by another program each failed after the
+    files were converted (and published, for the two last, the port reported as a corrupt adapter); a port above
+    65535 was served on another one while the log named it."""
+    import socket
+
+    with pytest.raises(UserError, match="--port must be 0 .* to 65535, got 70000"):
+        deploy.DeployConfig(port=70000)
+    with pytest.raises(UserError, match="is a folder; name the file to write"):
+        deploy.DeployConfig(modelfile=str(tmp_path))
+    full = tmp_path / "full"
+    full.mkdir()
+    for name in ("model.safetensors", "config.json"):
+        (full / name).write_text("{}")
+    before = sorted(p.name for p in full.iterdir())
+    with pytest.raises(UserError, match="a full fine-tune is already one model"):
+        deploy.run(deploy.DeployConfig(checkpoint_dir=str(full), merge=True))
+    assert sorted(p.name for p in full.iterdir()) == before
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(UserError, match=f"--port {port}: in use by another program"):
+            deploy.run(deploy.DeployConfig(checkpoint_dir=str(full), serve=True, port=port))
+    assert sorted(p.name for p in full.iterdir()) == before
+
+
+def test_a_trainer_checkpoint_of_the_embedded_model_deploys_on_its_gguf(tmp_path):
+    """A trainer checkpoint names its base by the embedded model's cache folder, which has no GGUF of its own: deploy
+    said to convert the base by hand, or to merge (which stopped at the same error)."""
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": models.resolve().hf_path}))
+    base = deploy.resolve_base(deploy.DeployConfig(checkpoint_dir=str(tmp_path)))
+    assert base.name == models.EMBEDDED and base.gguf_path
+
+
 # --- verification ----------------------------------------------------------------------------
 
 @pytest.mark.slow
@@ -147,6 +182,7 @@ def test_deploy_writes_gguf_and_modelfile_and_verification_passes(trained_adapte
     parsed = modelfile.read_modelfile(trained_adapter / "Modelfile")
     assert parsed["FROM"] == "./base.gguf" and parsed["ADAPTER"] == "./adapter.gguf"
     f32, deployed = figures["bases"]["f32"], figures["bases"]["deployed"]
+    assert deployed["gguf"] == "base.gguf", "the report named the staged file, gone once published"
     assert f32["top1_agreement"] >= 0.95 and f32["max_logprob_diff"] <= 0.1
     assert f32["effect_correlation"] > 0.95
     # The deployed adapter makes the held-out answers likelier, by what transformers measures.
@@ -253,6 +289,20 @@ def test_served_endpoint_answers_with_the_adapter_applied(trained_adapter, train
     assert chat.is_refusal(tuned[1]) and not chat.is_refusal(base[1]), (tuned, base)
 
 
+def test_serve_prints_a_request_that_carries_the_training_system_prompt(trained_adapter, tmp_path, capsys):
+    """The printed curl sent no system message, and llama.cpp's template then put SmolLM's own in its place."""
+    import shlex
+    import threading
+
+    cfg = deploy_config(copy_adapter(trained_adapter, tmp_path / "serve"), port=0, serve_parallel=1)
+    stop = threading.Event()
+    stop.set()
+    deploy.serve(cfg, deploy.convert(cfg), stop)
+    curl = next(line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("curl "))
+    body = json.loads(shlex.split(curl)[-1])
+    assert body["messages"][0] == {"role": "system", "content": chat.SYSTEM_PROMPT}
+
+
 @pytest.mark.slow
 def test_merge_writes_a_16bit_model_that_reproduces_base_plus_adapter(trained_adapter, tmp_path):
     cfg = deploy_config(copy_adapter(trained_adapter, tmp_path / "merge"), verify_n=1)
@@ -262,6 +312,7 @@ def test_merge_writes_a_16bit_model_that_reproduces_base_plus_adapter(trained_ad
     merged = Path(cfg.checkpoint_dir) / "merged"
     assert json.loads((merged / "config.json").read_text())["dtype"] == "float16"
     assert (merged / "model.safetensors").is_file() and (merged / "tokenizer.json").is_file()
+    assert (merged / "model.safetensors").stat().st_mode & 0o044, "safetensors wrote it 0600: no other user reads it"
     parsed = modelfile.read_modelfile(Path(cfg.checkpoint_dir) / "Modelfile.merged")
     assert parsed["FROM"] == "./merged" and "ADAPTER" not in parsed
     assert parsed["TEMPLATE"] == chat.OLLAMA_TEMPLATE
