@@ -104,8 +104,10 @@ def resolve_gold(setting: str, chunks_path: Path, sample_gold: Path) -> tuple[st
     """The gold file --gold means ("" for none) and why, for the log."""
     if setting.strip().lower() in ("", "none"):
         return "", "disabled (--gold none)"
-    if setting != "auto":
+    if setting.strip().lower() != "auto":  # "Auto" was taken for a file name
         return setting, "given with --gold"
+    if not chunks_path.is_file():
+        return "", f"no {chunks_path} to tell whether the input is the bundled sample; pass --gold FILE to score one"
     if not is_sample_only(chunks_path):
         return "", f"{chunks_path} is not only the bundled sample policy; pass --gold FILE for your documents"
     if not sample_gold.is_file():
@@ -143,12 +145,17 @@ def load_eval_split(path: Path) -> list[dict[str, Any]]:
     return items
 
 
+GOLD_KEYS = {"id", "question", "answer", "answerable", "keywords", "section", "type", "note"}
+
+
 def load_gold(path: Path) -> list[dict[str, Any]]:
     """Gold questions (JSON lines); a malformed line is an error naming its line number."""
     if not path.is_file():
         raise config.UserError(f"{path}: gold file not found")
     items = []
-    for number, line in enumerate(io.read_text(path, "gold").splitlines(), 1):
+    unknown: dict[str, int] = {}
+    # a file saved with a byte-order mark (Windows editors) is still UTF-8 JSON lines
+    for number, line in enumerate(io.read_text(path, "gold").removeprefix("\ufeff").splitlines(), 1):
         if not line.strip():
             continue
         where = f"{path}: line {number}"
@@ -159,8 +166,14 @@ def load_gold(path: Path) -> list[dict[str, Any]]:
         if not isinstance(record, dict):
             raise config.UserError(f"{where}: expected a JSON object")
         for key in ("id", "question"):
-            if not isinstance(record.get(key), (str, int)) or not str(record[key]).strip():
+            value = record.get(key)
+            if value is None or (isinstance(value, str) and not value.strip()):
                 raise config.UserError(f"{where}: '{key}' is missing or empty")
+            if isinstance(value, bool) or not isinstance(value, (str, int)):
+                raise config.UserError(f"{where}: '{key}' must be a string{' or a whole number' if key == 'id' else ''}, "
+                                       f"got {value!r}")
+        for key in set(record) - GOLD_KEYS:
+            unknown.setdefault(key, number)
         answer, answerable, keywords = record.get("answer"), record.get("answerable"), record.get("keywords")
         if answer is not None and not isinstance(answer, str):
             raise config.UserError(f"{where}: 'answer' must be a string")
@@ -180,6 +193,10 @@ def load_gold(path: Path) -> list[dict[str, Any]]:
                       "answerable": answerable, "keywords": keywords or None, "type": str(kind),
                       "split": "gold", "section": str(section) if section is not None else None,
                       "source": {"file": str(path), "line": number}})
+    for key, number in sorted(unknown.items(), key=lambda kv: kv[1]):
+        # "answerabel" left the label to be guessed from the answer, "keyword" the scoring to F1
+        print(f"warning: {path}: line {number}: key {key!r} is not read (the keys are {', '.join(sorted(GOLD_KEYS))})",
+              file=sys.stderr, flush=True)
     return items
 
 

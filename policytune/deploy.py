@@ -59,7 +59,8 @@ def modelfile_path(modelfile: str, checkpoint_dir: str) -> Path:
     if modelfile:
         return Path(modelfile)
     default = Path(config.Base.checkpoint_dir)
-    return Path("Modelfile") if Path(checkpoint_dir) == default else Path(checkpoint_dir) / "Modelfile"
+    # "$PWD/checkpoints" is the default folder too
+    return Path("Modelfile") if Path(checkpoint_dir).resolve() == default.resolve() else Path(checkpoint_dir) / "Modelfile"
 
 
 @dataclass

@@ -344,6 +344,28 @@ def test_a_held_out_split_written_by_another_training_run_is_reported(tmp_path, 
     assert stage.split_matches(cfg, adapter) is None
 
 
+def test_a_gold_file_as_editors_save_it_and_keys_it_does_not_read(tmp_path, capsys):
+    """A byte-order mark stopped line 1 as "not valid JSON"; a misspelt "answerabel" or "keyword" was ignored without
+    a word (the label then guessed from the answer, the scoring F1 instead of keywords); "id": true was taken and
+    "id": 1.5 called missing; --gold Auto was read as a file name."""
+    stage = _stage_module()
+    gold = tmp_path / "gold.jsonl"
+    gold.write_bytes(b"\xef\xbb\xbf" + json.dumps({"id": "g1", "question": "Q?", "answerabel": True,
+                                                     "keyword": ["x"]}).encode() + b"\n")
+    assert [i["id"] for i in stage.load_gold(gold)] == ["g1"]
+    err = capsys.readouterr().err
+    assert "line 1: key 'answerabel' is not read" in err and "key 'keyword' is not read" in err
+    for bad, message in (({"id": True, "question": "Q?"}, "'id' must be a string or a whole number, got True"),
+                         ({"id": 1.5, "question": "Q?"}, "'id' must be a string or a whole number, got 1.5")):
+        gold.write_text(json.dumps(bad) + "\n")
+        with pytest.raises(config.UserError, match=re.escape(message)):
+            stage.load_gold(gold)
+    sample = tmp_path / "sample_gold.jsonl"
+    sample.write_text(json.dumps({"id": "s", "question": "Q?"}) + "\n")
+    assert stage.resolve_gold("Auto", tmp_path / "none" / "chunks.json", sample)[0] == ""
+    assert "no " in stage.resolve_gold("Auto", tmp_path / "none" / "chunks.json", sample)[1]
+
+
 def test_gold_section_must_be_a_string(tmp_path):
     gold = tmp_path / "gold.jsonl"
     gold.write_text('{"id": "a", "question": "How many days?", "section": 4.1}\n')

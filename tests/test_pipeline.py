@@ -46,6 +46,9 @@ def test_the_repository_modelfile_is_written_for_the_default_checkpoints_only():
     pipeline = _pipeline()
     deploy_outputs = {s.name: s for s in pipeline.plan(config.parse(pipeline.PipelineConfig, []), {})}["deploy"].outputs
     assert Path("Modelfile") in deploy_outputs
+    from policytune import deploy
+    # the default folder however it is written ("$PWD/checkpoints" put the Modelfile in checkpoints/)
+    assert deploy.modelfile_path("", str(Path.cwd() / "checkpoints")) == Path("Modelfile")
     other = config.parse(pipeline.PipelineConfig, ["--checkpoint-dir", "runs/b/checkpoints"])
     assert Path("runs/b/checkpoints/Modelfile") in {s.name: s for s in pipeline.plan(other, {})}["deploy"].outputs
     given = {s.name: s for s in pipeline.plan(other, {"deploy": ["--modelfile", "M"]})}["deploy"].outputs
