@@ -127,6 +127,9 @@ def section_from_headings(headings: Any) -> str | None:
 def load_eval_split(path: Path) -> list[dict[str, Any]]:
     """Held-out instruction records from train.py as evaluation items."""
     items = []
+    if path.suffix == ".jsonl":  # "not valid JSON (Extra data at line 2)" said nothing of what it is
+        raise config.UserError(f"{path}: JSON lines, as a gold set is; an eval split is train.py's JSON list: pass "
+                               "the file as --gold")
     for index, record in enumerate(io.read_records(path, "eval split")):
         missing = [k for k in ("id", "instruction", "output", "answerable") if k not in record]
         if missing:
@@ -214,11 +217,13 @@ def load_items(cfg: EvalConfig, gold: str) -> list[dict[str, Any]]:
         items += load_eval_split(Path(eval_file))
     if gold:
         items += load_gold(Path(gold))
-    seen: set[str] = set()
+    seen_at: dict[str, dict] = {}
     for item in items:
-        if item["id"] in seen:
-            raise config.UserError(f"duplicate question id {item['id']!r} ({item['source']['file']})")
-        seen.add(item["id"])
+        if item["id"] in seen_at:
+            where = [f"{s['file']}" + (f" line {s['line']}" if "line" in s else "") for s in (seen_at[item["id"]]["source"],
+                                                                                         item["source"])]
+            raise config.UserError(f"duplicate question id {item['id']!r} ({where[0]} and {where[1]})")
+        seen_at[item["id"]] = item
     if cfg.limit:
         items = limited(items, cfg.limit)
     if not items:

@@ -181,6 +181,8 @@ def test_deploy_writes_gguf_and_modelfile_and_verification_passes(trained_adapte
     # Not the default checkpoint folder: the Modelfile goes beside the adapter, the repository's is left alone.
     parsed = modelfile.read_modelfile(trained_adapter / "Modelfile")
     assert parsed["FROM"] == "./base.gguf" and parsed["ADAPTER"] == "./adapter.gguf"
+    # its comment's command loads it from where it is (it said "-f Modelfile" wherever it was written)
+    assert f"ollama create policytune -f {trained_adapter / 'Modelfile'} " in (trained_adapter / "Modelfile").read_text()
     f32, deployed = figures["bases"]["f32"], figures["bases"]["deployed"]
     assert deployed["gguf"] == "base.gguf", "the report named the staged file, gone once published"
     assert f32["top1_agreement"] >= 0.95 and f32["max_logprob_diff"] <= 0.1
@@ -301,6 +303,13 @@ def test_serve_prints_a_request_that_carries_the_training_system_prompt(trained_
     curl = next(line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("curl "))
     body = json.loads(shlex.split(curl)[-1])
     assert body["messages"][0] == {"role": "system", "content": chat.SYSTEM_PROMPT}
+
+    class CtrlC(threading.Event):  # Ctrl-C arriving while the server waits: a signal a test cannot aim at that wait
+        def wait(self, timeout=None):
+            raise KeyboardInterrupt
+
+    deploy.serve(cfg, deploy.convert(cfg), CtrlC())  # Ctrl-C is how it is stopped: no "interrupted", no exit 130
+    assert "server stopped" in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -366,6 +366,16 @@ def test_a_gold_file_as_editors_save_it_and_keys_it_does_not_read(tmp_path, caps
     assert "no " in stage.resolve_gold("Auto", tmp_path / "none" / "chunks.json", sample)[1]
 
 
+def test_a_duplicate_gold_id_names_both_lines_and_a_gold_file_as_eval_split_says_where_it_goes(tmp_path):
+    stage = _stage_module()
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text("".join(json.dumps({"id": i, "question": f"Q{n}?"}) + "\n" for n, i in enumerate(["a", "b", "a"])))
+    with pytest.raises(config.UserError, match=r"duplicate question id 'a' \(.*gold.jsonl line 1 and .*gold.jsonl line 3\)"):
+        stage.load_items(stage.EvalConfig(data_dir=str(tmp_path), gold=str(gold)), str(gold))
+    with pytest.raises(config.UserError, match="JSON lines, as a gold set is; .* pass the file as --gold"):
+        stage.load_eval_split(gold)
+
+
 def test_gold_section_must_be_a_string(tmp_path):
     gold = tmp_path / "gold.jsonl"
     gold.write_text('{"id": "a", "question": "How many days?", "section": 4.1}\n')
