@@ -620,8 +620,6 @@ def serve(cfg: DeployConfig, deployment: Deployment, stop: threading.Event | Non
     try:
         while not stop.wait(0.5):
             pass
-    except KeyboardInterrupt:
-        pass  # Ctrl-C is how the server is stopped, not an interruption of work to resume
     finally:
         del server
     print("server stopped", flush=True)
