@@ -291,21 +291,6 @@ def test_served_endpoint_answers_with_the_adapter_applied(trained_adapter, train
     assert chat.is_refusal(tuned[1]) and not chat.is_refusal(base[1]), (tuned, base)
 
 
-def test_serve_prints_a_request_that_carries_the_training_system_prompt(trained_adapter, tmp_path, capsys):
-    """The printed curl sent no system message, and llama.cpp's template then put SmolLM's own in its place."""
-    import shlex
-    import threading
-
-    cfg = deploy_config(copy_adapter(trained_adapter, tmp_path / "serve"), port=0, serve_parallel=1)
-    stop = threading.Event()
-    stop.set()
-    deploy.serve(cfg, deploy.convert(cfg), stop)
-    curl = next(line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("curl "))
-    body = json.loads(shlex.split(curl)[-1])
-    assert body["messages"][0] == {"role": "system", "content": chat.SYSTEM_PROMPT}
-
-
-
 @pytest.mark.slow
 def test_merge_writes_a_16bit_model_that_reproduces_base_plus_adapter(trained_adapter, tmp_path):
     cfg = deploy_config(copy_adapter(trained_adapter, tmp_path / "merge"), verify_n=1)
