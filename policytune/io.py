@@ -64,7 +64,12 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 
 # The temporary files and folders of atomic writes (`.instructionquality.json.h7e8tyl1.tmp1234`) and of deploy's
 # staging (`adapter.gguf.tmp1234`) end in ".tmp" and the id of the process writing them.
-_TEMPORARY = re.compile(r"\.tmp(\d+)$")
+TEMPORARY = re.compile(r"\.tmp(\d+)$")
+
+
+def published_name(path: Path) -> Path:
+    """The file a temporary name (`adapter.gguf.tmp1234`) stands for."""
+    return path.with_name(TEMPORARY.sub("", path.name))
 
 
 def clear_stale_temporaries(folder: str | os.PathLike, own: bool = False) -> list[Path]:
@@ -74,7 +79,7 @@ def clear_stale_temporaries(folder: str | os.PathLike, own: bool = False) -> lis
     folder = Path(folder)
     removed = []
     for path in sorted(folder.glob("*.tmp*")) if folder.is_dir() else []:
-        match = _TEMPORARY.search(path.name)
+        match = TEMPORARY.search(path.name)
         if not match:
             continue
         pid = int(match.group(1))
